@@ -1,0 +1,240 @@
+"""The ``harness`` command line. It only parses, validates and calls the library.
+
+    harness run ablations/reference.yaml [--set train.epochs=2] [--output DIR] [--dry-run]
+    harness list
+    harness data synthetic --out DIR [--seed N] [--size small]
+    harness data check --dataset synthetic --root DIR [--split val]
+    harness --version
+
+A user mistake prints one line ``error: <file>: <field>: <what is wrong>; fix: <how>`` to
+stderr and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections import Counter
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from harness import __version__
+from harness.errors import HarnessError
+
+app = typer.Typer(
+    help="cir-harness: train, evaluate and compare Composed Image Retrieval methods under one loop.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Generate the embedded benchmark or check a dataset on disk.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def user_errors(command):
+    """Turn HarnessError into one line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except HarnessError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cir-harness {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """cir-harness: train, evaluate and compare Composed Image Retrieval methods under one loop."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@app.command()
+@user_errors
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (e.g. ablations/reference.yaml).")],
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="Override a setting: --set train.epochs=2 (value parsed as YAML; repeatable)."),
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", help="Results root (default: the config's output_dir).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and list the runs without running them.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Train and evaluate every run of an experiment (grid x seeds) and print a results table.
+
+    Each run gets a stable id (hash of its resolved config); its config.yaml, result.json and
+    per-query rankings go to <output>/<experiment>/runs/<id>/, and an mlflow sqlite database
+    sits beside them. Finished runs are skipped when the command is repeated."""
+    from harness.runner import describe_plan, plan_experiment, run_experiment
+
+    if dry_run:
+        plan = plan_experiment(config, set_ or [], output)
+        typer.echo(f"experiment {plan.experiment.experiment}: {len(plan.specs)} runs -> {plan.output}")
+        for row in describe_plan(plan):
+            typer.echo(f"  {row['run_id']}  {row['label']}  seed={row['seed']}  ({row['status']})")
+        return
+    run_experiment(config, set_ or [], output, progress=not quiet and sys.stderr.isatty(), echo=typer.echo)
+
+
+@app.command("list")
+@user_errors
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List every method (family, description, parameters with defaults) and every dataset."""
+    from harness.data.datasets import DATASETS
+    from harness.registry import list_methods
+
+    methods = list_methods()
+    if as_json:
+        payload = {
+            "methods": [
+                {"name": m.name, "family": m.family, "description": m.description, "parameters": m.defaults()}
+                for m in methods
+            ],
+            "datasets": DATASETS,
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    typer.echo("Methods")
+    for info in methods:
+        typer.echo(f"  {info.name}  [{info.family}]  {info.description}")
+        for name, field in info.params.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            about = f"  # {field.description}" if field.description else ""
+            typer.echo(f"      {name} = {default!r}{about}")
+    typer.echo("Datasets")
+    for name, about in DATASETS.items():
+        typer.echo(f"  {name}  {about}")
+
+
+class Size(str, Enum):
+    tiny = "tiny"
+    small = "small"
+    default = "default"
+    large = "large"
+
+
+#: Query counts (train, val, test1) of each --size preset.
+SIZES = {"tiny": (200, 100, 50), "small": (2000, 500, 200), "default": (10000, 1000, 500), "large": (40000, 3000, 1000)}
+
+
+@data_app.command("synthetic")
+@user_errors
+def data_synthetic(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (must not exist or be empty).")],
+    seed: Annotated[int, typer.Option("--seed", help="Generator seed; the same seed gives byte-identical files.")] = 0,
+    size: Annotated[
+        Size, typer.Option("--size", help="Preset query counts train/val/test1: tiny 200/100/50, small 2000/500/200, "
+                           "default 10000/1000/500, large 40000/3000/1000.")
+    ] = Size.default,
+    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 64,
+    workers: Annotated[int, typer.Option("--workers", help="Rendering processes.")] = 2,
+) -> None:
+    """Generate the embedded CIR benchmark in CIRR's layout (captions/, image_splits/, PNGs)
+    plus scene_graphs.json and per-query edit types."""
+    import time
+
+    from pydantic import ValidationError
+
+    from harness.data.synthetic.generate import SyntheticConfig, write_benchmark
+
+    train_n, val_n, test_n = SIZES[size.value]
+    try:
+        config = SyntheticConfig(seed=seed, num_train=train_n, num_val=val_n, num_test=test_n, image_size=image_size)
+    except ValidationError as error:
+        raise HarnessError(error.errors()[0]["msg"], field="--image-size", fix="use a side between 16 and 512") from None
+    start = time.perf_counter()
+    try:
+        write_benchmark(config, out, workers=workers, progress=sys.stderr.isatty())
+    except FileExistsError:
+        raise HarnessError("output folder exists and is not empty", file=out, fix="choose a new --out folder") from None
+    manifest = json.loads((out / "synthetic.json").read_text())
+    counts = ", ".join(f"{split}: {c['queries']} queries / {c['images']} images" for split, c in manifest["counts"].items())
+    typer.echo(f"wrote {out} in {time.perf_counter() - start:.1f}s ({counts})")
+
+
+@data_app.command("check")
+@user_errors
+def data_check(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name (see `harness list`).")],
+    root: Annotated[Path, typer.Option("--root", help="Local dataset folder.")],
+    split: Annotated[Optional[list[str]], typer.Option("--split", help="Split(s) to check (default: all).")] = None,
+) -> None:
+    """Check a dataset on disk: counts, missing or unreadable images, duplicate ids, targets
+    or set members absent from the split. Exits 1 when a problem is found."""
+    from harness.data.cirr import CIRR_SPLITS, read_cirr_split
+    from harness.data.datasets import DATASETS
+
+    if dataset not in DATASETS:
+        from harness.errors import did_you_mean
+
+        raise HarnessError(f"unknown dataset '{dataset}'{did_you_mean(dataset, DATASETS)}", field="--dataset",
+                           fix="run `harness list` to see every dataset")
+    if not root.is_dir():
+        raise HarnessError("dataset root does not exist", file=root, field="--root", fix="give the dataset folder")
+    problems_total = 0
+    splits = split or [s for s in CIRR_SPLITS if (root / "captions" / f"cap.rc2.{s}.json").is_file()]
+    if not splits:
+        raise HarnessError("no caption files found under captions/", file=root, field="--root",
+                           fix="point --root at the folder holding captions/ and image_splits/")
+    for name in splits:
+        loaded, problems = read_cirr_split(root, name, dataset=dataset)
+        unreadable = 0
+        missing = {p.split(": ")[1] for p in problems if p.endswith("is missing")}
+        for image in loaded.gallery:
+            if image in missing:
+                continue
+            try:
+                loaded.images.decode(image)
+            except HarnessError as error:
+                problems.append(str(error))
+                unreadable += 1
+            loaded.images._cache.clear()
+        kinds = Counter(t.edit_type for t in loaded.triplets if t.edit_type)
+        with_target = sum(t.target is not None for t in loaded.triplets)
+        typer.echo(f"{dataset}/{name}: {len(loaded.triplets)} queries ({with_target} with targets), "
+                   f"{len(loaded.gallery)} images, {len(missing)} missing, {unreadable} unreadable, "
+                   f"{len(problems)} problems")
+        if kinds:
+            typer.echo("  edit types: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+        for problem in problems[:20]:
+            typer.echo(f"  problem: {problem}")
+        if len(problems) > 20:
+            typer.echo(f"  ... and {len(problems) - 20} more")
+        problems_total += len(problems)
+    if problems_total:
+        raise typer.Exit(1)
+
+
+def entry_point() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    entry_point()

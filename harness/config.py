@@ -1,0 +1,330 @@
+"""Experiment configs: YAML -> validated pydantic models -> one RunSpec per grid point and seed.
+
+    experiment = load_experiment(Path("ablations/reference.yaml"), overrides=["train.epochs=1"])
+    for spec in expand(experiment):
+        spec.run_id, spec.config.method.name, spec.config.seed
+
+A config file may ``include:`` base files (paths relative to it; later keys win, mappings
+merge deeply); ``--set key.path=value`` overrides are applied last (values parsed as YAML).
+``grid:`` maps a key path to a list of values; the runs are the cartesian product of the
+grid times ``seeds``. A grid value that is a mapping replaces the node at its path, so
+``grid: {method: [{name: image_only}, {name: sum}]}`` compares methods with different
+parameters. Each run's id is a hash of its resolved config. Every mistake is a HarnessError
+naming the file, the field path, what is wrong and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.data.datasets import DatasetConfig
+from harness.errors import HarnessError, did_you_mean
+from harness.evaluate import EvalConfig
+from harness.registry import get_method
+from harness.train import TrainConfig
+
+
+class MethodConfig(BaseModel):
+    """A method by registered name, with its typed parameters (validated per method)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="registered method name (see `harness list`)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the method's parameters; unset ones take defaults")
+
+
+class TrackingConfig(BaseModel):
+    """mlflow tracking: a sqlite file beside the results unless ``uri`` names another store."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    uri: str | None = Field(None, description="tracking URI; default sqlite:///<output>/<experiment>/mlflow.db")
+
+
+class RunConfig(BaseModel):
+    """Everything that determines one run's result (its hash is the run id)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experiment: str
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    method: MethodConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    seed: int = 0
+
+    def run_id(self) -> str:
+        """Stable id: short hash of the resolved config (key order independent)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class ExperimentConfig(BaseModel):
+    """A YAML experiment: a base run, a grid over key paths, seeds, where results go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experiment: str = Field(description="experiment name; results go to <output_dir>/<experiment>/")
+    description: str = ""
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    method: MethodConfig | None = Field(None, description="the method; may instead come from grid")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="key path -> values (cartesian product)")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    output_dir: str = Field("runs", description="root folder of results")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("experiment")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not name or any(c in name for c in "/\\") or name.startswith("."):
+            raise ValueError("must be a plain folder name (no slashes, not starting with '.')")
+        return name
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for path, values in grid.items():
+            if not values:
+                raise ValueError(f"grid '{path}' has no values")
+        return grid
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of an experiment: its resolved config, id and grid point."""
+
+    config: RunConfig
+    grid_point: dict[str, Any]
+    source: str
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id()
+
+    @property
+    def label(self) -> str:
+        """Readable name of the grid point (method name when nothing is swept)."""
+        if not self.grid_point:
+            return self.config.method.name
+        return ", ".join(f"{k}={_short(v)}" for k, v in self.grid_point.items())
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "name" in value:
+        return str(value["name"])
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path, included_from: Path | None) -> dict[str, Any]:
+    if not path.is_file():
+        if included_from is not None:
+            raise HarnessError(f"included file {path} not found", file=included_from, field="include",
+                               fix="give a path relative to the including file")
+        raise HarnessError("config file not found", file=path, fix="check the path")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else None
+        raise HarnessError(f"not valid YAML ({getattr(error, 'problem', error)})", file=path, field=where,
+                           fix="fix the YAML syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise HarnessError("the top level must be a mapping of fields", file=path, fix="start with `experiment: <name>`")
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``; nested mappings merge, everything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The YAML mapping of ``path`` with its includes resolved."""
+    path = Path(path)
+    data = _read_yaml(path, _chain[-1] if _chain else None)
+    includes = data.pop("include", None)
+    if includes is None:
+        return data
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise HarnessError("include must be a file name or a list of file names", file=path, field="include",
+                           fix="write `include: base.yaml`")
+    merged: dict[str, Any] = {}
+    for name in includes:
+        included = (path.parent / name).resolve()
+        if included in _chain or included == path.resolve():
+            raise HarnessError(f"include cycle through {name}", file=path, field="include", fix="remove the cycle")
+        merged = deep_merge(merged, load_raw(included, (*_chain, path.resolve())))
+    return deep_merge(merged, data)
+
+
+def set_path(data: dict[str, Any], path: str, value: Any, *, file: str, field: str) -> None:
+    """Set ``a.b.c`` in nested mappings, creating mappings on the way."""
+    keys = path.split(".")
+    if not all(keys):
+        raise HarnessError(f"bad key path '{path}'", file=file, field=field, fix="write key paths like train.epochs")
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise HarnessError(f"'{key}' in '{path}' is not a mapping", file=file, field=field,
+                               fix="point the key path at a field inside a mapping")
+        node = child
+    node[keys[-1]] = copy.deepcopy(value)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> dict[str, Any]:
+    """Apply ``--set key.path=value`` overrides (values parsed with yaml.safe_load)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise HarnessError(f"override '{item}' has no '='", file=file, field="--set", fix="write --set train.epochs=2")
+        path, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        set_path(data, path.strip(), value, file=file, field="--set")
+    return data
+
+
+def load_experiment(path: Path, overrides: list[str] | None = None) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """Load, merge and validate an experiment file; return it with the raw merged mapping."""
+    raw = apply_overrides(load_raw(Path(path)), overrides or [], str(path))
+    experiment = validate_model(ExperimentConfig, raw, file=str(path))
+    if experiment.method is not None:
+        _validate_method(experiment.method, file=str(path), prefix="method")
+    return experiment, raw
+
+
+# ---------------------------------------------------------------- expansion
+
+
+def expand(experiment: ExperimentConfig, raw: dict[str, Any], file: str) -> list[RunSpec]:
+    """One RunSpec per grid point and seed, each validated with its method's parameters."""
+    base = {k: v for k, v in raw.items() if k in RunConfig.model_fields}
+    base["experiment"] = experiment.experiment
+    paths = list(experiment.grid)
+    specs: list[RunSpec] = []
+    seen: set[str] = set()
+    for values in itertools.product(*(experiment.grid[p] for p in paths)):
+        point = dict(zip(paths, values, strict=True))
+        run = copy.deepcopy(base)
+        for path, value in point.items():
+            if path.split(".")[0] not in RunConfig.model_fields:
+                raise HarnessError(f"grid key '{path}' is not a run setting", file=file, field=f"grid.{path}",
+                                   fix=f"sweep a path under one of {', '.join(f for f in RunConfig.model_fields if f != 'experiment')}")
+            set_path(run, path, value, file=file, field=f"grid.{path}")
+        for seed in experiment.seeds:
+            run["seed"] = seed
+            where = f"grid point {_describe(point)}" if point else None
+            if "method" not in run:
+                raise HarnessError("no method given", file=file, field="method",
+                                   fix="add `method: {name: ...}` or sweep `method` in grid")
+            config = validate_model(RunConfig, run, file=file, context=where)
+            method = _validate_method(config.method, file=file, prefix="method", context=where)
+            config = config.model_copy(update={"method": method})
+            spec = RunSpec(config=config, grid_point=point, source=file)
+            if spec.run_id not in seen:
+                seen.add(spec.run_id)
+                specs.append(spec)
+    return specs
+
+
+def _describe(point: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_short(v)}" for k, v in point.items())
+
+
+def _validate_method(method: MethodConfig, *, file: str, prefix: str, context: str | None = None) -> MethodConfig:
+    """Check the method name and its typed parameters; return them with defaults filled in."""
+    try:
+        info = get_method(method.name)
+    except HarnessError as error:
+        raise HarnessError(error.problem + (f" ({context})" if context else ""), file=file, field=f"{prefix}.name",
+                           fix=error.fix) from None
+    params = validate_model(info.params, method.params, file=file, prefix=f"{prefix}.params", context=context)
+    return MethodConfig(name=method.name, params=params.model_dump(mode="json"))
+
+
+# ---------------------------------------------------------------- errors
+
+
+def validate_model(model: type[BaseModel], data: Any, *, file: str, prefix: str = "", context: str | None = None):
+    """``model.model_validate(data)`` with pydantic errors turned into one HarnessError."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise _as_harness_error(model, error, file, prefix, context) from None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) model at ``loc``, for "did you mean" suggestions."""
+    current: Any = model
+    for key in loc:
+        fields = getattr(current, "model_fields", None)
+        if not fields or key not in fields:
+            return []
+        annotation = fields[key].annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def _as_harness_error(model: type[BaseModel], error: ValidationError, file: str, prefix: str, context: str | None) -> HarnessError:
+    problems = []
+    first_field = None
+    first_fix = None
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        field = ".".join(str(part) for part in (prefix.split(".") if prefix else []) + list(loc))
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            known = _fields_at(model, loc[:-1])
+            problem = f"unknown field '{loc[-1]}'{did_you_mean(str(loc[-1]), known)}"
+            fix = f"remove it or use one of: {', '.join(known)}" if known else "remove it"
+        elif kind == "missing":
+            problem = "required field is missing"
+            fix = f"add `{loc[-1]}:`"
+        else:
+            message = item["msg"]
+            if message.startswith("Value error, "):
+                message = message[len("Value error, "):]
+            problem = f"{message} (got {item.get('input')!r})"
+            fix = "change the value"
+        if context:
+            problem += f" ({context})"
+        problems.append(f"{field}: {problem}" if field else problem)
+        if first_field is None:
+            first_field, first_fix = field, fix
+    if len(problems) == 1:
+        message = problems[0].split(": ", 1)[1] if first_field else problems[0]
+        return HarnessError(message, file=file, field=first_field or None, fix=first_fix)
+    return HarnessError(f"{len(problems)} problems: " + "; ".join(problems), file=file, fix=first_fix)

@@ -1,0 +1,106 @@
+"""Read a dataset in CIRR's layout (the embedded benchmark now, real CIRR through the same code).
+
+    split, problems = read_cirr_split(root, "val")        # problems: list of one-line strings
+    split = load_cirr_split(root, "val", image_size=64)   # raises HarnessError on any problem
+
+Refused, with the file and the field named: missing files, duplicate pair ids or image
+names, references, targets or set members absent from the split's images, and image paths
+that are absolute or climb out of the root. Missing image files are reported too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from harness.data.triplet import CIRSplit, ImageStore, Triplet
+from harness.errors import HarnessError
+from harness.paths import confined
+
+CIRR_SPLITS = ("train", "val", "test1")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    counts = Counter(key for key, _ in pairs)
+    duplicated = [key for key, count in counts.items() if count > 1]
+    if duplicated:
+        raise ValueError(f"duplicate key {duplicated[0]!r}")
+    return dict(pairs)
+
+
+def read_json(path: Path, *, what: str) -> Any:
+    """Parse a JSON file; a missing file, bad JSON or a duplicate key is a HarnessError."""
+    if not path.is_file():
+        raise HarnessError(f"{what} not found", file=path, fix="check --root and the dataset layout")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise HarnessError(f"{what} is not valid JSON ({error})", file=path, fix="restore the original file") from None
+
+
+def read_cirr_split(root: Path, split: str, image_size: int = 64, dataset: str = "cirr") -> tuple[CIRSplit, list[str]]:
+    """Load one split; return it with the list of problems found (empty when all is well)."""
+    root = Path(root)
+    if split not in CIRR_SPLITS:
+        raise HarnessError(f"unknown split {split!r}", field="split", fix=f"use one of {', '.join(CIRR_SPLITS)}")
+    captions_file = root / "captions" / f"cap.rc2.{split}.json"
+    split_file = root / "image_splits" / f"split.rc2.{split}.json"
+    entries = read_json(captions_file, what="caption file")
+    image_split = read_json(split_file, what="image split file")
+    if not isinstance(entries, list):
+        raise HarnessError("expected a JSON list of queries", file=captions_file, fix="restore the original file")
+    if not isinstance(image_split, dict):
+        raise HarnessError("expected a JSON object name -> path", file=split_file, fix="restore the original file")
+    problems: list[str] = []
+    paths: dict[str, Path] = {}
+    for name, relative in image_split.items():
+        path = confined(root, str(relative), file=split_file, field=name)
+        paths[name] = path
+        if not path.is_file():
+            problems.append(f"{split_file}: {name}: image file {relative} is missing")
+    edit_types = _edit_types(root, split)
+    triplets: list[Triplet] = []
+    seen: set[int] = set()
+    for index, entry in enumerate(entries):
+        field = f"[{index}]"
+        try:
+            pairid = int(entry["pairid"])
+            reference = str(entry["reference"])
+            caption = str(entry["caption"])
+            members = tuple(str(m) for m in entry.get("img_set", {}).get("members", ()))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise HarnessError(f"malformed query ({error!r})", file=captions_file, field=field,
+                               fix="each query needs pairid, reference, caption and img_set") from None
+        target = entry.get("target_hard")
+        if pairid in seen:
+            problems.append(f"{captions_file}: {field}.pairid: duplicate pair id {pairid}")
+        seen.add(pairid)
+        for role, name in (("reference", reference), ("target_hard", target)):
+            if name is not None and name not in paths:
+                problems.append(f"{captions_file}: {field}.{role}: image {name!r} is not in {split_file.name}")
+        for name in members:
+            if name not in paths:
+                problems.append(f"{captions_file}: {field}.img_set.members: image {name!r} is not in {split_file.name}")
+        triplets.append(Triplet(pairid, reference, caption, None if target is None else str(target), members,
+                                edit_types.get(pairid)))
+    loaded = CIRSplit(dataset, split, root, triplets, list(image_split), ImageStore(paths, image_size))
+    return loaded, problems
+
+
+def load_cirr_split(root: Path, split: str, image_size: int = 64, dataset: str = "cirr") -> CIRSplit:
+    """Load one split or raise a HarnessError naming the first problem (and how many more)."""
+    loaded, problems = read_cirr_split(root, split, image_size, dataset)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise HarnessError(problems[0] + more, fix=f"run `harness data check --dataset {dataset} --root {root} --split {split}`")
+    return loaded
+
+
+def _edit_types(root: Path, split: str) -> dict[int, str]:
+    """Edit type per pair id, from the embedded benchmark's query_edits file when present."""
+    path = root / f"query_edits.rc2.{split}.json"
+    if not path.is_file():
+        return {}
+    return {int(entry["pairid"]): str(entry["edit_type"]) for entry in read_json(path, what="query edits file")}

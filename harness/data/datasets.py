@@ -1,0 +1,89 @@
+"""Datasets by name: the embedded ``synthetic`` benchmark and ``cirr`` from a local root.
+
+    config = DatasetConfig(name="synthetic")            # generated once into the cache
+    train = load_dataset(config, config.train_split)
+    val = load_dataset(config, config.eval_split)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from harness.data.cirr import load_cirr_split
+from harness.data.synthetic.generate import GENERATOR_VERSION, SyntheticConfig, write_benchmark
+from harness.data.triplet import CIRSplit
+from harness.errors import HarnessError, did_you_mean
+from harness.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+DATASETS: dict[str, str] = {
+    "synthetic": "embedded benchmark: rendered scenes of shapes, template captions, CIRR layout, no download (default)",
+    "cirr": "CIRR (Liu et al., ICCV 2021) from a local root in its official layout (captions/, image_splits/, images)",
+}
+
+
+class DatasetConfig(BaseModel):
+    """Which dataset, where it lives, and which splits train and evaluate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("synthetic", description="dataset name (see `harness list`)")
+    root: str | None = Field(None, description="local dataset directory; synthetic: generated into the cache when unset")
+    train_split: str = "train"
+    eval_split: str = "val"
+    image_size: int = Field(64, ge=16, le=1024, description="images are resized to this square side")
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig, description="generator settings")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset '{name}'{did_you_mean(name, DATASETS)}; known: {', '.join(DATASETS)}")
+        return name
+
+
+def synthetic_key(config: SyntheticConfig) -> str:
+    """Cache key of a generated benchmark: hash of its settings and the generator version."""
+    blob = json.dumps({"version": GENERATOR_VERSION, **config.model_dump()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def ensure_synthetic(config: SyntheticConfig, progress: bool = True) -> Path:
+    """The cached benchmark for ``config``, generated first when absent (safe under races)."""
+    root = cache_dir() / "datasets" / f"synthetic-{synthetic_key(config)}"
+    if (root / "synthetic.json").is_file():
+        return root
+    log.info("generating the embedded benchmark into %s", root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write_benchmark(config, root, progress=progress)
+    except (FileExistsError, OSError):
+        if not (root / "synthetic.json").is_file():  # not a lost race: a real error
+            raise
+    return root
+
+
+def dataset_root(config: DatasetConfig, progress: bool = True) -> Path:
+    """Where the dataset's files are; generates the embedded benchmark when needed."""
+    if config.root is not None:
+        root = Path(os.path.expanduser(config.root))
+        if not root.is_dir():
+            raise HarnessError(f"dataset root {root} does not exist", field="dataset.root",
+                               fix="point it at the directory that holds captions/ and image_splits/")
+        return root
+    if config.name == "synthetic":
+        return ensure_synthetic(config.synthetic.model_copy(update={"image_size": config.image_size}), progress)
+    raise HarnessError(f"dataset '{config.name}' needs a root", field="dataset.root",
+                       fix="set dataset.root to the local copy of the dataset")
+
+
+def load_dataset(config: DatasetConfig, split: str, progress: bool = True) -> CIRSplit:
+    """Load one split of the configured dataset."""
+    return load_cirr_split(dataset_root(config, progress), split, config.image_size, dataset=config.name)

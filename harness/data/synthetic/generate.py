@@ -1,0 +1,378 @@
+"""Generate the embedded CIR benchmark and write it in CIRR's own layout.
+
+    root/
+      captions/cap.rc2.{train,val,test1}.json   CIRR caption files (test1 without targets)
+      image_splits/split.rc2.{train,val,test1}.json   name -> "./<dir>/<name>.png"
+      train/<n>/*.png, dev/*.png, test1/*.png    the rendered images
+      scene_graphs.json                          objects and attributes of every image
+      query_edits.rc2.{split}.json               per query: edit type(s), structured edits, target
+      synthetic.json                             the generator settings and counts
+
+Per query the split holds a CIRR-style 6-image set (reference, target and 4 scenes one edit
+away from the target, the "wrong argument" siblings of the reference first); evaluation
+splits add hard negatives: scenes one edit away from the reference and scenes where the
+caption's edit was applied to a different base. Every image of every split has a unique
+scene graph. Same settings -> byte-identical files (checked by the tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from harness.data.synthetic.captions import random_caption
+from harness.data.synthetic.render import render_scene
+from harness.data.synthetic.scene import (
+    EDIT_TYPES,
+    Edit,
+    EditNotApplicable,
+    Scene,
+    SceneObject,
+    apply_edits,
+    edited_identity,
+    make_scene,
+    random_edit,
+    random_edit_of_type,
+    random_object,
+    random_scene,
+    scene_key,
+    wrong_argument_edits,
+    CELLS,
+)
+
+GENERATOR_VERSION = 1
+SPLITS = ("train", "val", "test1")
+#: Image folder per split, as CIRR names them.
+SPLIT_DIRS = {"train": "train", "val": "dev", "test1": "test1"}
+SET_SIZE = 6
+
+
+class SyntheticConfig(BaseModel):
+    """Settings of the embedded benchmark (defaults: ~10k train / 1k val queries, 64x64)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = Field(0, description="generator seed; same seed -> byte-identical files")
+    num_train: int = Field(10000, ge=1, description="training queries")
+    num_val: int = Field(1000, ge=1, description="validation queries")
+    num_test: int = Field(500, ge=1, description="test1 queries (no targets in the caption file, as CIRR)")
+    image_size: int = Field(64, ge=16, le=512, description="image side in pixels")
+    max_objects: int = Field(4, ge=1, le=5, description="objects in a reference (targets may hold one more)")
+    compound_share: float = Field(0.25, ge=0.0, le=1.0, description="share of two-edit queries")
+    reference_negatives: int = Field(2, ge=0, le=8, description="eval splits: extra scenes one edit from the reference")
+    caption_negatives: int = Field(1, ge=0, le=4, description="eval splits: the caption's edit on a different base")
+
+    def num_queries(self, split: str) -> int:
+        return {"train": self.num_train, "val": self.num_val, "test1": self.num_test}[split]
+
+
+@dataclass
+class Query:
+    """One generated query with the scenes of its images."""
+
+    pairid: int
+    reference: str
+    target: str
+    caption: str
+    edits: list[Edit]
+    members: list[str]
+    images: dict[str, Scene] = field(default_factory=dict)
+
+    @property
+    def edit_type(self) -> str:
+        return "compound" if len(self.edits) > 1 else self.edits[0].type
+
+
+class _SceneRegistry:
+    """Keeps every scene key used so far, so no two images share a scene graph."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+
+    def fresh(self, scene: Scene, *others: Scene) -> bool:
+        key = scene_key(scene)
+        return key not in self.keys and all(key != scene_key(o) for o in others)
+
+    def add(self, scenes: list[Scene]) -> None:
+        self.keys.update(scene_key(s) for s in scenes)
+
+
+def _draw_edits(rng: np.random.Generator, reference: Scene, compound: bool) -> list[Edit]:
+    first = random_edit(rng, reference)
+    if not compound:
+        return [first]
+    middle = apply_edits(reference, [first])
+    for _ in range(50):
+        second = random_edit(rng, middle, exclude=edited_identity(first))
+        if second.type != first.type and not (second.type == "add" and first.type == "add"):
+            return [first, second]
+    raise EditNotApplicable("no second edit")
+
+
+def _one_edit_candidates(rng: np.random.Generator, reference: Scene, edits: list[Edit]) -> list[Scene]:
+    """Scenes one edit away from the target, hardest first (also one edit from the reference)."""
+    candidates: list[Scene] = []
+    if len(edits) == 1:
+        variants = wrong_argument_edits(reference, edits[0])
+        for index in rng.permutation(len(variants)):
+            try:
+                candidates.append(apply_edits(reference, [variants[int(index)]]))
+            except EditNotApplicable:
+                pass
+        return candidates
+    first, second = edits
+    middle = apply_edits(reference, [first])
+    candidates.append(middle)  # the half-done edit
+    pools = [
+        [[first, v] for v in wrong_argument_edits(middle, second)],
+        [[v, second] for v in wrong_argument_edits(reference, first)],
+        [[second]],
+    ]
+    for pool in pools:
+        for index in rng.permutation(len(pool)):
+            try:
+                candidates.append(apply_edits(reference, pool[int(index)]))
+            except EditNotApplicable:
+                pass
+    return candidates
+
+
+def _different_base(rng: np.random.Generator, reference: Scene, edits: list[Edit], max_objects: int) -> Scene:
+    """A new base scene holding the objects the edits act on (with their attributes), other
+    objects random; the edits are applicable to it."""
+    subjects = [obj for obj in reference if any(e.subject == obj.identity for e in edits)]
+    num_objects = int(rng.integers(len(subjects) if subjects else 1, max_objects + 1))
+    cells = [CELLS[int(c)] for c in rng.permutation(len(CELLS))[:num_objects]]
+    objects = [SceneObject(cell, obj.shape, obj.colour, obj.size) for cell, obj in zip(cells, subjects)]
+    taken = {obj.identity for obj in objects}
+    for cell in cells[len(subjects):]:
+        obj = random_object(rng, cell)
+        if obj.identity not in taken:
+            objects.append(obj)
+            taken.add(obj.identity)
+    return make_scene(objects)
+
+
+def _generate_query(
+    rng: np.random.Generator, config: SyntheticConfig, split: str, pairid: int, set_id: int, used: _SceneRegistry
+) -> Query:
+    evaluation = split != "train"
+    while True:
+        reference = random_scene(rng, int(rng.integers(1, config.max_objects + 1)))
+        if not used.fresh(reference):
+            continue
+        try:
+            edits = _draw_edits(rng, reference, bool(rng.random() < config.compound_share))
+            target = apply_edits(reference, edits)
+        except EditNotApplicable:
+            continue
+        if not used.fresh(target, reference):
+            continue
+        chosen = [reference, target]
+        for candidate in _one_edit_candidates(rng, reference, edits):
+            if len(chosen) == SET_SIZE:
+                break
+            if used.fresh(candidate, *chosen):
+                chosen.append(candidate)
+        for _ in range(200):  # fill up with random single edits of the target
+            if len(chosen) == SET_SIZE:
+                break
+            try:
+                candidate = apply_edits(target, [random_edit(rng, target)])
+            except EditNotApplicable:
+                continue
+            if used.fresh(candidate, *chosen):
+                chosen.append(candidate)
+        if len(chosen) < SET_SIZE:
+            continue
+        extras: list[Scene] = []
+        if evaluation:
+            extras = _hard_negatives(rng, config, reference, edits, used, chosen)
+            if extras is None:  # type: ignore[comparison-overlap]
+                continue
+        break
+    used.add(chosen + extras)
+    set_order = [int(i) for i in rng.permutation(SET_SIZE)]
+    scenes = [chosen[i] for i in set_order] + extras
+    prefix = SPLIT_DIRS[split]
+    names = [f"{prefix}-{set_id:05d}-img{j}" for j in range(len(scenes))]
+    reference_name = names[set_order.index(0)]
+    target_name = names[set_order.index(1)]
+    return Query(
+        pairid=pairid,
+        reference=reference_name,
+        target=target_name,
+        caption=random_caption(rng, edits),
+        edits=edits,
+        members=names[:SET_SIZE],
+        images=dict(zip(names, scenes, strict=True)),
+    )
+
+
+def _hard_negatives(
+    rng: np.random.Generator,
+    config: SyntheticConfig,
+    reference: Scene,
+    edits: list[Edit],
+    used: _SceneRegistry,
+    chosen: list[Scene],
+) -> list[Scene] | None:
+    extras: list[Scene] = []
+    for _ in range(200):
+        if len(extras) == config.reference_negatives:
+            break
+        edit_type = EDIT_TYPES[int(rng.integers(len(EDIT_TYPES)))]
+        try:
+            candidate = apply_edits(reference, [random_edit_of_type(rng, reference, edit_type)])
+        except EditNotApplicable:
+            continue
+        if used.fresh(candidate, *chosen, *extras):
+            extras.append(candidate)
+    wanted = config.reference_negatives + config.caption_negatives
+    for _ in range(200):
+        if len(extras) == wanted:
+            break
+        base = _different_base(rng, reference, edits, config.max_objects)
+        try:
+            candidate = apply_edits(base, edits)
+        except EditNotApplicable:
+            continue
+        if used.fresh(candidate, *chosen, *extras):
+            extras.append(candidate)
+    return extras if len(extras) == wanted else None
+
+
+def generate_queries(config: SyntheticConfig) -> dict[str, list[Query]]:
+    """All queries of all splits (scene graphs only, no pixels); deterministic in the seed."""
+    rng = np.random.default_rng([config.seed, GENERATOR_VERSION])
+    used = _SceneRegistry()
+    queries: dict[str, list[Query]] = {}
+    pairid = 0
+    for split in SPLITS:
+        queries[split] = []
+        for set_id in range(config.num_queries(split)):
+            queries[split].append(_generate_query(rng, config, split, pairid, set_id, used))
+            pairid += 1
+    return queries
+
+
+def image_relpath(split: str, name: str, set_id: int) -> str:
+    """Relative image path in CIRR style (train images sit in numbered sub-folders)."""
+    if split == "train":
+        return f"./train/{set_id // 1000}/{name}.png"
+    return f"./{SPLIT_DIRS[split]}/{name}.png"
+
+
+def _render_job(job: tuple[int, int, str, Scene, int, str]) -> None:
+    seed, split_index, relpath, scene, image_index, root = job
+    rng = np.random.default_rng([seed, GENERATOR_VERSION, split_index, image_index])
+    image = render_scene(scene, _render_job.image_size, rng)  # type: ignore[attr-defined]
+    image.save(Path(root) / relpath, format="PNG", compress_level=6)
+
+
+def _init_worker(image_size: int) -> None:
+    _render_job.image_size = image_size  # type: ignore[attr-defined]
+
+
+def _dump_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, sort_keys=False), encoding="utf-8")
+
+
+def write_benchmark(config: SyntheticConfig, out: Path, workers: int | None = None, progress: bool = True) -> Path:
+    """Generate and write the benchmark to ``out`` atomically (a temporary folder renamed at
+    the end), so an interrupted run never leaves a half-written benchmark behind."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(out)
+    queries = generate_queries(config)
+    staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        jobs = _write_annotations(config, queries, staging)
+        for folder in {str(Path(job[2]).parent) for job in jobs}:
+            (staging / folder).mkdir(parents=True, exist_ok=True)
+        workers = workers or min(2, os.cpu_count() or 1)
+        bar = tqdm(total=len(jobs), desc="rendering", unit="img", disable=not progress, leave=False)
+        if workers > 1:
+            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(config.image_size,)) as pool:
+                for _ in pool.map(_render_job, jobs, chunksize=256):
+                    bar.update()
+        else:
+            _init_worker(config.image_size)
+            for job in jobs:
+                _render_job(job)
+                bar.update()
+        bar.close()
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_annotations(
+    config: SyntheticConfig, queries: dict[str, list[Query]], root: Path
+) -> list[tuple[int, int, str, Scene, int, str]]:
+    """Write every JSON file; return the render jobs (one per image)."""
+    jobs: list[tuple[int, int, str, Scene, int, str]] = []
+    scene_graphs: dict[str, list[dict[str, object]]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for split_index, split in enumerate(SPLITS):
+        captions, edits, image_split = [], [], {}
+        for set_id, query in enumerate(queries[split]):
+            entry: dict[str, object] = {"pairid": query.pairid, "reference": query.reference}
+            img_set: dict[str, object] = {
+                "id": set_id,
+                "members": query.members,
+                "reference_rank": query.members.index(query.reference),
+            }
+            if split != "test1":
+                entry["target_hard"] = query.target
+                entry["target_soft"] = {query.target: 1.0}
+                img_set["target_rank"] = query.members.index(query.target)
+            entry["caption"] = query.caption
+            entry["img_set"] = img_set
+            captions.append(entry)
+            edits.append(
+                {
+                    "pairid": query.pairid,
+                    "edit_type": query.edit_type,
+                    "edits": [e.to_json() for e in query.edits],
+                    "target": query.target,
+                }
+            )
+            for name, scene in query.images.items():
+                relpath = image_relpath(split, name, set_id)
+                image_split[name] = relpath
+                scene_graphs[name] = [obj.to_json() for obj in scene]
+                jobs.append((config.seed, split_index, relpath, scene, len(jobs), str(root)))
+        _dump_json(root / "captions" / f"cap.rc2.{split}.json", captions)
+        _dump_json(root / "image_splits" / f"split.rc2.{split}.json", image_split)
+        _dump_json(root / f"query_edits.rc2.{split}.json", edits)
+        counts[split] = {"queries": len(captions), "images": len(image_split)}
+    _dump_json(root / "scene_graphs.json", scene_graphs)
+    manifest = {"generator_version": GENERATOR_VERSION, "config": config.model_dump(), "counts": counts}
+    (root / "synthetic.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return jobs
+
+
+def iter_split_scenes(root: Path, split: str) -> Iterator[tuple[str, list[dict[str, object]]]]:
+    """(image name, scene graph) pairs of one split, read back from disk."""
+    graphs = json.loads((root / "scene_graphs.json").read_text())
+    names = json.loads((root / "image_splits" / f"split.rc2.{split}.json").read_text())
+    for name in names:
+        yield name, graphs[name]

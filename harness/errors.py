@@ -1,0 +1,37 @@
+"""The one exception type for mistakes a user can fix.
+
+    raise HarnessError("unknown method 'cir_lvml' (did you mean 'cir_lvlm'?)",
+                       file="ablations/x.yaml", field="method.name", fix="run `harness list`")
+
+The CLI prints ``str(error)`` on one line and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class HarnessError(Exception):
+    """A user-fixable error: names the file, the field, what is wrong and the fix."""
+
+    def __init__(self, problem: str, *, file: str | Path | None = None, field: str | None = None, fix: str | None = None):
+        self.problem = problem
+        self.file = None if file is None else str(file)
+        self.field = field
+        self.fix = fix
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        where = ": ".join(part for part in (self.file, self.field) if part)
+        text = f"{where}: {self.problem}" if where else self.problem
+        if self.fix:
+            text += f"; fix: {self.fix}"
+        return " ".join(text.split())  # one line, always
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,180 @@
+"""The shared evaluation loop: encode gallery and queries, score, rank, measure.
+
+    evaluation = evaluate(method, val_split, EvalConfig())
+    evaluation.metrics            # {"recall_at_1": ..., "recall_subset_at_1": ..., "avg": ...}
+    evaluation.timings            # ms per image / query for each phase, after warm-up
+
+The gallery is every image of the split file (never only the query images); the reference
+is removed from its own candidates when ``remove_reference`` is on (CIRR protocol); ties are
+broken by gallery index. Latency is measured as timm does: warm-up batches first, then
+timed passes, ``torch.cuda.synchronize()`` before reading the clock on a GPU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tqdm import tqdm
+
+from harness.data.triplet import CIRSplit, Triplet
+from harness.metrics import cirr_metrics, ranking, subset_ranks, target_ranks
+from harness.methods.base import CIRMethod
+
+
+class EvalConfig(BaseModel):
+    """Evaluation protocol and batching (defaults: the CIRR protocol, prototype.md §2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ks: list[int] = Field([1, 5, 10, 50], description="K of Recall@K")
+    subset_ks: list[int] = Field([1, 2, 3], description="K of Recall_subset@K (image sets only)")
+    batch_size: int = Field(256, ge=1, description="images or queries per encoder call")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
+    remove_reference: bool = Field(True, description="drop the reference from its own candidates (CIRR)")
+    warmup_batches: int = Field(1, ge=0, description="untimed encoder calls before timing")
+    save_top: int = Field(50, ge=1, description="length of the per-query ranking kept on disk")
+    max_queries: int | None = Field(None, ge=1, description="evaluate the first N queries only (quick runs)")
+
+    @field_validator("ks", "subset_ks")
+    @classmethod
+    def _positive_sorted(cls, ks: list[int]) -> list[int]:
+        if any(k < 1 for k in ks):
+            raise ValueError("every K must be >= 1")
+        return sorted(set(ks))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("eval.device is 'cuda' but no GPU is available")
+    return torch.device(name)
+
+
+@dataclass
+class Evaluation:
+    """Metrics, per-query results and timings of one evaluation."""
+
+    metrics: dict[str, float]
+    metrics_by_edit_type: dict[str, dict[str, float]]
+    num_queries: int
+    num_gallery: int
+    timings: dict[str, float]
+    rankings: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _encode_in_batches(encode, count: int, batch_size: int, device: torch.device, desc: str, progress: bool) -> torch.Tensor:
+    chunks = []
+    for start in tqdm(range(0, count, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+        chunks.append(encode(start, min(count, start + batch_size)).float().cpu())
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+@torch.inference_mode()
+def evaluate(
+    method: CIRMethod, split: CIRSplit, config: EvalConfig, device: torch.device | None = None, progress: bool = True
+) -> Evaluation:
+    """Evaluate ``method`` on ``split`` with the shared protocol."""
+    device = device or resolve_device(config.device)
+    method.to(device).eval()
+    triplets: list[Triplet] = split.triplets[: config.max_queries] if config.max_queries else list(split.triplets)
+    gallery = split.gallery
+    index = {name: i for i, name in enumerate(gallery)}
+
+    start = time.perf_counter()
+    gallery_images = split.images.load(gallery)
+    reference_images = split.images.load([t.reference for t in triplets])
+    load_seconds = time.perf_counter() - start
+    captions = [t.caption for t in triplets]
+
+    def encode_gallery(lo: int, hi: int) -> torch.Tensor:
+        return method.encode_target(gallery_images[lo:hi].to(device))
+
+    def encode_queries(lo: int, hi: int) -> torch.Tensor:
+        return method.encode_query(reference_images[lo:hi].to(device), captions[lo:hi])
+
+    for _ in range(config.warmup_batches):
+        encode_gallery(0, min(len(gallery), config.batch_size))
+        encode_queries(0, min(len(triplets), config.batch_size))
+    _synchronize(device)
+
+    start = time.perf_counter()
+    gallery_embeddings = _encode_in_batches(encode_gallery, len(gallery), config.batch_size, device, "gallery", progress)
+    _synchronize(device)
+    gallery_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    query_embeddings = _encode_in_batches(encode_queries, len(triplets), config.batch_size, device, "queries", progress)
+    _synchronize(device)
+    query_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    scores = query_embeddings @ gallery_embeddings.T
+    reference_index = torch.tensor([index.get(t.reference, -1) for t in triplets])
+    exclude = reference_index if config.remove_reference else None
+    top = ranking(scores, exclude, top=config.save_top)
+    metrics: dict[str, float] = {}
+    by_type: dict[str, dict[str, float]] = {}
+    ranks = subset = None
+    if split.has_targets and triplets:
+        target_index = torch.tensor([index[t.target] for t in triplets])  # type: ignore[index]
+        ranks = target_ranks(scores, target_index, exclude)
+        if all(t.subset for t in triplets):
+            width = max(len(t.subset) for t in triplets)
+            subset_index = torch.full((len(triplets), width), -1, dtype=torch.long)
+            for row, t in enumerate(triplets):
+                subset_index[row, : len(t.subset)] = torch.tensor([index[m] for m in t.subset])
+            subset = subset_ranks(scores, subset_index, target_index, reference_index)
+        metrics = cirr_metrics(ranks, config.ks, subset, config.subset_ks)
+        by_type = _metrics_by_edit_type(triplets, ranks, subset, config)
+    scoring_seconds = time.perf_counter() - start
+
+    rankings = []
+    for row, t in enumerate(triplets):
+        entry: dict[str, Any] = {"pairid": t.pairid, "top": [gallery[int(i)] for i in top[row]]}
+        if ranks is not None:
+            entry["target_rank"] = int(ranks[row])
+        if subset is not None:
+            entry["subset_rank"] = int(subset[row])
+        if t.edit_type is not None:
+            entry["edit_type"] = t.edit_type
+        rankings.append(entry)
+
+    queries = max(1, len(triplets))
+    timings = {
+        "image_load_s": load_seconds,
+        "gallery_encode_s": gallery_seconds,
+        "query_encode_s": query_seconds,
+        "scoring_s": scoring_seconds,
+        "gallery_encode_ms_per_image": 1000 * gallery_seconds / max(1, len(gallery)),
+        "query_encode_ms_per_query": 1000 * query_seconds / queries,
+        "scoring_ms_per_query": 1000 * scoring_seconds / queries,
+        "encode_and_score_ms_per_query": 1000 * (query_seconds + scoring_seconds) / queries,
+    }
+    return Evaluation(metrics, by_type, len(triplets), len(gallery), timings, rankings)
+
+
+def _metrics_by_edit_type(
+    triplets: list[Triplet], ranks: torch.Tensor, subset: torch.Tensor | None, config: EvalConfig
+) -> dict[str, dict[str, float]]:
+    rows: dict[str, list[int]] = defaultdict(list)
+    for row, t in enumerate(triplets):
+        if t.edit_type is not None:
+            rows[t.edit_type].append(row)
+    result = {}
+    for edit_type, selected in sorted(rows.items()):
+        chosen = torch.tensor(selected)
+        metrics = cirr_metrics(ranks[chosen], config.ks, None if subset is None else subset[chosen], config.subset_ks)
+        metrics["num_queries"] = float(len(selected))
+        result[edit_type] = metrics
+    return result

@@ -1,0 +1,1 @@
+"""The method interface (``CIRMethod``) and the method registry."""

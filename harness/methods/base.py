@@ -1,0 +1,92 @@
+"""The one interface every CIR method implements.
+
+A method is a ``torch.nn.Module`` with
+
+- ``encode_query(images, captions) -> Tensor[B, D]``: reference images (uint8 [B, 3, H, W],
+  as the image store holds them; the method does its own preprocessing) and relative
+  captions, L2-normalised;
+- ``encode_target(images) -> Tensor[B, D]``: candidate images, L2-normalised;
+- ``loss(batch) -> Tensor``: in-batch InfoNCE between query and target embeddings by
+  default; a method adds its own terms by overriding it.
+
+Each method declares a typed pydantic parameter model ``Params`` (subclass of
+``MethodParams``) and is built as ``Method(params, context)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+class MethodParams(BaseModel):
+    """Parameters every method has: the contrastive loss settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(0.05, gt=0, description="InfoNCE temperature tau (fixed), as in the prototype runs")
+    symmetric_loss: bool = Field(
+        False, description="add the target->query direction to InfoNCE (CLIP4Cir uses query->target only)"
+    )
+
+
+@dataclass
+class MethodContext:
+    """What a method may know about the data when it is built: image side and the training
+    captions (e.g. to train a tokenizer locally)."""
+
+    image_size: int
+    corpus: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TripletBatch:
+    """A training batch: uint8 reference and target images and the relative captions."""
+
+    reference_images: torch.Tensor
+    captions: list[str]
+    target_images: torch.Tensor
+
+
+def info_nce(query: torch.Tensor, target: torch.Tensor, temperature: float, symmetric: bool = False) -> torch.Tensor:
+    """In-batch InfoNCE: row i of ``query`` should match row i of ``target`` (both normalised)."""
+    logits = query @ target.T / temperature
+    labels = torch.arange(query.shape[0], device=query.device)
+    loss = F.cross_entropy(logits, labels)
+    if symmetric:
+        loss = (loss + F.cross_entropy(logits.T, labels)) / 2
+    return loss
+
+
+class CIRMethod(nn.Module):
+    """Base class of every method; subclasses set ``Params`` and implement the encoders."""
+
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    method_name: ClassVar[str] = ""
+
+    def __init__(self, params: MethodParams, context: MethodContext):
+        super().__init__()
+        self.params = params
+        self.context = context
+
+    def encode_query(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_target(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, batch: TripletBatch) -> torch.Tensor:
+        query = self.encode_query(batch.reference_images, batch.captions)
+        target = self.encode_target(batch.target_images)
+        return info_nce(query, target, self.params.temperature, self.params.symmetric_loss)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Total and trainable parameter counts."""
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"total": total, "trainable": trainable}

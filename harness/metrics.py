@@ -1,0 +1,93 @@
+"""Retrieval metrics of CIR: Recall@K, Recall_subset@K and the CIRR Avg.
+
+Ranking is by descending score with ties broken by gallery index (lower index first), so a
+ranking never depends on sort stability. The rank of the target is computed directly:
+
+    rank = #{candidates scoring higher} + #{candidates scoring equal with a lower index}
+
+with the reference removed from the candidates when the protocol says so (CIRR). Ranks are
+0-based; Recall@K is the percentage of queries whose target rank is < K.
+
+    ranks = target_ranks(scores, target_index, exclude_index=reference_index)
+    recall_at_k(ranks, [1, 5, 10, 50])   # {1: 53.2, 5: ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def target_ranks(
+    scores: torch.Tensor,
+    target_index: torch.Tensor,
+    exclude_index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """0-based rank of each query's target among the gallery columns of ``scores`` [Q, G].
+
+    ``exclude_index`` (e.g. the reference) is removed from the candidates; -1 means none."""
+    queries, gallery = scores.shape
+    rows = torch.arange(queries)
+    target_score = scores[rows, target_index].unsqueeze(1)
+    columns = torch.arange(gallery).unsqueeze(0)
+    ahead = (scores > target_score) | ((scores == target_score) & (columns < target_index.unsqueeze(1)))
+    if exclude_index is not None:
+        valid = exclude_index >= 0
+        excluded = torch.zeros_like(ahead)
+        excluded[rows[valid], exclude_index[valid]] = True
+        ahead &= ~excluded
+    return ahead.sum(dim=1)
+
+
+def ranking(scores: torch.Tensor, exclude_index: torch.Tensor | None = None, top: int | None = None) -> torch.Tensor:
+    """Gallery indices of each row in ranked order (ties by index), excluded column removed.
+
+    Returns [Q, top] (or [Q, G - 1] / [Q, G] when ``top`` is None)."""
+    queries, gallery = scores.shape
+    masked = scores.clone().float()
+    width = gallery
+    if exclude_index is not None:
+        valid = exclude_index >= 0
+        masked[torch.arange(queries)[valid], exclude_index[valid]] = float("-inf")
+        width = gallery - 1 if bool(valid.all()) else gallery
+    order = torch.sort(-masked, dim=1, stable=True).indices
+    keep = width if top is None else min(top, width)
+    return order[:, :keep]
+
+
+def recall_at_k(ranks: torch.Tensor, ks: Sequence[int]) -> dict[int, float]:
+    """Recall@K in percent for each K."""
+    if ranks.numel() == 0:
+        raise ValueError("no queries to score")
+    return {k: float((ranks < k).float().mean().item() * 100.0) for k in ks}
+
+
+def subset_ranks(
+    scores: torch.Tensor,
+    subset_index: torch.Tensor,
+    target_index: torch.Tensor,
+    reference_index: torch.Tensor,
+) -> torch.Tensor:
+    """Rank of the target within each query's image set minus its reference (CIRR Rsubset).
+
+    ``subset_index`` [Q, S] holds gallery indices of the set members (reference included,
+    -1 for padding). The reference is always removed, as in CLIP4Cir's
+    ``compute_cirr_val_metrics``; CIRR sets leave 5 candidates."""
+    member_scores = scores.gather(1, subset_index.clamp(min=0))
+    target_score = scores[torch.arange(scores.shape[0]), target_index].unsqueeze(1)
+    candidate = (subset_index >= 0) & (subset_index != reference_index.unsqueeze(1))
+    ahead = (member_scores > target_score) | ((member_scores == target_score) & (subset_index < target_index.unsqueeze(1)))
+    return (ahead & candidate).sum(dim=1)
+
+
+def cirr_metrics(
+    ranks: torch.Tensor, ks: Sequence[int], subset: torch.Tensor | None, subset_ks: Sequence[int]
+) -> dict[str, float]:
+    """Named metrics: recall_at_K, recall_subset_at_K and avg = (R@5 + Rsubset@1) / 2."""
+    metrics = {f"recall_at_{k}": value for k, value in recall_at_k(ranks, ks).items()}
+    if subset is not None:
+        metrics |= {f"recall_subset_at_{k}": value for k, value in recall_at_k(subset, subset_ks).items()}
+        if "recall_at_5" in metrics and "recall_subset_at_1" in metrics:
+            metrics["avg"] = (metrics["recall_at_5"] + metrics["recall_subset_at_1"]) / 2
+    return metrics

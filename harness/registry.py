@@ -1,0 +1,102 @@
+"""The method registry: register by decorator, look up by name with "did you mean".
+
+    from harness.registry import register_method
+    from harness.methods.base import CIRMethod, MethodParams
+
+    @register_method("image_only", family="reference", description="the reference image alone")
+    class ImageOnly(CIRMethod):
+        class Params(MethodParams): ...
+
+    info = get_method("image_only")      # MethodInfo: name, family, description, params, cls
+    model = build_method("image_only", {"embed_dim": 256}, context)
+    list_methods()                       # every registered method, sorted by family and name
+
+Methods in ``baselines/`` and in the ``harness`` package register when ``load_methods()``
+imports them; a second registration under one name is refused.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from harness.errors import HarnessError, did_you_mean
+from harness.methods.base import CIRMethod, MethodContext, MethodParams
+
+#: Modules whose import registers methods.
+METHOD_MODULES: tuple[str, ...] = ("baselines",)
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """Metadata of a registered method."""
+
+    name: str
+    family: str
+    description: str
+    cls: type[CIRMethod]
+    paper: str | None = None
+
+    @property
+    def params(self) -> type[MethodParams]:
+        return self.cls.Params
+
+    def defaults(self) -> dict[str, Any]:
+        return self.params().model_dump(mode="json")
+
+
+_METHODS: dict[str, MethodInfo] = {}
+
+
+def register_method(
+    name: str, *, family: str, description: str, paper: str | None = None
+) -> Callable[[type[CIRMethod]], type[CIRMethod]]:
+    """Class decorator that registers a ``CIRMethod`` under ``name``."""
+
+    def decorator(cls: type[CIRMethod]) -> type[CIRMethod]:
+        if name in _METHODS:
+            raise ValueError(f"method '{name}' is already registered by {_METHODS[name].cls.__module__}")
+        if not (isinstance(cls, type) and issubclass(cls, CIRMethod)):
+            raise TypeError(f"@register_method('{name}') must decorate a CIRMethod subclass")
+        cls.method_name = name
+        _METHODS[name] = MethodInfo(name, family, description, cls, paper)
+        return cls
+
+    return decorator
+
+
+def load_methods() -> None:
+    """Import every module that registers methods (idempotent)."""
+    for module in METHOD_MODULES:
+        importlib.import_module(module)
+
+
+def get_method(name: str) -> MethodInfo:
+    """The registered method ``name``; a HarnessError with a close-name suggestion otherwise."""
+    load_methods()
+    if name not in _METHODS:
+        raise HarnessError(f"unknown method '{name}'{did_you_mean(name, _METHODS)}",
+                           fix="run `harness list` to see every method")
+    return _METHODS[name]
+
+
+def list_methods() -> list[MethodInfo]:
+    load_methods()
+    return sorted(_METHODS.values(), key=lambda info: (info.family, info.name))
+
+
+def method_names() -> list[str]:
+    load_methods()
+    return sorted(_METHODS)
+
+
+def build_method(name: str, params: MethodParams | dict[str, Any], context: MethodContext) -> CIRMethod:
+    """Instantiate a registered method with validated parameters."""
+    info = get_method(name)
+    if not isinstance(params, BaseModel):
+        params = info.params.model_validate(params)
+    return info.cls(params, context)

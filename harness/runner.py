@@ -1,0 +1,187 @@
+"""Run an experiment: expand it, train and evaluate each run, write results, mirror to mlflow.
+
+    results = run_experiment(Path("ablations/reference.yaml"), overrides=[], output=None)
+
+Layout of what is written (see DESIGN.md):
+
+    <output_dir>/<experiment>/mlflow.db
+    <output_dir>/<experiment>/runs/<run id>/config.yaml | result.json | rankings.jsonl.gz | checkpoints/ | tokenizer/
+
+A run whose result.json exists is finished and skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from harness.config import ExperimentConfig, RunSpec, expand, load_experiment
+from harness.data.datasets import DatasetConfig, load_dataset
+from harness.data.synthetic.captions import template_corpus
+from harness.data.triplet import CIRSplit
+from harness.environment import environment
+from harness.evaluate import evaluate, resolve_device
+from harness.methods.base import MethodContext
+from harness.registry import build_method
+from harness.results import RunResult, atomic_write_text, read_result, write_rankings, write_result
+from harness.tables import results_table
+from harness.tracking import Tracker
+from harness.train import seed_everything, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """An expanded experiment ready to run."""
+
+    experiment: ExperimentConfig
+    specs: list[RunSpec]
+    output: Path
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.output / "runs" / spec.run_id
+
+
+def plan_experiment(config_path: Path, overrides: list[str] | None = None, output: Path | None = None) -> Plan:
+    experiment, raw = load_experiment(config_path, overrides)
+    specs = expand(experiment, raw, str(config_path))
+    root = Path(output) if output is not None else Path(experiment.output_dir)
+    return Plan(experiment, specs, root / experiment.experiment)
+
+
+class _SplitCache:
+    """Loaded splits shared by the runs of one process (decoded images are reused)."""
+
+    def __init__(self, progress: bool):
+        self.progress = progress
+        self.splits: dict[tuple[str, str], CIRSplit] = {}
+
+    def get(self, config: DatasetConfig, split: str) -> CIRSplit:
+        key = (config.model_dump_json(), split)
+        if key not in self.splits:
+            self.splits[key] = load_dataset(config, split, self.progress)
+        return self.splits[key]
+
+
+def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: bool = True) -> RunResult:
+    """Train and evaluate one run; write config.yaml, rankings and result.json."""
+    config = spec.config
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    if config.train.num_threads is not None:
+        torch.set_num_threads(config.train.num_threads)
+    device = resolve_device(config.eval.device)
+    train_split = splits.get(config.dataset, config.dataset.train_split)
+    eval_split = splits.get(config.dataset, config.dataset.eval_split)
+    seed_everything(config.seed)
+    context = MethodContext(image_size=config.dataset.image_size,
+                            corpus=[t.caption for t in train_split.triplets] + template_corpus())
+    method = build_method(config.method.name, config.method.params, context)
+    tokenizer = getattr(method, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+    summary = train(method, train_split, config.train, config.seed, run_dir / "checkpoints", device, progress)
+    evaluation = evaluate(method, eval_split, config.eval, device, progress)
+    write_rankings(run_dir / "rankings.jsonl.gz", evaluation.rankings)
+    result = RunResult(
+        run_id=spec.run_id,
+        experiment=config.experiment,
+        label=spec.label,
+        method=config.method.name,
+        dataset=config.dataset.name,
+        split=config.dataset.eval_split,
+        seed=config.seed,
+        metrics=evaluation.metrics,
+        metrics_by_edit_type=evaluation.metrics_by_edit_type,
+        num_queries=evaluation.num_queries,
+        num_gallery=evaluation.num_gallery,
+        protocol={
+            "gallery": "split_file",
+            "remove_reference": config.eval.remove_reference,
+            "target_field": "target_hard",
+            "ks": config.eval.ks,
+            "subset_ks": config.eval.subset_ks,
+            "tie_break": "gallery_index",
+        },
+        parameters=method.parameter_counts(),
+        train=summary.to_json(),
+        timings=evaluation.timings,
+        config=config.model_dump(mode="json"),
+        environment=environment(device),
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        rankings_file="rankings.jsonl.gz",
+    )
+    write_result(run_dir / "result.json", result)
+    return result
+
+
+def run_experiment(
+    config_path: Path,
+    overrides: list[str] | None = None,
+    output: Path | None = None,
+    progress: bool = True,
+    echo=print,
+) -> list[RunResult]:
+    """Run every not yet finished run of the experiment; return all its results in plan order."""
+    plan = plan_experiment(config_path, overrides, output)
+    plan.output.mkdir(parents=True, exist_ok=True)
+    tracker = None
+    tracking = plan.experiment.tracking
+    if tracking.enabled:
+        tracker = Tracker.open(tracking.uri, plan.output, plan.experiment.experiment)
+        tracker.start_parent(
+            {"config_file": str(config_path), "overrides": " ".join(overrides or []), "runs": len(plan.specs)},
+            name=plan.experiment.experiment,
+        )
+    splits = _SplitCache(progress)
+    results: list[RunResult] = []
+    status = "FAILED"
+    try:
+        for number, spec in enumerate(plan.specs, 1):
+            run_dir = plan.run_dir(spec)
+            done = run_dir / "result.json"
+            if done.is_file():
+                echo(f"[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed}: finished earlier ({run_dir})")
+                results.append(read_result(done))
+                continue
+            echo(f"[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed} -> {run_dir}")
+            result = execute_run(spec, run_dir, splits, progress)
+            if tracker is not None:
+                tracker.log_run(result, done)
+            results.append(result)
+            echo(f"    R@1 {result.metrics.get('recall_at_1', float('nan')):.1f}  "
+                 f"Rs@1 {result.metrics.get('recall_subset_at_1', float('nan')):.1f}  "
+                 f"train {result.train['seconds']:.0f}s")
+        status = "FINISHED"
+    finally:
+        if tracker is not None:
+            tracker.finish(status)
+    table = results_table(results)
+    atomic_write_text(plan.output / "results.md", table + "\n")
+    echo("")
+    echo(table)
+    echo("")
+    echo(f"results: {plan.output / 'runs'}   table: {plan.output / 'results.md'}")
+    if tracker is not None:
+        echo(f"mlflow:  mlflow ui --backend-store-uri {tracking.uri or 'sqlite:///' + str((plan.output / 'mlflow.db').resolve())} --host 127.0.0.1")
+    return results
+
+
+def describe_plan(plan: Plan) -> list[dict[str, Any]]:
+    """What a dry run prints: one row per run."""
+    return [
+        {
+            "run_id": spec.run_id,
+            "label": spec.label,
+            "seed": spec.config.seed,
+            "status": "finished" if (plan.run_dir(spec) / "result.json").is_file() else "to run",
+        }
+        for spec in plan.specs
+    ]

@@ -1,0 +1,212 @@
+"""The shared training loop: AdamW, warm-up + cosine schedule, in-batch contrastive loss.
+
+    summary = train(method, train_split, TrainConfig(epochs=3), seed=0, checkpoint_dir=run_dir / "checkpoints")
+
+Every method trains through this loop, so a comparison differs only in the method. The data
+order comes from a generator seeded by (seed, epoch), so a run is deterministic on CPU for a
+given seed. A checkpoint (model as safetensors; optimizer, scheduler, RNG and position with
+``torch.save``, read back with ``weights_only=True``) is written atomically after each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_model, save_model
+from tqdm import tqdm
+
+from harness.data.triplet import CIRSplit
+from harness.methods.base import CIRMethod, TripletBatch
+
+
+class TrainConfig(BaseModel):
+    """Optimisation settings of the shared loop (defaults: prototype.md §2 and §8)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(4, ge=0, description="passes over the training queries (0: evaluate untrained)")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (overrides epochs when smaller)")
+    batch_size: int = Field(64, ge=2, description="queries per step; the other targets are the in-batch negatives")
+    lr: float = Field(5e-4, gt=0, description="AdamW peak learning rate")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of steps with linear warm-up before the cosine")
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; null to disable")
+    max_train_queries: int | None = Field(None, ge=2, description="train on the first N queries only (quick runs)")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; null keeps torch's default")
+    checkpoint: bool = Field(True, description="write a checkpoint after every epoch")
+
+
+@dataclass
+class TrainSummary:
+    """What a training run did."""
+
+    steps: int = 0
+    epochs: int = 0
+    seconds: float = 0.0
+    loss_per_epoch: list[float] = field(default_factory=list)
+    final_loss: float | None = None
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "epochs": self.epochs,
+            "seconds": self.seconds,
+            "steps_per_second": self.steps_per_second,
+            "loss_per_epoch": self.loss_per_epoch,
+            "final_loss": self.final_loss,
+        }
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def cosine_with_warmup(total_steps: int, warmup_ratio: float):
+    """LR multiplier: linear warm-up, then cosine decay to 0."""
+    warmup = max(1, int(round(total_steps * warmup_ratio))) if warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def plan_steps(num_queries: int, config: TrainConfig) -> tuple[int, int]:
+    """(steps per epoch, total steps)."""
+    per_epoch = num_queries // config.batch_size
+    total = per_epoch * config.epochs
+    if config.max_steps is not None:
+        total = min(total, config.max_steps) if total else config.max_steps
+    return per_epoch, total
+
+
+def train(
+    method: CIRMethod,
+    split: CIRSplit,
+    config: TrainConfig,
+    seed: int,
+    checkpoint_dir: Path | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> TrainSummary:
+    """Train ``method`` on ``split`` in place; return what was done."""
+    triplets = [t for t in split.triplets if t.target is not None]
+    if config.max_train_queries is not None:
+        triplets = triplets[: config.max_train_queries]
+    summary = TrainSummary()
+    per_epoch, total_steps = plan_steps(len(triplets), config)
+    if total_steps == 0:
+        return summary
+    if per_epoch == 0:
+        raise ValueError(f"{len(triplets)} training queries are fewer than one batch of {config.batch_size}")
+    references = split.images.load([t.reference for t in triplets])
+    targets = split.images.load([t.target for t in triplets])  # type: ignore[misc]
+    captions = [t.caption for t in triplets]
+
+    method.to(device).train()
+    optimizer = torch.optim.AdamW(
+        [p for p in method.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, config.warmup_ratio))
+    order_rng = torch.Generator().manual_seed(seed)
+    bar = tqdm(total=total_steps, desc=f"train {method.method_name}", unit="step", disable=not progress, leave=False)
+    start = time.perf_counter()
+    step = 0
+    epoch = 0
+    while step < total_steps:
+        order = torch.randperm(len(triplets), generator=order_rng)
+        epoch_losses: list[float] = []
+        for batch_index in range(per_epoch):
+            if step >= total_steps:
+                break
+            rows = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
+            batch = TripletBatch(
+                reference_images=references[rows].to(device),
+                captions=[captions[int(i)] for i in rows],
+                target_images=targets[rows].to(device),
+            )
+            loss = method.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            epoch_losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}", epoch=epoch + 1, refresh=False)
+            bar.update()
+        epoch += 1
+        summary.loss_per_epoch.append(float(np.mean(epoch_losses)))
+        summary.final_loss = epoch_losses[-1]
+        if checkpoint_dir is not None and config.checkpoint:
+            save_checkpoint(checkpoint_dir, method, optimizer, scheduler, order_rng, epoch, step)
+    bar.close()
+    summary.seconds = time.perf_counter() - start
+    summary.steps = step
+    summary.epochs = epoch
+    method.eval()
+    return summary
+
+
+def save_checkpoint(
+    directory: Path,
+    method: CIRMethod,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    order_rng: torch.Generator,
+    epoch: int,
+    step: int,
+) -> Path:
+    """Write ``directory/last`` atomically: model.safetensors + state.pt."""
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = directory / f".last.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    save_model(method, str(staging / "model.safetensors"))
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "order_rng": order_rng.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "epoch": epoch,
+        "step": step,
+    }
+    torch.save(state, staging / "state.pt")
+    final = directory / "last"
+    if final.exists():
+        old = directory / f".last.old-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+    return final
+
+
+def load_checkpoint(directory: Path, method: CIRMethod) -> dict[str, Any]:
+    """Load model weights from ``directory/last`` into ``method``; return the training state
+    (read with ``weights_only=True``, so a checkpoint cannot run code)."""
+    final = directory / "last"
+    load_model(method, str(final / "model.safetensors"))
+    return torch.load(final / "state.pt", weights_only=True)
