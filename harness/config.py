@@ -118,7 +118,7 @@ class RunSpec:
         """Readable name of the grid point (method name when nothing is swept)."""
         if not self.grid_point:
             return self.config.method.name
-        return ", ".join(f"{k}={_short(v)}" for k, v in self.grid_point.items())
+        return _describe(self.grid_point)
 
 
 def _short(value: Any) -> str:
@@ -258,7 +258,9 @@ def expand(experiment: ExperimentConfig, raw: dict[str, Any], file: str) -> list
 
 
 def _describe(point: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_short(v)}" for k, v in point.items())
+    """'image_only, train.lr=0.001': a swept method shows as its bare name."""
+    parts = [_short(v) if k in ("method", "method.name") else f"{k}={_short(v)}" for k, v in point.items()]
+    return ", ".join(parts)
 
 
 def _validate_method(method: MethodConfig, *, file: str, prefix: str, context: str | None = None) -> MethodConfig:

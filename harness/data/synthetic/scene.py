@@ -276,3 +276,24 @@ def wrong_argument_edits(scene: Scene, edit: Edit) -> list[Edit]:
     if len(scene) > 1:
         variants.append(Edit("remove", subject.identity))
     return variants
+
+
+def object_from_json(data: dict) -> SceneObject:
+    return SceneObject(cell=(int(data["cell"][0]), int(data["cell"][1])), shape=str(data["shape"]),
+                       colour=str(data["colour"]), size=str(data["size"]))
+
+
+def scene_from_json(objects: list[dict]) -> Scene:
+    """Inverse of ``[obj.to_json() for obj in scene]`` (the scene_graphs.json entries)."""
+    return make_scene([object_from_json(o) for o in objects])
+
+
+def edit_from_json(data: dict) -> Edit:
+    """Inverse of ``Edit.to_json``."""
+    subject = None if data["subject"] is None else (str(data["subject"]["colour"]), str(data["subject"]["shape"]))
+    new = data["new"]
+    if isinstance(new, dict):
+        new = object_from_json(new)
+    elif isinstance(new, list):
+        new = (int(new[0]), int(new[1]))
+    return Edit(str(data["type"]), subject, new)

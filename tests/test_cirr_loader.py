@@ -1,0 +1,130 @@
+"""The CIRR-layout loader: real CIRR annotation files, and every refusal it promises."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.data.cirr import load_cirr_split, read_cirr_split
+from harness.errors import HarnessError
+
+
+def _copy(tiny_benchmark: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_benchmark, root)
+    return root
+
+
+def _edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    data = change(data) or data
+    path.write_text(json.dumps(data))
+
+
+def test_embedded_benchmark_loads(tiny_benchmark: Path):
+    split = load_cirr_split(tiny_benchmark, "val")
+    assert len(split.triplets) == 64 and split.has_targets
+    assert split.triplets[0].edit_type is not None
+    images = split.images.load([t.reference for t in split.triplets[:4]])
+    assert tuple(images.shape) == (4, 3, 64, 64) and str(images.dtype) == "torch.uint8"
+    test = load_cirr_split(tiny_benchmark, "test1")
+    assert not test.has_targets
+
+
+def test_real_cirr_annotations_parse(cirr_fixtures: Path):
+    split, problems = read_cirr_split(cirr_fixtures, "val")
+    assert len(split.triplets) == 303
+    assert split.triplets[0].pairid == 12060 and split.triplets[0].target == "dev-1028-1-img1"
+    assert len(split.triplets[0].subset) == 6
+    assert len(split.gallery) == 2297  # the whole split file is the gallery
+    # no images ship with the fixtures: every one is reported missing, nothing else is wrong
+    assert problems and all(p.endswith("is missing") for p in problems)
+    test, _ = read_cirr_split(cirr_fixtures, "test1")
+    assert all(t.target is None for t in test.triplets)
+
+
+def test_missing_image_refused(tiny_benchmark: Path, tmp_path: Path):
+    root = _copy(tiny_benchmark, tmp_path)
+    split = json.loads((root / "image_splits" / "split.rc2.val.json").read_text())
+    name, relative = next(iter(split.items()))
+    (root / relative).unlink()
+    with pytest.raises(HarnessError, match=f"{name}: image file .* is missing"):
+        load_cirr_split(root, "val")
+
+
+def test_unreadable_image_refused(tiny_benchmark: Path, tmp_path: Path):
+    root = _copy(tiny_benchmark, tmp_path)
+    split = json.loads((root / "image_splits" / "split.rc2.val.json").read_text())
+    name, relative = next(iter(split.items()))
+    (root / relative).write_bytes(b"not a png")
+    loaded = load_cirr_split(root, "val")
+    with pytest.raises(HarnessError, match="cannot read image"):
+        loaded.images.decode(name)
+
+
+def test_duplicate_pairid_refused(tiny_benchmark: Path, tmp_path: Path):
+    root = _copy(tiny_benchmark, tmp_path)
+
+    def duplicate(entries):
+        entries[1]["pairid"] = entries[0]["pairid"]
+
+    _edit_json(root / "captions" / "cap.rc2.val.json", duplicate)
+    with pytest.raises(HarnessError, match="duplicate pair id"):
+        load_cirr_split(root, "val")
+
+
+def test_duplicate_image_name_refused(tiny_benchmark: Path, tmp_path: Path):
+    root = _copy(tiny_benchmark, tmp_path)
+    path = root / "image_splits" / "split.rc2.val.json"
+    text = path.read_text()
+    first = text[1 : text.index(",")]  # '"name": "path"'
+    path.write_text("{" + first + ", " + text[1:])
+    with pytest.raises(HarnessError, match="duplicate key"):
+        load_cirr_split(root, "val")
+
+
+def test_target_absent_from_gallery_refused(tiny_benchmark: Path, tmp_path: Path):
+    root = _copy(tiny_benchmark, tmp_path)
+
+    def retarget(entries):
+        entries[0]["target_hard"] = "dev-99999-img0"
+
+    _edit_json(root / "captions" / "cap.rc2.val.json", retarget)
+    with pytest.raises(HarnessError, match=r"\[0\]\.target_hard: image 'dev-99999-img0' is not in split.rc2.val.json"):
+        load_cirr_split(root, "val")
+
+
+@pytest.mark.parametrize("bad_path", ["../outside.png", "./dev/../../outside.png", "/etc/passwd"])
+def test_path_escape_refused(tiny_benchmark: Path, tmp_path: Path, bad_path: str):
+    root = _copy(tiny_benchmark, tmp_path)
+
+    def escape(split):
+        split[next(iter(split))] = bad_path
+
+    _edit_json(root / "image_splits" / "split.rc2.val.json", escape)
+    with pytest.raises(HarnessError, match="absolute|climbs out"):
+        load_cirr_split(root, "val")
+
+
+def test_data_check_cli(tiny_benchmark: Path, tmp_path: Path):
+    ok = CliRunner().invoke(app, ["data", "check", "--dataset", "synthetic", "--root", str(tiny_benchmark)])
+    assert ok.exit_code == 0, ok.output
+    assert "synthetic/val: 64 queries (64 with targets), 576 images, 0 missing, 0 unreadable, 0 problems" in ok.stdout
+    root = _copy(tiny_benchmark, tmp_path)
+    split = json.loads((root / "image_splits" / "split.rc2.val.json").read_text())
+    relatives = list(split.values())
+    (root / relatives[0]).unlink()
+    (root / relatives[1]).write_bytes(b"broken")
+    bad = CliRunner().invoke(app, ["data", "check", "--dataset", "synthetic", "--root", str(root), "--split", "val"])
+    assert bad.exit_code == 1
+    assert "1 missing, 1 unreadable" in bad.stdout
+
+
+def test_data_check_unknown_dataset(tiny_benchmark: Path):
+    result = CliRunner().invoke(app, ["data", "check", "--dataset", "cir", "--root", str(tiny_benchmark)])
+    assert result.exit_code == 2 and "did you mean 'cirr'" in result.stderr

@@ -1,0 +1,144 @@
+"""Config loading, grid expansion, run ids, and user errors as one line with exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.config import expand, load_experiment
+from harness.errors import HarnessError
+
+from .conftest import write_yaml
+
+BASE = """
+experiment: demo
+dataset: {name: synthetic}
+method: {name: sum, params: {embed_dim: 64}}
+train: {epochs: 1, batch_size: 8}
+"""
+
+
+def _error_line(tmp_path: Path, text: str, *extra: str) -> str:
+    config = write_yaml(tmp_path / "exp.yaml", text)
+    result = CliRunner().invoke(app, ["run", str(config), "--dry-run", *extra])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_unknown_field_names_file_field_and_fix(tmp_path: Path):
+    line = _error_line(tmp_path, BASE + "trian: {epochs: 2}\n")
+    assert "exp.yaml" in line and "trian" in line and "did you mean 'train'" in line and "fix:" in line
+
+
+def test_unknown_nested_field(tmp_path: Path):
+    line = _error_line(tmp_path, BASE.replace("epochs: 1", "epoch: 1"))
+    assert "train.epoch" in line and "did you mean 'epochs'" in line
+
+
+def test_wrong_type(tmp_path: Path):
+    line = _error_line(tmp_path, BASE.replace("epochs: 1", "epochs: many"))
+    assert "train.epochs" in line and "'many'" in line and "integer" in line
+
+
+def test_unknown_method_suggests_close_name(tmp_path: Path):
+    line = _error_line(tmp_path, BASE.replace("name: sum", "name: image_onyl"))
+    assert "method.name" in line and "unknown method 'image_onyl'" in line and "did you mean 'image_only'" in line
+
+
+def test_unknown_method_parameter(tmp_path: Path):
+    line = _error_line(tmp_path, BASE.replace("embed_dim: 64", "embed_dimm: 64"))
+    assert "method.params.embed_dimm" in line and "did you mean 'embed_dim'" in line
+
+
+def test_missing_file(tmp_path: Path):
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "nope.yaml"), "--dry-run"])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "nope.yaml" in result.stderr and "not found" in result.stderr
+
+
+def test_bad_include(tmp_path: Path):
+    line = _error_line(tmp_path, "include: missing_base.yaml\n" + BASE)
+    assert "include" in line and "missing_base.yaml" in line and "not found" in line
+
+
+def test_include_cycle(tmp_path: Path):
+    write_yaml(tmp_path / "a.yaml", "include: exp.yaml\n")
+    line = _error_line(tmp_path, "include: a.yaml\n" + BASE)
+    assert "cycle" in line
+
+
+def test_bad_yaml(tmp_path: Path):
+    line = _error_line(tmp_path, "experiment: [unclosed\n")
+    assert "YAML" in line and "line" in line
+
+
+def test_bad_override(tmp_path: Path):
+    line = _error_line(tmp_path, BASE, "--set", "train.epochs")
+    assert "--set" in line and "=" in line
+
+
+def test_unknown_grid_path(tmp_path: Path):
+    line = _error_line(tmp_path, BASE + "grid: {train.lrr: [0.1, 0.2]}\n")
+    assert "train.lrr" in line and "did you mean 'lr'" in line
+
+
+def test_include_merges_and_set_overrides(tmp_path: Path):
+    write_yaml(tmp_path / "base.yaml", "train: {epochs: 3, lr: 0.001}\neval: {batch_size: 32}\n")
+    config = write_yaml(tmp_path / "exp.yaml", "include: base.yaml\n" + BASE)
+    experiment, raw = load_experiment(config, ["train.lr=0.002", "eval.ks=[1, 10]"])
+    assert experiment.train.epochs == 1  # the including file wins
+    assert experiment.train.lr == 0.002  # --set wins over both
+    assert experiment.eval.batch_size == 32 and experiment.eval.ks == [1, 10]
+
+
+def test_grid_times_seeds_and_stable_ids(tmp_path: Path):
+    text = BASE + "grid:\n  train.lr: [0.001, 0.002]\n  method:\n    - {name: image_only}\n    - {name: sum}\nseeds: [0, 1]\n"
+    config = write_yaml(tmp_path / "exp.yaml", text)
+    experiment, raw = load_experiment(config)
+    specs = expand(experiment, raw, str(config))
+    assert len(specs) == 2 * 2 * 2
+    assert len({s.run_id for s in specs}) == 8
+    # method params were filled with the method's defaults and the grid value replaced the node
+    assert specs[0].config.method.params["embed_dim"] == 256
+    again = expand(*load_experiment(config), str(config))
+    assert [s.run_id for s in specs] == [s.run_id for s in again]
+    # key order in the YAML does not change ids
+    reordered = write_yaml(tmp_path / "b.yaml", "train: {batch_size: 8, epochs: 1}\n" + text.replace("train: {epochs: 1, batch_size: 8}\n", ""))
+    assert {s.run_id for s in expand(*load_experiment(reordered), "b")} == {s.run_id for s in specs}
+
+
+def test_output_and_tracking_do_not_change_run_id(tmp_path: Path):
+    config = write_yaml(tmp_path / "exp.yaml", BASE)
+    first = expand(*load_experiment(config), "x")[0].run_id
+    second = expand(*load_experiment(config, ["output_dir=elsewhere", "tracking.enabled=false"]), "x")[0].run_id
+    assert first == second
+
+
+def test_no_method_anywhere(tmp_path: Path):
+    config = write_yaml(tmp_path / "exp.yaml", "experiment: demo\n")
+    experiment, raw = load_experiment(config)
+    with pytest.raises(HarnessError, match="no method"):
+        expand(experiment, raw, str(config))
+
+
+def test_dry_run_lists_runs(tmp_path: Path):
+    config = write_yaml(tmp_path / "exp.yaml", BASE + "seeds: [0, 1]\n")
+    result = CliRunner().invoke(app, ["run", str(config), "--dry-run", "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0
+    assert "2 runs" in result.stdout and "seed=1" in result.stdout
+
+
+def test_repository_configs_are_valid():
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "ablations").glob("*.yaml")):
+        if path.name == "base.yaml":
+            continue
+        experiment, raw = load_experiment(path)
+        assert expand(experiment, raw, str(path)), path

@@ -1,0 +1,130 @@
+"""`harness run` end to end on a tiny benchmark: results, checkpoints, mlflow, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.data.cirr import load_cirr_split
+from harness.methods.base import MethodContext
+from harness.registry import build_method
+from harness.results import read_result, read_rankings
+from harness.train import load_checkpoint
+
+from .conftest import write_yaml
+
+EXPERIMENT = """
+experiment: tiny
+dataset:
+  name: synthetic
+  synthetic: {seed: 5, num_train: 160, num_val: 40, num_test: 8}
+method: {name: sum, params: {embed_dim: 32, vision_hidden: 32, text_hidden: 32, vision_heads: 2, text_heads: 2}}
+train: {epochs: 2, batch_size: 32, num_threads: 2}
+eval: {batch_size: 64}
+grid:
+  method.name: [image_only, sum]
+seeds: [0]
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    folder = tmp_path_factory.mktemp("run")
+    config = write_yaml(folder / "tiny.yaml", EXPERIMENT)
+    result = CliRunner().invoke(app, ["run", str(config), "--output", str(folder / "out")])
+    assert result.exit_code == 0, result.output
+    return config, folder / "out" / "tiny", result.stdout
+
+
+def test_run_writes_results_config_rankings_and_table(finished):
+    _, output, stdout = finished
+    runs = sorted((output / "runs").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        result = read_result(run / "result.json")
+        assert result.run_id == run.name
+        assert {"recall_at_1", "recall_at_50", "recall_subset_at_1", "avg"} <= set(result.metrics)
+        assert result.num_queries == 40 and result.num_gallery == 40 * 9
+        assert result.train["steps"] == 2 * (160 // 32)
+        assert result.environment["packages"]["torch"] and result.environment["hardware"]["cpu_cores"]
+        assert result.timings["query_encode_ms_per_query"] > 0
+        assert (run / "config.yaml").is_file()
+        rankings = read_rankings(run / "rankings.jsonl.gz")
+        assert len(rankings) == 40 and len(rankings[0]["top"]) == 50
+        assert all(r["target_rank"] >= 0 for r in rankings)
+        recomputed = 100 * sum(r["target_rank"] < 1 for r in rankings) / len(rankings)
+        assert recomputed == pytest.approx(result.metrics["recall_at_1"])
+    assert "| image_only | 0 |" in stdout and "| sum | 0 |" in stdout
+    assert (output / "results.md").is_file()
+
+
+def test_mlflow_has_parent_and_nested_runs(finished):
+    from mlflow.tracking import MlflowClient
+
+    _, output, _ = finished
+    client = MlflowClient(tracking_uri=f"sqlite:///{output / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 2
+    for child in children:
+        result = read_result(output / "runs" / child.data.tags["run_id"] / "result.json")
+        assert child.data.metrics["recall_at_1"] == pytest.approx(result.metrics["recall_at_1"])
+        assert child.data.params["method.name"] == result.method
+        artifacts = [a.path for a in client.list_artifacts(child.info.run_id)]
+        assert "result.json" in artifacts
+
+
+def test_rerun_skips_finished_runs(finished):
+    config, output, _ = finished
+    before = {p: p.stat().st_mtime_ns for p in output.glob("runs/*/result.json")}
+    result = CliRunner().invoke(app, ["run", str(config), "--output", str(output.parent), "--quiet"])
+    assert result.exit_code == 0
+    assert result.stdout.count("finished earlier") == 2
+    assert before == {p: p.stat().st_mtime_ns for p in output.glob("runs/*/result.json")}
+
+
+def test_same_seed_same_metrics(finished, tmp_path: Path):
+    config, output, _ = finished
+    result = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path), "--set", "tracking.enabled=false"])
+    assert result.exit_code == 0
+    for again in (tmp_path / "tiny" / "runs").iterdir():
+        first = read_result(output / "runs" / again.name / "result.json")
+        second = read_result(again / "result.json")
+        assert second.metrics == first.metrics
+        assert second.train["loss_per_epoch"] == first.train["loss_per_epoch"]
+
+
+def test_checkpoint_restores_the_trained_model(finished):
+    _, output, _ = finished
+    run = next(p for p in (output / "runs").iterdir() if read_result(p / "result.json").method == "image_only")
+    result = read_result(run / "result.json")
+    split = load_cirr_split(Path(_dataset_root(result.config)), "val")
+    torch.manual_seed(123)  # a different init, overwritten by the checkpoint
+    method = build_method("image_only", result.config["method"]["params"], MethodContext(64, []))
+    state = load_checkpoint(run / "checkpoints", method)
+    assert state["epoch"] == 2 and state["step"] == result.train["steps"]
+    method.eval()
+    images = split.images.load(split.gallery[:4])
+    with torch.no_grad():
+        embedding = method.encode_target(images)
+    assert torch.allclose(embedding.norm(dim=-1), torch.ones(4), atol=1e-5)
+
+
+def _dataset_root(config: dict) -> str:
+    from harness.data.datasets import DatasetConfig, dataset_root
+
+    return str(dataset_root(DatasetConfig.model_validate(config["dataset"]), progress=False))
+
+
+def test_missing_dataset_root_is_a_user_error(tmp_path: Path):
+    config = write_yaml(tmp_path / "x.yaml", EXPERIMENT.replace("name: synthetic", f"name: cirr\n  root: {tmp_path / 'nope'}"))
+    result = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "dataset.root" in result.stderr and "does not exist" in result.stderr
