@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from harness.data.triplet import CIRSplit, Triplet
-from harness.metrics import cirr_metrics, ranking, subset_ranks, target_ranks
+from harness.errors import HarnessError
 from harness.methods.base import CIRMethod
+from harness.metrics import cirr_metrics, ranking, subset_ranks, target_ranks
 
 
 class EvalConfig(BaseModel):
@@ -52,7 +53,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("eval.device is 'cuda' but no GPU is available")
+        raise HarnessError("'cuda' was asked for but torch sees no GPU", field="eval.device",
+                           fix="set eval.device to auto or cpu")
     return torch.device(name)
 
 

@@ -29,7 +29,13 @@ from harness.environment import environment
 from harness.evaluate import evaluate, resolve_device
 from harness.methods.base import MethodContext
 from harness.registry import build_method
-from harness.results import RunResult, atomic_write_text, read_result, write_rankings, write_result
+from harness.results import (
+    RunResult,
+    atomic_write_text,
+    read_result,
+    write_rankings,
+    write_result,
+)
 from harness.tables import results_table
 from harness.tracking import Tracker
 from harness.train import seed_everything, train

@@ -142,3 +142,20 @@ def test_repository_configs_are_valid():
             continue
         experiment, raw = load_experiment(path)
         assert expand(experiment, raw, str(path)), path
+
+
+def test_image_size_is_one_setting(tmp_path: Path):
+    config = write_yaml(tmp_path / "exp.yaml", BASE.replace("{name: synthetic}", "{name: synthetic, image_size: 32}"))
+    experiment, _ = load_experiment(config)
+    assert experiment.dataset.synthetic.image_size == 32
+    line = _error_line(tmp_path, BASE.replace("{name: synthetic}", "{name: synthetic, image_size: 32, synthetic: {image_size: 48}}"))
+    assert "dataset" in line and "set image_size only" in line
+
+
+def test_cuda_without_gpu_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from harness.evaluate import resolve_device
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(HarnessError, match="eval.device"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"

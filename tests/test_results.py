@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from harness.results import RunResult, atomic_write_text, read_result, read_rankings, write_rankings, write_result
+from harness.results import (
+    RunResult,
+    atomic_write_text,
+    read_rankings,
+    read_result,
+    write_rankings,
+    write_result,
+)
 
 
 def _result(**changes) -> RunResult:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from harness.cli import app
 from harness.data.cirr import load_cirr_split
 from harness.methods.base import MethodContext
 from harness.registry import build_method
-from harness.results import read_result, read_rankings
+from harness.results import read_rankings, read_result
 from harness.train import load_checkpoint
 
 from .conftest import write_yaml

@@ -10,14 +10,17 @@ import numpy as np
 import pytest
 
 from harness.data.cirr import load_cirr_split
-from harness.data.synthetic.generate import SyntheticConfig, generate_queries, write_benchmark
+from harness.data.synthetic.generate import (
+    SyntheticConfig,
+    generate_queries,
+    write_benchmark,
+)
 from harness.data.synthetic.oracle import oracle_scores
 from harness.data.synthetic.render import render_scene
 from harness.data.synthetic.scene import (
     COLOURS,
     SHAPES,
     SIZES,
-    apply_edits,
     edit_from_json,
     scene_from_json,
     scene_key,

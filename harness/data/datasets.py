@@ -12,11 +12,16 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.data.cirr import load_cirr_split
-from harness.data.synthetic.generate import GENERATOR_VERSION, SyntheticConfig, write_benchmark
+from harness.data.synthetic.generate import (
+    GENERATOR_VERSION,
+    SyntheticConfig,
+    write_benchmark,
+)
 from harness.data.triplet import CIRSplit
 from harness.errors import HarnessError, did_you_mean
 from harness.paths import cache_dir
@@ -40,6 +45,21 @@ class DatasetConfig(BaseModel):
     eval_split: str = "val"
     image_size: int = Field(64, ge=16, le=1024, description="images are resized to this square side")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig, description="generator settings")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_image_size(cls, data: Any) -> Any:
+        """The embedded benchmark is rendered at ``image_size``: one setting, not two."""
+        if isinstance(data, dict) and isinstance(data.get("synthetic"), dict) and "image_size" in data["synthetic"]:
+            rendered = data["synthetic"]["image_size"]
+            if "image_size" in data and data["image_size"] != rendered:
+                raise ValueError(f"synthetic.image_size {rendered} differs from image_size {data['image_size']}; set image_size only")
+            data = {**data, "image_size": rendered}
+        if isinstance(data, dict) and "image_size" in data:
+            synthetic = data.get("synthetic") or {}
+            if isinstance(synthetic, dict):
+                data = {**data, "synthetic": {**synthetic, "image_size": data["image_size"]}}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -79,7 +99,7 @@ def dataset_root(config: DatasetConfig, progress: bool = True) -> Path:
                                fix="point it at the directory that holds captions/ and image_splits/")
         return root
     if config.name == "synthetic":
-        return ensure_synthetic(config.synthetic.model_copy(update={"image_size": config.image_size}), progress)
+        return ensure_synthetic(config.synthetic, progress)
     raise HarnessError(f"dataset '{config.name}' needs a root", field="dataset.root",
                        fix="set dataset.root to the local copy of the dataset")
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from tqdm import tqdm
 from harness.data.synthetic.captions import random_caption
 from harness.data.synthetic.render import render_scene
 from harness.data.synthetic.scene import (
+    CELLS,
     EDIT_TYPES,
     Edit,
     EditNotApplicable,
@@ -46,7 +46,6 @@ from harness.data.synthetic.scene import (
     random_scene,
     scene_key,
     wrong_argument_edits,
-    CELLS,
 )
 
 GENERATOR_VERSION = 1
@@ -152,7 +151,7 @@ def _different_base(rng: np.random.Generator, reference: Scene, edits: list[Edit
     subjects = [obj for obj in reference if any(e.subject == obj.identity for e in edits)]
     num_objects = int(rng.integers(len(subjects) if subjects else 1, max_objects + 1))
     cells = [CELLS[int(c)] for c in rng.permutation(len(CELLS))[:num_objects]]
-    objects = [SceneObject(cell, obj.shape, obj.colour, obj.size) for cell, obj in zip(cells, subjects)]
+    objects = [SceneObject(cell, obj.shape, obj.colour, obj.size) for cell, obj in zip(cells, subjects, strict=False)]
     taken = {obj.identity for obj in objects}
     for cell in cells[len(subjects):]:
         obj = random_object(rng, cell)
@@ -368,11 +367,3 @@ def _write_annotations(
     manifest = {"generator_version": GENERATOR_VERSION, "config": config.model_dump(), "counts": counts}
     (root / "synthetic.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return jobs
-
-
-def iter_split_scenes(root: Path, split: str) -> Iterator[tuple[str, list[dict[str, object]]]]:
-    """(image name, scene graph) pairs of one split, read back from disk."""
-    graphs = json.loads((root / "scene_graphs.json").read_text())
-    names = json.loads((root / "image_splits" / f"split.rc2.{split}.json").read_text())
-    for name in names:
-        yield name, graphs[name]

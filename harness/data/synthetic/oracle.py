@@ -12,7 +12,12 @@ import json
 
 import torch
 
-from harness.data.synthetic.scene import apply_edits, edit_from_json, scene_from_json, scene_key
+from harness.data.synthetic.scene import (
+    apply_edits,
+    edit_from_json,
+    scene_from_json,
+    scene_key,
+)
 from harness.data.triplet import CIRSplit
 from harness.errors import HarnessError
 
