@@ -189,6 +189,8 @@ def data_check(
     """Check a dataset on disk: counts, missing or unreadable images, duplicate ids, targets
     or set members absent from the split. Exits 1 when a problem is found."""
     from harness.data.cirr import CIRR_SPLITS, read_cirr_split
+    from tqdm import tqdm
+
     from harness.data.datasets import DATASETS
 
     if dataset not in DATASETS:
@@ -205,17 +207,16 @@ def data_check(
                            fix="point --root at the folder holding captions/ and image_splits/")
     for name in splits:
         loaded, problems = read_cirr_split(root, name, dataset=dataset)
+        missing = [image for image in loaded.gallery if not loaded.images.paths[image].is_file()]
         unreadable = 0
-        missing = {p.split(": ")[1] for p in problems if p.endswith("is missing")}
-        for image in loaded.gallery:
-            if image in missing:
+        for image in tqdm(loaded.gallery, desc=f"reading {name}", unit="img", disable=not sys.stderr.isatty(), leave=False):
+            if not loaded.images.paths[image].is_file():
                 continue
             try:
-                loaded.images.decode(image)
+                loaded.images.read(image)
             except HarnessError as error:
                 problems.append(str(error))
                 unreadable += 1
-            loaded.images._cache.clear()
         kinds = Counter(t.edit_type for t in loaded.triplets if t.edit_type)
         with_target = sum(t.target is not None for t in loaded.triplets)
         typer.echo(f"{dataset}/{name}: {len(loaded.triplets)} queries ({with_target} with targets), "

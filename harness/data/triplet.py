@@ -42,11 +42,8 @@ class ImageStore:
     def __contains__(self, name: str) -> bool:
         return name in self.paths
 
-    def decode(self, name: str) -> torch.Tensor:
-        """One image as uint8 [3, H, W], resized to ``image_size`` if needed."""
-        cached = self._cache.get(name)
-        if cached is not None:
-            return cached
+    def read(self, name: str) -> torch.Tensor:
+        """One image as uint8 [3, H, W], resized to ``image_size`` if needed (not cached)."""
         path = self.paths[name]
         try:
             with Image.open(path) as raw:
@@ -56,9 +53,14 @@ class ImageStore:
                                fix="replace the file or remove it from the split") from None
         if image.size != (self.image_size, self.image_size):
             image = image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
-        tensor = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
-        self._cache[name] = tensor
-        return tensor
+        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
+
+    def decode(self, name: str) -> torch.Tensor:
+        """Like ``read``, decoding each image once per store."""
+        cached = self._cache.get(name)
+        if cached is None:
+            cached = self._cache[name] = self.read(name)
+        return cached
 
     def load(self, names: list[str]) -> torch.Tensor:
         """Images as one uint8 tensor [N, 3, H, W] in the order of ``names``."""
