@@ -37,6 +37,15 @@ data_app = typer.Typer(help="Generate the embedded benchmark or check a dataset 
 app.add_typer(data_app, name="data")
 
 
+def quiet_libraries() -> None:
+    """Silence transformers' per-load progress bars and reports (our own bars show progress)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
 def user_errors(command):
     """Turn HarnessError into one line on stderr and exit code 2."""
 
@@ -69,6 +78,7 @@ def main(
     """cir-harness: train, evaluate and compare Composed Image Retrieval methods under one loop."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_libraries()
 
 
 @app.command()
@@ -101,6 +111,46 @@ def run(
     run_experiment(config, set_ or [], output, progress=not quiet and sys.stderr.isatty(), echo=typer.echo)
 
 
+@app.command()
+@user_errors
+def pretrain(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML whose LVLM runs need stage 0.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting (as in `harness run`).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache has it.")] = False,
+) -> None:
+    """Stage 0: warm-start the tiny LVLM backbones on the embedded benchmark (vision tower
+    contrastive against scene descriptions, then connector + LM describe images). Cached by
+    (dataset, backbone, connector, settings, seed) and reused by every run; `harness run`
+    triggers it by itself when needed."""
+    from harness.cir_lvlm.model import CIRLVLMParams, stage0_request
+    from harness.data.datasets import dataset_key, load_dataset
+    from harness.runner import plan_experiment
+
+    plan = plan_experiment(config, set_ or [])
+    seen: set[str] = set()
+    for spec in plan.specs:
+        if spec.config.method.name != "cir_lvlm":
+            continue
+        params = CIRLVLMParams.model_validate(spec.config.method.params)
+        if params.backbone.source != "tiny" or not params.stage0.enabled:
+            continue
+        request = stage0_request(params, dataset_key(spec.config.dataset))
+        if request.key() in seen:
+            continue
+        seen.add(request.key())
+        from harness.backbones.stage0 import ensure_stage0
+
+        split = load_dataset(spec.config.dataset, spec.config.dataset.train_split, progress=sys.stderr.isatty())
+        cached = (request.directory() / "stage0.json").is_file() and not force
+        directory = ensure_stage0(request, split, force=force, progress=sys.stderr.isatty())
+        report = json.loads((directory / "stage0.json").read_text())
+        timing = "cached" if cached else f"vision {report['vision']['seconds']:.0f}s, describe {report['caption']['seconds']:.0f}s"
+        typer.echo(f"stage 0 {directory} ({timing}; final losses: vision {report['vision']['last_loss']}, "
+                   f"describe {report['caption']['last_loss']})")
+    if not seen:
+        typer.echo("no run of this experiment needs stage 0 (only tiny cir_lvlm backbones with stage0.enabled do)")
+
+
 @app.command("list")
 @user_errors
 def list_(
@@ -124,13 +174,24 @@ def list_(
     typer.echo("Methods")
     for info in methods:
         typer.echo(f"  {info.name}  [{info.family}]  {info.description}")
-        for name, field in info.params.model_fields.items():
-            default = field.get_default(call_default_factory=True)
-            about = f"  # {field.description}" if field.description else ""
+        for name, default, description in _parameter_rows(info.params):
+            about = f"  # {description}" if description else ""
             typer.echo(f"      {name} = {default!r}{about}")
     typer.echo("Datasets")
     for name, about in DATASETS.items():
         typer.echo(f"  {name}  {about}")
+
+
+def _parameter_rows(model, prefix: str = ""):
+    """(dotted name, default, description) of every parameter, nested models expanded."""
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            yield from _parameter_rows(type(default), f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", default, field.description
 
 
 class Size(str, Enum):
@@ -188,9 +249,9 @@ def data_check(
 ) -> None:
     """Check a dataset on disk: counts, missing or unreadable images, duplicate ids, targets
     or set members absent from the split. Exits 1 when a problem is found."""
-    from harness.data.cirr import CIRR_SPLITS, read_cirr_split
     from tqdm import tqdm
 
+    from harness.data.cirr import CIRR_SPLITS, read_cirr_split
     from harness.data.datasets import DATASETS
 
     if dataset not in DATASETS:

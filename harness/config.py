@@ -51,6 +51,15 @@ class TrackingConfig(BaseModel):
     uri: str | None = Field(None, description="tracking URI; default sqlite:///<output>/<experiment>/mlflow.db")
 
 
+class ReportConfig(BaseModel):
+    """Where the experiment's report goes and what its plot sweeps."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dir: str | None = Field(None, description="report folder root; default <output>/<experiment>/report (ablations use reports/)")
+    x: str | None = Field(None, description="config path on the plot's x axis; inferred when one method parameter varies")
+
+
 class RunConfig(BaseModel):
     """Everything that determines one run's result (its hash is the run id)."""
 
@@ -84,6 +93,7 @@ class ExperimentConfig(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     output_dir: str = Field("runs", description="root folder of results")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     @field_validator("experiment")
     @classmethod
@@ -123,8 +133,20 @@ class RunSpec:
 
 def _short(value: Any) -> str:
     if isinstance(value, dict) and "name" in value:
-        return str(value["name"])
+        params = _flat_params(value.get("params") or {})
+        inside = ", ".join(f"{k}={v}" for k, v in params.items())
+        return f"{value['name']}({inside})" if inside else str(value["name"])
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def _flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat |= _flat_params(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 # ---------------------------------------------------------------- loading

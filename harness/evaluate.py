@@ -109,6 +109,7 @@ def evaluate(
         encode_gallery(0, min(len(gallery), config.batch_size))
         encode_queries(0, min(len(triplets), config.batch_size))
     _synchronize(device)
+    method.reset_statistics()  # what the method gathers (e.g. prompt usage) covers the timed pass only
 
     start = time.perf_counter()
     gallery_embeddings = _encode_in_batches(encode_gallery, len(gallery), config.batch_size, device, "gallery", progress)

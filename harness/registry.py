@@ -28,7 +28,7 @@ from harness.errors import HarnessError, did_you_mean
 from harness.methods.base import CIRMethod, MethodContext, MethodParams
 
 #: Modules whose import registers methods.
-METHOD_MODULES: tuple[str, ...] = ("baselines",)
+METHOD_MODULES: tuple[str, ...] = ("baselines", "harness.cir_lvlm")
 
 
 @dataclass(frozen=True)

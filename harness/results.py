@@ -46,6 +46,7 @@ class RunResult(BaseModel):
     config: dict[str, Any]
     environment: dict[str, Any]
     created_at: str
+    method_statistics: dict[str, Any] = Field(default_factory=dict, description="e.g. prompt-pool usage")
     rankings_file: str | None = None
 
 

@@ -22,13 +22,14 @@ import torch
 import yaml
 
 from harness.config import ExperimentConfig, RunSpec, expand, load_experiment
-from harness.data.datasets import DatasetConfig, load_dataset
+from harness.data.datasets import DatasetConfig, dataset_key, load_dataset
 from harness.data.synthetic.captions import template_corpus
 from harness.data.triplet import CIRSplit
 from harness.environment import environment
 from harness.evaluate import evaluate, resolve_device
 from harness.methods.base import MethodContext
 from harness.registry import build_method
+from harness.report import write_report
 from harness.results import (
     RunResult,
     atomic_write_text,
@@ -88,7 +89,8 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
     eval_split = splits.get(config.dataset, config.dataset.eval_split)
     seed_everything(config.seed)
     context = MethodContext(image_size=config.dataset.image_size,
-                            corpus=[t.caption for t in train_split.triplets] + template_corpus())
+                            corpus=[t.caption for t in train_split.triplets] + template_corpus(),
+                            train_split=train_split, dataset_key=dataset_key(config.dataset), progress=progress)
     method = build_method(config.method.name, config.method.params, context)
     tokenizer = getattr(method, "tokenizer", None)
     if tokenizer is not None:
@@ -122,6 +124,7 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
         config=config.model_dump(mode="json"),
         environment=environment(device),
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        method_statistics=method.statistics(),
         rankings_file="rankings.jsonl.gz",
     )
     write_result(run_dir / "result.json", result)
@@ -171,10 +174,14 @@ def run_experiment(
             tracker.finish(status)
     table = results_table(results)
     atomic_write_text(plan.output / "results.md", table + "\n")
+    report_root = Path(plan.experiment.report.dir) if plan.experiment.report.dir else None
+    report_dir = report_root / plan.experiment.experiment if report_root else plan.output / "report"
+    report = write_report(results, report_dir, title=plan.experiment.experiment,
+                          description=plan.experiment.description, x=plan.experiment.report.x)
     echo("")
     echo(table)
     echo("")
-    echo(f"results: {plan.output / 'runs'}   table: {plan.output / 'results.md'}")
+    echo(f"results: {plan.output / 'runs'}   report: {report}")
     if tracker is not None:
         echo(f"mlflow:  mlflow ui --backend-store-uri {tracking.uri or 'sqlite:///' + str((plan.output / 'mlflow.db').resolve())} --host 127.0.0.1")
     return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,50 @@ def test_missing_dataset_root_is_a_user_error(tmp_path: Path):
     result = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "dataset.root" in result.stderr and "does not exist" in result.stderr
+
+
+def test_run_writes_a_report_with_table_and_plot(finished):
+    _, output, _ = finished
+    report = output / "report"
+    text = (report / "report.md").read_text()
+    assert "| image_only | 0 |" in text and "Machine:" in text and "recall_vs_" in text
+    plots = list(report.glob("*.png"))
+    assert len(plots) == 1 and plots[0].read_bytes()[:4] == b"\x89PNG"
+    assert (report / "results.csv").read_text().count("\n") == 3
+
+
+LVLM_EXPERIMENT = """
+experiment: lvlm
+dataset:
+  name: synthetic
+  synthetic: {seed: 5, num_train: 160, num_val: 40, num_test: 8}
+method:
+  name: cir_lvlm
+  params:
+    backbone: {vision_hidden: 32, vision_heads: 2, language_hidden: 32, language_heads: 2}
+    connector: {num_queries: 4, heads: 2}
+    stage0: {vision_steps: 10, caption_steps: 10, vision_batch_size: 32, caption_batch_size: 16}
+    embed_dim: 16
+train: {max_steps: 6, batch_size: 16, num_threads: 2}
+grid:
+  method.params.pool_size: [1, 4]
+tracking: {enabled: false}
+report: {dir: REPORTS}
+"""
+
+
+def test_cir_lvlm_end_to_end_writes_results_and_report(tmp_path: Path):
+    config = write_yaml(tmp_path / "lvlm.yaml", LVLM_EXPERIMENT.replace("REPORTS", str(tmp_path / "reports")))
+    result = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    results = [read_result(p) for p in (tmp_path / "out" / "lvlm" / "runs").glob("*/result.json")]
+    assert sorted(r.config["method"]["params"]["pool_size"] for r in results) == [1, 4]
+    for r in results:
+        assert r.method == "cir_lvlm" and "recall_at_1" in r.metrics
+        assert sum(r.method_statistics["prompt_usage"]) == r.num_queries
+    report = tmp_path / "reports" / "lvlm"
+    assert (report / "recall_vs_pool_size.png").is_file()
+    assert "Prompt-pool usage" in (report / "report.md").read_text()
+    # the stage-0 warm start was built once and is reused by the second run
+    stage0 = list((Path(os.environ["CIR_HARNESS_CACHE"]) / "backbones").glob("stage0-*/stage0.json"))
+    assert stage0

@@ -104,6 +104,13 @@ def dataset_root(config: DatasetConfig, progress: bool = True) -> Path:
                        fix="set dataset.root to the local copy of the dataset")
 
 
+def dataset_key(config: DatasetConfig) -> str:
+    """A name for the data a model was trained on (the generator settings, or the root)."""
+    if config.name == "synthetic" and config.root is None:
+        return f"synthetic-{synthetic_key(config.synthetic)}"
+    return f"{config.name}:{Path(os.path.expanduser(config.root or '')).resolve()}"
+
+
 def load_dataset(config: DatasetConfig, split: str, progress: bool = True) -> CIRSplit:
     """Load one split of the configured dataset."""
     return load_cirr_split(dataset_root(config, progress), split, config.image_size, dataset=config.name)

@@ -16,7 +16,7 @@ Each method declares a typed pydantic parameter model ``Params`` (subclass of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -37,11 +37,15 @@ class MethodParams(BaseModel):
 
 @dataclass
 class MethodContext:
-    """What a method may know about the data when it is built: image side and the training
-    captions (e.g. to train a tokenizer locally)."""
+    """What a method may know about the data when it is built: image side, the training
+    captions (e.g. to train a tokenizer locally), the training split and a key naming the
+    dataset (for stage-0 warm starts cached per dataset)."""
 
     image_size: int
     corpus: list[str] = field(default_factory=list)
+    train_split: Any = None
+    dataset_key: str = ""
+    progress: bool = False
 
 
 @dataclass
@@ -84,6 +88,13 @@ class CIRMethod(nn.Module):
         query = self.encode_query(batch.reference_images, batch.captions)
         target = self.encode_target(batch.target_images)
         return info_nce(query, target, self.params.temperature, self.params.symmetric_loss)
+
+    def statistics(self) -> dict[str, Any]:
+        """Method-specific figures gathered during evaluation (e.g. prompt-pool usage)."""
+        return {}
+
+    def reset_statistics(self) -> None:
+        """Forget what ``statistics`` gathered (called before each evaluation)."""
 
     def parameter_counts(self) -> dict[str, int]:
         """Total and trainable parameter counts."""

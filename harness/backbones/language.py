@@ -1,0 +1,78 @@
+"""The causal language model and its tokenizer.
+
+    lm = tiny_language_model(params, tokenizer)                  # LlamaForCausalLM / Qwen2ForCausalLM
+    lm, tokenizer = language_model_from_directory("/models/lm")  # AutoModelForCausalLM + AutoTokenizer
+    lm = with_lora(lm, params)                                  # peft LoRA on attention projections only
+
+The LVLM methods feed the LM ``inputs_embeds`` and read hidden states; the LM head is only
+used by stage 0 (describe the image), and its weights are tied to the input embeddings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from harness.backbones.params import BackboneParams
+from harness.errors import HarnessError
+
+#: LoRA targets: attention projections of the language model only. A regex, because the
+#: vision tower also has q_proj / k_proj / v_proj modules (environment.md §2).
+LORA_TARGET = r"^(?!.*vision).*\.(q_proj|k_proj|v_proj|o_proj)$"
+
+
+def tiny_language_model(params: BackboneParams, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=params.language_hidden,
+        intermediate_size=4 * params.language_hidden,
+        num_hidden_layers=params.language_layers,
+        num_attention_heads=params.language_heads,
+        num_key_value_heads=params.language_heads,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    if params.language_family == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**common))
+    return LlamaForCausalLM(LlamaConfig(**common))
+
+
+def language_model_from_directory(
+    directory: str | Path, field: str = "backbone.language_dir", tokenizer_dir: str | Path | None = None
+):
+    """(causal LM, tokenizer) from a local directory (the tokenizer from ``tokenizer_dir`` if given)."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise HarnessError("no config.json in the language model directory", file=directory, field=field,
+                           fix="point it at a save_pretrained() directory")
+    model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or directory, local_files_only=True, padding_side="right")
+    return model, tokenizer
+
+
+def decoder(language_model: nn.Module) -> nn.Module:
+    """The transformer stack of a causal LM (``.model``), which returns hidden states."""
+    return getattr(language_model, "model", language_model)
+
+
+def with_lora(language_model: nn.Module, params: BackboneParams) -> nn.Module:
+    """Wrap the LM with LoRA adapters on its attention projections (peft); other LM weights
+    are frozen. Returns the peft model."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
+                        target_modules=LORA_TARGET)
+    return get_peft_model(language_model, config)

@@ -1,0 +1,43 @@
+"""Backbone settings shared by every LVLM-style method."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BackboneParams(BaseModel):
+    """Where the vision tower and the language model come from, and their tiny sizes.
+
+    ``source: tiny`` builds them from transformers configs (CLIPVisionConfig; LlamaConfig or
+    Qwen2Config) and warm-starts them with stage 0; ``source: pretrained`` loads local
+    directories with the transformers Auto classes: ``vision_dir`` (CLIP or SigLIP) plus
+    ``language_dir`` (a causal LM with its tokenizer), or one LLaVA-style ``lvlm_dir``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["tiny", "pretrained"] = Field("tiny", description="tiny: from config + stage 0; pretrained: local dirs")
+    vision_hidden: int = Field(128, ge=16, description="tiny vision width (prototype.md §8)")
+    vision_layers: int = Field(2, ge=1, description="tiny vision layers")
+    vision_heads: int = Field(4, ge=1)
+    patch_size: int = Field(16, ge=2, description="ViT patch side; 64 px / 16 = 16 patches")
+    language_family: Literal["llama", "qwen2"] = Field("llama", description="tiny LM architecture")
+    language_hidden: int = Field(128, ge=16, description="tiny LM width (prototype.md §8)")
+    language_layers: int = Field(2, ge=1, description="tiny LM layers")
+    language_heads: int = Field(4, ge=1)
+    vision_dir: str | None = Field(None, description="pretrained: CLIP/SigLIP checkpoint directory")
+    language_dir: str | None = Field(None, description="pretrained: causal LM directory (with tokenizer)")
+    lvlm_dir: str | None = Field(None, description="pretrained: one LLaVA-style checkpoint directory (with tokenizer)")
+    lora_rank: int = Field(8, ge=0, description="pretrained: LoRA rank on the LM (0 = full fine-tune); TRACE/ReCALL use LoRA")
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    freeze_vision: bool | None = Field(None, description="freeze the vision tower (default: frozen when pretrained, as TRACE)")
+
+    def vision_frozen(self) -> bool:
+        return self.freeze_vision if self.freeze_vision is not None else self.source == "pretrained"
+
+    def tiny_key(self) -> dict[str, object]:
+        """The settings that define a tiny backbone (for the stage-0 cache key)."""
+        return self.model_dump(include={"vision_hidden", "vision_layers", "vision_heads", "patch_size",
+                                        "language_family", "language_hidden", "language_layers", "language_heads"})

@@ -1,0 +1,84 @@
+"""The vision tower: patch features [B, N, D] from uint8 images.
+
+    tower = VisionTower.tiny(params, image_size=64)        # CLIPVisionModel from a config
+    tower = VisionTower.from_directory("/models/clip")     # CLIP / SigLIP / CLIPVisionModel
+    features = tower(images_uint8)                          # last hidden state, CLS first (CLIP)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, CLIPVisionConfig, CLIPVisionModel
+
+from harness.backbones.params import BackboneParams
+from harness.errors import HarnessError
+
+#: Pixel statistics of the tiny towers (prototype.md §2): x / 255 -> (x - 0.5) / 0.25.
+TINY_MEAN, TINY_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+#: OpenAI CLIP statistics, used when a pretrained directory has no preprocessor config.
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+class VisionTower(nn.Module):
+    """A transformers vision model plus its input normalisation and resolution."""
+
+    def __init__(self, model: nn.Module, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.model = model
+        self.image_size = image_size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @classmethod
+    def tiny(cls, params: BackboneParams, image_size: int) -> VisionTower:
+        config = CLIPVisionConfig(
+            hidden_size=params.vision_hidden,
+            intermediate_size=4 * params.vision_hidden,
+            num_hidden_layers=params.vision_layers,
+            num_attention_heads=params.vision_heads,
+            image_size=image_size,
+            patch_size=params.patch_size,
+        )
+        return cls(CLIPVisionModel(config), image_size, TINY_MEAN, TINY_STD)
+
+    @classmethod
+    def from_directory(cls, directory: str | Path, mean=None, std=None) -> VisionTower:
+        """Load CLIP / SigLIP (whole model or vision-only) from a local directory."""
+        directory = Path(directory)
+        if not (directory / "config.json").is_file():
+            raise HarnessError("no config.json in the vision checkpoint directory", file=directory,
+                               field="backbone.vision_dir", fix="point it at a save_pretrained() directory")
+        config = AutoConfig.from_pretrained(directory, local_files_only=True)
+        model = AutoModel.from_pretrained(directory, local_files_only=True)
+        vision = getattr(model, "vision_model", model)
+        vision_config = getattr(config, "vision_config", config)
+        if mean is None:
+            mean, std = _preprocessor_stats(directory, vision_config)
+        return cls(vision, int(vision_config.image_size), tuple(mean), tuple(std))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.float() / 255.0
+        if pixels.shape[-1] != self.image_size:
+            pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        pixels = (pixels - self.mean) / self.std
+        return self.model(pixel_values=pixels).last_hidden_state
+
+
+def _preprocessor_stats(directory: Path, config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    path = directory / "preprocessor_config.json"
+    if path.is_file():
+        data = json.loads(path.read_text())
+        if "image_mean" in data and "image_std" in data:
+            return tuple(data["image_mean"]), tuple(data["image_std"])
+    if "siglip" in str(getattr(config, "model_type", "")):
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return CLIP_MEAN, CLIP_STD

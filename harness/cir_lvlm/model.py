@@ -1,0 +1,286 @@
+"""CIR-LVLM: a vision-language model used as a user-intent-aware encoder (Sun et al., AAAI 2025).
+
+family: lvlm | paper: "Leveraging Large Vision-Language Model as User Intent-aware Encoder for
+Composed Image Retrieval", arXiv 2412.11087 | assumes: everything marked below as NOT FOUND
+(the full text was not available; see ../shared/reference/paper-facts.md).
+
+One LVLM encodes both sides in a single forward pass each, guided by a hybrid intent
+instruction:
+
+    query : [BOS] [task prompt (query)]  [visual prompt tokens of the reference] [caption] [soft prompt] [EMB]
+    target: [BOS] [task prompt (target)] [visual prompt tokens of the candidate] ([soft prompt]) [EMB]
+
+The visual prompt tokens come from a connector (learnable queries by default, as the paper
+describes); the soft prompt is picked per instance from a learnable prompt pool. The
+embedding is the final hidden state at [EMB] -> linear -> L2-normalised; both sides share
+every parameter. Loss: in-batch InfoNCE + ``key_loss_weight`` x the pool's key loss.
+Variants (task prompt on/off, soft prompt pool/universal/off, pool size, prompt length,
+top-k, selection features, connector type) are parameters of this one class.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from safetensors.torch import load_model
+from torch import nn
+from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+from harness.backbones.language import (
+    decoder,
+    language_model_from_directory,
+    tiny_language_model,
+    with_lora,
+)
+from harness.backbones.params import BackboneParams
+from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0
+from harness.backbones.vision import VisionTower, _preprocessor_stats
+from harness.cir_lvlm.connector import ConnectorParams, build_connector
+from harness.cir_lvlm.prompt_pool import PromptPool, RunningStandardiser
+from harness.errors import HarnessError
+from harness.methods.base import (
+    CIRMethod,
+    MethodContext,
+    MethodParams,
+    TripletBatch,
+    info_nce,
+)
+from harness.registry import register_method
+from harness.text import EMBEDDING_TOKEN, train_lvlm_tokenizer
+
+#: Default task prompts. NOT FOUND in the paper (only that query and target prompts differ):
+#: worded in the "... in one word:" style of LVLM embedding work (E5-V, Jiang et al. 2024;
+#: TRACE's <|emb|> token, arXiv 2603.02929) - an assumption.
+QUERY_TASK_PROMPT = "describe the modified image in one word :"
+TARGET_TASK_PROMPT = "describe this image in one word :"
+
+
+class CIRLVLMParams(MethodParams):
+    """CIR-LVLM settings; defaults not in the paper are assumptions with their source named."""
+
+    backbone: BackboneParams = Field(default_factory=BackboneParams, description="vision tower + language model")
+    connector: ConnectorParams = Field(default_factory=ConnectorParams, description="vision -> visual prompt tokens")
+    stage0: Stage0Params = Field(default_factory=Stage0Params, description="warm start of tiny backbones")
+    task_prompt: bool = Field(True, description="task-level instruction on (query/target wording differs)")
+    soft_prompt: Literal["pool", "universal", "off"] = Field("pool", description="instance-specific pool, one universal prompt, or none")
+    pool_size: int = Field(10, ge=1, description="prompts in the pool (NOT FOUND; L2P uses 10)")
+    prompt_length: int = Field(4, ge=1, description="tokens per prompt (NOT FOUND; prototype.md §2 used 4; L2P uses 5)")
+    top_k: int = Field(1, ge=1, description="prompts selected per instance (NOT FOUND; top-1)")
+    selection: Literal["visual", "text", "both"] = Field(
+        "both", description="selection feature: mean visual prompt token, mean caption embedding, or both concatenated (NOT FOUND)")
+    standardise_selection: bool = Field(
+        True, description="standardise each selection feature per dimension (running mean/std) before matching keys; "
+        "harness assumption: raw mean features share a large common component and the pool collapses to one prompt")
+    target_soft_prompt: bool = Field(False, description="also give the target side a selected soft prompt (NOT FOUND)")
+    key_loss_weight: float = Field(0.1, ge=0, description="weight of the key-matching loss (NOT FOUND; prototype.md §2 used 0.1)")
+    query_task_prompt: str = Field(QUERY_TASK_PROMPT, description="task prompt of the query side")
+    target_task_prompt: str = Field(TARGET_TASK_PROMPT, description="task prompt of the target side")
+    embed_dim: int = Field(256, ge=8, description="embedding width after the projection (NOT FOUND)")
+    learnable_temperature: bool = Field(False, description="learn the InfoNCE temperature (starts at `temperature`)")
+    max_caption_tokens: int = Field(32, ge=4, description="captions are truncated to this many tokens")
+
+
+def stage0_request(params: CIRLVLMParams, dataset_key: str) -> Stage0Request:
+    """The stage-0 checkpoint a tiny CIR-LVLM with these parameters starts from."""
+    return Stage0Request(dataset_key, params.backbone, params.connector.model_dump(), params.stage0,
+                         extra_corpus=(params.query_task_prompt, params.target_task_prompt, EMBEDDING_TOKEN))
+
+
+@register_method("cir_lvlm", family="lvlm", paper="arXiv 2412.11087 (AAAI 2025)",
+                 description="LVLM as intent-aware encoder: task prompt + pooled soft prompt, [EMB] token embedding")
+class CIRLVLM(CIRMethod):
+    Params = CIRLVLMParams
+    params: CIRLVLMParams
+
+    def __init__(self, params: CIRLVLMParams, context: MethodContext):
+        super().__init__(params, context)
+        self.vision, self.language_model, self.tokenizer, connector_file = self._backbones(params, context)
+        hidden = self.language_model.get_input_embeddings().embedding_dim
+        self.connector = build_connector(params.connector, self.vision.hidden_size, hidden)
+        if connector_file is not None:
+            load_model(self.connector, str(connector_file))
+        self._ensure_vocabulary([params.query_task_prompt, params.target_task_prompt, EMBEDDING_TOKEN])
+        self.embedding_token_id = self.tokenizer.convert_tokens_to_ids(EMBEDDING_TOKEN)
+        if params.backbone.source == "pretrained" and params.backbone.lora_rank > 0:
+            for tensor in self.language_model.parameters():
+                tensor.requires_grad_(False)
+            self.language_model = with_lora(self.language_model, params.backbone)
+        self.pool: PromptPool | None = None
+        if params.soft_prompt != "off":
+            size = params.pool_size if params.soft_prompt == "pool" else 1
+            top_k = params.top_k if params.soft_prompt == "pool" else 1
+            if top_k > size:
+                raise HarnessError(f"top_k {top_k} is larger than pool_size {size}", field="method.params.top_k",
+                                   fix="lower top_k or raise pool_size")
+            parts = ["visual", "text"] if params.selection == "both" else [params.selection]
+            self.selection_parts = parts
+            self.pool = PromptPool(size, params.prompt_length, hidden, top_k, key_dim=hidden * len(parts))
+            self.standardisers = nn.ModuleDict(
+                {part: RunningStandardiser(hidden) if params.standardise_selection else nn.Identity() for part in parts})
+        self.head = nn.Linear(hidden, params.embed_dim)
+        self.log_inverse_temperature = nn.Parameter(
+            torch.tensor(math.log(1.0 / params.temperature)), requires_grad=params.learnable_temperature)
+        for tensor in self.vision.parameters():
+            tensor.requires_grad_(not params.backbone.vision_frozen())
+        self._task_ids = {side: self._token_ids(text) for side, text in
+                          (("query", params.query_task_prompt), ("target", params.target_task_prompt))}
+
+    # ------------------------------------------------------------------ construction
+
+    def _backbones(self, params: CIRLVLMParams, context: MethodContext):
+        """(vision tower, LM decoder, tokenizer, connector weights or None) for the source."""
+        backbone = params.backbone
+        if backbone.source == "pretrained":
+            return self._pretrained(backbone)
+        if params.stage0.enabled:
+            if context.train_split is None:
+                raise HarnessError("stage 0 needs the training split", field="method.params.stage0.enabled",
+                                   fix="run through `harness run`, or set stage0.enabled: false")
+            directory = ensure_stage0(stage0_request(params, context.dataset_key), context.train_split,
+                                      progress=context.progress)
+            vision = VisionTower.from_directory(directory / "vision")
+            lm, tokenizer = language_model_from_directory(directory / "language_model", field="stage0",
+                                                          tokenizer_dir=directory / "tokenizer")
+            return vision, decoder(lm), tokenizer, directory / "connector.safetensors"
+        tokenizer = train_lvlm_tokenizer([*context.corpus, params.query_task_prompt, params.target_task_prompt])
+        vision = VisionTower.tiny(backbone, context.image_size)
+        return vision, decoder(tiny_language_model(backbone, tokenizer)), tokenizer, None
+
+    def _pretrained(self, backbone: BackboneParams):
+        if backbone.lvlm_dir:
+            directory = Path(backbone.lvlm_dir)
+            if not (directory / "config.json").is_file():
+                raise HarnessError("no config.json in the LVLM directory", file=directory, field="method.params.backbone.lvlm_dir",
+                                   fix="point it at a LLaVA-style save_pretrained() directory")
+            model = AutoModelForImageTextToText.from_pretrained(directory, local_files_only=True)
+            inner = getattr(model, "model", model)
+            if not (hasattr(inner, "vision_tower") and hasattr(inner, "language_model")):
+                raise HarnessError(f"{type(model).__name__} is not LLaVA-style (vision_tower + language_model)",
+                                   file=directory, field="method.params.backbone.lvlm_dir",
+                                   fix="give vision_dir and language_dir separately")
+            vision_config = inner.vision_tower.config
+            mean, std = _preprocessor_stats(directory, vision_config)
+            vision = VisionTower(inner.vision_tower, int(vision_config.image_size), mean, std)
+            language = inner.language_model
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, padding_side="right")
+        elif backbone.vision_dir and backbone.language_dir:
+            vision = VisionTower.from_directory(backbone.vision_dir)
+            lm, tokenizer = language_model_from_directory(backbone.language_dir, field="method.params.backbone.language_dir")
+            language = decoder(lm)
+        else:
+            raise HarnessError("source 'pretrained' needs lvlm_dir, or vision_dir and language_dir",
+                               field="method.params.backbone", fix="set the local checkpoint directories")
+        return vision, language, tokenizer, None
+
+    def _ensure_vocabulary(self, texts: list[str]) -> None:
+        """Add words the tokenizer maps to [UNK] (and the [EMB] token), growing the LM's
+        input embeddings: how a new special token is added to a pretrained LM."""
+        unknown: list[str] = []
+        unk = self.tokenizer.unk_token_id
+        for text in texts:
+            for word in text.split():
+                ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+                if (unk is not None and unk in ids) or (word == EMBEDDING_TOKEN and len(ids) != 1):
+                    unknown.append(word)
+        if unknown:
+            self.tokenizer.add_tokens(sorted(set(unknown)), special_tokens=False)
+            self.language_model.resize_token_embeddings(len(self.tokenizer))
+
+    def _token_ids(self, text: str) -> torch.Tensor:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        return torch.tensor(bos + ids if self.params.task_prompt else bos, dtype=torch.long)
+
+    # ------------------------------------------------------------------ input assembly
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.language_model.get_input_embeddings()(ids)
+
+    def build_inputs(
+        self, images: torch.Tensor, captions: list[str] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[int, int]], torch.Tensor]:
+        """(inputs_embeds, attention_mask, layout, key_loss) of a query (captions given) or a
+        target (captions None). ``layout`` maps each segment to its [start, end) positions."""
+        side = "target" if captions is None else "query"
+        batch = images.shape[0]
+        device = self.head.weight.device
+        visual = self.connector(self.vision(images.to(device)))
+        segments: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+        task = self._task_ids[side].to(device)
+        segments.append(("task", self._embed(task).unsqueeze(0).expand(batch, -1, -1), torch.ones(batch, len(task), device=device)))
+        segments.append(("image", visual, torch.ones(visual.shape[:2], device=device)))
+        caption_embeds = caption_mask = None
+        if captions is not None:
+            tokens = self.tokenizer(captions, add_special_tokens=False, padding=True, truncation=True,
+                                    max_length=self.params.max_caption_tokens, return_tensors="pt")
+            caption_mask = tokens["attention_mask"].to(device).float()
+            caption_embeds = self._embed(tokens["input_ids"].to(device))
+            segments.append(("caption", caption_embeds, caption_mask))
+        key_loss = torch.zeros((), device=device)
+        if self.pool is not None and (side == "query" or self.params.target_soft_prompt):
+            feature = self._selection_feature(visual, caption_embeds, caption_mask)
+            prompts, key_loss, _ = self.pool(feature)
+            if self.params.soft_prompt == "universal":
+                key_loss = torch.zeros((), device=device)
+            segments.append(("soft_prompt", prompts, torch.ones(prompts.shape[:2], device=device)))
+        emb = self._embed(torch.full((batch, 1), self.embedding_token_id, device=device))
+        segments.append(("embedding", emb, torch.ones(batch, 1, device=device)))
+        layout, position = {}, 0
+        for name, embeds, _ in segments:
+            layout[name] = (position, position + embeds.shape[1])
+            position += embeds.shape[1]
+        inputs = torch.cat([embeds for _, embeds, _ in segments], dim=1)
+        mask = torch.cat([mask for _, _, mask in segments], dim=1)
+        return inputs, mask, layout, key_loss
+
+    def _selection_feature(self, visual, caption_embeds, caption_mask) -> torch.Tensor:
+        """The query feature that picks soft prompts: the standardised mean visual prompt token
+        and/or mean caption embedding, concatenated and detached (L2P uses frozen features).
+        A side without a caption (a target) contributes the running mean, i.e. zeros."""
+        parts = []
+        for part in self.selection_parts:
+            if part == "visual":
+                feature = visual.mean(1)
+            elif caption_embeds is not None:
+                mask = caption_mask.unsqueeze(-1)
+                feature = (caption_embeds * mask).sum(1) / mask.sum(1).clamp(min=1)
+            else:
+                parts.append(torch.zeros_like(visual[:, 0]))
+                continue
+            parts.append(self.standardisers[part](feature.detach().float()))
+        return torch.cat(parts, dim=-1)
+
+    def _encode(self, images: torch.Tensor, captions: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, mask, _, key_loss = self.build_inputs(images, captions)
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+        hidden = self.language_model(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions).last_hidden_state
+        return F.normalize(self.head(hidden[:, -1]), dim=-1), key_loss
+
+    # ------------------------------------------------------------------ the method interface
+
+    def encode_query(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        return self._encode(images, captions)[0]
+
+    def encode_target(self, images: torch.Tensor) -> torch.Tensor:
+        return self._encode(images, None)[0]
+
+    def loss(self, batch: TripletBatch) -> torch.Tensor:
+        query, query_key_loss = self._encode(batch.reference_images, batch.captions)
+        target, target_key_loss = self._encode(batch.target_images, None)
+        temperature = float(self.params.temperature)
+        if self.params.learnable_temperature:
+            temperature = 1.0 / self.log_inverse_temperature.clamp(max=math.log(100.0)).exp()
+        contrastive = info_nce(query, target, temperature, self.params.symmetric_loss)
+        return contrastive + self.params.key_loss_weight * (query_key_loss + target_key_loss)
+
+    def statistics(self) -> dict[str, Any]:
+        return {} if self.pool is None else self.pool.usage_statistics()
+
+    def reset_statistics(self) -> None:
+        if self.pool is not None:
+            self.pool.reset_usage()

@@ -1,0 +1,180 @@
+"""The first slice of the experiment report: a Markdown table and a recall plot, built only
+from results JSON files (so it can be rebuilt offline at any time).
+
+    write_report(results, out_dir, x="method.params.pool_size")
+    -> out_dir/report.md, out_dir/results.csv, out_dir/recall_vs_<x>.png (recall_vs_run.png when nothing single is swept)
+
+Rows are grid points (mean ± std over seeds); runs of other methods (reference points) are
+drawn as horizontal lines in the plot. The report states the protocol and the machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.results import RunResult, atomic_write_bytes, atomic_write_text
+from harness.tables import COLUMNS, results_table
+
+PLOT_METRICS = ("recall_at_1", "recall_at_5", "recall_subset_at_1")
+
+
+def config_value(config: dict[str, Any], path: str) -> Any:
+    node: Any = config
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def infer_swept_parameter(results: Sequence[RunResult]) -> str | None:
+    """The one method parameter that varies among the runs of the most frequent method."""
+    if not results:
+        return None
+    counts: dict[str, int] = defaultdict(int)
+    for result in results:
+        counts[result.method] += 1
+    main = max(counts, key=lambda name: counts[name])
+    values: dict[str, set[str]] = defaultdict(set)
+    for result in results:
+        if result.method == main:
+            for key, value in _flatten(result.config.get("method", {}), "method.").items():
+                values[key].add(repr(value))
+    varying = [key for key, seen in values.items() if len(seen) > 1]
+    return varying[0] if len(varying) == 1 else None
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def csv_text(results: Sequence[RunResult]) -> str:
+    stream = io.StringIO()
+    writer = csv.writer(stream)
+    keys = [key for key, _ in COLUMNS]
+    writer.writerow(["run_id", "label", "method", "seed", *keys, "params_total", "params_trainable",
+                     "ms_per_query", "train_s"])
+    for r in results:
+        writer.writerow([r.run_id, r.label, r.method, r.seed, *(r.metrics.get(k, "") for k in keys),
+                         r.parameters["total"], r.parameters["trainable"],
+                         f"{r.timings['encode_and_score_ms_per_query']:.3f}", f"{r.train.get('seconds', 0):.1f}"])
+    return stream.getvalue()
+
+
+def plot_recall(results: Sequence[RunResult], x: str | None, path: Path, metrics: Sequence[str] = PLOT_METRICS) -> None:
+    """Recall against the swept parameter (or, with ``x`` None, against the run label) with
+    std error bars over seeds; runs of other methods as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def value(r: RunResult) -> Any:
+        return r.label if x is None else config_value(r.config, x)
+
+    swept = [r for r in results if value(r) is not None and r.method == _main_method(results)]
+    others = [r for r in results if r not in swept]
+    titles = dict(COLUMNS)
+    figure, axis = plt.subplots(figsize=(4.2, 3.0), dpi=150)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, metric in enumerate(metrics):
+        by_x: dict[Any, list[float]] = defaultdict(list)
+        for r in swept:
+            if metric in r.metrics:
+                by_x[value(r)].append(r.metrics[metric])
+        if not by_x:
+            continue
+        xs = sorted(by_x) if x is not None else list(by_x)
+        means = [_mean_std(by_x[v])[0] for v in xs]
+        stds = [_mean_std(by_x[v])[1] for v in xs]
+        colour = colours[index % len(colours)]
+        axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=colour, label=f"{_main_method(results)} {titles.get(metric, metric)}")
+        reference: dict[str, list[float]] = defaultdict(list)
+        for r in others:
+            if metric in r.metrics:
+                reference[r.label].append(r.metrics[metric])
+        for line, (label, values) in enumerate(sorted(reference.items())):
+            axis.axhline(statistics.mean(values), color=colour, linestyle=("--", ":", "-.")[line % 3], linewidth=0.8,
+                         label=f"{label} {titles.get(metric, metric)}")
+    axis.set_xlabel("run" if x is None else x.split(".")[-1].replace("_", " "))
+    axis.set_ylabel("recall (%)")
+    if x is None:
+        axis.tick_params(axis="x", labelrotation=30, labelsize=5)
+    elif len({value(r) for r in swept}) > 2 and all(isinstance(value(r), (int, float)) for r in swept):
+        values = sorted({value(r) for r in swept})
+        if values[0] > 0 and values[-1] / values[0] >= 10:
+            axis.set_xscale("log")
+        axis.set_xticks(values, [str(v) for v in values])
+    axis.legend(fontsize=5, loc="best")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _main_method(results: Sequence[RunResult]) -> str:
+    counts: dict[str, int] = defaultdict(int)
+    for r in results:
+        counts[r.method] += 1
+    return max(counts, key=lambda name: counts[name])
+
+
+def markdown_report(results: Sequence[RunResult], title: str, description: str, plot_name: str | None) -> str:
+    """The report page: what was run, on what, the table, pool usage, the plot, the machine."""
+    first = results[0]
+    hardware = first.environment.get("hardware", {})
+    seeds = sorted({r.seed for r in results})
+    lines = [
+        f"# {title}",
+        "",
+        description,
+        "",
+        f"Dataset `{first.dataset}` ({first.split} split: {first.num_queries} queries, {first.num_gallery} gallery images); "
+        f"protocol: gallery = split file, reference removed = {first.protocol.get('remove_reference')}, "
+        f"ties broken by gallery index; seeds {', '.join(map(str, seeds))}. Metrics in %, mean ± std over seeds; "
+        "ms/query = query encoding + scoring, after warm-up.",
+        "",
+        results_table(results),
+        "",
+    ]
+    usage = [(r.label, r.seed, r.method_statistics) for r in results if "prompt_usage" in r.method_statistics]
+    if usage:
+        lines += ["Prompt-pool usage on the evaluation queries (selections per prompt; effective number = exp(entropy)):", ""]
+        lines += [f"- {label}, seed {seed}: {stats['prompt_usage']} (effective {stats['prompts_used_effective']:.1f})"
+                  for label, seed, stats in usage]
+        lines.append("")
+    if plot_name:
+        lines += [f"![recall]({plot_name})", ""]
+    lines.append(f"Machine: {hardware.get('cpu')}, {hardware.get('cpu_cores')} cores, {hardware.get('torch_threads')} torch threads, "
+                 f"device {hardware.get('device')}; commit {first.environment.get('git_commit')}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: Sequence[RunResult], out: Path, title: str, description: str = "", x: str | None = None) -> Path:
+    """Write report.md, results.csv and the recall plot (against the swept parameter, or the runs)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    x = x or infer_swept_parameter(results)
+    plot_name = f"recall_vs_{x.split('.')[-1] if x else 'run'}.png"
+    plot_recall(results, x, out / plot_name)
+    atomic_write_text(out / "results.csv", csv_text(results))
+    atomic_write_text(out / "report.md", markdown_report(results, title, description, plot_name))
+    return out / "report.md"

@@ -1,0 +1,201 @@
+"""CIR-LVLM: input layout per variant flag, prompt selection, pretrained loading, LoRA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+)
+
+from harness.data.cirr import load_cirr_split
+from harness.methods.base import MethodContext
+from harness.registry import build_method
+from harness.text import train_lvlm_tokenizer
+from harness.train import TrainConfig, train
+
+CORPUS = ["add a small red circle in the top left", "remove the blue square", "paint the green star red"]
+TINY = {"vision_hidden": 32, "vision_heads": 2, "language_hidden": 32, "language_heads": 2, "patch_size": 8}
+
+
+def _method(**params):
+    defaults = {"backbone": TINY, "stage0": {"enabled": False}, "embed_dim": 16, "connector": {"num_queries": 6, "heads": 2}}
+    torch.manual_seed(0)
+    return build_method("cir_lvlm", defaults | params, MethodContext(image_size=32, corpus=CORPUS)).eval()
+
+
+IMAGES = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+CAPTIONS = ["remove the blue square", "add a small red circle in the top left"]  # 4 and 9 words
+
+
+def _layout(method, captions=CAPTIONS):
+    with torch.no_grad():
+        inputs, mask, layout, _ = method.build_inputs(IMAGES, captions)
+    return inputs, mask, layout
+
+
+def test_default_query_layout():
+    method = _method()
+    inputs, mask, layout = _layout(method)
+    task_words = len(method.params.query_task_prompt.split())
+    assert layout["task"] == (0, 1 + task_words)  # [BOS] + the task prompt
+    assert layout["image"][1] - layout["image"][0] == 6  # one token per learnable query
+    assert layout["caption"][1] - layout["caption"][0] == 9  # padded to the longest caption
+    assert layout["soft_prompt"][1] - layout["soft_prompt"][0] == 4  # top-1 prompt of length 4
+    assert layout["embedding"] == (inputs.shape[1] - 1, inputs.shape[1])  # [EMB] last
+    caption = slice(*layout["caption"])
+    assert mask[0, caption].tolist() == [1] * 4 + [0] * 5 and mask[1, caption].sum() == 9
+
+
+def test_target_layout_has_its_own_task_prompt_and_no_caption():
+    method = _method()
+    with torch.no_grad():
+        inputs, _, layout, _ = method.build_inputs(IMAGES, None)
+    assert "caption" not in layout and "soft_prompt" not in layout
+    assert layout["task"] == (0, 1 + len(method.params.target_task_prompt.split()))
+    assert not torch.equal(method._task_ids["query"][: layout["task"][1]], method._task_ids["target"])
+    with_prompt = _method(target_soft_prompt=True)
+    with torch.no_grad():
+        _, _, layout, _ = with_prompt.build_inputs(IMAGES, None)
+    assert layout["soft_prompt"][1] - layout["soft_prompt"][0] == 4
+
+
+@pytest.mark.parametrize(
+    ("params", "segment", "length"),
+    [
+        ({"task_prompt": False}, "task", 1),  # only [BOS] left
+        ({"prompt_length": 7}, "soft_prompt", 7),
+        ({"top_k": 3, "pool_size": 5}, "soft_prompt", 12),
+        ({"soft_prompt": "universal", "pool_size": 20}, "soft_prompt", 4),
+        ({"connector": {"type": "mlp"}}, "image", 17),  # 16 patches + CLS at 32 px / patch 8
+    ],
+)
+def test_variant_flags_change_the_input(params, segment, length):
+    _, _, layout = _layout(_method(**params))
+    assert layout[segment][1] - layout[segment][0] == length
+
+
+def test_soft_prompt_off_removes_it():
+    _, _, layout = _layout(_method(soft_prompt="off"))
+    assert "soft_prompt" not in layout
+    assert list(layout) == ["task", "image", "caption", "embedding"]
+
+
+def test_universal_prompt_has_one_prompt_and_no_key_loss():
+    method = _method(soft_prompt="universal")
+    assert method.pool is not None and method.pool.pool_size == 1
+    with torch.no_grad():
+        assert float(method.build_inputs(IMAGES, CAPTIONS)[3]) == 0.0
+
+
+def test_embeddings_are_normalised_and_single_pass():
+    method = _method()
+    calls = []
+    method.language_model.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        query = method.encode_query(IMAGES, CAPTIONS)
+    assert len(calls) == 1  # one LM forward pass per query batch
+    assert torch.allclose(query.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_padding_does_not_change_an_embedding():
+    method = _method()
+    with torch.no_grad():
+        alone = method.encode_query(IMAGES[:1], CAPTIONS[:1])
+        padded = method.encode_query(IMAGES, CAPTIONS)[:1]  # first caption padded by 5 tokens
+    assert torch.allclose(alone, padded, atol=1e-5)
+
+
+STAGE0_TOY = {"vision_steps": 40, "caption_steps": 40, "vision_batch_size": 64, "caption_batch_size": 32}
+
+
+def test_different_instances_select_different_prompts(tiny_benchmark: Path):
+    split = load_cirr_split(tiny_benchmark, "train")
+    context = MethodContext(64, [t.caption for t in split.triplets], train_split=split, dataset_key="tiny")
+    torch.manual_seed(0)
+    method = build_method("cir_lvlm", {"backbone": {**TINY, "patch_size": 16}, "stage0": STAGE0_TOY, "embed_dim": 16,
+                                       "connector": {"num_queries": 4, "heads": 2}, "pool_size": 8}, context)
+    train(method, split, TrainConfig(epochs=1, max_steps=12, batch_size=16, checkpoint=False), seed=0, progress=False)
+    method.eval().reset_statistics()
+    triplets = split.triplets[:64]
+    with torch.no_grad():
+        method.encode_query(split.images.load([t.reference for t in triplets]), [t.caption for t in triplets])
+    usage = method.statistics()["prompt_usage"]
+    assert sum(usage) == 64
+    assert sum(1 for count in usage if count > 0) >= 2
+
+
+@pytest.fixture(scope="module")
+def saved_backbones(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny vision tower, causal LM (+ tokenizer) and a LLaVA-style model saved to disk."""
+    root = tmp_path_factory.mktemp("pretrained")
+    torch.manual_seed(1)
+    tokenizer = train_lvlm_tokenizer(CORPUS)
+    vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                              num_attention_heads=2, image_size=32, patch_size=8))
+    vision.save_pretrained(root / "vision")
+    text_config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id)
+    language = LlamaForCausalLM(text_config)
+    language.save_pretrained(root / "language")
+    tokenizer.save_pretrained(root / "language")
+    llava = LlavaForConditionalGeneration(LlavaConfig(vision_config=vision.config, text_config=text_config,
+                                                      image_token_index=len(tokenizer) - 1, image_seq_length=16))
+    llava.save_pretrained(root / "llava")
+    tokenizer.save_pretrained(root / "llava")
+    return {"root": root, "vision": root / "vision", "language": root / "language", "llava": root / "llava"}
+
+
+def _pretrained(backbone: dict, **params):
+    torch.manual_seed(0)
+    return build_method("cir_lvlm", {"backbone": {"source": "pretrained", **backbone}, "embed_dim": 16,
+                                     "connector": {"num_queries": 4, "heads": 2}, **params},
+                        MethodContext(image_size=32, corpus=CORPUS))
+
+
+def test_pretrained_directories_load_back_with_their_weights(saved_backbones):
+    method = _pretrained({"vision_dir": str(saved_backbones["vision"]), "language_dir": str(saved_backbones["language"]),
+                          "lora_rank": 0})
+    saved_vision = CLIPVisionModel.from_pretrained(saved_backbones["vision"])
+    saved_language = LlamaForCausalLM.from_pretrained(saved_backbones["language"])
+    name, tensor = next(iter(saved_vision.state_dict().items()))
+    assert torch.equal(method.vision.model.state_dict()[name], tensor)
+    layer = "layers.1.mlp.down_proj.weight"
+    assert torch.equal(method.language_model.state_dict()[layer], saved_language.model.state_dict()[layer])
+    with torch.no_grad():
+        assert method.encode_query(IMAGES, CAPTIONS).shape == (2, 16)
+
+
+def test_lora_touches_only_language_model_modules(saved_backbones):
+    method = _pretrained({"vision_dir": str(saved_backbones["vision"]), "language_dir": str(saved_backbones["language"]),
+                          "lora_rank": 4})
+    lora = [name for name, _ in method.named_parameters() if "lora_" in name]
+    assert lora and all(name.startswith("language_model.") for name in lora)
+    assert len(lora) == 2 * 4 * 2  # A and B for q, k, v, o in both layers
+    trainable = {name.split(".")[0] for name, p in method.named_parameters() if p.requires_grad}
+    assert trainable == {"language_model", "connector", "pool", "head"}
+    frozen_lm = [name for name, p in method.language_model.named_parameters() if not p.requires_grad]
+    assert any("mlp" in name for name in frozen_lm)  # base LM weights stay frozen
+    assert not any(p.requires_grad for p in method.vision.parameters())  # vision frozen by default when pretrained
+
+
+def test_llava_style_checkpoint_loads(saved_backbones):
+    method = _pretrained({"lvlm_dir": str(saved_backbones["llava"]), "lora_rank": 4})
+    with torch.no_grad():
+        query = method.encode_query(IMAGES, CAPTIONS)
+    assert torch.allclose(query.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert all(name.startswith("language_model.") for name, _ in method.named_parameters() if "lora_" in name)
+
+
+def test_missing_pretrained_directory_is_a_user_error(tmp_path: Path):
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="vision_dir"):
+        _pretrained({"vision_dir": str(tmp_path / "nope"), "language_dir": str(tmp_path / "nope")})
