@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CONFIG ?= ablations/reference.yaml
+CONFIG ?= ablations/pool_size.yaml
 
 .PHONY: install run test test-slow bench clean
 

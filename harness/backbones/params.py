@@ -32,10 +32,14 @@ class BackboneParams(BaseModel):
     lora_rank: int = Field(8, ge=0, description="pretrained: LoRA rank on the LM (0 = full fine-tune); TRACE/ReCALL use LoRA")
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
-    freeze_vision: bool | None = Field(None, description="freeze the vision tower (default: frozen when pretrained, as TRACE)")
+    freeze_vision: bool | None = Field(
+        None, description="freeze the vision tower (default: frozen when it starts pretrained or warm-started, as TRACE; "
+        "trained when built from scratch)")
 
-    def vision_frozen(self) -> bool:
-        return self.freeze_vision if self.freeze_vision is not None else self.source == "pretrained"
+    def vision_frozen(self, warm_started: bool) -> bool:
+        if self.freeze_vision is not None:
+            return self.freeze_vision
+        return self.source == "pretrained" or warm_started
 
     def tiny_key(self) -> dict[str, object]:
         """The settings that define a tiny backbone (for the stage-0 cache key)."""

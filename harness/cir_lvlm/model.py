@@ -126,7 +126,7 @@ class CIRLVLM(CIRMethod):
         self.log_inverse_temperature = nn.Parameter(
             torch.tensor(math.log(1.0 / params.temperature)), requires_grad=params.learnable_temperature)
         for tensor in self.vision.parameters():
-            tensor.requires_grad_(not params.backbone.vision_frozen())
+            tensor.requires_grad_(not params.backbone.vision_frozen(warm_started=params.stage0.enabled))
         self._task_ids = {side: self._token_ids(text) for side, text in
                           (("query", params.query_task_prompt), ("target", params.target_task_prompt))}
 
