@@ -151,6 +151,19 @@ def pretrain(
         typer.echo("no run of this experiment needs stage 0 (only tiny cir_lvlm backbones with stage0.enabled do)")
 
 
+@app.command()
+@user_errors
+def report(
+    experiment_dir: Annotated[Path, typer.Argument(help="The <output_dir>/<experiment> folder of a run.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: the experiment's report.dir).")] = None,
+) -> None:
+    """Rebuild an experiment's report (report.md, results.csv, recall plot) from its results
+    JSON files alone; `harness run` writes the same report when it ends."""
+    from harness.runner import report_experiment
+
+    typer.echo(f"report: {report_experiment(experiment_dir, out)}")
+
+
 @app.command("list")
 @user_errors
 def list_(

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from harness.data.triplet import CIRSplit, Triplet
-from harness.errors import HarnessError
+from harness.device import autocast, resolve_device
 from harness.methods.base import CIRMethod
 from harness.metrics import cirr_metrics, ranking, subset_ranks, target_ranks
 
@@ -47,15 +47,6 @@ class EvalConfig(BaseModel):
         if any(k < 1 for k in ks):
             raise ValueError("every K must be >= 1")
         return sorted(set(ks))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise HarnessError("'cuda' was asked for but torch sees no GPU", field="eval.device",
-                           fix="set eval.device to auto or cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -100,10 +91,12 @@ def evaluate(
     captions = [t.caption for t in triplets]
 
     def encode_gallery(lo: int, hi: int) -> torch.Tensor:
-        return method.encode_target(gallery_images[lo:hi].to(device))
+        with autocast(device):
+            return method.encode_target(gallery_images[lo:hi].to(device))
 
     def encode_queries(lo: int, hi: int) -> torch.Tensor:
-        return method.encode_query(reference_images[lo:hi].to(device), captions[lo:hi])
+        with autocast(device):
+            return method.encode_query(reference_images[lo:hi].to(device), captions[lo:hi])
 
     for _ in range(config.warmup_batches):
         encode_gallery(0, min(len(gallery), config.batch_size))

@@ -91,7 +91,7 @@ def plot_recall(results: Sequence[RunResult], x: str | None, path: Path, metrics
     swept = [r for r in results if value(r) is not None and r.method == _main_method(results)]
     others = [r for r in results if r not in swept]
     titles = dict(COLUMNS)
-    figure, axis = plt.subplots(figsize=(4.2, 3.0), dpi=150)
+    figure, axis = plt.subplots(figsize=(5.6, 3.0), dpi=150)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, metric in enumerate(metrics):
         by_x: dict[Any, list[float]] = defaultdict(list)
@@ -121,11 +121,10 @@ def plot_recall(results: Sequence[RunResult], x: str | None, path: Path, metrics
         if values[0] > 0 and values[-1] / values[0] >= 10:
             axis.set_xscale("log")
         axis.set_xticks(values, [str(v) for v in values])
-    axis.legend(fontsize=5, loc="best")
+    axis.legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     axis.grid(alpha=0.3)
-    figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())
 
@@ -135,6 +134,38 @@ def _main_method(results: Sequence[RunResult]) -> str:
     for r in results:
         counts[r.method] += 1
     return max(counts, key=lambda name: counts[name])
+
+
+def findings(results: Sequence[RunResult], metrics: Sequence[str] = ("recall_at_1", "recall_subset_at_1")) -> list[str]:
+    """Plain sentences: the studied method's best grid point against every other method.
+
+    A difference is called resolved only when it exceeds the sum of the two seed standard
+    deviations (a rough screen; confidence intervals and paired tests come with the full
+    report)."""
+    main = _main_method(results)
+    groups: dict[str, list[RunResult]] = defaultdict(list)
+    for r in results:
+        groups[r.label].append(r)
+    ours = {label: group for label, group in groups.items() if group[0].method == main}
+    others = {label: group for label, group in groups.items() if group[0].method != main}
+    if not ours or not others:
+        return []
+    titles = dict(COLUMNS)
+    lines = ["Findings (generated):", ""]
+    for metric in metrics:
+        best_label = max(ours, key=lambda label: _mean_std([r.metrics.get(metric, 0.0) for r in ours[label]])[0])
+        best, best_std = _mean_std([r.metrics.get(metric, 0.0) for r in ours[best_label]])
+        spread = [_mean_std([r.metrics.get(metric, 0.0) for r in group])[0] for group in ours.values()]
+        lines.append(f"- {titles.get(metric, metric)}: {main} ranges {min(spread):.1f}-{max(spread):.1f} over its "
+                     f"{len(ours)} settings (best {best_label}: {best:.1f} ± {best_std:.1f}).")
+        for label, group in others.items():
+            mean, std = _mean_std([r.metrics.get(metric, 0.0) for r in group])
+            relation = "above" if best > mean else "below"
+            resolved = abs(best - mean) > best_std + std
+            lines.append(f"  - {relation} {label} ({mean:.1f} ± {std:.1f}) by {abs(best - mean):.1f}"
+                         + ("" if resolved else ", within the seed spread (not resolved)"))
+    lines.append("")
+    return lines
 
 
 def markdown_report(results: Sequence[RunResult], title: str, description: str, plot_name: str | None) -> str:
@@ -155,6 +186,7 @@ def markdown_report(results: Sequence[RunResult], title: str, description: str, 
         results_table(results),
         "",
     ]
+    lines += findings(results)
     usage = [(r.label, r.seed, r.method_statistics) for r in results if "prompt_usage" in r.method_statistics]
     if usage:
         lines += ["Prompt-pool usage on the evaluation queries (selections per prompt; effective number = exp(entropy)):", ""]

@@ -13,6 +13,7 @@ A run whose result.json exists is finished and skipped.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,10 @@ from harness.config import ExperimentConfig, RunSpec, expand, load_experiment
 from harness.data.datasets import DatasetConfig, dataset_key, load_dataset
 from harness.data.synthetic.captions import template_corpus
 from harness.data.triplet import CIRSplit
+from harness.device import resolve_device
 from harness.environment import environment
-from harness.evaluate import evaluate, resolve_device
+from harness.errors import HarnessError
+from harness.evaluate import evaluate
 from harness.methods.base import MethodContext
 from harness.registry import build_method
 from harness.report import write_report
@@ -141,6 +144,8 @@ def run_experiment(
     """Run every not yet finished run of the experiment; return all its results in plan order."""
     plan = plan_experiment(config_path, overrides, output)
     plan.output.mkdir(parents=True, exist_ok=True)
+    manifest = {"experiment": plan.experiment.model_dump(mode="json"), "runs": [spec.run_id for spec in plan.specs]}
+    atomic_write_text(plan.output / "experiment.json", json.dumps(manifest, indent=2))
     tracker = None
     tracking = plan.experiment.tracking
     if tracking.enabled:
@@ -174,10 +179,7 @@ def run_experiment(
             tracker.finish(status)
     table = results_table(results)
     atomic_write_text(plan.output / "results.md", table + "\n")
-    report_root = Path(plan.experiment.report.dir) if plan.experiment.report.dir else None
-    report_dir = report_root / plan.experiment.experiment if report_root else plan.output / "report"
-    report = write_report(results, report_dir, title=plan.experiment.experiment,
-                          description=plan.experiment.description, x=plan.experiment.report.x)
+    report = report_experiment(plan.output)
     echo("")
     echo(table)
     echo("")
@@ -185,6 +187,25 @@ def run_experiment(
     if tracker is not None:
         echo(f"mlflow:  mlflow ui --backend-store-uri {tracking.uri or 'sqlite:///' + str((plan.output / 'mlflow.db').resolve())} --host 127.0.0.1")
     return results
+
+
+def report_experiment(output: Path, out: Path | None = None) -> Path:
+    """(Re)build the report of ``<output_dir>/<experiment>`` from its results JSON files only."""
+    output = Path(output)
+    manifest_path = output / "experiment.json"
+    if not manifest_path.is_file():
+        raise HarnessError("no experiment.json here", file=output, fix="give the <output_dir>/<experiment> folder of a run")
+    manifest = json.loads(manifest_path.read_text())
+    experiment = manifest["experiment"]
+    results = [read_result(output / "runs" / run_id / "result.json") for run_id in manifest["runs"]
+               if (output / "runs" / run_id / "result.json").is_file()]
+    if not results:
+        raise HarnessError("no finished runs to report", file=output / "runs", fix="run the experiment first")
+    report = experiment.get("report") or {}
+    if out is None:
+        out = Path(report["dir"]) / experiment["experiment"] if report.get("dir") else output / "report"
+    return write_report(results, out, title=experiment["experiment"], description=experiment.get("description", ""),
+                        x=report.get("x"))
 
 
 def describe_plan(plan: Plan) -> list[dict[str, Any]]:

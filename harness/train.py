@@ -26,6 +26,7 @@ from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
 from harness.data.triplet import CIRSplit
+from harness.device import autocast
 from harness.methods.base import CIRMethod, TripletBatch
 
 
@@ -145,7 +146,8 @@ def train(
                 captions=[captions[int(i)] for i in rows],
                 target_images=targets[rows].to(device),
             )
-            loss = method.loss(batch)
+            with autocast(device):
+                loss = method.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip is not None:

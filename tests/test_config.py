@@ -153,7 +153,7 @@ def test_image_size_is_one_setting(tmp_path: Path):
 
 
 def test_cuda_without_gpu_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from harness.evaluate import resolve_device
+    from harness.device import resolve_device
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     with pytest.raises(HarnessError, match="eval.device"):

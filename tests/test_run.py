@@ -175,3 +175,14 @@ def test_cir_lvlm_end_to_end_writes_results_and_report(tmp_path: Path):
     # the stage-0 warm start was built once and is reused by the second run
     stage0 = list((Path(os.environ["CIR_HARNESS_CACHE"]) / "backbones").glob("stage0-*/stage0.json"))
     assert stage0
+
+
+def test_report_rebuilds_from_results_json_alone(finished, tmp_path: Path):
+    _, output, _ = finished
+    original = (output / "report" / "report.md").read_bytes()
+    result = CliRunner().invoke(app, ["report", str(output), "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "again" / "report.md").read_bytes() == original
+    assert (tmp_path / "again" / "results.csv").read_bytes() == (output / "report" / "results.csv").read_bytes()
+    missing = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert missing.exit_code == 2 and "experiment.json" in missing.stderr
