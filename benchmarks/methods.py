@@ -24,7 +24,8 @@ from harness.environment import environment
 from harness.methods.base import MethodContext, TripletBatch
 from harness.registry import build_method
 
-PARAMS = {"cir_lvlm": {"stage0": {"enabled": False}}}
+#: CIR-LVLM as in the main job (vision tower frozen after its warm start), minus stage 0 itself.
+PARAMS = {"cir_lvlm": {"stage0": {"enabled": False}, "backbone": {"freeze_vision": True}}}
 
 
 def percentile(values: list[float], q: float) -> float:
