@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from transformers import BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel
+from transformers import BertConfig, BertModel, CLIPVisionModel
 
+from harness.backbones.vision import tiny_vision_config
 from harness.data.synthetic.captions import template_corpus
 from harness.methods.base import CIRMethod, MethodContext, MethodParams
 from harness.registry import register_method
@@ -47,14 +48,8 @@ class ImageTower(nn.Module):
 
     def __init__(self, params: DualEncoderParams, image_size: int):
         super().__init__()
-        config = CLIPVisionConfig(
-            hidden_size=params.vision_hidden,
-            intermediate_size=4 * params.vision_hidden,
-            num_hidden_layers=params.vision_layers,
-            num_attention_heads=params.vision_heads,
-            image_size=image_size,
-            patch_size=params.patch_size,
-        )
+        config = tiny_vision_config(params.vision_hidden, params.vision_layers, params.vision_heads, image_size,
+                                    params.patch_size)
         self.encoder = CLIPVisionModel(config)
         self.projection = nn.Linear(params.vision_hidden, params.embed_dim)
 

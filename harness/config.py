@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.data.datasets import DatasetConfig
 from harness.errors import HarnessError, did_you_mean
 from harness.evaluate import EvalConfig
+from harness.mappings import flatten
 from harness.registry import get_method
 from harness.train import TrainConfig
 
@@ -133,20 +134,10 @@ class RunSpec:
 
 def _short(value: Any) -> str:
     if isinstance(value, dict) and "name" in value:
-        params = _flat_params(value.get("params") or {})
+        params = flatten(value.get("params") or {})
         inside = ", ".join(f"{k}={v}" for k, v in params.items())
         return f"{value['name']}({inside})" if inside else str(value["name"])
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-
-
-def _flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            flat |= _flat_params(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 # ---------------------------------------------------------------- loading

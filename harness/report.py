@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.mappings import flatten
 from harness.results import RunResult, atomic_write_bytes, atomic_write_text
 from harness.tables import COLUMNS, results_table
 
@@ -33,16 +34,6 @@ def config_value(config: dict[str, Any], path: str) -> Any:
     return node
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def infer_swept_parameter(results: Sequence[RunResult]) -> str | None:
     """The one method parameter that varies among the runs of the most frequent method."""
     if not results:
@@ -54,7 +45,7 @@ def infer_swept_parameter(results: Sequence[RunResult]) -> str | None:
     values: dict[str, set[str]] = defaultdict(set)
     for result in results:
         if result.method == main:
-            for key, value in _flatten(result.config.get("method", {}), "method.").items():
+            for key, value in flatten(result.config.get("method", {}), "method.").items():
                 values[key].add(repr(value))
     varying = [key for key, seen in values.items() if len(seen) > 1]
     return varying[0] if len(varying) == 1 else None

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.mappings import flatten
 from harness.results import RunResult
 
 log = logging.getLogger(__name__)
@@ -26,18 +27,6 @@ log = logging.getLogger(__name__)
 
 def default_tracking_uri(output: Path) -> str:
     return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested mapping -> {"a.b.c": "value"} for mlflow params."""
-    flat: dict[str, str] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat |= flatten(value, f"{name}.")
-        else:
-            flat[name] = str(value)[:6000]
-    return flat
 
 
 @dataclass
@@ -102,6 +91,6 @@ class Tracker:
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        flat = [Param(key, value) for key, value in flatten(params).items()]
+        flat = [Param(key, str(value)[:6000]) for key, value in flatten(params).items()]
         for start in range(0, len(flat), 90):
             self.client.log_batch(run_id, params=flat[start : start + 90])

@@ -31,11 +31,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save_model
 from tqdm import tqdm
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig
 
 from harness.backbones.language import tiny_language_model
 from harness.backbones.params import BackboneParams
-from harness.backbones.vision import TINY_MEAN, TINY_STD, VisionTower
+from harness.backbones.vision import (
+    TINY_MEAN,
+    TINY_STD,
+    VisionTower,
+    tiny_vision_config,
+)
 from harness.data.synthetic.captions import template_corpus
 from harness.data.synthetic.scene import describe, scene_from_json
 from harness.data.triplet import CIRSplit
@@ -148,9 +153,8 @@ def _build(request: Stage0Request, split: CIRSplit, out: Path, progress: bool) -
                                    num_attention_heads=backbone.language_heads, max_position_embeddings=max(64, encoded["input_ids"].shape[1]),
                                    pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                                    eos_token_id=tokenizer.eos_token_id),
-        vision_config=CLIPVisionConfig(hidden_size=backbone.vision_hidden, intermediate_size=4 * backbone.vision_hidden,
-                                       num_hidden_layers=backbone.vision_layers, num_attention_heads=backbone.vision_heads,
-                                       image_size=image_size, patch_size=backbone.patch_size),
+        vision_config=tiny_vision_config(backbone.vision_hidden, backbone.vision_layers, backbone.vision_heads,
+                                         image_size, backbone.patch_size),
         projection_dim=backbone.vision_hidden,
     ))
     mean = torch.tensor(TINY_MEAN).view(1, 3, 1, 1)

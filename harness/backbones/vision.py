@@ -24,6 +24,12 @@ TINY_MEAN, TINY_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
+def tiny_vision_config(hidden: int, layers: int, heads: int, image_size: int, patch_size: int) -> CLIPVisionConfig:
+    """The config of every tiny ViT in the harness (MLP width 4x, as CLIP)."""
+    return CLIPVisionConfig(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+                            num_attention_heads=heads, image_size=image_size, patch_size=patch_size)
+
+
 class VisionTower(nn.Module):
     """A transformers vision model plus its input normalisation and resolution."""
 
@@ -40,14 +46,8 @@ class VisionTower(nn.Module):
 
     @classmethod
     def tiny(cls, params: BackboneParams, image_size: int) -> VisionTower:
-        config = CLIPVisionConfig(
-            hidden_size=params.vision_hidden,
-            intermediate_size=4 * params.vision_hidden,
-            num_hidden_layers=params.vision_layers,
-            num_attention_heads=params.vision_heads,
-            image_size=image_size,
-            patch_size=params.patch_size,
-        )
+        config = tiny_vision_config(params.vision_hidden, params.vision_layers, params.vision_heads, image_size,
+                                    params.patch_size)
         return cls(CLIPVisionModel(config), image_size, TINY_MEAN, TINY_STD)
 
     @classmethod
