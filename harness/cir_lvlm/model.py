@@ -70,7 +70,7 @@ class CIRLVLMParams(MethodParams):
     soft_prompt: Literal["pool", "universal", "off"] = Field("pool", description="instance-specific pool, one universal prompt, or none")
     pool_size: int = Field(10, ge=1, description="prompts in the pool (NOT FOUND; L2P uses 10)")
     prompt_length: int = Field(4, ge=1, description="tokens per prompt (NOT FOUND; prototype.md §2 used 4; L2P uses 5)")
-    top_k: int = Field(1, ge=1, description="prompts selected per instance (NOT FOUND; top-1)")
+    top_k: int = Field(1, ge=1, description="prompts selected per instance (NOT FOUND; top-1 here, L2P selects 5 of 10)")
     selection: Literal["visual", "text", "both"] = Field(
         "both", description="selection feature: mean visual prompt token, mean caption embedding, or both concatenated (NOT FOUND)")
     standardise_selection: bool = Field(
