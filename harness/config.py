@@ -272,7 +272,15 @@ def expand(experiment: ExperimentConfig, raw: dict[str, Any], file: str) -> list
 
 def _describe(point: dict[str, Any]) -> str:
     """'image_only, train.lr=0.001': a swept method shows as its bare name."""
-    parts = [_short(v) if k in ("method", "method.name") else f"{k}={_short(v)}" for k, v in point.items()]
+    parts = []
+    for key, value in point.items():
+        if key in ("method", "method.name"):
+            parts.append(_short(value))
+        elif isinstance(value, dict) and "name" not in value:
+            inside = ", ".join(f"{k}={v}" for k, v in flatten(value).items())
+            parts.append(f"{key.split('.')[-1]}({inside})")
+        else:
+            parts.append(f"{key}={_short(value)}")
     return ", ".join(parts)
 
 
