@@ -199,3 +199,18 @@ def test_missing_pretrained_directory_is_a_user_error(tmp_path: Path):
 
     with pytest.raises(HarnessError, match="vision_dir"):
         _pretrained({"vision_dir": str(tmp_path / "nope"), "language_dir": str(tmp_path / "nope")})
+
+
+def test_building_stage0_leaves_the_callers_random_state_alone(tiny_benchmark: Path):
+    from harness.backbones.params import BackboneParams
+    from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0
+
+    split = load_cirr_split(tiny_benchmark, "train")
+    request = Stage0Request("rng-test", BackboneParams(**TINY), {"type": "queries", "num_queries": 4, "heads": 2},
+                            Stage0Params(vision_steps=2, caption_steps=2, vision_batch_size=8, caption_batch_size=8))
+    torch.manual_seed(7)
+    ensure_stage0(request, split, progress=False)  # builds
+    after_build = torch.rand(3)
+    torch.manual_seed(7)
+    ensure_stage0(request, split, progress=False)  # cached
+    assert torch.equal(torch.rand(3), after_build)

@@ -110,7 +110,8 @@ def ensure_stage0(request: Stage0Request, train_split: CIRSplit, force: bool = F
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        report = _build(request, train_split, staging, progress)
+        with torch.random.fork_rng():  # building must not move the caller's RNG: runs stay the same cached or not
+            report = _build(request, train_split, staging, progress)
         (staging / "stage0.json").write_text(json.dumps(report, indent=2))
         if directory.exists():
             shutil.rmtree(directory)
