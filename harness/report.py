@@ -139,10 +139,23 @@ def findings(results: Sequence[RunResult], metrics: Sequence[str] = ("recall_at_
         groups[r.label].append(r)
     ours = {label: group for label, group in groups.items() if group[0].method == main}
     others = {label: group for label, group in groups.items() if group[0].method != main}
-    if not ours or not others:
+    if not ours:
         return []
     titles = dict(COLUMNS)
     lines = ["Findings (generated):", ""]
+    if not others:
+        for metric in metrics:
+            ranked = sorted(ours, key=lambda label: -_mean_std([r.metrics.get(metric, 0.0) for r in ours[label]])[0])
+            stats = {label: _mean_std([r.metrics.get(metric, 0.0) for r in ours[label]]) for label in ranked}
+            order = "; ".join(f"{label} {stats[label][0]:.1f} ± {stats[label][1]:.1f}" for label in ranked)
+            line = f"- {titles.get(metric, metric)}, best first: {order}."
+            if len(ranked) > 1:
+                (best_mean, best_std), (next_mean, next_std) = stats[ranked[0]], stats[ranked[1]]
+                resolved = best_mean - next_mean > best_std + next_std
+                line += f" {ranked[0]} leads by {best_mean - next_mean:.1f}" + (
+                    "." if resolved else ", within the seed spread (not resolved).")
+            lines.append(line)
+        return [*lines, ""]
     for metric in metrics:
         best_label = max(ours, key=lambda label: _mean_std([r.metrics.get(metric, 0.0) for r in ours[label]])[0])
         best, best_std = _mean_std([r.metrics.get(metric, 0.0) for r in ours[best_label]])

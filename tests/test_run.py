@@ -135,6 +135,7 @@ def test_run_writes_a_report_with_table_and_plot(finished):
     report = output / "report"
     text = (report / "report.md").read_text()
     assert "| image_only | 0 |" in text and "Machine:" in text and "recall_vs_" in text
+    assert "Findings (generated)" in text and " ranges " in text  # generated findings against the other method
     plots = list(report.glob("*.png"))
     assert len(plots) == 1 and plots[0].read_bytes()[:4] == b"\x89PNG"
     assert (report / "results.csv").read_text().count("\n") == 3
@@ -171,7 +172,8 @@ def test_cir_lvlm_end_to_end_writes_results_and_report(tmp_path: Path):
         assert sum(r.method_statistics["prompt_usage"]) == r.num_queries
     report = tmp_path / "reports" / "lvlm"
     assert (report / "recall_vs_pool_size.png").is_file()
-    assert "Prompt-pool usage" in (report / "report.md").read_text()
+    text = (report / "report.md").read_text()
+    assert "Prompt-pool usage" in text and "R@1, best first: method.params.pool_size=" in text
     # the stage-0 warm start was built once and is reused by the second run
     stage0 = list((Path(os.environ["CIR_HARNESS_CACHE"]) / "backbones").glob("stage0-*/stage0.json"))
     assert stage0
