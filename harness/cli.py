@@ -281,10 +281,10 @@ def data_check(
                            fix="point --root at the folder holding captions/ and image_splits/")
     for name in splits:
         loaded, problems = read_cirr_split(root, name, dataset=dataset)
-        missing = [image for image in loaded.gallery if not loaded.images.paths[image].is_file()]
+        missing = {image for image in loaded.gallery if not loaded.images.paths[image].is_file()}
         unreadable = 0
         for image in tqdm(loaded.gallery, desc=f"reading {name}", unit="img", disable=not sys.stderr.isatty(), leave=False):
-            if not loaded.images.paths[image].is_file():
+            if image in missing:
                 continue
             try:
                 loaded.images.read(image)

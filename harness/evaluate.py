@@ -66,7 +66,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _encode_in_batches(encode, count: int, batch_size: int, device: torch.device, desc: str, progress: bool) -> torch.Tensor:
+def _encode_in_batches(encode, count: int, batch_size: int, desc: str, progress: bool) -> torch.Tensor:
     chunks = []
     for start in tqdm(range(0, count, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
         chunks.append(encode(start, min(count, start + batch_size)).float().cpu())
@@ -105,12 +105,12 @@ def evaluate(
     method.reset_statistics()  # what the method gathers (e.g. prompt usage) covers the timed pass only
 
     start = time.perf_counter()
-    gallery_embeddings = _encode_in_batches(encode_gallery, len(gallery), config.batch_size, device, "gallery", progress)
+    gallery_embeddings = _encode_in_batches(encode_gallery, len(gallery), config.batch_size, "gallery", progress)
     _synchronize(device)
     gallery_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    query_embeddings = _encode_in_batches(encode_queries, len(triplets), config.batch_size, device, "queries", progress)
+    query_embeddings = _encode_in_batches(encode_queries, len(triplets), config.batch_size, "queries", progress)
     _synchronize(device)
     query_seconds = time.perf_counter() - start
 

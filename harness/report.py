@@ -38,10 +38,7 @@ def infer_swept_parameter(results: Sequence[RunResult]) -> str | None:
     """The one method parameter that varies among the runs of the most frequent method."""
     if not results:
         return None
-    counts: dict[str, int] = defaultdict(int)
-    for result in results:
-        counts[result.method] += 1
-    main = max(counts, key=lambda name: counts[name])
+    main = _main_method(results)
     values: dict[str, set[str]] = defaultdict(set)
     for result in results:
         if result.method == main:
@@ -79,7 +76,8 @@ def plot_recall(results: Sequence[RunResult], x: str | None, path: Path, metrics
     def value(r: RunResult) -> Any:
         return r.label if x is None else config_value(r.config, x)
 
-    swept = [r for r in results if value(r) is not None and r.method == _main_method(results)]
+    main = _main_method(results)
+    swept = [r for r in results if value(r) is not None and r.method == main]
     others = [r for r in results if r not in swept]
     titles = dict(COLUMNS)
     figure, axis = plt.subplots(figsize=(5.6, 3.0), dpi=150)
@@ -95,7 +93,7 @@ def plot_recall(results: Sequence[RunResult], x: str | None, path: Path, metrics
         means = [_mean_std(by_x[v])[0] for v in xs]
         stds = [_mean_std(by_x[v])[1] for v in xs]
         colour = colours[index % len(colours)]
-        axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=colour, label=f"{_main_method(results)} {titles.get(metric, metric)}")
+        axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=colour, label=f"{main} {titles.get(metric, metric)}")
         reference: dict[str, list[float]] = defaultdict(list)
         for r in others:
             if metric in r.metrics:
