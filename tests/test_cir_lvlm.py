@@ -214,3 +214,26 @@ def test_building_stage0_leaves_the_callers_random_state_alone(tiny_benchmark: P
     torch.manual_seed(7)
     ensure_stage0(request, split, progress=False)  # cached
     assert torch.equal(torch.rand(3), after_build)
+
+
+def test_connector_variants_share_the_vision_phase_and_results_do_not_depend_on_it(
+    tiny_benchmark: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from harness.backbones.params import BackboneParams
+    from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0
+
+    split = load_cirr_split(tiny_benchmark, "train")
+    params = Stage0Params(vision_steps=3, caption_steps=3, vision_batch_size=8, caption_batch_size=8)
+
+    def request(connector: dict) -> Stage0Request:
+        return Stage0Request("share-test", BackboneParams(**TINY), connector, params)
+
+    queries, mlp = {"type": "queries", "num_queries": 4, "heads": 2}, {"type": "mlp", "num_queries": 4, "heads": 2}
+    monkeypatch.setenv("CIR_HARNESS_CACHE", str(tmp_path / "alone"))
+    alone = ensure_stage0(request(queries), split, progress=False)
+    monkeypatch.setenv("CIR_HARNESS_CACHE", str(tmp_path / "shared"))
+    ensure_stage0(request(mlp), split, progress=False)
+    shared = ensure_stage0(request(queries), split, progress=False)  # vision phase taken from the cache
+    assert len(list((tmp_path / "shared" / "backbones").glob("stage0-vision-*"))) == 1
+    for name in ("connector.safetensors", "language_model/model.safetensors", "vision/model.safetensors"):
+        assert (alone / name).read_bytes() == (shared / name).read_bytes(), name

@@ -6,12 +6,14 @@ On the embedded benchmark's training images and their scene descriptions:
 2. with that vision tower frozen, a connector and a tiny causal LM learn to describe images
    (next-token loss on the description given the visual prompt tokens).
 
+Step 1 is cached under ``<cache>/backbones/stage0-vision-<hash>/`` (tokenizer/, clip/, vision/,
+rng.pt, vision.json), keyed without the connector, so a connector ablation trains it once.
 The result is cached under ``<cache>/backbones/stage0-<hash>/`` keyed by (dataset, backbone
 sizes, connector, stage-0 settings, seed) and reused by every later run:
 
-    clip/ vision/ language_model/ tokenizer/   save_pretrained() directories
-    connector.safetensors                       the connector after step 2
-    stage0.json                                 settings, losses and seconds
+    vision/ language_model/ tokenizer/   save_pretrained() directories
+    connector.safetensors                 the connector after step 2
+    stage0.json                           settings, losses and seconds of both steps
 
     directory = ensure_stage0(request, train_split)        # builds it when absent
 """
@@ -31,7 +33,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save_model
 from tqdm import tqdm
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPTextConfig
 
 from harness.backbones.language import tiny_language_model
 from harness.backbones.params import BackboneParams
@@ -90,6 +92,19 @@ class Stage0Request:
     def directory(self) -> Path:
         return cache_dir() / "backbones" / f"stage0-{self.key()}"
 
+    def vision_key(self) -> str:
+        """Key of the first phase (tokenizer + CLIP), which the connector does not change."""
+        vision = self.params.model_dump(include={"seed", "vision_steps", "vision_batch_size", "vision_lr"})
+        blob = json.dumps(
+            {"version": STAGE0_VERSION, "dataset": self.dataset_key, "backbone": self.backbone.tiny_key(),
+             "stage0": vision, "corpus": sorted(self.extra_corpus)},
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def vision_directory(self) -> Path:
+        return cache_dir() / "backbones" / f"stage0-vision-{self.vision_key()}"
+
 
 def scene_descriptions(split: CIRSplit) -> dict[str, str]:
     """Image name -> scene description, from the benchmark's scene_graphs.json."""
@@ -102,26 +117,56 @@ def scene_descriptions(split: CIRSplit) -> dict[str, str]:
 
 
 def ensure_stage0(request: Stage0Request, train_split: CIRSplit, force: bool = False, progress: bool = True) -> Path:
-    """The stage-0 directory for ``request``, built first when absent (or when ``force``)."""
+    """The stage-0 directory for ``request``, built first when absent (or when ``force``).
+
+    The first phase (tokenizer + CLIP) is cached on its own, so requests that differ only
+    in the connector or the describe phase (a connector ablation) train it once. It saves
+    the RNG states it ends with, and the second phase resumes from them: the result is the
+    same whether the first phase was built now or earlier."""
     directory = request.directory()
     if (directory / "stage0.json").is_file() and not force:
+        return directory
+    with torch.random.fork_rng():  # building must not move the caller's RNG: runs stay the same cached or not
+        data = _TrainingData(train_split)
+        vision = _cached(request.vision_directory(), "vision.json", force,
+                         lambda out: _build_vision(request, data, out, progress))
+        return _cached(directory, "stage0.json", force,
+                       lambda out: _build_describe(request, data, vision, out, progress))
+
+
+def _cached(directory: Path, marker: str, force: bool, build) -> Path:
+    """``directory`` holding ``marker``, built atomically by ``build(staging)`` when absent."""
+    if (directory / marker).is_file() and not force:
         return directory
     staging = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        with torch.random.fork_rng():  # building must not move the caller's RNG: runs stay the same cached or not
-            report = _build(request, train_split, staging, progress)
-        (staging / "stage0.json").write_text(json.dumps(report, indent=2))
+        report = build(staging)
+        (staging / marker).write_text(json.dumps(report, indent=2))
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        if (directory / "stage0.json").is_file():  # a concurrent process finished first
+        if (directory / marker).is_file():  # a concurrent process finished first
             return directory
         raise
     return directory
+
+
+class _TrainingData:
+    """Training images and their scene descriptions, loaded once for both phases."""
+
+    def __init__(self, split: CIRSplit):
+        descriptions = scene_descriptions(split)
+        self.split = split
+        self.names = _training_images(split)
+        self.images = split.images.load(self.names)
+        self.texts = [descriptions[name] for name in self.names]
+
+    def encode(self, tokenizer) -> dict:
+        return tokenizer([f"[BOS] {t} [EOS]" for t in self.texts], padding=True, return_tensors="pt")
 
 
 def _training_images(split: CIRSplit) -> list[str]:
@@ -129,25 +174,16 @@ def _training_images(split: CIRSplit) -> list[str]:
     return sorted(names)
 
 
-def _build(request: Stage0Request, split: CIRSplit, out: Path, progress: bool) -> dict:
-    from harness.cir_lvlm.connector import ConnectorParams, build_connector
-
+def _build_vision(request: Stage0Request, data: _TrainingData, out: Path, progress: bool) -> dict:
+    """Phase 1: tokenizer and a tiny CLIP trained on (image, scene description)."""
     params, backbone = request.params, request.backbone
     generator = torch.Generator().manual_seed(params.seed)
     torch.manual_seed(params.seed)
-    descriptions = scene_descriptions(split)
-    names = _training_images(split)
-    images = split.images.load(names)
-    texts = [descriptions[name] for name in names]
-    corpus = [*texts, *(t.caption for t in split.triplets), *template_corpus(), *request.extra_corpus]
+    corpus = [*data.texts, *(t.caption for t in data.split.triplets), *template_corpus(), *request.extra_corpus]
     tokenizer = train_lvlm_tokenizer(corpus)
     tokenizer.save_pretrained(str(out / "tokenizer"))
-    encoded = tokenizer([f"[BOS] {t} [EOS]" for t in texts], padding=True, return_tensors="pt")
-    report: dict = {"settings": {"backbone": backbone.tiny_key(), "connector": request.connector, **params.model_dump()},
-                    "images": len(names)}
-
-    # 1. vision tower: CLIP-style contrastive training against scene descriptions
-    image_size = int(images.shape[-1])
+    encoded = data.encode(tokenizer)
+    image_size = int(data.images.shape[-1])
     clip = CLIPModel(CLIPConfig(
         text_config=CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=backbone.language_hidden,
                                    intermediate_size=4 * backbone.language_hidden, num_hidden_layers=2,
@@ -160,32 +196,49 @@ def _build(request: Stage0Request, split: CIRSplit, out: Path, progress: bool) -
     ))
     mean = torch.tensor(TINY_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(TINY_STD).view(1, 3, 1, 1)
-    start = time.perf_counter()
-    losses = _loop(
-        clip, params.vision_steps, params.vision_lr, "stage 0: vision-description contrastive", progress,
-        lambda: _clip_step(clip, images, encoded, mean, std, params.vision_batch_size, generator),
-    )
-    report["vision"] = {"seconds": time.perf_counter() - start, "first_loss": losses[0] if losses else None,
-                        "last_loss": losses[-1] if losses else None}
+    report = _phase(clip, params.vision_steps, params.vision_lr, "stage 0: vision-description contrastive", progress,
+                    lambda: _clip_step(clip, data.images, encoded, mean, std, params.vision_batch_size, generator))
     clip.save_pretrained(str(out / "clip"))
     clip.vision_model.save_pretrained(str(out / "vision"))
     (out / "vision" / "preprocessor_config.json").write_text(json.dumps({"image_mean": TINY_MEAN, "image_std": TINY_STD}))
+    torch.save({"torch": torch.get_rng_state(), "batches": generator.get_state()}, out / "rng.pt")
+    return {"settings": {"backbone": backbone.tiny_key(), **params.model_dump(include={"seed", "vision_steps",
+            "vision_batch_size", "vision_lr"})}, "images": len(data.names), "vision": report}
 
-    # 2. connector + LM: describe the image (vision tower frozen)
+
+def _build_describe(request: Stage0Request, data: _TrainingData, vision: Path, out: Path, progress: bool) -> dict:
+    """Phase 2: with the phase-1 vision tower frozen, connector + LM learn to describe images."""
+    from harness.cir_lvlm.connector import ConnectorParams, build_connector
+
+    params, backbone = request.params, request.backbone
+    rng = torch.load(vision / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["torch"])
+    generator = torch.Generator()
+    generator.set_state(rng["batches"])
+    shutil.copytree(vision / "tokenizer", out / "tokenizer")
+    shutil.copytree(vision / "vision", out / "vision")
+    tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer", local_files_only=True, padding_side="right")
+    encoded = data.encode(tokenizer)
     tower = VisionTower.from_directory(out / "vision").eval()
     language_model = tiny_language_model(backbone, tokenizer)
     connector = build_connector(ConnectorParams(**request.connector), tower.hidden_size, backbone.language_hidden)
     trainable = torch.nn.ModuleDict({"connector": connector, "language_model": language_model})
-    start = time.perf_counter()
-    losses = _loop(
-        trainable, params.caption_steps, params.caption_lr, "stage 0: describe images", progress,
-        lambda: _caption_step(tower, connector, language_model, images, encoded, params.caption_batch_size, generator),
-    )
-    report["caption"] = {"seconds": time.perf_counter() - start, "first_loss": losses[0] if losses else None,
-                         "last_loss": losses[-1] if losses else None}
+    report = _phase(trainable, params.caption_steps, params.caption_lr, "stage 0: describe images", progress,
+                    lambda: _caption_step(tower, connector, language_model, data.images, encoded,
+                                          params.caption_batch_size, generator))
     language_model.save_pretrained(str(out / "language_model"))
     save_model(connector, str(out / "connector.safetensors"))
-    return report
+    vision_report = json.loads((vision / "vision.json").read_text())
+    return {"settings": {"backbone": backbone.tiny_key(), "connector": request.connector, **params.model_dump()},
+            "images": len(data.names), "vision_stage": str(vision), "vision": vision_report["vision"], "caption": report}
+
+
+def _phase(module: torch.nn.Module, steps: int, lr: float, desc: str, progress: bool, step_loss) -> dict:
+    """Train ``module`` for ``steps``; report seconds and first / last loss."""
+    start = time.perf_counter()
+    losses = _loop(module, steps, lr, desc, progress, step_loss)
+    return {"seconds": time.perf_counter() - start, "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None}
 
 
 def _loop(module: torch.nn.Module, steps: int, lr: float, desc: str, progress: bool, step_loss) -> list[float]:
