@@ -194,6 +194,74 @@ def test_llava_style_checkpoint_loads(saved_backbones):
     assert all(name.startswith("language_model.") for name, _ in method.named_parameters() if "lora_" in name)
 
 
+QWEN_TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 2, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                           "mrope_section": [2, 3, 3]}}  # sums to head_dim / 2
+QWEN_VISION = {
+    "qwen2_vl": {"depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "patch_size": 8},
+    "qwen2_5_vl": {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "out_hidden_size": 32, "num_heads": 2,
+                   "patch_size": 8, "window_size": 32, "fullatt_block_indexes": [0]},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(QWEN_VISION))
+def saved_qwen(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    """A tiny Qwen2-VL / Qwen2.5-VL checkpoint saved with save_pretrained, plus the model saved."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+    )
+
+    config_class, model_class = {"qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration),
+                                 "qwen2_5_vl": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration)}[request.param]
+    torch.manual_seed(2)
+    tokenizer = train_lvlm_tokenizer(CORPUS)
+    text = QWEN_TEXT | {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+                        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    model = model_class(config_class(text_config=text, vision_config=QWEN_VISION[request.param],
+                                     image_token_id=len(tokenizer) - 1))
+    directory = tmp_path_factory.mktemp(request.param)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory, model
+
+
+def test_qwen_vl_style_checkpoint_loads_with_its_weights(saved_qwen):
+    directory, saved = saved_qwen
+    method = _pretrained({"lvlm_dir": str(directory), "lora_rank": 4})
+    name = "blocks.0.attn.qkv.weight"
+    assert torch.equal(method.vision.model.state_dict()[name], saved.model.visual.state_dict()[name])
+    assert method.vision.image_size == 32 and method.vision.hidden_size == 32  # 32 px: a 2x2 grid of merged tokens
+    with torch.no_grad():
+        assert method.vision(IMAGES).shape == (2, 4, 32)
+        query = method.encode_query(IMAGES, CAPTIONS)
+    assert torch.allclose(query.norm(dim=-1), torch.ones(2), atol=1e-5)
+    lora = [name for name, _ in method.named_parameters() if "lora_" in name]
+    assert lora and all(name.startswith("language_model.") for name in lora)
+    assert not any(p.requires_grad for p in method.vision.parameters())
+
+
+def test_qwen_patch_layout_matches_the_image_processor():
+    """The torch patchify of QwenVisionTower equals Qwen2VLImageProcessor's (PIL backend) layout."""
+    import numpy as np
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from harness.backbones.vision import CLIP_MEAN, CLIP_STD, QwenVisionTower
+
+    config = Qwen2VLConfig(text_config=QWEN_TEXT | {"vocab_size": 16}, vision_config=QWEN_VISION["qwen2_vl"])
+    tower = QwenVisionTower(Qwen2VLForConditionalGeneration(config).model.visual, 48, CLIP_MEAN, CLIP_STD)
+    pixels = torch.randn(2, 3, 48, 32)
+    flat, grid = tower.patchify(pixels)
+    processor = Qwen2VLImageProcessorPil()
+    expected = [processor.patchify(image.numpy(), patch_size=8, merge_size=2, temporal_patch_size=2)
+                for image in pixels]
+    assert grid.tolist() == [[1, 6, 4]] * 2 and all(e[1:] == (6, 4) for e in expected)
+    assert np.allclose(flat.numpy(), np.concatenate([e[0] for e in expected]))
+
+
 def test_missing_pretrained_directory_is_a_user_error(tmp_path: Path):
     from harness.errors import HarnessError
 

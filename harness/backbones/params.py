@@ -13,7 +13,8 @@ class BackboneParams(BaseModel):
     ``source: tiny`` builds them from transformers configs (CLIPVisionConfig; LlamaConfig or
     Qwen2Config) and warm-starts them with stage 0; ``source: pretrained`` loads local
     directories with the transformers Auto classes: ``vision_dir`` (CLIP or SigLIP) plus
-    ``language_dir`` (a causal LM with its tokenizer), or one LLaVA-style ``lvlm_dir``."""
+    ``language_dir`` (a causal LM with its tokenizer), or one ``lvlm_dir`` holding a LLaVA-style
+    (vision_tower + language_model) or Qwen2-VL / Qwen2.5-VL (visual + language_model) checkpoint."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -28,7 +29,7 @@ class BackboneParams(BaseModel):
     language_heads: int = Field(4, ge=1)
     vision_dir: str | None = Field(None, description="pretrained: CLIP/SigLIP checkpoint directory")
     language_dir: str | None = Field(None, description="pretrained: causal LM directory (with tokenizer)")
-    lvlm_dir: str | None = Field(None, description="pretrained: one LLaVA-style checkpoint directory (with tokenizer)")
+    lvlm_dir: str | None = Field(None, description="pretrained: one LLaVA-, Qwen2-VL- or Qwen2.5-VL-style checkpoint directory (with tokenizer)")
     lora_rank: int = Field(8, ge=0, description="pretrained: LoRA rank on the LM (0 = full fine-tune); TRACE/ReCALL use LoRA")
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)

@@ -3,6 +3,7 @@
     tower = VisionTower.tiny(params, image_size=64)        # CLIPVisionModel from a config
     tower = VisionTower.from_directory("/models/clip")     # CLIP / SigLIP / CLIPVisionModel
     features = tower(images_uint8)                          # last hidden state, CLS first (CLIP)
+    tower = QwenVisionTower(qwen_vl.model.visual, ...)      # Qwen2-VL / Qwen2.5-VL: merged patch tokens
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class VisionTower(nn.Module):
         vision = getattr(model, "vision_model", model)
         vision_config = getattr(config, "vision_config", config)
         if mean is None:
-            mean, std = _preprocessor_stats(directory, vision_config)
+            mean, std = preprocessor_stats(directory, vision_config)
         return cls(vision, int(vision_config.image_size), tuple(mean), tuple(std))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -73,7 +74,50 @@ class VisionTower(nn.Module):
         return self.model(pixel_values=pixels).last_hidden_state
 
 
-def _preprocessor_stats(directory: Path, config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+class QwenVisionTower(VisionTower):
+    """The vision encoder of a Qwen2-VL / Qwen2.5-VL checkpoint: uint8 images -> merged patch
+    tokens [B, (H/p/m) * (W/p/m), D_out], already in the language model's width (its merger).
+
+    Images are resized to ``image_size`` (rounded up to a multiple of patch x merge), normalised
+    and cut into the flat patch layout of Qwen2VLImageProcessor (a still image repeated over the
+    temporal patch), done here in torch so that a batch stays on the device."""
+
+    def __init__(self, model: nn.Module, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]):
+        config = model.config
+        self.patch = int(config.patch_size)
+        self.merge = int(config.spatial_merge_size)
+        self.temporal = int(config.temporal_patch_size)
+        factor = self.patch * self.merge
+        super().__init__(model, -(-image_size // factor) * factor, mean, std)
+
+    @property
+    def hidden_size(self) -> int:
+        config = self.model.config
+        return int(getattr(config, "out_hidden_size", None) or config.hidden_size)
+
+    def patchify(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, C, H, W] -> (flat patches [B * gh * gw, C * T * p * p], grid_thw [B, 3])."""
+        batch, channels, height, width = pixels.shape
+        p, m, t = self.patch, self.merge, self.temporal
+        gh, gw = height // p, width // p
+        patches = pixels.reshape(batch, channels, gh // m, m, p, gw // m, m, p)
+        patches = patches.permute(0, 2, 5, 3, 6, 1, 4, 7)  # (B, gh/m, gw/m, m, m, C, p, p)
+        patches = patches.unsqueeze(6).expand(*patches.shape[:6], t, p, p)
+        flat = patches.reshape(batch * gh * gw, channels * t * p * p)
+        grid = torch.tensor([[1, gh, gw]], device=pixels.device).expand(batch, 3)
+        return flat, grid
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.float() / 255.0
+        if pixels.shape[-1] != self.image_size or pixels.shape[-2] != self.image_size:
+            pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        pixels = (pixels - self.mean) / self.std
+        flat, grid = self.patchify(pixels)
+        merged = self.model(flat.to(self.model.dtype), grid_thw=grid).pooler_output
+        return merged.reshape(images.shape[0], -1, merged.shape[-1])
+
+
+def preprocessor_stats(directory: Path, config) -> tuple[tuple[float, ...], tuple[float, ...]]:
     path = directory / "preprocessor_config.json"
     if path.is_file():
         data = json.loads(path.read_text())

@@ -39,7 +39,7 @@ from harness.backbones.language import (
 )
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0
-from harness.backbones.vision import VisionTower, _preprocessor_stats
+from harness.backbones.vision import QwenVisionTower, VisionTower, preprocessor_stats
 from harness.cir_lvlm.connector import ConnectorParams, build_connector
 from harness.cir_lvlm.prompt_pool import PromptPool, RunningStandardiser
 from harness.errors import HarnessError
@@ -136,7 +136,7 @@ class CIRLVLM(CIRMethod):
         """(vision tower, LM decoder, tokenizer, connector weights or None) for the source."""
         backbone = params.backbone
         if backbone.source == "pretrained":
-            return self._pretrained(backbone)
+            return self._pretrained(backbone, context.image_size)
         if params.stage0.enabled:
             if context.train_split is None:
                 raise HarnessError("stage 0 needs the training split", field="method.params.stage0.enabled",
@@ -151,7 +151,7 @@ class CIRLVLM(CIRMethod):
         vision = VisionTower.tiny(backbone, context.image_size)
         return vision, decoder(tiny_language_model(backbone, tokenizer)), tokenizer, None
 
-    def _pretrained(self, backbone: BackboneParams):
+    def _pretrained(self, backbone: BackboneParams, image_size: int):
         if backbone.lvlm_dir:
             directory = Path(backbone.lvlm_dir)
             if not (directory / "config.json").is_file():
@@ -159,13 +159,19 @@ class CIRLVLM(CIRMethod):
                                    fix="point it at a LLaVA-style save_pretrained() directory")
             model = AutoModelForImageTextToText.from_pretrained(directory, local_files_only=True)
             inner = getattr(model, "model", model)
-            if not (hasattr(inner, "vision_tower") and hasattr(inner, "language_model")):
-                raise HarnessError(f"{type(model).__name__} is not LLaVA-style (vision_tower + language_model)",
+            if hasattr(inner, "visual") and hasattr(inner, "language_model") and not _is_deepstack(inner.visual):
+                # Qwen2-VL / Qwen2.5-VL: the merger already maps patches to the LM width.
+                mean, std = preprocessor_stats(directory, inner.visual.config)
+                vision = QwenVisionTower(inner.visual, image_size, mean, std)
+            elif hasattr(inner, "vision_tower") and hasattr(inner, "language_model"):
+                vision_config = inner.vision_tower.config
+                mean, std = preprocessor_stats(directory, vision_config)
+                vision = VisionTower(inner.vision_tower, int(vision_config.image_size), mean, std)
+            else:
+                raise HarnessError(f"{type(model).__name__} is neither LLaVA-style (vision_tower + language_model) "
+                                   "nor Qwen2-VL-style (visual + language_model)",
                                    file=directory, field="method.params.backbone.lvlm_dir",
                                    fix="give vision_dir and language_dir separately")
-            vision_config = inner.vision_tower.config
-            mean, std = _preprocessor_stats(directory, vision_config)
-            vision = VisionTower(inner.vision_tower, int(vision_config.image_size), mean, std)
             language = inner.language_model
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, padding_side="right")
         elif backbone.vision_dir and backbone.language_dir:
@@ -284,3 +290,9 @@ class CIRLVLM(CIRMethod):
     def reset_statistics(self) -> None:
         if self.pool is not None:
             self.pool.reset_usage()
+
+
+def _is_deepstack(visual: torch.nn.Module) -> bool:
+    """Qwen3-VL feeds vision features into several LM layers (deepstack), which a single
+    sequence of visual prompt tokens cannot reproduce: refused rather than silently wrong."""
+    return bool(getattr(visual.config, "deepstack_visual_indexes", None))
