@@ -1,3 +1,3 @@
 """Methods cir-harness compares CIR-LVLM with; importing this package registers them."""
 
-from baselines import reference  # noqa: F401  (registers image_only, text_only, sum)
+from baselines import clip4cir, pic2word, reference, searle  # noqa: F401  (registers the methods)

@@ -177,7 +177,8 @@ def list_(
     if as_json:
         payload = {
             "methods": [
-                {"name": m.name, "family": m.family, "description": m.description, "parameters": m.defaults()}
+                {"name": m.name, "family": m.family, "paper": m.paper, "description": m.description,
+                 "parameters": m.defaults()}
                 for m in methods
             ],
             "datasets": DATASETS,
@@ -187,6 +188,8 @@ def list_(
     typer.echo("Methods")
     for info in methods:
         typer.echo(f"  {info.name}  [{info.family}]  {info.description}")
+        if info.paper:
+            typer.echo(f"      paper: {info.paper}")
         for name, default, description in _parameter_rows(info.params):
             about = f"  # {description}" if description else ""
             typer.echo(f"      {name} = {default!r}{about}")

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from harness.data.triplet import CIRSplit
 from harness.device import autocast
-from harness.methods.base import CIRMethod, TripletBatch
+from harness.methods.base import CIRMethod, ImageBatch, TripletBatch
 
 
 class TrainConfig(BaseModel):
@@ -111,18 +111,13 @@ def train(
     progress: bool = True,
 ) -> TrainSummary:
     """Train ``method`` on ``split`` in place; return what was done."""
-    triplets = [t for t in split.triplets if t.target is not None]
-    if config.max_train_queries is not None:
-        triplets = triplets[: config.max_train_queries]
+    source = training_source(method, split, config)
     summary = TrainSummary()
-    per_epoch, total_steps = plan_steps(len(triplets), config)
+    per_epoch, total_steps = plan_steps(len(source), config)
     if total_steps == 0:
         return summary
     if per_epoch == 0:
-        raise ValueError(f"{len(triplets)} training queries are fewer than one batch of {config.batch_size}")
-    references = split.images.load([t.reference for t in triplets])
-    targets = split.images.load([t.target for t in triplets])  # type: ignore[misc]
-    captions = [t.caption for t in triplets]
+        raise ValueError(f"{len(source)} training {source.unit} are fewer than one batch of {config.batch_size}")
 
     method.to(device).train()
     optimizer = torch.optim.AdamW(
@@ -135,17 +130,14 @@ def train(
     step = 0
     epoch = 0
     while step < total_steps:
-        order = torch.randperm(len(triplets), generator=order_rng)
+        order = torch.randperm(len(source), generator=order_rng)
         epoch_losses: list[float] = []
         for batch_index in range(per_epoch):
             if step >= total_steps:
                 break
             rows = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
-            batch = TripletBatch(
-                reference_images=references[rows].to(device),
-                captions=[captions[int(i)] for i in rows],
-                target_images=targets[rows].to(device),
-            )
+            batch = source.batch(rows, device)
+            method.begin_step(step, total_steps)
             with autocast(device):
                 loss = method.loss(batch)
             optimizer.zero_grad(set_to_none=True)
@@ -169,6 +161,53 @@ def train(
     summary.epochs = epoch
     method.eval()
     return summary
+
+
+class TripletSource:
+    """Training triplets with a target: reference images, captions, target images."""
+
+    unit = "queries"
+
+    def __init__(self, split: CIRSplit, config: TrainConfig):
+        triplets = [t for t in split.triplets if t.target is not None]
+        if config.max_train_queries is not None:
+            triplets = triplets[: config.max_train_queries]
+        self.references = split.images.load([t.reference for t in triplets])
+        self.targets = split.images.load([t.target for t in triplets])  # type: ignore[misc]
+        self.captions = [t.caption for t in triplets]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def batch(self, rows: torch.Tensor, device: torch.device | str) -> TripletBatch:
+        return TripletBatch(reference_images=self.references[rows].to(device),
+                            captions=[self.captions[int(i)] for i in rows], target_images=self.targets[rows].to(device))
+
+
+class ImageSource:
+    """Images of the training split's image store, alone: what a zero-shot method (trained on
+    unlabelled images) may see. Triplets, captions and targets are not read. Images are
+    decoded per batch, since the store may hold many more images than a run visits."""
+
+    unit = "images"
+
+    def __init__(self, split: CIRSplit, config: TrainConfig, names: list[str]):
+        self.store = split.images
+        self.names = names[: config.max_train_queries] if config.max_train_queries is not None else names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def batch(self, rows: torch.Tensor, device: torch.device | str) -> ImageBatch:
+        names = [self.names[int(i)] for i in rows]
+        return ImageBatch(images=self.store.load(names).to(device), names=names)
+
+
+def training_source(method: CIRMethod, split: CIRSplit, config: TrainConfig) -> TripletSource | ImageSource:
+    """What the shared loop feeds ``method``: triplets, or images alone (``training_data``)."""
+    if method.training_data == "images":
+        return ImageSource(split, config, method.training_images(split))
+    return TripletSource(split, config)
 
 
 def save_checkpoint(

@@ -134,6 +134,19 @@ def ensure_stage0(request: Stage0Request, train_split: CIRSplit, force: bool = F
                        lambda out: _build_describe(request, data, vision, out, progress))
 
 
+def ensure_stage0_clip(request: Stage0Request, train_split: CIRSplit, force: bool = False,
+                       progress: bool = True) -> Path:
+    """Stage 0's first phase alone: the directory holding ``clip/`` (the tiny CLIP trained on
+    image-description pairs) and ``tokenizer/``, which the dual-encoder methods start from. It
+    is the same cache entry the CIR-LVLM's vision tower comes from."""
+    with torch.random.fork_rng():
+        if (request.vision_directory() / "vision.json").is_file() and not force:
+            return request.vision_directory()
+        data = _TrainingData(train_split)
+        return _cached(request.vision_directory(), "vision.json", force,
+                       lambda out: _build_vision(request, data, out, progress))
+
+
 def _cached(directory: Path, marker: str, force: bool, build) -> Path:
     """``directory`` holding ``marker``, built atomically by ``build(staging)`` when absent."""
     if (directory / marker).is_file() and not force:

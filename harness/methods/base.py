@@ -9,6 +9,11 @@ A method is a ``torch.nn.Module`` with
 - ``loss(batch) -> Tensor``: in-batch InfoNCE between query and target embeddings by
   default; a method adds its own terms by overriding it.
 
+A method trains on triplets by default; one that learns from images alone (zero-shot
+textual inversion) sets ``training_data = "images"`` and gets ``ImageBatch``es of the
+training split's images, never a caption or a target. ``begin_step(step, total)`` is called
+before every step, for methods whose training has phases.
+
 Each method declares a typed pydantic parameter model ``Params`` (subclass of
 ``MethodParams``) and is built as ``Method(params, context)``.
 """
@@ -16,7 +21,7 @@ Each method declares a typed pydantic parameter model ``Params`` (subclass of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +62,14 @@ class TripletBatch:
     target_images: torch.Tensor
 
 
+@dataclass
+class ImageBatch:
+    """A training batch of images alone (uint8) and their names in the image store."""
+
+    images: torch.Tensor
+    names: list[str]
+
+
 def info_nce(query: torch.Tensor, target: torch.Tensor, temperature: float, symmetric: bool = False) -> torch.Tensor:
     """In-batch InfoNCE: row i of ``query`` should match row i of ``target`` (both normalised)."""
     logits = query @ target.T / temperature
@@ -72,6 +85,8 @@ class CIRMethod(nn.Module):
 
     Params: ClassVar[type[MethodParams]] = MethodParams
     method_name: ClassVar[str] = ""
+    #: what the shared loop feeds ``loss``: TripletBatch ("triplets") or ImageBatch ("images")
+    training_data: ClassVar[Literal["triplets", "images"]] = "triplets"
 
     def __init__(self, params: MethodParams, context: MethodContext):
         super().__init__()
@@ -83,6 +98,14 @@ class CIRMethod(nn.Module):
 
     def encode_target(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def training_images(self, split: Any) -> list[str]:
+        """Names of the images an image-trained method learns from: every image of the split's
+        image store by default (never its triplets)."""
+        return sorted(split.images.paths)
+
+    def begin_step(self, step: int, total_steps: int) -> None:
+        """Called by the shared loop before step ``step`` (0-based) of ``total_steps``."""
 
     def loss(self, batch: TripletBatch) -> torch.Tensor:
         query = self.encode_query(batch.reference_images, batch.captions)

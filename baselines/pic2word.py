@@ -1,0 +1,96 @@
+"""Pic2Word: zero-shot CIR by mapping an image to a pseudo-word of a frozen CLIP text encoder.
+
+family: textual_inversion | paper: Saito et al., "Pic2Word: Mapping pictures to words for
+zero-shot composed image retrieval" (CVPR 2023) | code spec:
+google-research/composed_image_retrieval@8c05329 (../shared/research/cir_codebases.md §3.4).
+
+Training sees images alone (``training_data = "images"``): the mapping network turns the
+frozen image feature into a token embedding ``*``; the text feature of "a photo of *" is
+pulled to the image feature by a symmetric InfoNCE with CLIP's logit scale. Only the mapping
+network learns. A query is "a photo of * , {caption}" through the frozen text encoder; a
+target is the image feature. ``supervised: true`` instead trains the mapping network on
+triplets (query prompt against target image), as many follow-up papers do.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from harness.backbones.dual_encoder import DualEncoder
+from harness.backbones.params import BackboneParams
+from harness.backbones.stage0 import Stage0Params
+from harness.methods.base import CIRMethod, ImageBatch, MethodContext, MethodParams, TripletBatch, info_nce
+from harness.registry import register_method
+
+
+class Pic2WordParams(MethodParams):
+    """Pic2Word settings (defaults: the paper's code: middle_dim 512, 2 layers, dropout 0.1)."""
+
+    backbone: BackboneParams = Field(default_factory=BackboneParams,
+                                     description="tiny: stage 0's CLIP; pretrained: vision_dir = a whole CLIP/SigLIP dir")
+    stage0: Stage0Params = Field(default_factory=Stage0Params, description="stage 0 that builds the tiny CLIP")
+    middle_dim: int = Field(512, ge=8, description="mapping network hidden width (--middle_dim)")
+    layers: int = Field(2, ge=1, description="[Linear, Dropout, ReLU] blocks before the output layer (n_layer)")
+    dropout: float = Field(0.1, ge=0, lt=1, description="mapping network dropout (--droprate)")
+    train_prompt: str = Field("a photo of *", description="prompt whose text feature should match the image (training)")
+    query_prompt: str = Field("a photo of * , {caption}", description="query prompt; * is the pseudo-word")
+    supervised: bool = Field(False, description="train on triplets instead of images alone (not the paper's setting)")
+
+
+class MappingNetwork(nn.Module):
+    """IM2TEXT: image feature -> pseudo-word token embedding."""
+
+    def __init__(self, feature_dim: int, token_width: int, middle_dim: int, layers: int, dropout: float):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        width = feature_dim
+        for _ in range(layers):
+            blocks += [nn.Linear(width, middle_dim), nn.Dropout(dropout), nn.ReLU()]
+            width = middle_dim
+        self.layers = nn.Sequential(*blocks)
+        self.fc_out = nn.Linear(width, token_width)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc_out(self.layers(features))
+
+
+@register_method("pic2word", family="textual_inversion", paper="Saito et al., CVPR 2023",
+                 description="Pic2Word: image -> pseudo-word of a frozen CLIP, trained on images alone")
+class Pic2Word(CIRMethod):
+    Params = Pic2WordParams
+
+    def __init__(self, params: Pic2WordParams, context: MethodContext):
+        super().__init__(params, context)
+        self.training_data = "triplets" if params.supervised else "images"
+        self.encoder = DualEncoder.for_method(params.backbone, params.stage0, context).requires_grad_(False)
+        self.mapping = MappingNetwork(self.encoder.feature_dim, self.encoder.token_width, params.middle_dim,
+                                      params.layers, params.dropout)
+
+    @property
+    def tokenizer(self):
+        return self.encoder.tokenizer
+
+    def pseudo_word(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(frozen image features, their pseudo-word token embeddings)."""
+        with torch.no_grad():
+            features = self.encoder.image_features(images)
+        return features, self.mapping(features)
+
+    def encode_target(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.encoder.image_features(images), dim=-1)
+
+    def encode_query(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        _, token = self.pseudo_word(images)
+        prompts = [self.params.query_prompt.replace("{caption}", caption) for caption in captions]
+        return F.normalize(self.encoder.prompt_features(prompts, token), dim=-1)
+
+    def loss(self, batch: ImageBatch | TripletBatch) -> torch.Tensor:
+        if isinstance(batch, TripletBatch):
+            return super().loss(batch)
+        features, token = self.pseudo_word(batch.images)
+        text = F.normalize(self.encoder.prompt_features([self.params.train_prompt] * len(batch.names), token), dim=-1)
+        temperature = float(1.0 / self.encoder.logit_scale())
+        return info_nce(text, F.normalize(features, dim=-1), temperature, symmetric=True)

@@ -1,0 +1,190 @@
+"""CLIP4Cir, Pic2Word and SEARLE on the shared dual-encoder backbone."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from baselines.clip4cir import Combiner
+from harness.backbones.dual_encoder import DualEncoder
+from harness.cli import app
+from harness.data.cirr import load_cirr_split
+from harness.methods.base import ImageBatch, MethodContext
+from harness.registry import build_method, get_method
+from harness.results import read_result
+from harness.text import train_lvlm_tokenizer
+from harness.train import TrainConfig, train, training_source
+
+from .conftest import write_yaml
+
+TINY = {"vision_hidden": 32, "vision_heads": 2, "language_hidden": 32, "language_heads": 2, "patch_size": 16}
+STAGE0 = {"vision_steps": 4, "caption_steps": 0, "vision_batch_size": 16}
+OTI = {"oti_images": 32, "oti_steps": 3, "oti_batch_size": 16}
+IMAGES = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+
+
+@pytest.fixture(scope="module")
+def split(tiny_benchmark: Path):
+    return load_cirr_split(tiny_benchmark, "train")
+
+
+def _build(name: str, split, corpus: list[str] | None = None, **params):
+    torch.manual_seed(0)
+    corpus = [t.caption for t in split.triplets] if corpus is None else corpus
+    context = MethodContext(64, corpus, train_split=split, dataset_key="baselines-test")
+    return build_method(name, {"backbone": TINY, "stage0": STAGE0, **params}, context)
+
+
+class _Untouchable(list):
+    """Triplets that fail the test when anything reads them."""
+
+    def __iter__(self):
+        raise AssertionError("a zero-shot method read the training triplets")
+
+    def __getitem__(self, index):
+        raise AssertionError("a zero-shot method read the training triplets")
+
+    def __len__(self):
+        raise AssertionError("a zero-shot method read the training triplets")
+
+
+def test_combiner_output_is_normalised_and_mixing_scalar_in_unit_interval():
+    torch.manual_seed(0)
+    combiner = Combiner(feature_dim=8, projection_dim=32, hidden_dim=64).eval()
+    image, text = torch.randn(5, 8) * 3, torch.randn(5, 8) * 3
+    fused = combiner(image, text)
+    assert fused.shape == (5, 8)
+    assert torch.allclose(fused.norm(dim=-1), torch.ones(5), atol=1e-5)
+    _, weight = combiner.mixing(image, text)
+    assert weight.shape == (5, 1) and bool(((weight > 0) & (weight < 1)).all())
+    # lambda really mixes: with a zero learned branch the output is the lambda-weighted residual
+    torch.nn.init.zeros_(combiner.output.weight)
+    torch.nn.init.zeros_(combiner.output.bias)
+    expected = torch.nn.functional.normalize(weight * text + (1 - weight) * image, dim=-1)
+    assert torch.allclose(combiner(image, text), expected, atol=1e-5)
+
+
+def test_clip4cir_tunes_encoders_then_only_the_combiner(split):
+    method = _build("clip4cir", split, stage1_fraction=0.5)
+    encoder_params = list(method.encoder.parameters())
+    method.begin_step(0, 10)
+    assert any(p.requires_grad for p in encoder_params) and not any(p.requires_grad for p in method.combiner.parameters())
+    method.eval()
+    with torch.no_grad():
+        sum_query = method.encode_query(IMAGES, ["make it red"] * 3)
+    method.begin_step(5, 10)
+    assert not any(p.requires_grad for p in encoder_params) and all(p.requires_grad for p in method.combiner.parameters())
+    with torch.no_grad():
+        combined = method.encode_query(IMAGES, ["make it red"] * 3)
+    assert not torch.allclose(sum_query, combined)  # stage 2 queries go through the Combiner
+    d = method.encoder.feature_dim
+    assert method.combiner.combiner[0].out_features == 8 * d and method.combiner.text_projection[0].out_features == 4 * d
+    counts = method.parameter_counts()
+    assert counts["trainable"] == counts["total"] - 1  # every weight is trained in one stage; not the logit scale
+
+
+def test_pseudo_token_is_spliced_at_the_placeholder(split):
+    method = _build("pic2word", split)
+    encoder = method.encoder
+    ids, _, positions = encoder._tokenize(["a photo of * , make it red", "* then red"], placeholder="*")
+    photo = encoder.tokenizer("a photo of", add_special_tokens=False)["input_ids"]
+    assert positions == [1 + len(photo), 1]  # after [BOS] and the words before it
+    assert int(ids[0, 0]) == encoder.tokenizer.bos_token_id
+    # splicing the embedding of a real word reproduces the prompt with that word written out
+    word = encoder.tokenizer("circle", add_special_tokens=False)["input_ids"]
+    embedding = encoder.model.text_model.embeddings.token_embedding.weight[word[0]].detach()
+    with torch.no_grad():
+        spliced = encoder.prompt_features(["a photo of * , make it red", "* then red"], embedding.expand(2, -1))
+        written = encoder.text_features(["a photo of circle , make it red", "circle then red"])
+    assert torch.allclose(spliced, written, atol=1e-5)
+
+
+def test_zero_shot_methods_never_read_captions_or_targets(split):
+    pic2word = _build("pic2word", split)  # builds the shared stage-0 CLIP (a pretraining stand-in)
+    blind = dataclasses.replace(split, triplets=_Untouchable())
+    searle = _build("searle", blind, corpus=[], **OTI)  # OTI sees images (and scene descriptions) only
+    config = TrainConfig(epochs=1, max_steps=2, batch_size=16, checkpoint=False)
+    for method in (pic2word, searle):
+        source = training_source(method, blind, config)
+        batch = source.batch(torch.arange(16), "cpu")
+        assert isinstance(batch, ImageBatch) and set(vars(batch)) == {"images", "names"}
+        assert all(name in split.images for name in batch.names)
+        summary = train(method, blind, config, seed=0, progress=False)
+        assert summary.steps == 2
+    assert len(searle.training_images(blind)) == 32  # phi is distilled on the OTI images
+    assert searle.statistics()["oti"]["images"] == 32
+
+
+def test_supervised_flag_trains_textual_inversion_on_triplets(split):
+    method = _build("searle", split, supervised=True)
+    assert method.training_data == "triplets"
+    before = [p.detach().clone() for p in method.phi.parameters()]
+    train(method, split, TrainConfig(epochs=1, max_steps=2, batch_size=16, checkpoint=False), seed=0, progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(before, method.phi.parameters(), strict=True))
+    assert not any(p.requires_grad for p in method.encoder.parameters())  # CLIP stays frozen
+
+
+def test_pretrained_directory_loads_a_saved_clip(tmp_path: Path):
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(3)
+    tokenizer = train_lvlm_tokenizer(["a photo of a red circle", "make it blue"])
+    clip = CLIPModel(CLIPConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "eos_token_id": tokenizer.eos_token_id,
+                     "bos_token_id": tokenizer.bos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16))
+    clip.save_pretrained(tmp_path / "clip")
+    tokenizer.save_pretrained(tmp_path / "clip")
+    for name in ("clip4cir", "pic2word"):
+        method = build_method(name, {"backbone": {"source": "pretrained", "vision_dir": str(tmp_path / "clip")}},
+                              MethodContext(64, []))
+        assert torch.equal(method.encoder.model.text_projection.weight, clip.text_projection.weight)
+        with torch.no_grad():
+            query = method.encode_query(IMAGES, ["make it blue"] * 3)
+        assert query.shape == (3, 16) and torch.allclose(query.norm(dim=-1), torch.ones(3), atol=1e-5)
+    loaded = DualEncoder.from_directory(tmp_path / "clip")
+    assert loaded.image_size == 32 and loaded.token_width == 32 and loaded.feature_dim == 16
+
+
+def test_registry_lists_the_baselines_with_family_and_paper():
+    for name, family in (("clip4cir", "early_fusion"), ("pic2word", "textual_inversion"), ("searle", "textual_inversion")):
+        info = get_method(name)
+        assert info.family == family and info.paper
+    result = CliRunner().invoke(app, ["list"])
+    assert result.exit_code == 0
+    for text in ("clip4cir", "pic2word", "searle", "stage1_fraction", "middle_dim", "oti_steps", "ICCV 2023"):
+        assert text in result.stdout
+
+
+COMMON = f"backbone: {TINY}, stage0: {STAGE0}"
+EXPERIMENT = f"""
+experiment: baselines
+dataset:
+  name: synthetic
+  synthetic: {{seed: 5, num_train: 160, num_val: 40, num_test: 8}}
+train: {{epochs: 1, batch_size: 32, num_threads: 2}}
+eval: {{batch_size: 64}}
+grid:
+  method:
+    - {{name: clip4cir, params: {{{COMMON}}}}}
+    - {{name: pic2word, params: {{{COMMON}}}}}
+    - {{name: searle, params: {{{COMMON}, oti_images: 32, oti_steps: 2, oti_batch_size: 16}}}}
+seeds: [0]
+"""
+
+
+def test_each_baseline_trains_and_evaluates_end_to_end(tmp_path: Path):
+    config = write_yaml(tmp_path / "baselines.yaml", EXPERIMENT)
+    result = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    results = {r.method: r for r in map(read_result, (tmp_path / "out" / "baselines" / "runs").glob("*/result.json"))}
+    assert sorted(results) == ["clip4cir", "pic2word", "searle"]
+    for r in results.values():
+        assert r.train["steps"] >= 1 and 0 <= r.metrics["recall_at_50"] <= 100
