@@ -29,7 +29,8 @@ from torch import nn
 from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params
-from harness.methods.base import CIRMethod, MethodContext, MethodParams, TripletBatch, info_nce
+from harness.methods.base import MethodContext, MethodParams, TripletBatch, info_nce
+from harness.methods.dual_encoder import DualEncoderMethod
 from harness.registry import register_method
 
 
@@ -77,7 +78,7 @@ class Combiner(nn.Module):
 
 @register_method("clip4cir", family="early_fusion", paper="Baldrati et al., CVPR-W 2022 / TOMM 2023",
                  description="CLIP4Cir: sum fine-tuning of CLIP, then a Combiner on frozen features")
-class Clip4Cir(CIRMethod):
+class Clip4Cir(DualEncoderMethod):
     Params = Clip4CirParams
 
     def __init__(self, params: Clip4CirParams, context: MethodContext):
@@ -88,10 +89,6 @@ class Clip4Cir(CIRMethod):
         # True once stage 2 began: a checkpoint then evaluates with the Combiner.
         self.register_buffer("combiner_trained", torch.tensor(False))
         self._set_stage(1)
-
-    @property
-    def tokenizer(self):  # saved with the run by the runner
-        return self.encoder.tokenizer
 
     def _set_stage(self, stage: int) -> None:
         self.stage = stage

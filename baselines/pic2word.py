@@ -22,7 +22,8 @@ from torch import nn
 from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params
-from harness.methods.base import CIRMethod, ImageBatch, MethodContext, MethodParams, TripletBatch, info_nce
+from harness.methods.base import ImageBatch, MethodContext, MethodParams, TripletBatch, info_nce
+from harness.methods.dual_encoder import DualEncoderMethod
 from harness.registry import register_method
 
 
@@ -59,7 +60,7 @@ class MappingNetwork(nn.Module):
 
 @register_method("pic2word", family="textual_inversion", paper="Saito et al., CVPR 2023",
                  description="Pic2Word: image -> pseudo-word of a frozen CLIP, trained on images alone")
-class Pic2Word(CIRMethod):
+class Pic2Word(DualEncoderMethod):
     Params = Pic2WordParams
 
     def __init__(self, params: Pic2WordParams, context: MethodContext):
@@ -68,10 +69,6 @@ class Pic2Word(CIRMethod):
         self.encoder = DualEncoder.for_method(params.backbone, params.stage0, context).requires_grad_(False)
         self.mapping = MappingNetwork(self.encoder.feature_dim, self.encoder.token_width, params.middle_dim,
                                       params.layers, params.dropout)
-
-    @property
-    def tokenizer(self):
-        return self.encoder.tokenizer
 
     def pseudo_word(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(frozen image features, their pseudo-word token embeddings)."""

@@ -5,13 +5,19 @@ family: reference | paper: none (standard CIR lower bounds, e.g. CIRR's "Image-o
 
 They show what a benchmark rewards: image-only ranks by looking like the reference,
 text-only by matching the caption's words, sum by both without interaction. Every other
-method is compared with this floor. The dual encoder is a tiny transformers
-``CLIPVisionModel`` (CLS pooled) and a tiny ``BertModel`` (mean pooled) over a
-word-level tokenizer trained on the training captions, each followed by a linear
-projection; the target side is always the image embedding.
+method is compared with this floor. The target side is always the image embedding.
+
+``start: stage0`` (the default) fine-tunes the same dual encoder the other methods start
+from (stage 0's tiny CLIP, or a pretrained CLIP / SigLIP directory), so a comparison
+differs only in the method. ``start: scratch`` builds a tiny transformers
+``CLIPVisionModel`` (CLS pooled) and a tiny ``BertModel`` (mean pooled, over a word-level
+tokenizer trained on the training captions), each with a linear projection, from random
+weights (the prototype's references, prototype.md §2).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +25,13 @@ from pydantic import Field
 from torch import nn
 from transformers import BertConfig, BertModel, CLIPVisionModel
 
+from harness.backbones.dual_encoder import DualEncoder
+from harness.backbones.params import BackboneParams
+from harness.backbones.stage0 import Stage0Params
 from harness.backbones.vision import tiny_vision_config
 from harness.data.synthetic.captions import template_corpus
-from harness.methods.base import CIRMethod, MethodContext, MethodParams
+from harness.methods.base import MethodContext, MethodParams
+from harness.methods.dual_encoder import DualEncoderMethod
 from harness.registry import register_method
 from harness.text import train_word_tokenizer
 
@@ -30,9 +40,16 @@ PIXEL_MEAN, PIXEL_STD = 0.5, 0.25
 
 
 class DualEncoderParams(MethodParams):
-    """Sizes of the tiny dual encoder (defaults: prototype.md §2, 'Baselines')."""
+    """Where the dual encoder starts, and the sizes of the from-scratch one (defaults:
+    prototype.md §2, 'Baselines')."""
 
-    embed_dim: int = Field(256, ge=8, description="joint embedding width")
+    start: Literal["stage0", "scratch"] = Field(
+        "stage0", description="stage0: fine-tune the shared dual encoder (stage-0 CLIP or backbone.vision_dir); "
+        "scratch: the random-init towers sized below")
+    backbone: BackboneParams = Field(default_factory=BackboneParams,
+                                     description="start stage0: tiny = stage 0's CLIP; pretrained: vision_dir = a CLIP/SigLIP dir")
+    stage0: Stage0Params = Field(default_factory=Stage0Params, description="stage 0 that builds the tiny CLIP")
+    embed_dim: int = Field(256, ge=8, description="scratch: joint embedding width")
     vision_hidden: int = Field(128, ge=16, description="vision transformer width")
     vision_layers: int = Field(2, ge=1, description="vision transformer layers")
     vision_heads: int = Field(4, ge=1, description="vision attention heads")
@@ -86,30 +103,61 @@ class TextTower(nn.Module):
         return self.projection(pooled)
 
 
-class _DualEncoder(CIRMethod):
+class _DualEncoder(DualEncoderMethod):
     Params = DualEncoderParams
     uses_image = True
     uses_text = True
 
     def __init__(self, params: DualEncoderParams, context: MethodContext):
         super().__init__(params, context)
-        self.image_tower = ImageTower(params, context.image_size)
-        self.text_tower = TextTower(params, context.corpus) if self.uses_text else None
+        self.encoder: DualEncoder | None = None
+        if params.start == "stage0":
+            self.encoder = DualEncoder.for_method(params.backbone, params.stage0, context)
+            self._used = [module for module, used in ((self.encoder.image_tower, True),
+                                                      (self.encoder.model.visual_projection, True),
+                                                      (self.encoder.text_tower, self.uses_text),
+                                                      (self.encoder.model.text_projection, self.uses_text)) if used]
+            self.encoder.model.logit_scale.requires_grad_(False)  # the loss has its own temperature
+            if not self.uses_text:
+                self.encoder.text_tower.requires_grad_(False)
+                self.encoder.model.text_projection.requires_grad_(False)
+        else:
+            self.image_tower = ImageTower(params, context.image_size)
+            self.text_tower = TextTower(params, context.corpus) if self.uses_text else None
 
     @property
     def tokenizer(self):  # saved with the run by the runner
+        if self.encoder is not None:
+            return self.encoder.tokenizer
         return None if self.text_tower is None else self.text_tower.tokenizer
 
+    def parameter_counts(self) -> dict[str, int]:
+        """Counts of the towers this method uses (image-only never runs the text tower)."""
+        if self.encoder is None:
+            return super().parameter_counts()
+        parameters = [p for module in self._used for p in module.parameters()]
+        return {"total": sum(p.numel() for p in parameters),
+                "trainable": sum(p.numel() for p in parameters if p.requires_grad)}
+
+    def _image(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.encoder.image_features(images) if self.encoder is not None else self.image_tower(images)
+        return F.normalize(features, dim=-1)
+
+    def _text(self, captions: list[str]) -> torch.Tensor:
+        if self.encoder is not None:
+            return F.normalize(self.encoder.text_features(captions), dim=-1)
+        assert self.text_tower is not None
+        return F.normalize(self.text_tower(captions), dim=-1)
+
     def encode_target(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image_tower(images), dim=-1)
+        return self._image(images)
 
     def encode_query(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
         parts = []
         if self.uses_image:
-            parts.append(F.normalize(self.image_tower(images), dim=-1))
+            parts.append(self._image(images))
         if self.uses_text:
-            assert self.text_tower is not None
-            parts.append(F.normalize(self.text_tower(captions), dim=-1))
+            parts.append(self._text(captions))
         return F.normalize(torch.stack(parts).sum(0), dim=-1)
 
 

@@ -114,41 +114,47 @@ def run(
 @app.command()
 @user_errors
 def pretrain(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML whose LVLM runs need stage 0.")],
+    config: Annotated[Path, typer.Argument(help="Experiment YAML whose runs start from stage 0.")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting (as in `harness run`).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache has it.")] = False,
 ) -> None:
-    """Stage 0: warm-start the tiny LVLM backbones on the embedded benchmark (vision tower
-    contrastive against scene descriptions, then connector + LM describe images). Cached by
-    (dataset, backbone, connector, settings, seed) and reused by every run; `harness run`
-    triggers it by itself when needed."""
-    from harness.cir_lvlm.model import CIRLVLMParams, stage0_request
+    """Stage 0: warm-start the tiny backbones on the embedded benchmark (a CLIP contrastive
+    against scene descriptions; for CIR-LVLM then connector + LM describe images). Builds what
+    every run of CONFIG starts from. Cached by (dataset, backbone, connector, settings, seed)
+    and reused by every run; `harness run` triggers it by itself when needed."""
+    from harness.backbones.stage0 import ensure_stage0, ensure_stage0_clip
     from harness.data.datasets import dataset_key, load_dataset
+    from harness.registry import get_method
     from harness.runner import plan_experiment
 
     plan = plan_experiment(config, set_ or [])
-    seen: set[str] = set()
+    seen: set[tuple[str, bool]] = set()
+    progress = sys.stderr.isatty()
     for spec in plan.specs:
-        if spec.config.method.name != "cir_lvlm":
-            continue
-        params = CIRLVLMParams.model_validate(spec.config.method.params)
-        if params.backbone.source != "tiny" or not params.stage0.enabled:
-            continue
-        request = stage0_request(params, dataset_key(spec.config.dataset))
-        if request.key() in seen:
-            continue
-        seen.add(request.key())
-        from harness.backbones.stage0 import ensure_stage0
-
-        split = load_dataset(spec.config.dataset, spec.config.dataset.train_split, progress=sys.stderr.isatty())
-        cached = (request.directory() / "stage0.json").is_file() and not force
-        directory = ensure_stage0(request, split, force=force, progress=sys.stderr.isatty())
-        report = json.loads((directory / "stage0.json").read_text())
-        timing = "cached" if cached else f"vision {report['vision']['seconds']:.0f}s, describe {report['caption']['seconds']:.0f}s"
-        typer.echo(f"stage 0 {directory} ({timing}; final losses: vision {report['vision']['last_loss']}, "
-                   f"describe {report['caption']['last_loss']})")
+        info = get_method(spec.config.method.name)
+        params = info.params.model_validate(spec.config.method.params)
+        for request, full in info.cls.warm_starts(params, dataset_key(spec.config.dataset)):
+            key = request.key() if full else request.vision_key()
+            if (key, full) in seen:
+                continue
+            seen.add((key, full))
+            split = load_dataset(spec.config.dataset, spec.config.dataset.train_split, progress=progress)
+            if full:
+                cached = (request.directory() / "stage0.json").is_file() and not force
+                directory = ensure_stage0(request, split, force=force, progress=progress)
+                report = json.loads((directory / "stage0.json").read_text())
+                timing = ("cached" if cached else
+                          f"vision {report['vision']['seconds']:.0f}s, describe {report['caption']['seconds']:.0f}s")
+                typer.echo(f"stage 0 (LVLM) {directory} ({timing}; final losses: vision {report['vision']['last_loss']}, "
+                           f"describe {report['caption']['last_loss']})")
+            else:
+                cached = (request.vision_directory() / "vision.json").is_file() and not force
+                directory = ensure_stage0_clip(request, split, force=force, progress=progress)
+                report = json.loads((directory / "vision.json").read_text())
+                timing = "cached" if cached else f"{report['vision']['seconds']:.0f}s"
+                typer.echo(f"stage 0 (CLIP) {directory} ({timing}; final loss {report['vision']['last_loss']})")
     if not seen:
-        typer.echo("no run of this experiment needs stage 0 (only tiny cir_lvlm backbones with stage0.enabled do)")
+        typer.echo("no run of this experiment starts from stage 0 (tiny backbones with stage 0 enabled do)")
 
 
 @app.command()

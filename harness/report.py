@@ -118,15 +118,44 @@ def plot_recall(results: Sequence[RunResult], x: str | None, path: Path, metrics
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _main_method(results: Sequence[RunResult]) -> str:
-    counts: dict[str, int] = defaultdict(int)
+def _main_method(results: Sequence[RunResult]) -> str | None:
+    """The method with the most grid points (the one under study), or None when methods tie."""
+    labels: dict[str, set[str]] = defaultdict(set)
     for r in results:
-        counts[r.method] += 1
-    return max(counts, key=lambda name: counts[name])
+        labels[r.method].add(r.label)
+    most = max(len(v) for v in labels.values())
+    leaders = [name for name, v in labels.items() if len(v) == most]
+    return leaders[0] if len(leaders) == 1 and most > 1 else None
+
+
+def _ranking(groups: dict[str, list[RunResult]], metric: str) -> str:
+    """'A 12.3 ± 0.5 > B 10.1 ± 0.2 ≈ C 9.9 ± 0.4': '>' where the gap exceeds the sum of the two
+    seed standard deviations, '≈' where it does not; then the pairs not resolved."""
+    stats = {label: _mean_std([r.metrics.get(metric, 0.0) for r in group]) for label, group in groups.items()}
+    ranked = sorted(stats, key=lambda label: -stats[label][0])
+
+    def resolved(a: str, b: str) -> bool:
+        return abs(stats[a][0] - stats[b][0]) > stats[a][1] + stats[b][1]
+
+    chain = f"{ranked[0]} {stats[ranked[0]][0]:.1f} ± {stats[ranked[0]][1]:.1f}"
+    for previous, label in zip(ranked, ranked[1:], strict=False):
+        chain += f" {'>' if resolved(previous, label) else '≈'} {label} {stats[label][0]:.1f} ± {stats[label][1]:.1f}"
+    pairs = [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1 :]]
+    clear = [f"{a} > {b}" for a, b in pairs if resolved(a, b)]
+    open_pairs = [f"{a} vs {b}" for a, b in pairs if not resolved(a, b)]
+    summary = f" {len(clear)} of {len(pairs)} pairs differ by more than the seed spread"
+    if not clear or not open_pairs:
+        summary += "."
+    elif len(clear) <= len(open_pairs):  # name the shorter list
+        summary += f": {', '.join(clear)}."
+    else:
+        summary += f"; not resolved: {', '.join(open_pairs)}."
+    return chain + "." + (summary if len(ranked) > 1 else "")
 
 
 def findings(results: Sequence[RunResult], metrics: Sequence[str] = ("recall_at_1", "recall_subset_at_1")) -> list[str]:
-    """Plain sentences: the studied method's best grid point against every other method.
+    """Plain sentences. With one method under study (the one with most grid points), its best
+    grid point against every other method; otherwise every run ranked, best first.
 
     A difference is called resolved only when it exceeds the sum of the two seed standard
     deviations (a rough screen; confidence intervals and paired tests come with the full
@@ -135,24 +164,13 @@ def findings(results: Sequence[RunResult], metrics: Sequence[str] = ("recall_at_
     groups: dict[str, list[RunResult]] = defaultdict(list)
     for r in results:
         groups[r.label].append(r)
+    titles = dict(COLUMNS)
+    lines = ["Findings (generated; '>' = gap larger than the sum of the two seed std, '≈' = within it):", ""]
     ours = {label: group for label, group in groups.items() if group[0].method == main}
     others = {label: group for label, group in groups.items() if group[0].method != main}
-    if not ours:
-        return []
-    titles = dict(COLUMNS)
-    lines = ["Findings (generated):", ""]
-    if not others:
+    if main is None or not others:
         for metric in metrics:
-            ranked = sorted(ours, key=lambda label: -_mean_std([r.metrics.get(metric, 0.0) for r in ours[label]])[0])
-            stats = {label: _mean_std([r.metrics.get(metric, 0.0) for r in ours[label]]) for label in ranked}
-            order = "; ".join(f"{label} {stats[label][0]:.1f} ± {stats[label][1]:.1f}" for label in ranked)
-            line = f"- {titles.get(metric, metric)}, best first: {order}."
-            if len(ranked) > 1:
-                (best_mean, best_std), (next_mean, next_std) = stats[ranked[0]], stats[ranked[1]]
-                resolved = best_mean - next_mean > best_std + next_std
-                line += f" {ranked[0]} leads by {best_mean - next_mean:.1f}" + (
-                    "." if resolved else ", within the seed spread (not resolved).")
-            lines.append(line)
+            lines.append(f"- {titles.get(metric, metric)}, best first: {_ranking(groups, metric)}")
         return [*lines, ""]
     for metric in metrics:
         best_label = max(ours, key=lambda label: _mean_std([r.metrics.get(metric, 0.0) for r in ours[label]])[0])
@@ -194,6 +212,13 @@ def markdown_report(results: Sequence[RunResult], title: str, description: str, 
         lines += ["Prompt-pool usage on the evaluation queries (selections per prompt; effective number = exp(entropy)):", ""]
         lines += [f"- {label}, seed {seed}: {stats['prompt_usage']} (effective {stats['prompts_used_effective']:.1f})"
                   for label, seed, stats in usage]
+        lines.append("")
+    inversions = {r.label: r.method_statistics["oti"] for r in results if "oti" in r.method_statistics}
+    if inversions:
+        lines += ["Optimisation-based textual inversion (run once per backbone, cached, shared by the seeds; "
+                  "not in 'train s'):", ""]
+        lines += [f"- {label}: {oti['images']} images x {oti['steps']} steps in {oti['seconds']:.0f} s"
+                  for label, oti in inversions.items()]
         lines.append("")
     if plot_name:
         lines += [f"![recall]({plot_name})", ""]

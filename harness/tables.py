@@ -41,14 +41,14 @@ def results_table(results: Sequence[RunResult]) -> str:
     for result in results:
         groups[result.label].append(result)
     columns = [(key, title) for key, title in COLUMNS if any(key in r.metrics for r in results)]
-    header = ["run", "seeds", *(title for _, title in columns), "params", "train s", "ms/query"]
+    header = ["run", "seeds", *(title for _, title in columns), "params (trainable)", "train s", "ms/query"]
     rows = []
     for label, group in groups.items():
         rows.append([
             label,
             ",".join(str(r.seed) for r in group),
             *(_cell([r.metrics[key] for r in group if key in r.metrics]) for key, _ in columns),
-            f"{group[0].parameters['total'] / 1e6:.2f}M",
+            f"{group[0].parameters['total'] / 1e6:.2f}M ({group[0].parameters['trainable'] / 1e6:.2f}M)",
             f"{statistics.mean(r.train.get('seconds', 0.0) for r in group):.0f}",
             f"{statistics.mean(r.timings['encode_and_score_ms_per_query'] for r in group):.2f}",
         ])

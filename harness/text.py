@@ -25,6 +25,10 @@ from transformers import PreTrainedTokenizerFast
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 LVLM_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "[EMB]"]
 EMBEDDING_TOKEN = "[EMB]"
+#: CIR-LVLM's default task prompts (an assumption; see harness.cir_lvlm.model). Stage 0's
+#: tokenizer learns their words, for every method that starts from it.
+QUERY_TASK_PROMPT = "describe the modified image in one word :"
+TARGET_TASK_PROMPT = "describe this image in one word :"
 
 
 def _word_level(corpus: Iterable[str], specials: list[str]) -> Tokenizer:

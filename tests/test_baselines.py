@@ -188,3 +188,38 @@ def test_each_baseline_trains_and_evaluates_end_to_end(tmp_path: Path):
     assert sorted(results) == ["clip4cir", "pic2word", "searle"]
     for r in results.values():
         assert r.train["steps"] >= 1 and 0 <= r.metrics["recall_at_50"] <= 100
+
+
+def test_references_start_from_the_shared_stage0_clip(split):
+    clip4cir = _build("clip4cir", split)
+    image_only, text_sum = _build("image_only", split), _build("sum", split)
+    name = "vision_model.encoder.layers.0.mlp.fc1.weight"
+    shared = clip4cir.encoder.model.state_dict()[name]
+    assert torch.equal(image_only.encoder.model.state_dict()[name], shared)
+    assert torch.equal(text_sum.encoder.model.state_dict()[name], shared)
+    # image-only counts (and trains) only the image side of the CLIP
+    assert image_only.parameter_counts()["total"] < text_sum.parameter_counts()["total"]
+    assert not any(p.requires_grad for p in image_only.encoder.text_tower.parameters())
+
+
+def test_dual_encoders_and_default_cir_lvlm_share_one_stage0_clip():
+    from harness.backbones.params import BackboneParams
+    from harness.backbones.stage0 import Stage0Params, clip_request
+    from harness.cir_lvlm.model import CIRLVLMParams, stage0_request
+
+    shared = clip_request("synthetic-x", BackboneParams(), Stage0Params())
+    assert shared.vision_key() == stage0_request(CIRLVLMParams(), "synthetic-x").vision_key()
+
+
+def test_pretrain_builds_what_each_run_starts_from(tmp_path: Path):
+    lvlm = ("{name: cir_lvlm, params: {backbone: " + str(TINY) + ", stage0: " + str({**STAGE0, "caption_steps": 2})
+            + ", connector: {num_queries: 4, heads: 2}}}")
+    config = write_yaml(tmp_path / "pretrain.yaml", EXPERIMENT.replace(
+        "    - {name: pic2word", f"    - {lvlm}\n    - {{name: image_only, params: {{start: scratch}}}}\n    - {{name: pic2word"))
+    result = CliRunner().invoke(app, ["pretrain", str(config)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2  # one CLIP for clip4cir, pic2word and searle; one LVLM stage 0; none for scratch
+    assert lines[0].startswith("stage 0 (CLIP)") and lines[1].startswith("stage 0 (LVLM)")
+    again = CliRunner().invoke(app, ["pretrain", str(config)])
+    assert again.stdout.count("(cached") == 2

@@ -24,7 +24,7 @@ experiment: tiny
 dataset:
   name: synthetic
   synthetic: {seed: 5, num_train: 160, num_val: 40, num_test: 8}
-method: {name: sum, params: {embed_dim: 32, vision_hidden: 32, text_hidden: 32, vision_heads: 2, text_heads: 2}}
+method: {name: sum, params: {start: scratch, embed_dim: 32, vision_hidden: 32, text_hidden: 32, vision_heads: 2, text_heads: 2}}
 train: {epochs: 2, batch_size: 32, num_threads: 2}
 eval: {batch_size: 64}
 grid:
@@ -134,7 +134,7 @@ def test_run_writes_a_report_with_table_and_plot(finished):
     report = output / "report"
     text = (report / "report.md").read_text()
     assert "| image_only | 0 |" in text and "Machine:" in text and "recall_vs_" in text
-    assert "Findings (generated)" in text and " ranges " in text  # generated findings against the other method
+    assert "Findings (generated" in text and "R@1, best first: " in text  # two methods, one setting each: ranked
     plots = list(report.glob("*.png"))
     assert len(plots) == 1 and plots[0].read_bytes()[:4] == b"\x89PNG"
     assert (report / "results.csv").read_text().count("\n") == 3

@@ -24,7 +24,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from harness.backbones.params import BackboneParams
-from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0_clip
+from harness.backbones.stage0 import Stage0Params, clip_request, ensure_stage0_clip
 from harness.backbones.vision import TINY_MEAN, TINY_STD, preprocessor_stats
 from harness.errors import HarnessError
 
@@ -76,8 +76,8 @@ class DualEncoder(nn.Module):
             raise HarnessError("the tiny dual encoder comes from stage 0, which needs the training split",
                                field="method.params.backbone.source",
                                fix="run through `harness run`, or use source: pretrained")
-        request = Stage0Request(context.dataset_key, backbone, {}, stage0)
-        directory = ensure_stage0_clip(request, context.train_split, progress=context.progress)
+        directory = ensure_stage0_clip(clip_request(context.dataset_key, backbone, stage0), context.train_split,
+                                       progress=context.progress)
         model = AutoModel.from_pretrained(directory / "clip", local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer", local_files_only=True, padding_side="right")
         return cls(model, tokenizer, TINY_MEAN, TINY_STD)

@@ -48,7 +48,7 @@ from harness.data.synthetic.scene import describe, scene_from_json
 from harness.data.triplet import CIRSplit
 from harness.errors import HarnessError
 from harness.paths import cache_dir
-from harness.text import train_lvlm_tokenizer
+from harness.text import EMBEDDING_TOKEN, QUERY_TASK_PROMPT, TARGET_TASK_PROMPT, train_lvlm_tokenizer
 from harness.train import cosine_with_warmup
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,14 @@ class Stage0Request:
 
     def vision_directory(self) -> Path:
         return cache_dir() / "backbones" / f"stage0-vision-{self.vision_key()}"
+
+
+def clip_request(dataset_key: str, backbone: BackboneParams, params: Stage0Params) -> Stage0Request:
+    """The request for stage 0's CLIP alone (dual-encoder methods). Its tokenizer corpus holds
+    the default CIR-LVLM instruction words, so it is the very checkpoint (same cache entry)
+    that a default CIR-LVLM's vision tower comes from."""
+    return Stage0Request(dataset_key, backbone, {}, params,
+                         extra_corpus=(QUERY_TASK_PROMPT, TARGET_TASK_PROMPT, EMBEDDING_TOKEN))
 
 
 def scene_descriptions(split: CIRSplit) -> dict[str, str]:

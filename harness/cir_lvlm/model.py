@@ -51,13 +51,11 @@ from harness.methods.base import (
     info_nce,
 )
 from harness.registry import register_method
-from harness.text import EMBEDDING_TOKEN, train_lvlm_tokenizer
+from harness.text import EMBEDDING_TOKEN, QUERY_TASK_PROMPT, TARGET_TASK_PROMPT, train_lvlm_tokenizer
 
-#: Default task prompts. NOT FOUND in the paper (only that query and target prompts differ):
-#: worded in the "... in one word:" style of LVLM embedding work (E5-V, Jiang et al. 2024;
-#: TRACE's <|emb|> token, arXiv 2603.02929) - an assumption.
-QUERY_TASK_PROMPT = "describe the modified image in one word :"
-TARGET_TASK_PROMPT = "describe this image in one word :"
+# Default task prompts (harness.text): NOT FOUND in the paper (only that query and target
+# prompts differ); worded in the "... in one word:" style of LVLM embedding work (E5-V, Jiang
+# et al. 2024; TRACE's <|emb|> token, arXiv 2603.02929) - an assumption.
 
 
 class CIRLVLMParams(MethodParams):
@@ -96,6 +94,12 @@ def stage0_request(params: CIRLVLMParams, dataset_key: str) -> Stage0Request:
 class CIRLVLM(CIRMethod):
     Params = CIRLVLMParams
     params: CIRLVLMParams
+
+    @classmethod
+    def warm_starts(cls, params: CIRLVLMParams, dataset_key: str) -> list[tuple[Stage0Request, bool]]:
+        if params.backbone.source != "tiny" or not params.stage0.enabled:
+            return []
+        return [(stage0_request(params, dataset_key), True)]
 
     def __init__(self, params: CIRLVLMParams, context: MethodContext):
         super().__init__(params, context)

@@ -99,6 +99,12 @@ class CIRMethod(nn.Module):
     def encode_target(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @classmethod
+    def warm_starts(cls, params: MethodParams, dataset_key: str) -> list[tuple[Any, bool]]:
+        """The stage-0 checkpoints a method with ``params`` starts from, as (Stage0Request,
+        whether the describe phase is needed beyond the CLIP); `harness pretrain` builds them."""
+        return []
+
     def training_images(self, split: Any) -> list[str]:
         """Names of the images an image-trained method learns from: every image of the split's
         image store by default (never its triplets)."""

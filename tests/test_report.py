@@ -1,0 +1,36 @@
+"""Generated findings: which differences exceed the seed-to-seed spread."""
+
+from __future__ import annotations
+
+from harness.report import findings
+from harness.results import RunResult
+
+
+def _result(label: str, method: str, seed: int, r1: float) -> RunResult:
+    return RunResult(run_id=f"{label}-{seed}", experiment="x", label=label, method=method, dataset="d", split="val",
+                     seed=seed, metrics={"recall_at_1": r1, "recall_subset_at_1": 50.0}, num_queries=1, num_gallery=1,
+                     protocol={}, parameters={"total": 1, "trainable": 1}, train={}, timings={}, config={},
+                     environment={}, created_at="now")
+
+
+def test_methods_with_one_setting_each_are_ranked_with_resolved_gaps():
+    results = [_result(label, label, seed, value)
+               for label, values in {"a": (10.0, 12.0), "b": (5.0, 5.2), "c": (4.6, 5.4)}.items()
+               for seed, value in enumerate(values)]
+    line = next(line for line in findings(results) if line.startswith("- R@1"))
+    # a (11.0 +- 1.4) clears b (5.1 +- 0.1) and c; b and c overlap
+    assert line.startswith("- R@1, best first: a 11.0 ± 1.4 > b 5.1 ± 0.1 ≈ c 5.0 ± 0.6.")
+    assert "2 of 3 pairs differ by more than the seed spread; not resolved: b vs c." in line
+    fewer = [_result(label, label, seed, value)
+             for label, values in {"a": (10.0, 12.0), "b": (9.0, 11.0), "c": (4.0, 4.2)}.items()
+             for seed, value in enumerate(values)]
+    line = next(line for line in findings(fewer) if line.startswith("- R@1"))
+    assert line.endswith("2 of 3 pairs differ by more than the seed spread; not resolved: a vs b.")
+
+
+def test_method_under_study_is_compared_with_every_other_method():
+    results = [_result(f"lvlm(n={n})", "lvlm", seed, 9.0 + n) for n in (1, 2) for seed in (0, 1)]
+    results += [_result("sum", "sum", seed, 12.0 + seed) for seed in (0, 1)]
+    text = "\n".join(findings(results))
+    assert "R@1: lvlm ranges 10.0-11.0 over its 2 settings" in text
+    assert "below sum (12.5 ± 0.7) by 1.5" in text
