@@ -22,7 +22,13 @@ from torch import nn
 from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params
-from harness.methods.base import ImageBatch, MethodContext, MethodParams, TripletBatch, info_nce
+from harness.methods.base import (
+    ImageBatch,
+    MethodContext,
+    MethodParams,
+    TripletBatch,
+    info_nce,
+)
 from harness.methods.dual_encoder import DualEncoderMethod
 from harness.registry import register_method
 

@@ -38,7 +38,6 @@ import os
 import random
 import shutil
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -51,9 +50,15 @@ from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params, scene_descriptions
 from harness.errors import HarnessError
-from harness.methods.base import ImageBatch, MethodContext, MethodParams, TripletBatch, info_nce
-from harness.paths import cache_dir
+from harness.methods.base import (
+    ImageBatch,
+    MethodContext,
+    MethodParams,
+    TripletBatch,
+    info_nce,
+)
 from harness.methods.dual_encoder import DualEncoderMethod
+from harness.paths import cache_dir
 from harness.registry import register_method
 
 OTI_VERSION = 1

@@ -77,7 +77,7 @@ def plot_recall(results: Sequence[RunResult], x: str | None, path: Path, metrics
         return r.label if x is None else config_value(r.config, x)
 
     main = _main_method(results)
-    swept = [r for r in results if value(r) is not None and r.method == main]
+    swept = [r for r in results if value(r) is not None and (main is None or r.method == main)]
     others = [r for r in results if r not in swept]
     titles = dict(COLUMNS)
     figure, axis = plt.subplots(figsize=(5.6, 3.0), dpi=150)
@@ -93,7 +93,7 @@ def plot_recall(results: Sequence[RunResult], x: str | None, path: Path, metrics
         means = [_mean_std(by_x[v])[0] for v in xs]
         stds = [_mean_std(by_x[v])[1] for v in xs]
         colour = colours[index % len(colours)]
-        axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=colour, label=f"{main} {titles.get(metric, metric)}")
+        axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=colour, label=f"{main or ''} {titles.get(metric, metric)}".strip())
         reference: dict[str, list[float]] = defaultdict(list)
         for r in others:
             if metric in r.metrics:

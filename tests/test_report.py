@@ -34,3 +34,18 @@ def test_method_under_study_is_compared_with_every_other_method():
     text = "\n".join(findings(results))
     assert "R@1: lvlm ranges 10.0-11.0 over its 2 settings" in text
     assert "below sum (12.5 ± 0.7) by 1.5" in text
+
+
+def test_plot_of_methods_with_one_setting_each_draws_every_method(tmp_path):
+    import warnings
+
+    from harness.report import plot_recall
+
+    results = [_result(label, label, seed, 10.0 + seed) for label in ("a", "b") for seed in (0, 1)]
+    for r in results:
+        r.metrics.update({"recall_at_5": 20.0, "recall_at_10": 30.0, "recall_at_50": 60.0})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plot_recall(results, None, tmp_path / "plot.png")
+    assert not [w for w in caught if "No artists" in str(w.message)]  # an empty plot warns so
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
