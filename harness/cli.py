@@ -273,8 +273,9 @@ def data_check(
     or set members absent from the split. Exits 1 when a problem is found."""
     from tqdm import tqdm
 
-    from harness.data.cirr import CIRR_SPLITS, read_cirr_split
-    from harness.data.datasets import DATASETS
+    from harness.data.cirr import CIRR_SPLITS
+    from harness.data.datasets import DATASETS, read_split
+    from harness.data.shoes import SHOES_SPLITS
 
     if dataset not in DATASETS:
         from harness.errors import did_you_mean
@@ -284,12 +285,15 @@ def data_check(
     if not root.is_dir():
         raise HarnessError("dataset root does not exist", file=root, field="--root", fix="give the dataset folder")
     problems_total = 0
-    splits = split or [s for s in CIRR_SPLITS if (root / "captions" / f"cap.rc2.{s}.json").is_file()]
+    if dataset == "shoes":
+        splits = split or [s for s in SHOES_SPLITS if (root / f"{s}_im_names.txt").is_file()]
+    else:
+        splits = split or [s for s in CIRR_SPLITS if (root / "captions" / f"cap.rc2.{s}.json").is_file()]
     if not splits:
-        raise HarnessError("no caption files found under captions/", file=root, field="--root",
-                           fix="point --root at the folder holding captions/ and image_splits/")
+        raise HarnessError("no annotation files found", file=root, field="--root",
+                           fix="point --root at the dataset folder in its official layout")
     for name in splits:
-        loaded, problems = read_cirr_split(root, name, dataset=dataset)
+        loaded, problems = read_split(dataset, root, name)
         missing = {image for image in loaded.gallery if not loaded.images.paths[image].is_file()}
         unreadable = 0
         for image in tqdm(loaded.gallery, desc=f"reading {name}", unit="img", disable=not sys.stderr.isatty(), leave=False):

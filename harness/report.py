@@ -165,6 +165,9 @@ def findings(results: Sequence[RunResult], metrics: Sequence[str] = ("recall_at_
     for r in results:
         groups[r.label].append(r)
     titles = dict(COLUMNS)
+    metrics = [m for m in metrics if any(m in r.metrics for r in results)]  # e.g. no Rsubset on Shoes
+    if not metrics:
+        return []
     lines = ["Findings (generated; '>' = gap larger than the sum of the two seed std, '≈' = within it):", ""]
     ours = {label: group for label, group in groups.items() if group[0].method == main}
     others = {label: group for label, group in groups.items() if group[0].method != main}

@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.data.cirr import load_cirr_split
+from harness.data.cirr import read_cirr_split
+from harness.data.shoes import read_shoes_split
 from harness.data.synthetic.generate import (
     GENERATOR_VERSION,
     SyntheticConfig,
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 DATASETS: dict[str, str] = {
     "synthetic": "embedded benchmark: rendered scenes of shapes, template captions, CIRR layout, no download (default)",
     "cirr": "CIRR (Liu et al., ICCV 2021) from a local root in its official layout (captions/, image_splits/, images)",
+    "shoes": "Shoes (Guo et al., NeurIPS 2018) from a local root: relative_captions_shoes.json, "
+             "{train,eval}_im_names.txt, womens_*/ images; splits train, eval",
 }
 
 
@@ -111,6 +114,19 @@ def dataset_key(config: DatasetConfig) -> str:
     return f"{config.name}:{Path(os.path.expanduser(config.root or '')).resolve()}"
 
 
+def read_split(name: str, root: Path, split: str, image_size: int = 64) -> tuple[CIRSplit, list[str]]:
+    """One split of dataset ``name`` from ``root`` and the problems found (missing images, ...)."""
+    if name == "shoes":
+        return read_shoes_split(root, split, image_size)
+    return read_cirr_split(root, split, image_size, dataset=name)
+
+
 def load_dataset(config: DatasetConfig, split: str, progress: bool = True) -> CIRSplit:
-    """Load one split of the configured dataset."""
-    return load_cirr_split(dataset_root(config, progress), split, config.image_size, dataset=config.name)
+    """Load one split of the configured dataset; any problem is a HarnessError naming the first."""
+    root = dataset_root(config, progress)
+    loaded, problems = read_split(config.name, root, split, config.image_size)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise HarnessError(problems[0] + more,
+                           fix=f"run `harness data check --dataset {config.name} --root {root} --split {split}`")
+    return loaded

@@ -1,0 +1,86 @@
+"""Shoes from its official layout (real annotation files from ../shared/fixtures, placeholder images)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.data.datasets import DatasetConfig, load_dataset
+from harness.data.shoes import read_shoes_split
+from harness.errors import HarnessError
+
+from .conftest import SHARED_FIXTURES
+
+
+@pytest.fixture(scope="module")
+def shoes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = SHARED_FIXTURES / "shoes"
+    if not source.is_dir():
+        pytest.skip(f"shared fixtures not found at {source}")
+    root = tmp_path_factory.mktemp("shoes")
+    for name in ("relative_captions_shoes.json", "train_im_names.txt", "eval_im_names.txt"):
+        shutil.copy(source / name, root / name)
+    placeholder = Image.new("RGB", (8, 8), (120, 60, 30))
+    for name in (root / "eval_im_names.txt").read_text().split():
+        category = name.removeprefix("img_").rsplit("_", 1)[0]  # img_womens_clogs_12.jpg -> womens_clogs
+        folder = root / category / "0"
+        folder.mkdir(parents=True, exist_ok=True)
+        placeholder.save(folder / name)
+    return root
+
+
+def _expected(root: Path, split: str) -> list[dict]:
+    names = set((root / f"{split}_im_names.txt").read_text().split())
+    return [e for e in json.loads((root / "relative_captions_shoes.json").read_text()) if e["ReferenceImageName"] in names]
+
+
+def test_eval_split_counts_gallery_and_triplets(shoes_root: Path):
+    split, problems = read_shoes_split(shoes_root, "eval")
+    assert problems == []
+    assert len(split.gallery) == 4658  # eval_im_names.txt, the whole gallery
+    expected = _expected(shoes_root, "eval")
+    assert len(split.triplets) == len(expected) > 0
+    first = split.triplets[0]
+    assert (first.reference, first.caption, first.target) == (
+        expected[0]["ReferenceImageName"], expected[0]["RelativeCaption"], expected[0]["ImageName"])
+    assert split.images.load([first.reference]).shape == (1, 3, 64, 64)
+
+
+def test_train_split_reports_its_missing_images(shoes_root: Path):
+    split, problems = read_shoes_split(shoes_root, "train")
+    assert len(split.gallery) == 10000 and len(split.triplets) == len(_expected(shoes_root, "train"))
+    assert len(problems) == 10000 and "image file is missing" in problems[0]  # only eval images were made
+    with pytest.raises(HarnessError, match="missing"):
+        load_dataset(DatasetConfig(name="shoes", root=str(shoes_root)), "train", progress=False)
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"ImageName": "a.jpg", "RelativeCaption": "x"}, "missing 'ReferenceImageName'"),
+    ({"ImageName": "a.jpg", "ReferenceImageName": 3, "RelativeCaption": "x"}, "must be strings"),
+])
+def test_malformed_triplet_names_file_and_entry(shoes_root: Path, tmp_path: Path, entry: dict, message: str):
+    root = tmp_path / "broken"
+    shutil.copytree(shoes_root, root)
+    entries = json.loads((root / "relative_captions_shoes.json").read_text())
+    (root / "relative_captions_shoes.json").write_text(json.dumps([*entries[:5], entry]))
+    with pytest.raises(HarnessError, match=message) as error:
+        read_shoes_split(root, "eval")
+    assert "relative_captions_shoes.json" in str(error.value) and "[5]" in str(error.value)
+
+
+def test_image_names_with_a_path_are_refused(tmp_path: Path):
+    (tmp_path / "eval_im_names.txt").write_text("img_womens_clogs_1.jpg\n../../etc/passwd\n")
+    with pytest.raises(HarnessError, match="line 2: '../../etc/passwd' is not a bare image name"):
+        read_shoes_split(tmp_path, "eval")
+
+
+def test_data_check_reports_shoes_counts(shoes_root: Path):
+    result = CliRunner().invoke(app, ["data", "check", "--dataset", "shoes", "--root", str(shoes_root), "--split", "eval"])
+    assert result.exit_code == 0, result.output
+    assert f"shoes/eval: {len(_expected(shoes_root, 'eval'))} queries" in result.stdout and "4658 images, 0 missing" in result.stdout
