@@ -68,6 +68,7 @@ class MappingNetwork(nn.Module):
                  description="Pic2Word: image -> pseudo-word of a frozen CLIP, trained on images alone")
 class Pic2Word(DualEncoderMethod):
     Params = Pic2WordParams
+    caption_convention = "reversed"  # "a photo of * , {cap2} and {cap1}" (src/data.py L228)
 
     def __init__(self, params: Pic2WordParams, context: MethodContext):
         super().__init__(params, context)

@@ -275,6 +275,7 @@ def data_check(
 
     from harness.data.cirr import CIRR_SPLITS
     from harness.data.datasets import DATASETS, read_split
+    from harness.data.fashioniq import FASHIONIQ_SPLITS
     from harness.data.shoes import SHOES_SPLITS
 
     if dataset not in DATASETS:
@@ -287,6 +288,8 @@ def data_check(
     problems_total = 0
     if dataset == "shoes":
         splits = split or [s for s in SHOES_SPLITS if (root / f"{s}_im_names.txt").is_file()]
+    elif dataset == "fashioniq":
+        splits = split or [s for s in FASHIONIQ_SPLITS if any((root / "captions").glob(f"cap.*.{s}.json"))]
     else:
         splits = split or [s for s in CIRR_SPLITS if (root / "captions" / f"cap.rc2.{s}.json").is_file()]
     if not splits:
@@ -304,13 +307,16 @@ def data_check(
             except HarnessError as error:
                 problems.append(str(error))
                 unreadable += 1
-        kinds = Counter(t.edit_type for t in loaded.triplets if t.edit_type)
+        kinds = Counter(t.edit_type or t.category for t in loaded.triplets if t.edit_type or t.category)
         with_target = sum(t.target is not None for t in loaded.triplets)
         typer.echo(f"{dataset}/{name}: {len(loaded.triplets)} queries ({with_target} with targets), "
                    f"{len(loaded.gallery)} images, {len(missing)} missing, {unreadable} unreadable, "
                    f"{len(problems)} problems")
         if kinds:
-            typer.echo("  edit types: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+            what = "categories" if loaded.galleries else "edit types"
+            typer.echo(f"  {what}: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+        for category, names in loaded.galleries.items():
+            typer.echo(f"  {category}: gallery {len(names)} images")
         for problem in problems[:20]:
             typer.echo(f"  problem: {problem}")
         if len(problems) > 20:

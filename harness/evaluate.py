@@ -59,6 +59,7 @@ class Evaluation:
     num_gallery: int
     timings: dict[str, float]
     rankings: list[dict[str, Any]] = field(default_factory=list)
+    metrics_by_category: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -88,7 +89,7 @@ def evaluate(
     gallery_images = split.images.load(gallery)
     reference_images = split.images.load([t.reference for t in triplets])
     load_seconds = time.perf_counter() - start
-    captions = [t.caption for t in triplets]
+    captions = [method.query_text(t) for t in triplets]
 
     def encode_gallery(lo: int, hi: int) -> torch.Tensor:
         with autocast(device):
@@ -116,11 +117,15 @@ def evaluate(
 
     start = time.perf_counter()
     scores = query_embeddings @ gallery_embeddings.T
+    allowed = _category_galleries(split, triplets, index, scores.shape) if split.galleries else None
+    if allowed is not None:  # a query ranks its own category's gallery only (FashionIQ)
+        scores = scores.masked_fill(~allowed, float("-inf"))
     reference_index = torch.tensor([index.get(t.reference, -1) for t in triplets])
     exclude = reference_index if config.remove_reference else None
     top = ranking(scores, exclude, top=config.save_top)
     metrics: dict[str, float] = {}
     by_type: dict[str, dict[str, float]] = {}
+    by_category: dict[str, dict[str, float]] = {}
     ranks = subset = None
     if split.has_targets and triplets:
         target_index = torch.tensor([index[t.target] for t in triplets])  # type: ignore[index]
@@ -133,17 +138,24 @@ def evaluate(
             subset = subset_ranks(scores, subset_index, target_index, reference_index)
         metrics = cirr_metrics(ranks, config.ks, subset, config.subset_ks)
         by_type = _metrics_by_edit_type(triplets, ranks, subset, config)
+        if split.galleries:
+            by_category = _metrics_by_category(triplets, ranks, config)
+            # the FashionIQ protocol: each metric averaged over the categories, not over queries
+            metrics = {key: sum(m[key] for m in by_category.values()) / len(by_category) for key in metrics}
     scoring_seconds = time.perf_counter() - start
 
     rankings = []
     for row, t in enumerate(triplets):
-        entry: dict[str, Any] = {"pairid": t.pairid, "top": [gallery[int(i)] for i in top[row]]}
+        kept = top[row] if allowed is None else top[row][allowed[row, top[row]]]
+        entry: dict[str, Any] = {"pairid": t.pairid, "top": [gallery[int(i)] for i in kept]}
         if ranks is not None:
             entry["target_rank"] = int(ranks[row])
         if subset is not None:
             entry["subset_rank"] = int(subset[row])
         if t.edit_type is not None:
             entry["edit_type"] = t.edit_type
+        if t.category is not None:
+            entry["category"] = t.category
         rankings.append(entry)
 
     queries = max(1, len(triplets))
@@ -157,7 +169,7 @@ def evaluate(
         "scoring_ms_per_query": 1000 * scoring_seconds / queries,
         "encode_and_score_ms_per_query": 1000 * (query_seconds + scoring_seconds) / queries,
     }
-    return Evaluation(metrics, by_type, len(triplets), len(gallery), timings, rankings)
+    return Evaluation(metrics, by_type, len(triplets), len(gallery), timings, rankings, by_category)
 
 
 def _metrics_by_edit_type(
@@ -173,4 +185,28 @@ def _metrics_by_edit_type(
         metrics = cirr_metrics(ranks[chosen], config.ks, None if subset is None else subset[chosen], config.subset_ks)
         metrics["num_queries"] = float(len(selected))
         result[edit_type] = metrics
+    return result
+
+
+def _category_galleries(split: CIRSplit, triplets: list[Triplet], index: dict[str, int],
+                        shape: torch.Size) -> torch.Tensor:
+    """[Q, G] mask: True where the gallery image belongs to the query's category gallery."""
+    allowed = torch.zeros(shape, dtype=torch.bool)
+    for category, names in split.galleries.items():
+        rows = torch.tensor([row for row, t in enumerate(triplets) if t.category == category], dtype=torch.long)
+        if len(rows):
+            columns = torch.tensor([index[name] for name in names], dtype=torch.long)
+            allowed[rows.unsqueeze(1), columns] = True
+    return allowed
+
+
+def _metrics_by_category(triplets: list[Triplet], ranks: torch.Tensor, config: EvalConfig) -> dict[str, dict[str, float]]:
+    rows: dict[str, list[int]] = defaultdict(list)
+    for row, t in enumerate(triplets):
+        rows[str(t.category)].append(row)
+    result = {}
+    for category, selected in rows.items():  # in the order the categories were loaded
+        metrics = cirr_metrics(ranks[torch.tensor(selected)], config.ks, None, config.subset_ks)
+        metrics["num_queries"] = float(len(selected))
+        result[category] = metrics
     return result

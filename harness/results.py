@@ -37,6 +37,8 @@ class RunResult(BaseModel):
     seed: int
     metrics: dict[str, float]
     metrics_by_edit_type: dict[str, dict[str, float]] = Field(default_factory=dict)
+    metrics_by_category: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="FashionIQ: per category; `metrics` then holds the category mean")
     num_queries: int
     num_gallery: int
     protocol: dict[str, Any]

@@ -111,10 +111,12 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
         seed=config.seed,
         metrics=evaluation.metrics,
         metrics_by_edit_type=evaluation.metrics_by_edit_type,
+        metrics_by_category=evaluation.metrics_by_category,
         num_queries=evaluation.num_queries,
         num_gallery=evaluation.num_gallery,
         protocol={
-            "gallery": "split_file",
+            "gallery": "category_split_file" if evaluation.metrics_by_category else "split_file",
+            "averaging": "category_mean" if evaluation.metrics_by_category else "queries",
             "remove_reference": config.eval.remove_reference,
             "target_field": "target_hard",
             "ks": config.eval.ks,

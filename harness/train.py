@@ -168,13 +168,13 @@ class TripletSource:
 
     unit = "queries"
 
-    def __init__(self, split: CIRSplit, config: TrainConfig):
+    def __init__(self, split: CIRSplit, config: TrainConfig, method: CIRMethod):
         triplets = [t for t in split.triplets if t.target is not None]
         if config.max_train_queries is not None:
             triplets = triplets[: config.max_train_queries]
         self.references = split.images.load([t.reference for t in triplets])
         self.targets = split.images.load([t.target for t in triplets])  # type: ignore[misc]
-        self.captions = [t.caption for t in triplets]
+        self.captions = [method.query_text(t) for t in triplets]
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -207,7 +207,7 @@ def training_source(method: CIRMethod, split: CIRSplit, config: TrainConfig) -> 
     """What the shared loop feeds ``method``: triplets, or images alone (``training_data``)."""
     if method.training_data == "images":
         return ImageSource(split, config, method.training_images(split))
-    return TripletSource(split, config)
+    return TripletSource(split, config, method)
 
 
 def save_checkpoint(

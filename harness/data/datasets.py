@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.data.cirr import read_cirr_split
+from harness.data.fashioniq import FASHIONIQ_CATEGORIES, read_fashioniq_split
 from harness.data.shoes import read_shoes_split
 from harness.data.synthetic.generate import (
     GENERATOR_VERSION,
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 DATASETS: dict[str, str] = {
     "synthetic": "embedded benchmark: rendered scenes of shapes, template captions, CIRR layout, no download (default)",
     "cirr": "CIRR (Liu et al., ICCV 2021) from a local root in its official layout (captions/, image_splits/, images)",
+    "fashioniq": "FashionIQ (Wu et al., CVPR 2021) from a local root: captions/cap.<category>.<split>.json, "
+                 "image_splits/, images/<asin>.png|jpg; categories dress, shirt, toptee; papers report val",
     "shoes": "Shoes (Guo et al., NeurIPS 2018) from a local root: relative_captions_shoes.json, "
              "{train,eval}_im_names.txt, womens_*/ images; splits train, eval",
 }
@@ -47,6 +50,7 @@ class DatasetConfig(BaseModel):
     train_split: str = "train"
     eval_split: str = "val"
     image_size: int = Field(64, ge=16, le=1024, description="images are resized to this square side")
+    categories: tuple[str, ...] = Field(FASHIONIQ_CATEGORIES, description="FashionIQ categories to load")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig, description="generator settings")
 
     @model_validator(mode="before")
@@ -114,17 +118,20 @@ def dataset_key(config: DatasetConfig) -> str:
     return f"{config.name}:{Path(os.path.expanduser(config.root or '')).resolve()}"
 
 
-def read_split(name: str, root: Path, split: str, image_size: int = 64) -> tuple[CIRSplit, list[str]]:
+def read_split(name: str, root: Path, split: str, image_size: int = 64,
+               categories: tuple[str, ...] = FASHIONIQ_CATEGORIES) -> tuple[CIRSplit, list[str]]:
     """One split of dataset ``name`` from ``root`` and the problems found (missing images, ...)."""
     if name == "shoes":
         return read_shoes_split(root, split, image_size)
+    if name == "fashioniq":
+        return read_fashioniq_split(root, split, categories, image_size)
     return read_cirr_split(root, split, image_size, dataset=name)
 
 
 def load_dataset(config: DatasetConfig, split: str, progress: bool = True) -> CIRSplit:
     """Load one split of the configured dataset; any problem is a HarnessError naming the first."""
     root = dataset_root(config, progress)
-    loaded, problems = read_split(config.name, root, split, config.image_size)
+    loaded, problems = read_split(config.name, root, split, config.image_size, config.categories)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise HarnessError(problems[0] + more,

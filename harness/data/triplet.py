@@ -21,7 +21,10 @@ class Triplet:
     """One CIR query: a reference image and a relative caption; the target when known.
 
     ``subset`` holds the query's CIRR-style image set (reference included), empty when the
-    dataset has none; ``edit_type`` is known for the embedded benchmark only."""
+    dataset has none; ``edit_type`` is known for the embedded benchmark only. A query with
+    several relative captions (FashionIQ: two) keeps them in ``captions``; ``caption`` is then
+    their default joining, and a method joins them by its own convention
+    (``harness.data.caption_join``). ``category`` names the query's gallery (FashionIQ)."""
 
     pairid: int
     reference: str
@@ -29,6 +32,8 @@ class Triplet:
     target: str | None
     subset: tuple[str, ...] = ()
     edit_type: str | None = None
+    captions: tuple[str, ...] = ()
+    category: str | None = None
 
 
 class ImageStore:
@@ -80,6 +85,8 @@ class CIRSplit:
     gallery: list[str]
     images: ImageStore
     info: dict[str, object] = field(default_factory=dict)
+    #: per-category galleries (FashionIQ): a query ranks only its category's images
+    galleries: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def has_targets(self) -> bool:

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from harness.data.caption_join import DEFAULT_CONVENTION, join_captions
+
 
 class MethodParams(BaseModel):
     """Parameters every method has: the contrastive loss settings."""
@@ -38,6 +40,8 @@ class MethodParams(BaseModel):
     symmetric_loss: bool = Field(
         False, description="add the target->query direction to InfoNCE (CLIP4Cir uses query->target only)"
     )
+    caption_join: Literal["clip4cir", "plain", "reversed"] | None = Field(
+        None, description="joining of a multi-caption query (FashionIQ); null: the method's own convention")
 
 
 @dataclass
@@ -87,11 +91,20 @@ class CIRMethod(nn.Module):
     method_name: ClassVar[str] = ""
     #: what the shared loop feeds ``loss``: TripletBatch ("triplets") or ImageBatch ("images")
     training_data: ClassVar[Literal["triplets", "images"]] = "triplets"
+    #: the method's own joining of multi-caption queries (harness.data.caption_join)
+    caption_convention: ClassVar[str] = DEFAULT_CONVENTION
 
     def __init__(self, params: MethodParams, context: MethodContext):
         super().__init__()
         self.params = params
         self.context = context
+
+    def query_text(self, triplet: Any) -> str:
+        """The caption text this method reads for ``triplet``: its multiple captions joined by
+        ``params.caption_join`` or the method's convention, else its one caption."""
+        if not triplet.captions:
+            return triplet.caption
+        return join_captions(triplet.captions, self.params.caption_join or self.caption_convention)
 
     def encode_query(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
         raise NotImplementedError

@@ -1,0 +1,44 @@
+"""How the relative captions of a multi-caption query (FashionIQ's two) become one text.
+
+Each CIR codebase has its own convention (../shared/research/cir_codebases.md §1.1), and
+numbers are only comparable under the same one, so it is a named, recorded choice:
+
+    clip4cir   "C1 and c2": both stripped of '.?, ', the first capitalised (CLIP4Cir validate.py;
+               SPRC, Bi-BLIP4CIR); the default
+    plain      "c1 and c2", stripped (CIReVL, DQU-CIR)
+    reversed   "c2 and c1", unstripped (Pic2Word's "a photo of * , {cap2} and {cap1}")
+
+SEARLE and LinCIR average the query embeddings of both orders; CLIP4Cir randomises the order
+(and drops one caption) while training. Neither is done here yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+_STRIP = ".?, "
+
+
+def _clip4cir(captions: Sequence[str]) -> str:
+    first, *rest = [c.strip(_STRIP) for c in captions]
+    return " and ".join([first.capitalize(), *rest])
+
+
+def _plain(captions: Sequence[str]) -> str:
+    return " and ".join(c.strip(_STRIP) for c in captions)
+
+
+def _reversed(captions: Sequence[str]) -> str:
+    return " and ".join(reversed(list(captions)))
+
+
+CONVENTIONS: dict[str, Callable[[Sequence[str]], str]] = {"clip4cir": _clip4cir, "plain": _plain,
+                                                         "reversed": _reversed}
+DEFAULT_CONVENTION = "clip4cir"
+
+
+def join_captions(captions: Sequence[str], convention: str = DEFAULT_CONVENTION) -> str:
+    """One text from several relative captions; one caption is returned as it is."""
+    if len(captions) == 1:
+        return captions[0]
+    return CONVENTIONS[convention](captions)
