@@ -27,10 +27,25 @@ from harness.methods.base import CIRMethod
 from harness.metrics import cirr_metrics, ranking, subset_ranks, target_ranks
 
 
+#: Published protocols as named presets (../shared/research/cir_codebases.md §2). A preset fills
+#: the fields an experiment leaves unset; a field set explicitly wins and is recorded as such.
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "cirr": {"ks": [1, 5, 10, 50], "subset_ks": [1, 2, 3], "remove_reference": True},  # + Avg, set members
+    "fashioniq": {"ks": [10, 50], "subset_ks": [], "remove_reference": False},  # per category, then their mean
+    "shoes": {"ks": [1, 10, 50], "subset_ks": [], "remove_reference": True},
+}
+#: The protocol of each dataset when the experiment names none.
+DATASET_PROTOCOLS = {"synthetic": "cirr", "cirr": "cirr", "fashioniq": "fashioniq", "shoes": "shoes"}
+
+
 class EvalConfig(BaseModel):
-    """Evaluation protocol and batching (defaults: the CIRR protocol, prototype.md §2)."""
+    """Evaluation protocol and batching. Unset protocol fields come from ``protocol`` (by
+    default the dataset's own: CIRR's for the embedded benchmark)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: Literal["cirr", "fashioniq", "shoes"] | None = Field(
+        None, description="named published protocol filling the fields left unset; null: the dataset's own")
 
     ks: list[int] = Field([1, 5, 10, 50], description="K of Recall@K")
     subset_ks: list[int] = Field([1, 2, 3], description="K of Recall_subset@K (image sets only)")
@@ -40,6 +55,12 @@ class EvalConfig(BaseModel):
     warmup_batches: int = Field(1, ge=0, description="untimed encoder calls before timing")
     save_top: int = Field(50, ge=1, description="length of the per-query ranking kept on disk")
     max_queries: int | None = Field(None, ge=1, description="evaluate the first N queries only (quick runs)")
+
+    def resolved(self, dataset: str) -> tuple[str, EvalConfig]:
+        """(protocol name, this config with the preset's values where a field was left unset)."""
+        name = self.protocol or DATASET_PROTOCOLS.get(dataset, "cirr")
+        preset = {key: value for key, value in PROTOCOLS[name].items() if key not in self.model_fields_set}
+        return name, self.model_copy(update=preset)
 
     @field_validator("ks", "subset_ks")
     @classmethod

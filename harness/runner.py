@@ -99,7 +99,8 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
     if tokenizer is not None:
         tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     summary = train(method, train_split, config.train, config.seed, run_dir / "checkpoints", device, progress)
-    evaluation = evaluate(method, eval_split, config.eval, device, progress)
+    protocol, eval_config = config.eval.resolved(config.dataset.name)
+    evaluation = evaluate(method, eval_split, eval_config, device, progress)
     write_rankings(run_dir / "rankings.jsonl.gz", evaluation.rankings)
     result = RunResult(
         run_id=spec.run_id,
@@ -117,10 +118,12 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
         protocol={
             "gallery": "category_split_file" if evaluation.metrics_by_category else "split_file",
             "averaging": "category_mean" if evaluation.metrics_by_category else "queries",
-            "remove_reference": config.eval.remove_reference,
+            "preset": protocol,
+            "explicit": sorted(set(config.eval.model_fields_set) & {"ks", "subset_ks", "remove_reference"}),
+            "remove_reference": eval_config.remove_reference,
             "target_field": "target_hard",
-            "ks": config.eval.ks,
-            "subset_ks": config.eval.subset_ks,
+            "ks": eval_config.ks,
+            "subset_ks": eval_config.subset_ks,
             "tie_break": "gallery_index",
         },
         parameters=method.parameter_counts(),

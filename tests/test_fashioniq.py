@@ -156,3 +156,12 @@ def test_data_check_lists_counts_and_missing_images(fiq_root: Path):
     assert "fashioniq/val: 6016 queries (6016 with targets)" in result.stdout
     assert "dress: gallery 3817 images" in result.stdout and "categories: dress 2017, shirt 2038, toptee 1961" in result.stdout
     assert "problem: " in result.stdout and "more" in result.stdout
+
+
+def test_protocol_presets_fill_unset_fields_and_explicit_ones_win():
+    name, config = EvalConfig().resolved("fashioniq")
+    assert name == "fashioniq" and config.ks == [10, 50] and config.remove_reference is False and config.subset_ks == []
+    _, explicit = EvalConfig(remove_reference=True).resolved("fashioniq")
+    assert explicit.remove_reference is True and explicit.ks == [10, 50]
+    name, cirr = EvalConfig(protocol="cirr").resolved("fashioniq")
+    assert name == "cirr" and cirr.subset_ks == [1, 2, 3]

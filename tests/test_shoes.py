@@ -84,3 +84,42 @@ def test_data_check_reports_shoes_counts(shoes_root: Path):
     result = CliRunner().invoke(app, ["data", "check", "--dataset", "shoes", "--root", str(shoes_root), "--split", "eval"])
     assert result.exit_code == 0, result.output
     assert f"shoes/eval: {len(_expected(shoes_root, 'eval'))} queries" in result.stdout and "4658 images, 0 missing" in result.stdout
+
+
+def _mini_shoes(root: Path) -> Path:
+    """A Shoes layout of 48 train and 24 eval images with one triplet per image pair."""
+    import random
+
+    rng = random.Random(0)
+    names = {split: [f"img_womens_clogs_{split}{i}.jpg" for i in range(n)] for split, n in (("train", 48), ("eval", 24))}
+    folder = root / "womens_clogs" / "0"
+    folder.mkdir(parents=True)
+    for split, listed in names.items():
+        (root / f"{split}_im_names.txt").write_text("\n".join(listed) + "\n")
+        for name in listed:
+            Image.new("RGB", (16, 16), tuple(rng.randrange(256) for _ in range(3))).save(folder / name)
+    entries = [{"ImageName": b, "ReferenceImageName": a, "RelativeCaption": rng.choice(["is red", "has laces", "is taller"])}
+               for listed in names.values() for a, b in zip(listed, listed[1:], strict=False)]
+    (root / "relative_captions_shoes.json").write_text(json.dumps(entries))
+    return root
+
+
+def test_a_run_on_shoes_uses_its_protocol(tmp_path: Path):
+    from harness.results import read_result
+
+    root = _mini_shoes(tmp_path / "shoes")
+    (tmp_path / "shoes.yaml").write_text(f"""
+experiment: shoes
+dataset: {{name: shoes, root: {root}, eval_split: eval, image_size: 32}}
+method: {{name: image_only, params: {{start: scratch, embed_dim: 16, vision_hidden: 32, vision_heads: 2, patch_size: 8}}}}
+train: {{epochs: 1, batch_size: 16}}
+eval: {{batch_size: 16}}
+tracking: {{enabled: false}}
+""")
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "shoes.yaml"), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    [path] = (tmp_path / "out" / "shoes" / "runs").glob("*/result.json")
+    run = read_result(path)
+    assert run.protocol["preset"] == "shoes" and run.protocol["remove_reference"] is True
+    assert set(run.metrics) == {"recall_at_1", "recall_at_10", "recall_at_50"}  # no image sets on Shoes
+    assert run.num_queries == 23 and run.num_gallery == 24
