@@ -26,7 +26,6 @@ from harness.device import autocast, resolve_device
 from harness.methods.base import CIRMethod
 from harness.metrics import cirr_metrics, ranking, subset_ranks, target_ranks
 
-
 #: Published protocols as named presets (../shared/research/cir_codebases.md §2). A preset fills
 #: the fields an experiment leaves unset; a field set explicitly wins and is recorded as such.
 PROTOCOLS: dict[str, dict[str, Any]] = {

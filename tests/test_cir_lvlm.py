@@ -247,7 +247,9 @@ def test_qwen_patch_layout_matches_the_image_processor():
     """The torch patchify of QwenVisionTower equals Qwen2VLImageProcessor's (PIL backend) layout."""
     import numpy as np
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
 
     from harness.backbones.vision import CLIP_MEAN, CLIP_STD, QwenVisionTower
 

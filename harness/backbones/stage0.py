@@ -48,7 +48,12 @@ from harness.data.synthetic.scene import describe, scene_from_json
 from harness.data.triplet import CIRSplit
 from harness.errors import HarnessError
 from harness.paths import cache_dir
-from harness.text import EMBEDDING_TOKEN, QUERY_TASK_PROMPT, TARGET_TASK_PROMPT, train_lvlm_tokenizer
+from harness.text import (
+    EMBEDDING_TOKEN,
+    QUERY_TASK_PROMPT,
+    TARGET_TASK_PROMPT,
+    train_lvlm_tokenizer,
+)
 from harness.train import cosine_with_warmup
 
 log = logging.getLogger(__name__)

@@ -51,7 +51,12 @@ from harness.methods.base import (
     info_nce,
 )
 from harness.registry import register_method
-from harness.text import EMBEDDING_TOKEN, QUERY_TASK_PROMPT, TARGET_TASK_PROMPT, train_lvlm_tokenizer
+from harness.text import (
+    EMBEDDING_TOKEN,
+    QUERY_TASK_PROMPT,
+    TARGET_TASK_PROMPT,
+    train_lvlm_tokenizer,
+)
 
 # Default task prompts (harness.text): NOT FOUND in the paper (only that query and target
 # prompts differ); worded in the "... in one word:" style of LVLM embedding work (E5-V, Jiang
