@@ -275,6 +275,7 @@ def data_check(
 
     from harness.data.cirr import CIRR_SPLITS
     from harness.data.datasets import DATASETS, read_split
+    from harness.data.circo import CIRCO_SPLITS
     from harness.data.fashioniq import FASHIONIQ_SPLITS
     from harness.data.shoes import SHOES_SPLITS
 
@@ -288,6 +289,8 @@ def data_check(
     problems_total = 0
     if dataset == "shoes":
         splits = split or [s for s in SHOES_SPLITS if (root / f"{s}_im_names.txt").is_file()]
+    elif dataset == "circo":
+        splits = split or [s for s in CIRCO_SPLITS if (root / "annotations" / f"{s}.json").is_file()]
     elif dataset == "fashioniq":
         splits = split or [s for s in FASHIONIQ_SPLITS if any((root / "captions").glob(f"cap.*.{s}.json"))]
     else:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from harness.data.triplet import CIRSplit, Triplet
 from harness.device import autocast, resolve_device
 from harness.methods.base import CIRMethod
-from harness.metrics import cirr_metrics, ranking, subset_ranks, target_ranks
+from harness.metrics import cirr_metrics, map_at_k, ranking, subset_ranks, target_ranks
 
 #: Published protocols as named presets (../shared/research/cir_codebases.md §2). A preset fills
 #: the fields an experiment leaves unset; a field set explicitly wins and is recorded as such.
@@ -32,9 +32,10 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "cirr": {"ks": [1, 5, 10, 50], "subset_ks": [1, 2, 3], "remove_reference": True},  # + Avg, set members
     "fashioniq": {"ks": [10, 50], "subset_ks": [], "remove_reference": False},  # per category, then their mean
     "shoes": {"ks": [1, 10, 50], "subset_ks": [], "remove_reference": True},
+    "circo": {"ks": [5, 10, 25, 50], "subset_ks": [], "remove_reference": False, "map_ks": [5, 10, 25, 50]},
 }
 #: The protocol of each dataset when the experiment names none.
-DATASET_PROTOCOLS = {"synthetic": "cirr", "cirr": "cirr", "fashioniq": "fashioniq", "shoes": "shoes"}
+DATASET_PROTOCOLS = {"synthetic": "cirr", "cirr": "cirr", "fashioniq": "fashioniq", "shoes": "shoes", "circo": "circo"}
 
 
 class EvalConfig(BaseModel):
@@ -43,11 +44,12 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    protocol: Literal["cirr", "fashioniq", "shoes"] | None = Field(
+    protocol: Literal["cirr", "fashioniq", "shoes", "circo"] | None = Field(
         None, description="named published protocol filling the fields left unset; null: the dataset's own")
 
     ks: list[int] = Field([1, 5, 10, 50], description="K of Recall@K")
     subset_ks: list[int] = Field([1, 2, 3], description="K of Recall_subset@K (image sets only)")
+    map_ks: list[int] = Field([], description="K of mAP@K over every ground truth (CIRCO)")
     batch_size: int = Field(256, ge=1, description="images or queries per encoder call")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
     remove_reference: bool = Field(True, description="drop the reference from its own candidates (CIRR)")
@@ -61,7 +63,7 @@ class EvalConfig(BaseModel):
         preset = {key: value for key, value in PROTOCOLS[name].items() if key not in self.model_fields_set}
         return name, self.model_copy(update=preset)
 
-    @field_validator("ks", "subset_ks")
+    @field_validator("ks", "subset_ks", "map_ks")
     @classmethod
     def _positive_sorted(cls, ks: list[int]) -> list[int]:
         if any(k < 1 for k in ks):
@@ -158,6 +160,10 @@ def evaluate(
             subset = subset_ranks(scores, subset_index, target_index, reference_index)
         metrics = cirr_metrics(ranks, config.ks, subset, config.subset_ks)
         by_type = _metrics_by_edit_type(triplets, ranks, subset, config)
+        if config.map_ks and any(t.ground_truths for t in triplets):
+            relevant = [{index[g] for g in (t.ground_truths or (t.target,))} for t in triplets]
+            deep = ranking(scores, exclude, top=max(config.map_ks)) if config.save_top < max(config.map_ks) else top
+            metrics |= map_at_k(deep, relevant, config.map_ks)
         if split.galleries:
             by_category = _metrics_by_category(triplets, ranks, config)
             # the FashionIQ protocol: each metric averaged over the categories, not over queries

@@ -91,3 +91,17 @@ def cirr_metrics(
         if "recall_at_5" in metrics and "recall_subset_at_1" in metrics:
             metrics["avg"] = (metrics["recall_at_5"] + metrics["recall_subset_at_1"]) / 2
     return metrics
+
+
+def map_at_k(top: torch.Tensor, relevant: list[set[int]], ks: Sequence[int]) -> dict[str, float]:
+    """mAP@K in percent with several ground truths per query, as CIRCO's evaluation
+    (miccunifi/CIRCO src/evaluation.py): precision at each relevant position of the ranking
+    ``top`` [Q, >= max K], summed over the first K positions and divided by min(#ground truths, K)."""
+    if top.shape[1] < max(ks):
+        raise ValueError(f"mAP@{max(ks)} needs the top {max(ks)} of each ranking, got {top.shape[1]}")
+    labels = torch.tensor([[int(i) in truth for i in row] for row, truth in zip(top.tolist(), relevant, strict=True)],
+                          dtype=torch.float32)
+    positions = torch.arange(1, labels.shape[1] + 1, dtype=torch.float32)
+    precisions = labels.cumsum(dim=1) * labels / positions
+    counts = torch.tensor([len(truth) for truth in relevant], dtype=torch.float32)
+    return {f"map_at_{k}": float((precisions[:, :k].sum(1) / counts.clamp(max=k)).mean() * 100.0) for k in ks}

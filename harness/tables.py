@@ -13,11 +13,16 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("recall_at_1", "R@1"),
     ("recall_at_5", "R@5"),
     ("recall_at_10", "R@10"),
+    ("recall_at_25", "R@25"),
     ("recall_at_50", "R@50"),
     ("recall_subset_at_1", "Rs@1"),
     ("recall_subset_at_2", "Rs@2"),
     ("recall_subset_at_3", "Rs@3"),
     ("avg", "Avg"),
+    ("map_at_5", "mAP@5"),
+    ("map_at_10", "mAP@10"),
+    ("map_at_25", "mAP@25"),
+    ("map_at_50", "mAP@50"),
 )
 
 

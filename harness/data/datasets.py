@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.data.cirr import read_cirr_split
+from harness.data.circo import read_circo_split
 from harness.data.fashioniq import FASHIONIQ_CATEGORIES, read_fashioniq_split
 from harness.data.shoes import read_shoes_split
 from harness.data.synthetic.generate import (
@@ -35,6 +36,8 @@ DATASETS: dict[str, str] = {
     "cirr": "CIRR (Liu et al., ICCV 2021) from a local root in its official layout (captions/, image_splits/, images)",
     "fashioniq": "FashionIQ (Wu et al., CVPR 2021) from a local root: captions/cap.<category>.<split>.json, "
                  "image_splits/, images/<asin>.png|jpg; categories dress, shirt, toptee; papers report val",
+    "circo": "CIRCO (Baldrati et al., ICCV 2023) from a local root: annotations/{val,test}.json, "
+             "unlabeled2017/ (the COCO 2017 unlabeled images, the gallery); mAP@K over every ground truth",
     "shoes": "Shoes (Guo et al., NeurIPS 2018) from a local root: relative_captions_shoes.json, "
              "{train,eval}_im_names.txt, womens_*/ images; splits train, eval",
 }
@@ -123,6 +126,8 @@ def read_split(name: str, root: Path, split: str, image_size: int = 64,
     """One split of dataset ``name`` from ``root`` and the problems found (missing images, ...)."""
     if name == "shoes":
         return read_shoes_split(root, split, image_size)
+    if name == "circo":
+        return read_circo_split(root, split, image_size)
     if name == "fashioniq":
         return read_fashioniq_split(root, split, categories, image_size)
     return read_cirr_split(root, split, image_size, dataset=name)

@@ -24,7 +24,9 @@ class Triplet:
     dataset has none; ``edit_type`` is known for the embedded benchmark only. A query with
     several relative captions (FashionIQ: two) keeps them in ``captions``; ``caption`` is then
     their default joining, and a method joins them by its own convention
-    (``harness.data.caption_join``). ``category`` names the query's gallery (FashionIQ)."""
+    (``harness.data.caption_join``). ``category`` names the query's gallery (FashionIQ);
+    ``ground_truths`` lists every correct image when there are several (CIRCO; ``target`` is
+    then the first)."""
 
     pairid: int
     reference: str
@@ -34,6 +36,7 @@ class Triplet:
     edit_type: str | None = None
     captions: tuple[str, ...] = ()
     category: str | None = None
+    ground_truths: tuple[str, ...] = ()
 
 
 class ImageStore:
