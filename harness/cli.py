@@ -4,6 +4,8 @@
     harness list
     harness data synthetic --out DIR [--seed N] [--size small]
     harness data check --dataset synthetic --root DIR [--split val]
+    harness score RUN_DIR | FILE... [--dataset --root --split]
+    harness submit RUN_DIR [--out DIR]
     harness --version
 
 A user mistake prints one line ``error: <file>: <field>: <what is wrong>; fix: <how>`` to
@@ -170,6 +172,101 @@ def report(
     typer.echo(f"report: {report_experiment(experiment_dir, out)}")
 
 
+def _run_split(run_dir: Path):
+    """(result, split annotations, rankings) of a finished run directory."""
+    import yaml
+
+    from harness.config import RunConfig
+    from harness.data.datasets import dataset_root, read_split
+    from harness.results import read_rankings, read_result
+
+    for name in ("config.yaml", "result.json", "rankings.jsonl.gz"):
+        if not (run_dir / name).is_file():
+            raise HarnessError(f"no {name} here", file=run_dir, fix="give a finished run's folder: <output>/<experiment>/runs/<run id>")
+    config = RunConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
+    result = read_result(run_dir / "result.json")
+    split, _ = read_split(config.dataset.name, dataset_root(config.dataset, progress=False), result.split,
+                          config.dataset.image_size, config.dataset.categories)  # annotations suffice: images may be absent
+    return result, split, read_rankings(run_dir / "rankings.jsonl.gz")
+
+
+@app.command()
+@user_errors
+def score(
+    sources: Annotated[list[Path], typer.Argument(help="A run folder, or rankings.jsonl.gz / submission JSON file(s).")],
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="With files: the dataset they rank.")] = None,
+    root: Annotated[Optional[Path], typer.Option("--root", help="With files: the dataset folder.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="With files: the split they rank.")] = None,
+    protocol: Annotated[Optional[str], typer.Option("--protocol", help="With files: cirr, fashioniq, shoes or circo (default: the dataset's).")] = None,
+) -> None:
+    """Recompute the metrics from saved rankings and the annotations alone, with no model.
+
+    Given a run folder, its rankings are scored with the protocol its result.json records and
+    compared with the metrics the evaluation wrote (exit 1 if they differ). Given files (a
+    rankings.jsonl.gz, or CIRR recall / recall_subset / CIRCO submission files, merged by pair
+    id), --dataset, --root and --split say what they rank. The rankings format is documented
+    in harness/score.py."""
+    from harness.data.datasets import read_split
+    from harness.evaluate import EvalConfig
+    from harness.results import read_rankings
+    from harness.score import score as score_rankings
+    from harness.submission import read_submission
+
+    if len(sources) == 1 and sources[0].is_dir():
+        result, loaded, entries = _run_split(sources[0])
+        protocol_fields = {k: result.protocol[k] for k in ("ks", "subset_ks", "map_ks", "remove_reference")
+                           if k in result.protocol}
+        metrics, by_category = score_rankings(entries, loaded, EvalConfig(**protocol_fields), file=str(sources[0]))
+        expected = result.metrics
+    else:
+        if not (dataset and root and split):
+            raise HarnessError("scoring files needs --dataset, --root and --split", field="--dataset",
+                               fix="name what the files rank, or give a run folder instead")
+        merged: dict[int, dict] = {}
+        for source in sources:
+            if not source.is_file():
+                raise HarnessError("file not found", file=source, fix="give a rankings or submission file")
+            entries = read_rankings(source) if source.name.endswith(".gz") else read_submission(source)
+            for entry in entries:
+                merged.setdefault(int(entry["pairid"]), {}).update(entry)
+        from harness.data.datasets import DATASETS
+        from harness.evaluate import PROTOCOLS
+
+        if dataset not in DATASETS:
+            raise HarnessError(f"unknown dataset {dataset!r}", field="--dataset", fix=f"use one of {', '.join(DATASETS)}")
+        if protocol is not None and protocol not in PROTOCOLS:
+            raise HarnessError(f"unknown protocol {protocol!r}", field="--protocol", fix=f"use one of {', '.join(PROTOCOLS)}")
+        loaded, _ = read_split(dataset, root, split)
+        _, config = EvalConfig(protocol=protocol).resolved(dataset)  # type: ignore[arg-type]
+        metrics, by_category = score_rankings(list(merged.values()), loaded, config, file=str(sources[0]))
+        expected = None
+    for key, value in metrics.items():
+        typer.echo(f"{key:24s} {value:8.2f}")
+    for category, values in by_category.items():
+        typer.echo(f"  {category}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items() if k != "num_queries"))
+    if expected is not None:
+        differing = [k for k, v in metrics.items() if abs(expected.get(k, float("nan")) - v) > 1e-6]
+        if differing:
+            typer.echo(f"differs from result.json: {', '.join(differing)}", err=True)
+            raise typer.Exit(1)
+        typer.echo("matches result.json")
+
+
+@app.command()
+@user_errors
+def submit(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run on CIRR test1 (or val) or CIRCO.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the files (default: <run>/submission).")] = None,
+) -> None:
+    """Write the test-server submission files of a run (CIRR: recall and recall_subset; CIRCO),
+    validated first: every query ranked, 50 unique gallery images, no reference in CIRR's lists."""
+    from harness.submission import write_submissions
+
+    _, loaded, entries = _run_split(run_dir)
+    for path in write_submissions(entries, loaded, out or run_dir / "submission", file=str(run_dir)):
+        typer.echo(f"wrote {path}")
+
+
 @app.command("list")
 @user_errors
 def list_(
@@ -273,9 +370,9 @@ def data_check(
     or set members absent from the split. Exits 1 when a problem is found."""
     from tqdm import tqdm
 
+    from harness.data.circo import CIRCO_SPLITS
     from harness.data.cirr import CIRR_SPLITS
     from harness.data.datasets import DATASETS, read_split
-    from harness.data.circo import CIRCO_SPLITS
     from harness.data.fashioniq import FASHIONIQ_SPLITS
     from harness.data.shoes import SHOES_SPLITS
 

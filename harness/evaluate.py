@@ -178,6 +178,8 @@ def evaluate(
             entry["target_rank"] = int(ranks[row])
         if subset is not None:
             entry["subset_rank"] = int(subset[row])
+        if t.subset:
+            entry["subset_top"] = _subset_order(scores[row], t, index)
         if t.edit_type is not None:
             entry["edit_type"] = t.edit_type
         if t.category is not None:
@@ -236,3 +238,10 @@ def _metrics_by_category(triplets: list[Triplet], ranks: torch.Tensor, config: E
         metrics["num_queries"] = float(len(selected))
         result[category] = metrics
     return result
+
+
+def _subset_order(scores: torch.Tensor, triplet: Triplet, index: dict[str, int]) -> list[str]:
+    """The query's set members other than its reference, best first (ties by gallery index):
+    what CIRR's recall_subset submission lists (its first three)."""
+    members = [m for m in triplet.subset if m != triplet.reference]
+    return sorted(members, key=lambda m: (-float(scores[index[m]]), index[m]))

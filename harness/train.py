@@ -36,7 +36,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     epochs: int = Field(4, ge=0, description="passes over the training queries (0: evaluate untrained)")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (overrides epochs when smaller)")
+    max_steps: int | None = Field(
+        None, ge=1, description="the step budget: exactly this many steps, passes repeating as needed (overrides "
+        "epochs), so methods trained on data of different sizes (triplets, images) get the same budget")
     batch_size: int = Field(64, ge=2, description="queries per step; the other targets are the in-batch negatives")
     lr: float = Field(5e-4, gt=0, description="AdamW peak learning rate")
     weight_decay: float = Field(0.01, ge=0)
@@ -96,8 +98,8 @@ def plan_steps(num_queries: int, config: TrainConfig) -> tuple[int, int]:
     """(steps per epoch, total steps)."""
     per_epoch = num_queries // config.batch_size
     total = per_epoch * config.epochs
-    if config.max_steps is not None:
-        total = min(total, config.max_steps) if total else config.max_steps
+    if config.max_steps is not None and config.epochs > 0:  # epochs 0 still means "evaluate untrained"
+        total = config.max_steps
     return per_epoch, total
 
 

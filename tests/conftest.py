@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from harness.cli import app
 from harness.data.synthetic.generate import SyntheticConfig, write_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,3 +42,26 @@ def cirr_fixtures() -> Path:
 def write_yaml(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+EXPERIMENT = """
+experiment: tiny
+dataset:
+  name: synthetic
+  synthetic: {seed: 5, num_train: 160, num_val: 40, num_test: 8}
+method: {name: sum, params: {start: scratch, embed_dim: 32, vision_hidden: 32, text_hidden: 32, vision_heads: 2, text_heads: 2}}
+train: {epochs: 2, batch_size: 32, num_threads: 2}
+eval: {batch_size: 64}
+grid:
+  method.name: [image_only, sum]
+seeds: [0]
+"""
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    folder = tmp_path_factory.mktemp("run")
+    config = write_yaml(folder / "tiny.yaml", EXPERIMENT)
+    result = CliRunner().invoke(app, ["run", str(config), "--output", str(folder / "out")])
+    assert result.exit_code == 0, result.output
+    return config, folder / "out" / "tiny", result.stdout

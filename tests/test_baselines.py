@@ -116,6 +116,10 @@ def test_zero_shot_methods_never_read_captions_or_targets(split):
         summary = train(method, blind, config, seed=0, progress=False)
         assert summary.steps == 2
     assert len(searle.training_images(blind)) == 32  # phi is distilled on the OTI images
+    # the step budget holds however few images there are: 5 steps = 2.5 passes over 32 images
+    budget = train(searle, blind, TrainConfig(epochs=1, max_steps=5, batch_size=16, checkpoint=False), seed=0,
+                   progress=False)
+    assert (budget.steps, budget.epochs) == (5, 3)
     assert searle.statistics()["oti"]["images"] == 32
 
 

@@ -17,29 +17,7 @@ from harness.registry import build_method
 from harness.results import read_rankings, read_result
 from harness.train import load_checkpoint
 
-from .conftest import write_yaml
-
-EXPERIMENT = """
-experiment: tiny
-dataset:
-  name: synthetic
-  synthetic: {seed: 5, num_train: 160, num_val: 40, num_test: 8}
-method: {name: sum, params: {start: scratch, embed_dim: 32, vision_hidden: 32, text_hidden: 32, vision_heads: 2, text_heads: 2}}
-train: {epochs: 2, batch_size: 32, num_threads: 2}
-eval: {batch_size: 64}
-grid:
-  method.name: [image_only, sum]
-seeds: [0]
-"""
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
-    folder = tmp_path_factory.mktemp("run")
-    config = write_yaml(folder / "tiny.yaml", EXPERIMENT)
-    result = CliRunner().invoke(app, ["run", str(config), "--output", str(folder / "out")])
-    assert result.exit_code == 0, result.output
-    return config, folder / "out" / "tiny", result.stdout
+from .conftest import EXPERIMENT, write_yaml
 
 
 def test_run_writes_results_config_rankings_and_table(finished):

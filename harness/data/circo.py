@@ -42,11 +42,8 @@ def read_circo_split(root: Path, split: str, image_size: int = 64) -> tuple[CIRS
     if not isinstance(entries, list):
         raise HarnessError("expected a JSON list of queries", file=annotations, fix="restore the original file")
     images = root / IMAGES
-    if not images.is_dir():
-        raise HarnessError(f"no {IMAGES}/ folder", file=root, field="dataset.root",
-                           fix="put the COCO 2017 unlabeled images under <root>/unlabeled2017/")
+    problems: list[str] = [] if images.is_dir() else [f"{root}: no {IMAGES}/ folder (the COCO 2017 unlabeled images)"]
     paths = {str(int(path.stem)): path for path in sorted(images.glob("*.jpg")) if path.stem.isdigit()}
-    problems: list[str] = []
     triplets: list[Triplet] = []
     seen: set[int] = set()
     for index, entry in enumerate(entries):

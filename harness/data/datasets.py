@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.data.cirr import read_cirr_split
 from harness.data.circo import read_circo_split
+from harness.data.cirr import read_cirr_split
 from harness.data.fashioniq import FASHIONIQ_CATEGORIES, read_fashioniq_split
 from harness.data.shoes import read_shoes_split
 from harness.data.synthetic.generate import (

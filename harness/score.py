@@ -1,0 +1,89 @@
+"""Metrics from saved rankings and the annotations alone, with no model (`harness score`).
+
+A rankings file (``rankings.jsonl.gz``, one JSON object per query, in evaluation order):
+
+    {"pairid": 12, "top": [best, ..., 50th image name], "target_rank": 3,
+     "subset_rank": 0, "subset_top": [set members but the reference, best first],
+     "edit_type": "recolour", "category": "dress"}
+
+``top`` already reflects the run's protocol (the reference removed or not, FashionIQ's
+category gallery). ``target_rank`` and ``subset_rank`` are what the run computed; scoring
+ignores them and finds the target in ``top`` / ``subset_top`` again, so a ranking edited or
+written elsewhere (a CIRR or CIRCO submission file) is scored the same way.
+
+    metrics, by_category = score(entries, split, eval_config)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from harness.data.triplet import CIRSplit
+from harness.errors import HarnessError
+from harness.evaluate import EvalConfig
+from harness.metrics import cirr_metrics, map_at_k, recall_at_k
+
+
+def score(entries: Iterable[dict[str, Any]], split: CIRSplit, config: EvalConfig,
+          file: str = "rankings") -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(metrics, metrics per category) of ``entries`` against ``split``'s annotations."""
+    by_pairid = {t.pairid: t for t in split.triplets}
+    entries = list(entries)
+    if not entries:
+        raise HarnessError("no rankings to score", file=file, fix="give the rankings of a finished run")
+    seen: set[int] = set()
+    for entry in entries:
+        pairid = int(entry["pairid"])
+        if pairid not in by_pairid:
+            raise HarnessError(f"pair id {pairid} is not a query of the {split.dataset}/{split.split} annotations",
+                               file=file, fix="score against the split the rankings were made on")
+        if pairid in seen:
+            raise HarnessError(f"pair id {pairid} is ranked twice", file=file, fix="keep one ranking per query")
+        seen.add(pairid)
+    triplets = [by_pairid[int(e["pairid"])] for e in entries]
+    if any(t.target is None for t in triplets):
+        raise HarnessError(f"the {split.split} split has no targets to score against", file=file,
+                           fix="score a validation split; test splits are scored by their servers")
+    ranks = subset = None
+    if all("top" in e for e in entries):
+        depth = min(len(e["top"]) for e in entries)
+        too_deep = [k for k in (*config.ks, *config.map_ks) if k > depth]
+        if too_deep:
+            raise HarnessError(f"the rankings keep the top {depth}; K = {too_deep} cannot be scored", file=file,
+                               fix="lower the K values or re-run the evaluation with a larger eval.save_top")
+        ranks = torch.tensor([_position(e["top"], t.target) for e, t in zip(entries, triplets, strict=True)])
+    if config.subset_ks and all("subset_top" in e for e in entries):
+        subset = torch.tensor([_position(e["subset_top"], t.target) for e, t in zip(entries, triplets, strict=True)])
+    if ranks is None and subset is None:
+        raise HarnessError("the rankings have neither 'top' nor 'subset_top' lists", file=file,
+                           fix="give a rankings.jsonl.gz or a submission file")
+    metrics: dict[str, float] = {}
+    if ranks is not None:
+        metrics = cirr_metrics(ranks, config.ks, subset, config.subset_ks)
+    else:
+        metrics = {f"recall_subset_at_{k}": v for k, v in recall_at_k(subset, config.subset_ks).items()}
+    if ranks is not None and config.map_ks and any(t.ground_truths for t in triplets):
+        names: dict[str, int] = {}
+        top = torch.tensor([[names.setdefault(n, len(names)) for n in e["top"][: max(config.map_ks)]] for e in entries])
+        relevant = [{names.setdefault(g, len(names)) for g in (t.ground_truths or (t.target,))} for t in triplets]
+        metrics |= map_at_k(top, relevant, config.map_ks)
+    by_category: dict[str, dict[str, float]] = {}
+    if split.galleries and ranks is not None:
+        for category in split.galleries:
+            rows = torch.tensor([i for i, t in enumerate(triplets) if t.category == category], dtype=torch.long)
+            if len(rows):
+                by_category[category] = cirr_metrics(ranks[rows], config.ks, None, config.subset_ks)
+                by_category[category]["num_queries"] = float(len(rows))
+        metrics = {key: sum(m[key] for m in by_category.values()) / len(by_category) for key in metrics}
+    return metrics, by_category
+
+
+def _position(ranked: list[str], name: str | None) -> int:
+    """0-based position of ``name`` in ``ranked``; ``len(ranked)`` when absent (a miss at every K kept)."""
+    try:
+        return ranked.index(name)  # type: ignore[arg-type]
+    except ValueError:
+        return len(ranked)
