@@ -19,6 +19,8 @@ import copy
 import hashlib
 import itertools
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,13 +54,24 @@ class TrackingConfig(BaseModel):
     uri: str | None = Field(None, description="tracking URI; default sqlite:///<output>/<experiment>/mlflow.db")
 
 
+class PublishedRow(BaseModel):
+    """A published result shown beside the measured ones, never mixed with them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = Field(description="row label, e.g. 'CIR-LVLM (paper)'")
+    source: str = Field(description="where the numbers are printed, e.g. 'ReCALL (arXiv 2602.01639) Table 1'")
+    metrics: dict[str, float] = Field(description="metric key -> value in %, e.g. recall_at_10: 56.21")
+
+
 class ReportConfig(BaseModel):
-    """Where the experiment's report goes and what its plot sweeps."""
+    """Where the experiment's report goes, what its plot sweeps, which published numbers to show."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dir: str | None = Field(None, description="report folder root; default <output>/<experiment>/report (ablations use reports/)")
     x: str | None = Field(None, description="config path on the plot's x axis; inferred when one method parameter varies")
+    published: list[PublishedRow] = Field(default_factory=list, description="published numbers, labelled as such")
 
 
 class RunConfig(BaseModel):
@@ -160,7 +173,32 @@ def _read_yaml(path: Path, included_from: Path | None) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise HarnessError("the top level must be a mapping of fields", file=path, fix="start with `experiment: <name>`")
-    return data
+    return _substitute(data, path, "")
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute(value: Any, path: Path, field: str) -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in string values by the environment variable
+    (paper configs name dataset roots and checkpoint folders this way)."""
+    if isinstance(value, dict):
+        return {key: _substitute(item, path, f"{field}.{key}" if field else str(key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_substitute(item, path, f"{field}[{i}]") for i, item in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def lookup(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise HarnessError(f"environment variable {name} is not set", file=path, field=field,
+                           fix=f"export {name}=..., or write a default into the file: ${{{name}:-value}}")
+
+    return _VARIABLE.sub(lookup, value)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from harness.mappings import flatten
 from harness.results import RunResult, atomic_write_bytes, atomic_write_text
-from harness.tables import COLUMNS, results_table
+from harness.tables import COLUMNS, markdown_table, results_table
 
 PLOT_METRICS = ("recall_at_1", "recall_at_5", "recall_subset_at_1")
 
@@ -191,7 +191,21 @@ def findings(results: Sequence[RunResult], metrics: Sequence[str] = ("recall_at_
     return lines
 
 
-def markdown_report(results: Sequence[RunResult], title: str, description: str, plot_name: str | None) -> str:
+def published_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Published numbers as their own table, labelled: not measured by this harness."""
+    if not rows:
+        return []
+    keys = [key for key, _ in COLUMNS if any(key in row["metrics"] for row in rows)]
+    keys += sorted({key for row in rows for key in row["metrics"]} - set(keys))
+    titles = dict(COLUMNS)
+    table = markdown_table(["published (not measured here)", *(titles.get(k, k) for k in keys), "source"],
+                           [[row["method"], *(f"{row['metrics'][k]:.2f}" if k in row["metrics"] else "-" for k in keys),
+                             row["source"]] for row in rows])
+    return ["Published numbers, for scale only: other models, data and hardware than the runs above.", "", table, ""]
+
+
+def markdown_report(results: Sequence[RunResult], title: str, description: str, plot_name: str | None,
+                    published: Sequence[dict[str, Any]] = ()) -> str:
     """The report page: what was run, on what, the table, pool usage, the plot, the machine."""
     first = results[0]
     hardware = first.environment.get("hardware", {})
@@ -209,6 +223,7 @@ def markdown_report(results: Sequence[RunResult], title: str, description: str, 
         results_table(results),
         "",
     ]
+    lines += published_table(published)
     lines += findings(results)
     usage = [(r.label, r.seed, r.method_statistics) for r in results if "prompt_usage" in r.method_statistics]
     if usage:
@@ -230,7 +245,8 @@ def markdown_report(results: Sequence[RunResult], title: str, description: str, 
     return "\n".join(lines) + "\n"
 
 
-def write_report(results: Sequence[RunResult], out: Path, title: str, description: str = "", x: str | None = None) -> Path:
+def write_report(results: Sequence[RunResult], out: Path, title: str, description: str = "", x: str | None = None,
+                 published: Sequence[dict[str, Any]] = ()) -> Path:
     """Write report.md, results.csv and the recall plot (against the swept parameter, or the runs)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -238,5 +254,5 @@ def write_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     plot_name = f"recall_vs_{x.split('.')[-1] if x else 'run'}.png"
     plot_recall(results, x, out / plot_name)
     atomic_write_text(out / "results.csv", csv_text(results))
-    atomic_write_text(out / "report.md", markdown_report(results, title, description, plot_name))
+    atomic_write_text(out / "report.md", markdown_report(results, title, description, plot_name, published))
     return out / "report.md"

@@ -211,7 +211,7 @@ def report_experiment(output: Path, out: Path | None = None) -> Path:
     if out is None:
         out = Path(report["dir"]) / experiment["experiment"] if report.get("dir") else output / "report"
     return write_report(results, out, title=experiment["experiment"], description=experiment.get("description", ""),
-                        x=report.get("x"))
+                        x=report.get("x"), published=report.get("published") or [])
 
 
 def describe_plan(plan: Plan) -> list[dict[str, Any]]:

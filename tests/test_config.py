@@ -159,3 +159,28 @@ def test_cuda_without_gpu_is_a_user_error(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(HarnessError, match="eval.device"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize("name", ["cirr", "fashioniq", "shoes"])
+def test_paper_configs_validate_without_data(name: str):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    result = CliRunner().invoke(app, ["run", f"ablations/paper/{name}.yaml", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "cir_lvlm(" in result.stdout and "(to run)" in result.stdout
+
+
+def test_environment_variables_fill_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from harness.config import load_experiment
+
+    text = BASE.replace("{name: synthetic}", "{name: cirr, root: '${MY_CIRR_ROOT:-data/cirr}'}")
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    assert load_experiment(path)[0].dataset.root == "data/cirr"  # the default
+    monkeypatch.setenv("MY_CIRR_ROOT", "/data/elsewhere")
+    assert load_experiment(path)[0].dataset.root == "/data/elsewhere"
+    path.write_text(BASE.replace("{name: synthetic}", "{name: cirr, root: '${NOT_SET_ANYWHERE}'}"))
+    line = _error_line(tmp_path, path.read_text())
+    assert "environment variable NOT_SET_ANYWHERE is not set" in line and "dataset.root" in line

@@ -49,3 +49,16 @@ def test_plot_of_methods_with_one_setting_each_draws_every_method(tmp_path):
         plot_recall(results, None, tmp_path / "plot.png")
     assert not [w for w in caught if "No artists" in str(w.message)]  # an empty plot warns so
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_published_numbers_get_their_own_labelled_table():
+    from harness.report import markdown_report
+
+    results = [_result("a", "a", seed, 10.0) for seed in (0, 1)]
+    for r in results:
+        r.timings["encode_and_score_ms_per_query"] = 1.0
+    text = markdown_report(results, "t", "", None, published=[
+        {"method": "X (paper)", "source": "Table 1", "metrics": {"recall_at_1": 53.64, "dress/recall_at_10": 50.42}}])
+    assert "| published (not measured here) | R@1 | dress/recall_at_10 | source |" in text
+    assert "| X (paper) | 53.64 | 50.42 | Table 1 |" in text
+    assert text.index("published (not measured here)") > text.index("| a | 0,1 |")  # after the measured table

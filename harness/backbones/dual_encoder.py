@@ -134,7 +134,7 @@ class DualEncoder(nn.Module):
         tok = self.tokenizer
         bos = [tok.bos_token_id] if tok.bos_token_id is not None and not self.siglip else []
         eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-        stand_in = tok.unk_token_id if tok.unk_token_id is not None else tok.pad_token_id or 0
+        stand_in = self._stand_in(placeholder) if placeholder is not None else 0
         rows, positions = [], []
         for text in texts:
             if placeholder is None:
@@ -157,6 +157,17 @@ class DualEncoder(nn.Module):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
         return ids, mask, positions
+
+    def _stand_in(self, placeholder: str) -> int:
+        """A token id to hold the pseudo-word's place: the placeholder's own token, never BOS,
+        EOS or PAD (CLIP pools at the first EOS, and CLIP's tokenizer maps unknowns to EOS)."""
+        tok = self.tokenizer
+        special = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
+        for text in (placeholder, "a"):
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            if ids and ids[0] not in special:
+                return int(ids[0])
+        raise ValueError(f"no ordinary token to stand in for {placeholder!r}")
 
     @contextmanager
     def _spliced(self, positions: list[int], pseudo: torch.Tensor):
