@@ -227,3 +227,38 @@ def test_pretrain_builds_what_each_run_starts_from(tmp_path: Path):
     assert lines[0].startswith("stage 0 (CLIP)") and lines[1].startswith("stage 0 (LVLM)")
     again = CliRunner().invoke(app, ["pretrain", str(config)])
     assert again.stdout.count("(cached") == 2
+
+
+def test_pseudo_word_splicing_with_a_real_clip_tokenizer(tmp_path: Path):
+    """CLIP's tokenizer maps unknown text to <|endoftext|>, where CLIP pools: the placeholder's
+    stand-in must be an ordinary token, and the prompt must still pool at its true end."""
+    import json
+    import string
+
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    chars = [*string.ascii_lowercase, ",", "*", "$"]
+    vocab = {c: i for i, c in enumerate(chars)} | {f"{c}</w>": len(chars) + i for i, c in enumerate(chars)}
+    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    torch.manual_seed(4)
+    clip = CLIPModel(CLIPConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "bos_token_id": tokenizer.bos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16))
+    clip.save_pretrained(tmp_path / "clip")
+    tokenizer.save_pretrained(tmp_path / "clip")
+    encoder = DualEncoder.from_directory(tmp_path / "clip")
+    assert encoder._stand_in("*") == vocab["*</w>"] != tokenizer.eos_token_id
+    embedding = clip.text_model.embeddings.token_embedding.weight[vocab["x</w>"]].detach()
+    with torch.no_grad():
+        spliced = encoder.prompt_features(["a photo of * , red", "* ,"], embedding.expand(2, -1))
+        written = encoder.text_features(["a photo of x , red", "x ,"])
+        different = encoder.prompt_features(["a photo of * , red", "* ,"], torch.zeros(2, 32))
+    assert torch.allclose(spliced, written, atol=1e-5)
+    assert not torch.allclose(spliced, different, atol=1e-3)  # the pooled feature sees the pseudo-word
