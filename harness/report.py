@@ -204,6 +204,22 @@ def published_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     return ["Published numbers, for scale only: other models, data and hardware than the runs above.", "", table, ""]
 
 
+def _protocol_text(protocol: dict[str, Any]) -> str:
+    """One phrase naming the protocol a result was scored with (older results lack some keys)."""
+    parts = [f"preset {protocol['preset']}"] if protocol.get("preset") else []
+    if protocol.get("explicit"):
+        parts.append(f"set explicitly: {', '.join(protocol['explicit'])}")
+    gallery = {"split_file": "split file", "category_split_file": "each category's split file"}.get(
+        protocol.get("gallery", "split_file"), protocol.get("gallery"))
+    parts += [f"gallery = {gallery}", f"reference removed = {protocol.get('remove_reference')}"]
+    if protocol.get("averaging") == "category_mean":
+        parts.append("metrics averaged over categories")
+    parts.append("ties broken by gallery index")
+    if protocol.get("dropped_queries"):
+        parts.append(f"{protocol['dropped_queries']} queries dropped for missing images")
+    return ", ".join(parts)
+
+
 def markdown_report(results: Sequence[RunResult], title: str, description: str, plot_name: str | None,
                     published: Sequence[dict[str, Any]] = ()) -> str:
     """The report page: what was run, on what, the table, pool usage, the plot, the machine."""
@@ -216,9 +232,8 @@ def markdown_report(results: Sequence[RunResult], title: str, description: str, 
         description,
         "",
         f"Dataset `{first.dataset}` ({first.split} split: {first.num_queries} queries, {first.num_gallery} gallery images); "
-        f"protocol: gallery = split file, reference removed = {first.protocol.get('remove_reference')}, "
-        f"ties broken by gallery index; seeds {', '.join(map(str, seeds))}. Metrics in %, mean ± std over seeds; "
-        "ms/query = query encoding + scoring, after warm-up.",
+        f"protocol: {_protocol_text(first.protocol)}; seeds {', '.join(map(str, seeds))}. Metrics in %, mean ± std "
+        "over seeds; ms/query = query encoding + scoring, after warm-up.",
         "",
         results_table(results),
         "",

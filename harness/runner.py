@@ -126,6 +126,8 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
             "subset_ks": eval_config.subset_ks,
             "map_ks": eval_config.map_ks,
             "tie_break": "gallery_index",
+            "dropped_queries": int(eval_split.info.get("dropped_queries", 0)),
+            "dropped_gallery_images": int(eval_split.info.get("dropped_gallery_images", 0)),
         },
         parameters=method.parameter_counts(),
         train=summary.to_json(),

@@ -62,7 +62,7 @@ def test_val_loads_every_query_with_all_ground_truths(circo_root: Path):
 def test_test_split_has_no_targets_and_reports_missing_references(circo_root: Path):
     split, problems = read_circo_split(circo_root, "test")
     assert len(split.triplets) == 800 and all(t.target is None and not t.ground_truths for t in split.triplets)
-    assert problems and all("reference_img_id: no image unlabeled2017/" in p for p in problems)
+    assert problems and all("reference_img_id: image file unlabeled2017/" in p and "is missing" in p for p in problems)
 
 
 @pytest.mark.parametrize(("mutate", "message"), [

@@ -44,7 +44,7 @@ def test_val_counts_per_category(fiq_root: Path):
         assert sum(t.category == category for t in split.triplets) == queries
     # only the dress images exist: every image of the other two galleries is reported missing
     assert len(problems) == len(set(split.gallery)) - VAL["dress"][1]
-    assert all("no .png or .jpg image" in p for p in problems)
+    assert all("image file is missing (.png or .jpg)" in p for p in problems)
 
 
 def test_dress_loads_with_probed_extensions_and_joined_captions(fiq_root: Path):
@@ -165,3 +165,15 @@ def test_protocol_presets_fill_unset_fields_and_explicit_ones_win():
     assert explicit.remove_reference is True and explicit.ks == [10, 50]
     name, cirr = EvalConfig(protocol="cirr").resolved("fashioniq")
     assert name == "cirr" and cirr.subset_ks == [1, 2, 3]
+
+
+def test_missing_images_refuse_a_run_unless_allowed_and_then_are_counted(fiq_root: Path):
+    from harness.data.datasets import DatasetConfig, load_dataset
+
+    config = DatasetConfig(name="fashioniq", root=str(fiq_root), categories=("dress", "shirt"))
+    with pytest.raises(HarnessError, match="image file is missing"):
+        load_dataset(config, "val", progress=False)
+    allowed = load_dataset(config.model_copy(update={"allow_missing_images": True}), "val", progress=False)
+    assert allowed.info["dropped_queries"] == VAL["shirt"][0]  # every shirt query lost its images
+    assert allowed.info["dropped_gallery_images"] == VAL["shirt"][1]
+    assert len(allowed.triplets) == VAL["dress"][0] and allowed.galleries["shirt"] == []

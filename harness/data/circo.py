@@ -42,7 +42,7 @@ def read_circo_split(root: Path, split: str, image_size: int = 64) -> tuple[CIRS
     if not isinstance(entries, list):
         raise HarnessError("expected a JSON list of queries", file=annotations, fix="restore the original file")
     images = root / IMAGES
-    problems: list[str] = [] if images.is_dir() else [f"{root}: no {IMAGES}/ folder (the COCO 2017 unlabeled images)"]
+    problems: list[str] = [] if images.is_dir() else [f"{root}: the {IMAGES}/ folder (the COCO 2017 unlabeled images) is missing"]
     paths = {str(int(path.stem)): path for path in sorted(images.glob("*.jpg")) if path.stem.isdigit()}
     triplets: list[Triplet] = []
     seen: set[int] = set()
@@ -71,6 +71,6 @@ def read_circo_split(root: Path, split: str, image_size: int = 64) -> tuple[CIRS
             problems.append(f"{annotations}: {field}.target_img_id: {target} is not gt_img_ids[0]")
         for role, name in (("reference_img_id", reference), *(("gt_img_ids", t) for t in truths)):
             if name not in paths:
-                problems.append(f"{annotations}: {field}.{role}: no image {IMAGES}/{int(name):012d}.jpg")
+                problems.append(f"{annotations}: {field}.{role}: image file {IMAGES}/{int(name):012d}.jpg is missing")
         triplets.append(Triplet(query_id, reference, caption, target, ground_truths=truths))
     return CIRSplit("circo", split, root, triplets, list(paths), ImageStore(paths, image_size)), problems

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -54,6 +55,9 @@ class DatasetConfig(BaseModel):
     eval_split: str = "val"
     image_size: int = Field(64, ge=16, le=1024, description="images are resized to this square side")
     categories: tuple[str, ...] = Field(FASHIONIQ_CATEGORIES, description="FashionIQ categories to load")
+    allow_missing_images: bool = Field(
+        False, description="drop queries (and gallery entries) whose image files are missing instead of refusing to "
+        "run; results then record how many were dropped (FashionIQ downloads are often incomplete)")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig, description="generator settings")
 
     @model_validator(mode="before")
@@ -137,8 +141,24 @@ def load_dataset(config: DatasetConfig, split: str, progress: bool = True) -> CI
     """Load one split of the configured dataset; any problem is a HarnessError naming the first."""
     root = dataset_root(config, progress)
     loaded, problems = read_split(config.name, root, split, config.image_size, config.categories)
+    if problems and config.allow_missing_images:
+        loaded, problems = drop_missing_images(loaded, problems)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise HarnessError(problems[0] + more,
                            fix=f"run `harness data check --dataset {config.name} --root {root} --split {split}`")
     return loaded
+
+
+def drop_missing_images(split: CIRSplit, problems: list[str]) -> tuple[CIRSplit, list[str]]:
+    """The split without the queries and gallery images whose files are missing, and the
+    problems that remain (anything but a missing file). Counts go to ``split.info``."""
+    present = {name for name, path in split.images.paths.items() if path.is_file()}
+    kept = [t for t in split.triplets
+            if all(name in present for name in (t.reference, t.target, *t.subset, *t.ground_truths) if name is not None)]
+    gallery = [name for name in split.gallery if name in present]
+    galleries = {category: [n for n in names if n in present] for category, names in split.galleries.items()}
+    info = {**split.info, "dropped_queries": len(split.triplets) - len(kept),
+            "dropped_gallery_images": len(split.gallery) - len(gallery)}
+    remaining = [p for p in problems if "is missing" not in p]  # every loader words a missing file so
+    return dataclasses.replace(split, triplets=kept, gallery=gallery, galleries=galleries, info=info), remaining

@@ -91,7 +91,7 @@ def read_fashioniq_split(root: Path, split: str, categories: tuple[str, ...] = F
                                     captions=tuple(captions), category=category))
     images = root / "images"
     paths = {name: _image_path(images, name) for name in gallery}
-    problems += [f"{images}: {name}: no {' or '.join(EXTENSIONS)} image" for name, path in paths.items()
+    problems += [f"{images}: {name}: image file is missing ({' or '.join(EXTENSIONS)})" for name, path in paths.items()
                  if not path.is_file()]
     loaded = CIRSplit("fashioniq", split, root, triplets, list(gallery), ImageStore(paths, image_size),
                       galleries=galleries)
