@@ -53,6 +53,9 @@ class EvalConfig(BaseModel):
     batch_size: int = Field(256, ge=1, description="images or queries per encoder call")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
     remove_reference: bool = Field(True, description="drop the reference from its own candidates (CIRR)")
+    gallery: Literal["split_file", "query_images"] = Field(
+        "split_file", description="split_file: every image of the split (canonical); query_images: only the "
+        "references and targets of the evaluated queries (the VAL / TIRG protocol for FashionIQ; not comparable)")
     warmup_batches: int = Field(1, ge=0, description="untimed encoder calls before timing")
     save_top: int = Field(50, ge=1, description="length of the per-query ranking kept on disk")
     max_queries: int | None = Field(None, ge=1, description="evaluate the first N queries only (quick runs)")
@@ -104,6 +107,8 @@ def evaluate(
     device = device or resolve_device(config.device)
     method.to(device).eval()
     triplets: list[Triplet] = split.triplets[: config.max_queries] if config.max_queries else list(split.triplets)
+    if config.gallery == "query_images":
+        split = _query_image_gallery(split, triplets)
     gallery = split.gallery
     index = {name: i for i, name in enumerate(gallery)}
 
@@ -245,3 +250,15 @@ def _subset_order(scores: torch.Tensor, triplet: Triplet, index: dict[str, int])
     what CIRR's recall_subset submission lists (its first three)."""
     members = [m for m in triplet.subset if m != triplet.reference]
     return sorted(members, key=lambda m: (-float(scores[index[m]]), index[m]))
+
+
+def _query_image_gallery(split: CIRSplit, triplets: list[Triplet]) -> CIRSplit:
+    """The split with its gallery cut to the queries' own references and targets (per category
+    when it has category galleries), as the VAL protocol builds FashionIQ's."""
+    import dataclasses
+
+    def images(chosen: list[Triplet]) -> list[str]:
+        return list(dict.fromkeys(n for t in chosen for n in (t.reference, t.target, *t.ground_truths) if n is not None))
+
+    galleries = {category: images([t for t in triplets if t.category == category]) for category in split.galleries}
+    return dataclasses.replace(split, gallery=images(triplets), galleries=galleries)

@@ -209,7 +209,8 @@ def _protocol_text(protocol: dict[str, Any]) -> str:
     parts = [f"preset {protocol['preset']}"] if protocol.get("preset") else []
     if protocol.get("explicit"):
         parts.append(f"set explicitly: {', '.join(protocol['explicit'])}")
-    gallery = {"split_file": "split file", "category_split_file": "each category's split file"}.get(
+    gallery = {"split_file": "split file", "category_split_file": "each category's split file",
+               "query_images": "the queries' own images (VAL protocol)"}.get(
         protocol.get("gallery", "split_file"), protocol.get("gallery"))
     parts += [f"gallery = {gallery}", f"reference removed = {protocol.get('remove_reference')}"]
     if protocol.get("averaging") == "category_mean":

@@ -116,7 +116,8 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
         num_queries=evaluation.num_queries,
         num_gallery=evaluation.num_gallery,
         protocol={
-            "gallery": "category_split_file" if evaluation.metrics_by_category else "split_file",
+            "gallery": (eval_config.gallery if eval_config.gallery != "split_file"
+                        else "category_split_file" if evaluation.metrics_by_category else "split_file"),
             "averaging": "category_mean" if evaluation.metrics_by_category else "queries",
             "preset": protocol,
             "explicit": sorted(set(config.eval.model_fields_set) & {"ks", "subset_ks", "remove_reference", "map_ks"}),

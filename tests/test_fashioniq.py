@@ -144,6 +144,10 @@ def test_protocol_ranks_each_category_gallery_and_averages_categories(tmp_path: 
     removed = evaluate(method, split, EvalConfig(ks=[1], subset_ks=[], remove_reference=True, device="cpu",
                                                  warmup_batches=0), progress=False)
     assert removed.metrics_by_category["dress"]["recall_at_1"] == 100.0  # removing the reference shifts the rank
+    # the VAL protocol's gallery: only the queries' own images (d1 is no query's image: it leaves)
+    union = evaluate(method, split, EvalConfig(ks=[1], subset_ks=[], remove_reference=False, gallery="query_images",
+                                               device="cpu", warmup_batches=0), progress=False)
+    assert union.num_gallery == 4 and "d1" not in union.rankings[0]["top"]
 
 
 def test_data_check_lists_counts_and_missing_images(fiq_root: Path):
