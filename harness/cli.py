@@ -216,6 +216,8 @@ def score(
         result, loaded, entries = _run_split(sources[0])
         protocol_fields = {k: result.protocol[k] for k in ("ks", "subset_ks", "map_ks", "remove_reference")
                            if k in result.protocol}
+        if result.protocol.get("target_field") == "target_soft":
+            protocol_fields["target_field"] = "soft"
         metrics, by_category = score_rankings(entries, loaded, EvalConfig(**protocol_fields), file=str(sources[0]))
         expected = result.metrics
     else:

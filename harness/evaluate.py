@@ -23,8 +23,16 @@ from tqdm import tqdm
 
 from harness.data.triplet import CIRSplit, Triplet
 from harness.device import autocast, resolve_device
+from harness.errors import HarnessError
 from harness.methods.base import CIRMethod
-from harness.metrics import cirr_metrics, map_at_k, ranking, subset_ranks, target_ranks
+from harness.metrics import (
+    cirr_metrics,
+    map_at_k,
+    ranking,
+    soft_recall_at_k,
+    subset_ranks,
+    target_ranks,
+)
 
 #: Published protocols as named presets (../shared/research/cir_codebases.md §2). A preset fills
 #: the fields an experiment leaves unset; a field set explicitly wins and is recorded as such.
@@ -53,6 +61,9 @@ class EvalConfig(BaseModel):
     batch_size: int = Field(256, ge=1, description="images or queries per encoder call")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
     remove_reference: bool = Field(True, description="drop the reference from its own candidates (CIRR)")
+    target_field: Literal["hard", "soft"] = Field(
+        "hard", description="hard: Recall@K of target_hard (CLIP4Cir lineage); soft: CIRPLANT's soft Recall@K over "
+        "CIRR's target_soft scores (Recall_subset stays hard)")
     gallery: Literal["split_file", "query_images"] = Field(
         "split_file", description="split_file: every image of the split (canonical); query_images: only the "
         "references and targets of the evaluated queries (the VAL / TIRG protocol for FashionIQ; not comparable)")
@@ -165,6 +176,16 @@ def evaluate(
             subset = subset_ranks(scores, subset_index, target_index, reference_index)
         metrics = cirr_metrics(ranks, config.ks, subset, config.subset_ks)
         by_type = _metrics_by_edit_type(triplets, ranks, subset, config)
+        if config.target_field == "soft":
+            if not all(t.soft_targets for t in triplets):
+                raise HarnessError("eval.target_field soft needs target_soft labels (CIRR val)", field="eval.target_field",
+                                   fix="use target_field: hard for this dataset")
+            deep = ranking(scores, exclude, top=max(config.ks))
+            soft = soft_recall_at_k([[gallery[int(i)] for i in row] for row in deep],
+                                    [dict(t.soft_targets) for t in triplets], config.ks)
+            metrics |= {f"recall_at_{k}": value for k, value in soft.items()}
+            if "recall_at_5" in metrics and "recall_subset_at_1" in metrics:
+                metrics["avg"] = (metrics["recall_at_5"] + metrics["recall_subset_at_1"]) / 2
         if config.map_ks and any(t.ground_truths for t in triplets):
             relevant = [{index[g] for g in (t.ground_truths or (t.target,))} for t in triplets]
             deep = ranking(scores, exclude, top=max(config.map_ks)) if config.save_top < max(config.map_ks) else top

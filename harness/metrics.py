@@ -105,3 +105,14 @@ def map_at_k(top: torch.Tensor, relevant: list[set[int]], ks: Sequence[int]) -> 
     precisions = labels.cumsum(dim=1) * labels / positions
     counts = torch.tensor([len(truth) for truth in relevant], dtype=torch.float32)
     return {f"map_at_{k}": float((precisions[:, :k].sum(1) / counts.clamp(max=k)).mean() * 100.0) for k in ks}
+
+
+def soft_recall_at_k(top_names: list[list[str]], soft_targets: list[dict[str, float]], ks: Sequence[int]) -> dict[int, float]:
+    """CIRPLANT's soft Recall@K on CIRR val, in percent: per query the best ``target_soft`` score
+    among its top K (scores 1.0 / 0.5 / 0.2; negative ones count 0), averaged over queries
+    (Cuberick-Orion/CIRPLANT model/OSCAR/OSCAR_CIRPLANT.py)."""
+    result = {}
+    for k in ks:
+        best = [max([0.0, *(soft.get(name, 0.0) for name in names[:k])]) for names, soft in zip(top_names, soft_targets, strict=True)]
+        result[k] = 100.0 * sum(best) / len(best)
+    return result

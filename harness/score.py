@@ -24,7 +24,7 @@ import torch
 from harness.data.triplet import CIRSplit
 from harness.errors import HarnessError
 from harness.evaluate import EvalConfig
-from harness.metrics import cirr_metrics, map_at_k, recall_at_k
+from harness.metrics import cirr_metrics, map_at_k, recall_at_k, soft_recall_at_k
 
 
 def score(entries: Iterable[dict[str, Any]], split: CIRSplit, config: EvalConfig,
@@ -65,6 +65,11 @@ def score(entries: Iterable[dict[str, Any]], split: CIRSplit, config: EvalConfig
         metrics = cirr_metrics(ranks, config.ks, subset, config.subset_ks)
     else:
         metrics = {f"recall_subset_at_{k}": v for k, v in recall_at_k(subset, config.subset_ks).items()}
+    if ranks is not None and config.target_field == "soft":
+        soft = soft_recall_at_k([e["top"] for e in entries], [dict(t.soft_targets) for t in triplets], config.ks)
+        metrics |= {f"recall_at_{k}": value for k, value in soft.items()}
+        if "recall_at_5" in metrics and "recall_subset_at_1" in metrics:
+            metrics["avg"] = (metrics["recall_at_5"] + metrics["recall_subset_at_1"]) / 2
     if ranks is not None and config.map_ks and any(t.ground_truths for t in triplets):
         names: dict[str, int] = {}
         top = torch.tensor([[names.setdefault(n, len(names)) for n in e["top"][: max(config.map_ks)]] for e in entries])

@@ -116,3 +116,22 @@ def test_circo_submission_example_is_read_and_scored():
     rewritten = circo_submission(entries, split)
     original = json.loads((source / "submission_examples" / "submission_val.json").read_text())
     assert rewritten == original
+
+
+def test_soft_recall_reads_cirrs_target_soft_scores():
+    source = SHARED_FIXTURES / "cirr"
+    if not source.is_dir():
+        pytest.skip("shared fixtures not found")
+    split, _ = read_cirr_split(source, "val")
+    scored = [t for t in split.triplets if 0.5 in dict(t.soft_targets).values()]
+    assert scored, "the fixture has queries with a partly correct (0.5) label"
+    query = scored[0]
+    soft = dict(query.soft_targets)
+    ordered = sorted(soft, key=lambda name: soft[name])  # the 0.5 image first, the target after it
+    filler = [n for n in split.gallery if n not in soft and n != query.reference]
+    entries = [{"pairid": query.pairid, "top": [*ordered, *filler][:50]}]
+    one = type(split)(split.dataset, split.split, split.root, [query], split.gallery, split.images)
+    hard, _ = score(entries, one, EvalConfig(ks=[1, 50], subset_ks=[]))
+    soft_metrics, _ = score(entries, one, EvalConfig(ks=[1, 50], subset_ks=[], target_field="soft"))
+    assert hard["recall_at_1"] == 0.0 and soft_metrics["recall_at_1"] == pytest.approx(50.0)  # half credit
+    assert soft_metrics["recall_at_50"] == pytest.approx(100.0) and hard["recall_at_50"] == 100.0

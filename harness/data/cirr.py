@@ -83,8 +83,12 @@ def read_cirr_split(root: Path, split: str, image_size: int = 64, dataset: str =
         for name in members:
             if name not in paths:
                 problems.append(f"{captions_file}: {field}.img_set.members: image {name!r} is not in {split_file.name}")
+        soft = entry.get("target_soft") or {}
+        if not isinstance(soft, dict) or not all(isinstance(v, (int, float)) for v in soft.values()):
+            raise HarnessError("target_soft must map image names to numbers", file=captions_file,
+                               field=f"{field}.target_soft", fix="restore the original file")
         triplets.append(Triplet(pairid, reference, caption, None if target is None else str(target), members,
-                                edit_types.get(pairid)))
+                                edit_types.get(pairid), soft_targets=tuple((str(k), float(v)) for k, v in soft.items())))
     loaded = CIRSplit(dataset, split, root, triplets, list(image_split), ImageStore(paths, image_size))
     return loaded, problems
 

@@ -37,6 +37,8 @@ class Triplet:
     captions: tuple[str, ...] = ()
     category: str | None = None
     ground_truths: tuple[str, ...] = ()
+    #: CIRR's target_soft: (image, score) pairs from extra labelling (1.0 / 0.5 / 0.2 / -1.0)
+    soft_targets: tuple[tuple[str, float], ...] = ()
 
 
 class ImageStore:
