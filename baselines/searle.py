@@ -26,8 +26,8 @@ OTI loss is 0.79 at step 1, 0.123 at 50, 0.100 at 100 and flat at 0.077 from 200
 about 1.8 ms per image-step.
 
 A query is "a photo of $ that {caption}" through the frozen text encoder; a target is the
-image feature. (For two-caption datasets SEARLE averages both caption orders; the embedded
-benchmark has one caption per query.)
+image feature. A two-caption query (FashionIQ) is encoded in both caption orders and the two
+normalised features averaged, as SEARLE does.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from tqdm import tqdm
 from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params, scene_descriptions
+from harness.data.caption_join import ORDER_SEPARATOR
 from harness.errors import HarnessError
 from harness.methods.base import (
     ImageBatch,
@@ -162,6 +163,7 @@ def gpt_loss(encoder: DualEncoder, tokens: torch.Tensor, phrases: tuple[list[str
                  description="SEARLE: phi distilled from optimisation-based textual inversion of a frozen CLIP, trained on images alone")
 class Searle(DualEncoderMethod):
     Params = SearleParams
+    caption_convention = "both"  # both caption orders, embeddings averaged (SEARLE src/validate.py)
 
     def __init__(self, params: SearleParams, context: MethodContext):
         super().__init__(params, context)
@@ -195,9 +197,15 @@ class Searle(DualEncoderMethod):
         return F.normalize(self.encoder.image_features(images), dim=-1)
 
     def encode_query(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        """One query per caption; a caption holding both orders of a two-caption query
+        (``both`` convention) gives the normalised mean of the two orders' features."""
         _, token = self.pseudo_word(images)
-        prompts = [self.params.query_prompt.replace("{caption}", caption) for caption in captions]
-        return F.normalize(self.encoder.prompt_features(prompts, token, placeholder="$"), dim=-1)
+        orders = [caption.split(ORDER_SEPARATOR) for caption in captions]
+        features = []
+        for index in range(max(len(o) for o in orders)):
+            prompts = [self.params.query_prompt.replace("{caption}", o[min(index, len(o) - 1)]) for o in orders]
+            features.append(F.normalize(self.encoder.prompt_features(prompts, token, placeholder="$"), dim=-1))
+        return F.normalize(torch.stack(features).mean(0), dim=-1)
 
     def loss(self, batch: ImageBatch | TripletBatch) -> torch.Tensor:
         if isinstance(batch, TripletBatch):

@@ -262,3 +262,18 @@ def test_pseudo_word_splicing_with_a_real_clip_tokenizer(tmp_path: Path):
         different = encoder.prompt_features(["a photo of * , red", "* ,"], torch.zeros(2, 32))
     assert torch.allclose(spliced, written, atol=1e-5)
     assert not torch.allclose(spliced, different, atol=1e-3)  # the pooled feature sees the pseudo-word
+
+
+def test_searle_averages_both_caption_orders(split):
+    from harness.data.triplet import Triplet
+
+    method = _build("searle", split, supervised=True).eval()
+    two = Triplet(0, "x", "ignored", "y", captions=("is red.", "has a star"))
+    text = method.query_text(two)
+    assert text.split("\x1e") == ["is red and has a star", "has a star and is red"]
+    with torch.no_grad():
+        both = method.encode_query(IMAGES[:1], [text])
+        first = method.encode_query(IMAGES[:1], ["is red and has a star"])
+        second = method.encode_query(IMAGES[:1], ["has a star and is red"])
+    expected = torch.nn.functional.normalize(first + second, dim=-1)
+    assert torch.allclose(both, expected, atol=1e-5)

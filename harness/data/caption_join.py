@@ -7,9 +7,10 @@ numbers are only comparable under the same one, so it is a named, recorded choic
                SPRC, Bi-BLIP4CIR); the default
     plain      "c1 and c2", stripped (CIReVL, DQU-CIR)
     reversed   "c2 and c1", unstripped (Pic2Word's "a photo of * , {cap2} and {cap1}")
+    both       "c1 and c2" and "c2 and c1" (stripped), separated by ORDER_SEPARATOR: a method that
+               averages the query embeddings of both orders (SEARLE, LinCIR) splits them again
 
-SEARLE and LinCIR average the query embeddings of both orders; CLIP4Cir randomises the order
-(and drops one caption) while training. Neither is done here yet.
+CLIP4Cir also randomises the order (and drops one caption) while training; not done here.
 """
 
 from __future__ import annotations
@@ -32,8 +33,17 @@ def _reversed(captions: Sequence[str]) -> str:
     return " and ".join(reversed(list(captions)))
 
 
+#: Separates the caption orders of the ``both`` convention (ASCII record separator).
+ORDER_SEPARATOR = "\x1e"
+
+
+def _both(captions: Sequence[str]) -> str:
+    stripped = [c.strip(_STRIP) for c in captions]
+    return ORDER_SEPARATOR.join([" and ".join(stripped), " and ".join(reversed(stripped))])
+
+
 CONVENTIONS: dict[str, Callable[[Sequence[str]], str]] = {"clip4cir": _clip4cir, "plain": _plain,
-                                                         "reversed": _reversed}
+                                                         "reversed": _reversed, "both": _both}
 DEFAULT_CONVENTION = "clip4cir"
 
 

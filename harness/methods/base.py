@@ -40,7 +40,7 @@ class MethodParams(BaseModel):
     symmetric_loss: bool = Field(
         False, description="add the target->query direction to InfoNCE (CLIP4Cir uses query->target only)"
     )
-    caption_join: Literal["clip4cir", "plain", "reversed"] | None = Field(
+    caption_join: Literal["clip4cir", "plain", "reversed", "both"] | None = Field(
         None, description="joining of a multi-caption query (FashionIQ); null: the method's own convention")
 
 
