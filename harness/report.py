@@ -93,7 +93,8 @@ def plot_recall(results: Sequence[RunResult], x: str | None, path: Path, metrics
         means = [_mean_std(by_x[v])[0] for v in xs]
         stds = [_mean_std(by_x[v])[1] for v in xs]
         colour = colours[index % len(colours)]
-        axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=colour, label=f"{main or ''} {titles.get(metric, metric)}".strip())
+        axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=colour,
+                      linestyle="none" if x is None else "-", label=f"{main or ''} {titles.get(metric, metric)}".strip())
         reference: dict[str, list[float]] = defaultdict(list)
         for r in others:
             if metric in r.metrics:
