@@ -218,6 +218,8 @@ def score(
                            if k in result.protocol}
         if result.protocol.get("target_field") == "target_soft":
             protocol_fields["target_field"] = "soft"
+        if result.protocol.get("averaging") == "queries":
+            protocol_fields["category_mean"] = False
         metrics, by_category = score_rankings(entries, loaded, EvalConfig(**protocol_fields), file=str(sources[0]))
         expected = result.metrics
     else:

@@ -64,6 +64,8 @@ class EvalConfig(BaseModel):
     target_field: Literal["hard", "soft"] = Field(
         "hard", description="hard: Recall@K of target_hard (CLIP4Cir lineage); soft: CIRPLANT's soft Recall@K over "
         "CIRR's target_soft scores (Recall_subset stays hard)")
+    category_mean: bool = Field(True, description="with category galleries (FashionIQ): average each metric over "
+                                "the categories (canonical); false: over all queries")
     gallery: Literal["split_file", "query_images"] = Field(
         "split_file", description="split_file: every image of the split (canonical); query_images: only the "
         "references and targets of the evaluated queries (the VAL / TIRG protocol for FashionIQ; not comparable)")
@@ -192,8 +194,8 @@ def evaluate(
             metrics |= map_at_k(deep, relevant, config.map_ks)
         if split.galleries:
             by_category = _metrics_by_category(triplets, ranks, config)
-            # the FashionIQ protocol: each metric averaged over the categories, not over queries
-            metrics = {key: sum(m[key] for m in by_category.values()) / len(by_category) for key in metrics}
+            if config.category_mean:  # the FashionIQ protocol: each metric averaged over the categories
+                metrics = {key: sum(m[key] for m in by_category.values()) / len(by_category) for key in metrics}
     scoring_seconds = time.perf_counter() - start
 
     rankings = []

@@ -118,10 +118,10 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
         protocol={
             "gallery": (eval_config.gallery if eval_config.gallery != "split_file"
                         else "category_split_file" if evaluation.metrics_by_category else "split_file"),
-            "averaging": "category_mean" if evaluation.metrics_by_category else "queries",
+            "averaging": "category_mean" if evaluation.metrics_by_category and eval_config.category_mean else "queries",
             "preset": protocol,
             "explicit": sorted(set(config.eval.model_fields_set) & {"ks", "subset_ks", "remove_reference", "map_ks", "gallery",
-                                                                   "target_field"}),
+                                                                   "target_field", "category_mean"}),
             "remove_reference": eval_config.remove_reference,
             "target_field": "target_soft" if eval_config.target_field == "soft" else "target_hard",
             "ks": eval_config.ks,

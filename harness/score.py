@@ -82,7 +82,8 @@ def score(entries: Iterable[dict[str, Any]], split: CIRSplit, config: EvalConfig
             if len(rows):
                 by_category[category] = cirr_metrics(ranks[rows], config.ks, None, config.subset_ks)
                 by_category[category]["num_queries"] = float(len(rows))
-        metrics = {key: sum(m[key] for m in by_category.values()) / len(by_category) for key in metrics}
+        if config.category_mean:
+            metrics = {key: sum(m[key] for m in by_category.values()) / len(by_category) for key in metrics}
     return metrics, by_category
 
 

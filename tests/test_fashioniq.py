@@ -141,6 +141,9 @@ def test_protocol_ranks_each_category_gallery_and_averages_categories(tmp_path: 
     # the mean of the categories (0 and 100), not of the queries (1 of 3 missed: 66.7)
     assert kept.metrics["recall_at_1"] == 50.0 and kept.metrics["recall_at_2"] == 100.0
     assert kept.rankings[1]["top"] == ["s1", "s0"]  # only the shirt gallery is ranked
+    per_query = evaluate(method, split, EvalConfig(ks=[1], subset_ks=[], remove_reference=False, category_mean=False,
+                                                   device="cpu", warmup_batches=0), progress=False)
+    assert per_query.metrics["recall_at_1"] == pytest.approx(200 / 3)  # 2 of 3 queries, categories not weighted
     removed = evaluate(method, split, EvalConfig(ks=[1], subset_ks=[], remove_reference=True, device="cpu",
                                                  warmup_batches=0), progress=False)
     assert removed.metrics_by_category["dress"]["recall_at_1"] == 100.0  # removing the reference shifts the rank
