@@ -55,7 +55,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def csv_text(results: Sequence[RunResult]) -> str:
     stream = io.StringIO()
     writer = csv.writer(stream)
-    keys = [key for key, _ in COLUMNS]
+    keys = [key for key, _ in COLUMNS if any(key in r.metrics for r in results)]  # the dataset's own metrics
     writer.writerow(["run_id", "label", "method", "seed", *keys, "params_total", "params_trainable",
                      "ms_per_query", "train_s"])
     for r in results:
