@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params
 from harness.methods.base import (
@@ -29,7 +28,7 @@ from harness.methods.base import (
     TripletBatch,
     info_nce,
 )
-from harness.methods.dual_encoder import DualEncoderMethod
+from harness.methods.dual_encoder import TextualInversionMethod
 from harness.registry import register_method
 
 
@@ -66,30 +65,18 @@ class MappingNetwork(nn.Module):
 
 @register_method("pic2word", family="textual_inversion", paper="Saito et al., CVPR 2023",
                  description="Pic2Word: image -> pseudo-word of a frozen CLIP, trained on images alone")
-class Pic2Word(DualEncoderMethod):
+class Pic2Word(TextualInversionMethod):
     Params = Pic2WordParams
     caption_convention = "reversed"  # "a photo of * , {cap2} and {cap1}" (src/data.py L228)
+    placeholder = "*"
 
     def __init__(self, params: Pic2WordParams, context: MethodContext):
         super().__init__(params, context)
-        self.training_data = "triplets" if params.supervised else "images"
-        self.encoder = DualEncoder.for_method(params.backbone, params.stage0, context).requires_grad_(False)
         self.mapping = MappingNetwork(self.encoder.feature_dim, self.encoder.token_width, params.middle_dim,
                                       params.layers, params.dropout)
 
-    def pseudo_word(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(frozen image features, their pseudo-word token embeddings)."""
-        with torch.no_grad():
-            features = self.encoder.image_features(images)
-        return features, self.mapping(features)
-
-    def encode_target(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.encoder.image_features(images), dim=-1)
-
-    def encode_query(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
-        _, token = self.pseudo_word(images)
-        prompts = [self.params.query_prompt.replace("{caption}", caption) for caption in captions]
-        return F.normalize(self.encoder.prompt_features(prompts, token), dim=-1)
+    def invert(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mapping(features)
 
     def loss(self, batch: ImageBatch | TripletBatch) -> torch.Tensor:
         if isinstance(batch, TripletBatch):

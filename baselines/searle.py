@@ -49,7 +49,6 @@ from tqdm import tqdm
 from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params, scene_descriptions
-from harness.data.caption_join import ORDER_SEPARATOR
 from harness.errors import HarnessError
 from harness.methods.base import (
     ImageBatch,
@@ -58,7 +57,7 @@ from harness.methods.base import (
     TripletBatch,
     info_nce,
 )
-from harness.methods.dual_encoder import DualEncoderMethod
+from harness.methods.dual_encoder import TextualInversionMethod
 from harness.paths import cache_dir
 from harness.registry import register_method
 
@@ -161,17 +160,15 @@ def gpt_loss(encoder: DualEncoder, tokens: torch.Tensor, phrases: tuple[list[str
 
 @register_method("searle", family="textual_inversion", paper="Baldrati et al., ICCV 2023",
                  description="SEARLE: phi distilled from optimisation-based textual inversion of a frozen CLIP, trained on images alone")
-class Searle(DualEncoderMethod):
+class Searle(TextualInversionMethod):
     Params = SearleParams
     caption_convention = "both"  # both caption orders, embeddings averaged (SEARLE src/validate.py)
+    placeholder = "$"
 
     def __init__(self, params: SearleParams, context: MethodContext):
         super().__init__(params, context)
-        self.training_data = "triplets" if params.supervised else "images"
-        self.encoder = DualEncoder.for_method(params.backbone, params.stage0, context).requires_grad_(False)
         self.phi = Phi(self.encoder.feature_dim, self.encoder.token_width, params.phi_dropout)
         self._rng = random.Random(int(torch.randint(0, 2**31 - 1, (1,))))  # concept sampling, seeded by the run
-        self._oti: dict[str, torch.Tensor] | None = None
         self._oti_report: dict = {}
         if not params.supervised:
             if context.train_split is None:
@@ -188,24 +185,8 @@ class Searle(DualEncoderMethod):
     def statistics(self) -> dict:
         return {"oti": self._oti_report} if self._oti_report else {}
 
-    def pseudo_word(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            features = self.encoder.image_features(images)
-        return features, self.phi(features)
-
-    def encode_target(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.encoder.image_features(images), dim=-1)
-
-    def encode_query(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
-        """One query per caption; a caption holding both orders of a two-caption query
-        (``both`` convention) gives the normalised mean of the two orders' features."""
-        _, token = self.pseudo_word(images)
-        orders = [caption.split(ORDER_SEPARATOR) for caption in captions]
-        features = []
-        for index in range(max(len(o) for o in orders)):
-            prompts = [self.params.query_prompt.replace("{caption}", o[min(index, len(o) - 1)]) for o in orders]
-            features.append(F.normalize(self.encoder.prompt_features(prompts, token, placeholder="$"), dim=-1))
-        return F.normalize(torch.stack(features).mean(0), dim=-1)
+    def invert(self, features: torch.Tensor) -> torch.Tensor:
+        return self.phi(features)
 
     def loss(self, batch: ImageBatch | TripletBatch) -> torch.Tensor:
         if isinstance(batch, TripletBatch):

@@ -1,11 +1,16 @@
-"""Base of the methods built on the shared dual encoder (CLIP4Cir, Pic2Word, SEARLE, references)."""
+"""Bases of the methods built on the shared dual encoder (CLIP4Cir, Pic2Word, SEARLE, references)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+import torch
+import torch.nn.functional as F
+
+from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.stage0 import clip_request
-from harness.methods.base import CIRMethod
+from harness.data.caption_join import ORDER_SEPARATOR
+from harness.methods.base import CIRMethod, MethodContext
 
 
 class DualEncoderMethod(CIRMethod):
@@ -21,3 +26,39 @@ class DualEncoderMethod(CIRMethod):
     @property
     def tokenizer(self):  # saved with the run by the runner
         return self.encoder.tokenizer
+
+
+class TextualInversionMethod(DualEncoderMethod):
+    """A frozen dual encoder and a network (``invert``) that turns an image feature into a
+    pseudo-word token. A query is ``params.query_prompt`` with the pseudo-word at
+    ``placeholder`` and the caption at ``{caption}``; a target is the image feature. A caption
+    holding both orders of a two-caption query (the ``both`` convention) gives the normalised
+    mean of the two orders' features. Trained on images alone unless ``params.supervised``."""
+
+    placeholder: ClassVar[str] = "*"
+
+    def __init__(self, params: Any, context: MethodContext):
+        super().__init__(params, context)
+        self.training_data = "triplets" if params.supervised else "images"
+        self.encoder = DualEncoder.for_method(params.backbone, params.stage0, context).requires_grad_(False)
+
+    def invert(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def pseudo_word(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(frozen image features, their pseudo-word token embeddings)."""
+        with torch.no_grad():
+            features = self.encoder.image_features(images)
+        return features, self.invert(features)
+
+    def encode_target(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.encoder.image_features(images), dim=-1)
+
+    def encode_query(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        _, token = self.pseudo_word(images)
+        orders = [caption.split(ORDER_SEPARATOR) for caption in captions]
+        features = []
+        for index in range(max(len(o) for o in orders)):
+            prompts = [self.params.query_prompt.replace("{caption}", o[min(index, len(o) - 1)]) for o in orders]
+            features.append(F.normalize(self.encoder.prompt_features(prompts, token, self.placeholder), dim=-1))
+        return F.normalize(torch.stack(features).mean(0), dim=-1)
