@@ -103,8 +103,8 @@ class Clip4Cir(DualEncoderMethod):
         if stage == 2:
             self.combiner_trained.fill_(True)
 
-    def parameter_counts(self) -> dict[str, int]:
-        """Trainable = what either stage trains (the tuned encoders, then the Combiner)."""
+    def _trained_modules(self) -> list[nn.Module]:
+        """The modules some stage trains: the encoders stage 1 tunes, then the Combiner."""
         tuned: list[nn.Module] = []
         if self.params.stage1_fraction > 0:
             if self.params.encoders in ("both", "image"):
@@ -113,8 +113,17 @@ class Clip4Cir(DualEncoderMethod):
                 tuned += [self.encoder.text_tower, self.encoder.model.text_projection]
         if self.params.stage1_fraction < 1:
             tuned.append(self.combiner)
+        return tuned
+
+    def optimizer_parameters(self) -> list[nn.Parameter]:
+        """Both stages' parameters: the Combiner is frozen during stage 1 but must be in the
+        optimizer for stage 2 (frozen parameters get no gradient, so AdamW leaves them alone)."""
+        return [p for module in self._trained_modules() for p in module.parameters()]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable = what either stage trains (the tuned encoders, then the Combiner)."""
         return {"total": sum(p.numel() for p in self.parameters()),
-                "trainable": sum(p.numel() for module in tuned for p in module.parameters())}
+                "trainable": sum(p.numel() for p in self.optimizer_parameters())}
 
     def begin_step(self, step: int, total_steps: int) -> None:
         stage = 1 if step < round(self.params.stage1_fraction * total_steps) else 2

@@ -122,9 +122,7 @@ def train(
         raise ValueError(f"{len(source)} training {source.unit} are fewer than one batch of {config.batch_size}")
 
     method.to(device).train()
-    optimizer = torch.optim.AdamW(
-        [p for p in method.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = torch.optim.AdamW(method.optimizer_parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, config.warmup_ratio))
     order_rng = torch.Generator().manual_seed(seed)
     bar = tqdm(total=total_steps, desc=f"train {method.method_name}", unit="step", disable=not progress, leave=False)

@@ -277,3 +277,15 @@ def test_searle_averages_both_caption_orders(split):
         second = method.encode_query(IMAGES[:1], ["has a star and is red"])
     expected = torch.nn.functional.normalize(first + second, dim=-1)
     assert torch.allclose(both, expected, atol=1e-5)
+
+
+def test_clip4cir_training_updates_the_encoders_in_stage_1_and_the_combiner_in_stage_2(split):
+    method = _build("clip4cir", split, stage1_fraction=0.5)
+    encoder = {n: p.detach().clone() for n, p in method.encoder.named_parameters() if "logit_scale" not in n}
+    combiner = {n: p.detach().clone() for n, p in method.combiner.named_parameters()}
+    config = TrainConfig(epochs=1, max_steps=4, batch_size=16, checkpoint=False)
+    train(method, split, config, seed=0, progress=False)
+    moved_encoder = [n for n, p in method.encoder.named_parameters() if n in encoder and not torch.equal(p, encoder[n])]
+    moved_combiner = [n for n, p in method.combiner.named_parameters() if not torch.equal(p, combiner[n])]
+    assert moved_encoder and len(moved_combiner) == len(combiner)  # both stages really trained their part
+    assert bool(method.combiner_trained)

@@ -123,6 +123,12 @@ class CIRMethod(nn.Module):
         image store by default (never its triplets)."""
         return sorted(split.images.paths)
 
+    def optimizer_parameters(self) -> list[nn.Parameter]:
+        """What the shared loop's optimizer updates: by default the parameters that require
+        gradients when training starts. A method whose phases train different parts lists
+        every part any phase trains."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def begin_step(self, step: int, total_steps: int) -> None:
         """Called by the shared loop before step ``step`` (0-based) of ``total_steps``."""
 
