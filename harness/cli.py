@@ -29,6 +29,15 @@ import typer
 from harness import __version__
 from harness.errors import HarnessError
 
+
+class Overwrite(str, Enum):
+    """What `harness run` does with runs it finds on disk."""
+
+    never = "never"
+    only_missing = "only-missing"
+    always = "always"
+
+
 app = typer.Typer(
     help="cir-harness: train, evaluate and compare Composed Image Retrieval methods under one loop.",
     no_args_is_help=True,
@@ -96,12 +105,16 @@ def run(
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and list the runs without running them.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    overwrite: Annotated[Overwrite, typer.Option(
+        "--overwrite", help="only-missing: skip finished runs, resume interrupted ones from their last checkpoint; "
+        "never: also leave unfinished runs alone; always: recompute every run.")] = "only-missing",  # type: ignore[assignment]
 ) -> None:
     """Train and evaluate every run of an experiment (grid x seeds) and print a results table.
 
     Each run gets a stable id (hash of its resolved config); its config.yaml, result.json and
     per-query rankings go to <output>/<experiment>/runs/<id>/, and an mlflow sqlite database
-    sits beside them. Finished runs are skipped when the command is repeated."""
+    sits beside them. Finished runs are skipped when the command is repeated, and a run that
+    was interrupted continues from its last checkpoint (written after every epoch)."""
     from harness.runner import describe_plan, plan_experiment, run_experiment
 
     if dry_run:
@@ -110,7 +123,8 @@ def run(
         for row in describe_plan(plan):
             typer.echo(f"  {row['run_id']}  {row['label']}  seed={row['seed']}  ({row['status']})")
         return
-    run_experiment(config, set_ or [], output, progress=not quiet and sys.stderr.isatty(), echo=typer.echo)
+    run_experiment(config, set_ or [], output, progress=not quiet and sys.stderr.isatty(), echo=typer.echo,
+                   overwrite=Overwrite(overwrite).value)
 
 
 @app.command()

@@ -15,9 +15,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -150,8 +151,13 @@ def run_experiment(
     output: Path | None = None,
     progress: bool = True,
     echo=print,
+    overwrite: Literal["never", "only-missing", "always"] = "only-missing",
 ) -> list[RunResult]:
-    """Run every not yet finished run of the experiment; return all its results in plan order."""
+    """Run every not yet finished run of the experiment; return all its results in plan order.
+
+    ``overwrite``: ``only-missing`` skips finished runs and resumes interrupted ones from their
+    last checkpoint; ``never`` also leaves unfinished run folders untouched; ``always``
+    recomputes every run from scratch."""
     plan = plan_experiment(config_path, overrides, output)
     plan.output.mkdir(parents=True, exist_ok=True)
     manifest = {"experiment": plan.experiment.model_dump(mode="json"), "runs": [spec.run_id for spec in plan.specs]}
@@ -171,10 +177,18 @@ def run_experiment(
         for number, spec in enumerate(plan.specs, 1):
             run_dir = plan.run_dir(spec)
             done = run_dir / "result.json"
+            head = f"[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed}"
+            if overwrite == "always" and run_dir.exists():
+                shutil.rmtree(run_dir)
             if done.is_file():
-                echo(f"[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed}: finished earlier ({run_dir})")
+                echo(f"{head}: finished earlier ({run_dir})")
                 results.append(read_result(done))
                 continue
+            if overwrite == "never" and run_dir.exists():
+                echo(f"{head}: unfinished, left as it is (--overwrite never) ({run_dir})")
+                continue
+            if (run_dir / "checkpoints" / "last" / "state.pt").is_file():
+                echo(f"{head}: resuming from its last checkpoint")
             echo(f"[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed} -> {run_dir}")
             result = execute_run(spec, run_dir, splits, progress)
             if tracker is not None:
@@ -187,6 +201,9 @@ def run_experiment(
     finally:
         if tracker is not None:
             tracker.finish(status)
+    if not results:
+        echo("no finished runs: nothing to report")
+        return results
     table = results_table(results)
     atomic_write_text(plan.output / "results.md", table + "\n")
     report = report_experiment(plan.output)

@@ -58,10 +58,12 @@ class TrainSummary:
     seconds: float = 0.0
     loss_per_epoch: list[float] = field(default_factory=list)
     final_loss: float | None = None
+    resumed_from_step: int = 0
 
     @property
     def steps_per_second(self) -> float:
-        return self.steps / self.seconds if self.seconds > 0 else 0.0
+        """Steps this process trained (after any resume) per second."""
+        return (self.steps - self.resumed_from_step) / self.seconds if self.seconds > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +73,7 @@ class TrainSummary:
             "steps_per_second": self.steps_per_second,
             "loss_per_epoch": self.loss_per_epoch,
             "final_loss": self.final_loss,
+            "resumed_from_step": self.resumed_from_step,
         }
 
 
@@ -111,8 +114,13 @@ def train(
     checkpoint_dir: Path | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    resume: bool = True,
 ) -> TrainSummary:
-    """Train ``method`` on ``split`` in place; return what was done."""
+    """Train ``method`` on ``split`` in place; return what was done.
+
+    With ``resume`` and a checkpoint in ``checkpoint_dir``, training continues from it (model,
+    optimizer, scheduler, RNG states and data order) and, on CPU, ends where an uninterrupted
+    run ends."""
     source = training_source(method, split, config)
     summary = TrainSummary()
     per_epoch, total_steps = plan_steps(len(source), config)
@@ -125,10 +133,20 @@ def train(
     optimizer = torch.optim.AdamW(method.optimizer_parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, config.warmup_ratio))
     order_rng = torch.Generator().manual_seed(seed)
-    bar = tqdm(total=total_steps, desc=f"train {method.method_name}", unit="step", disable=not progress, leave=False)
-    start = time.perf_counter()
     step = 0
     epoch = 0
+    if resume and checkpoint_dir is not None and (checkpoint_dir / "last" / "state.pt").is_file():
+        state = load_checkpoint(checkpoint_dir, method)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        order_rng.set_state(state["order_rng"])
+        _restore_rng(state)
+        step, epoch = int(state["step"]), int(state["epoch"])
+        summary.loss_per_epoch = [float(v) for v in state.get("loss_per_epoch", [])]
+        summary.resumed_from_step = step
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {method.method_name}", unit="step", disable=not progress,
+               leave=False)
+    start = time.perf_counter()
     while step < total_steps:
         order = torch.randperm(len(source), generator=order_rng)
         epoch_losses: list[float] = []
@@ -154,7 +172,8 @@ def train(
         summary.loss_per_epoch.append(float(np.mean(epoch_losses)))
         summary.final_loss = epoch_losses[-1]
         if checkpoint_dir is not None and config.checkpoint:
-            save_checkpoint(checkpoint_dir, method, optimizer, scheduler, order_rng, epoch, step)
+            save_checkpoint(checkpoint_dir, method, optimizer, scheduler, order_rng, epoch, step,
+                            summary.loss_per_epoch)
     bar.close()
     summary.seconds = time.perf_counter() - start
     summary.steps = step
@@ -218,8 +237,10 @@ def save_checkpoint(
     order_rng: torch.Generator,
     epoch: int,
     step: int,
+    loss_per_epoch: list[float] | None = None,
 ) -> Path:
-    """Write ``directory/last`` atomically: model.safetensors + state.pt."""
+    """Write ``directory/last`` atomically: model.safetensors + state.pt (optimizer, scheduler,
+    data order, torch / numpy / python RNG states, position, losses so far)."""
     directory.mkdir(parents=True, exist_ok=True)
     staging = directory / f".last.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -230,8 +251,12 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict(),
         "order_rng": order_rng.get_state(),
         "torch_rng": torch.get_rng_state(),
+        "numpy_rng": torch.from_numpy(np.random.get_state(legacy=False)["state"]["key"].astype(np.int64)),
+        "numpy_rng_pos": int(np.random.get_state(legacy=False)["state"]["pos"]),
+        "python_rng": random.getstate(),
         "epoch": epoch,
         "step": step,
+        "loss_per_epoch": list(loss_per_epoch or []),
     }
     torch.save(state, staging / "state.pt")
     final = directory / "last"
@@ -243,6 +268,18 @@ def save_checkpoint(
     else:
         os.replace(staging, final)
     return final
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    """Put the process RNGs back where the checkpoint left them (older checkpoints: torch only)."""
+    torch.set_rng_state(state["torch_rng"])
+    if "numpy_rng" in state:
+        np.random.set_state({"bit_generator": "MT19937", "state": {"key": state["numpy_rng"].numpy().astype(np.uint32),
+                                                                    "pos": int(state["numpy_rng_pos"])},
+                             "has_gauss": 0, "gauss": 0.0})
+    if "python_rng" in state:
+        version, internal, gauss = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
 
 
 def load_checkpoint(directory: Path, method: CIRMethod) -> dict[str, Any]:

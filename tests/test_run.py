@@ -165,3 +165,45 @@ def test_report_rebuilds_from_results_json_alone(finished, tmp_path: Path):
     assert (tmp_path / "again" / "results.csv").read_bytes() == (output / "report" / "results.csv").read_bytes()
     missing = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert missing.exit_code == 2 and "experiment.json" in missing.stderr
+
+
+RESUME = EXPERIMENT.replace("epochs: 2", "epochs: 3").replace("  method.name: [image_only, sum]\n", "  method.name: [sum]\n")
+
+
+def test_an_interrupted_run_resumes_and_ends_with_the_uninterrupted_metrics(tmp_path: Path, monkeypatch):
+    import harness.train as training
+    from harness.runner import run_experiment
+
+    config = write_yaml(tmp_path / "resume.yaml", RESUME)
+    [whole] = run_experiment(config, output=tmp_path / "whole", progress=False, echo=lambda *_: None)
+
+    original = training.save_checkpoint
+
+    def crash_after_first_epoch(*args, **kwargs):
+        original(*args, **kwargs)
+        raise KeyboardInterrupt  # the process dies right after its first checkpoint
+
+    monkeypatch.setattr(training, "save_checkpoint", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, output=tmp_path / "cut", progress=False, echo=lambda *_: None)
+    monkeypatch.setattr(training, "save_checkpoint", original)
+    lines: list[str] = []
+    [resumed] = run_experiment(config, output=tmp_path / "cut", progress=False, echo=lines.append)
+    assert any("resuming from its last checkpoint" in line for line in lines)
+    assert resumed.train["resumed_from_step"] == 5  # 160 queries / batch 32: one epoch
+    assert resumed.metrics == whole.metrics
+    assert resumed.train["loss_per_epoch"] == whole.train["loss_per_epoch"]
+
+
+def test_overwrite_modes(tmp_path: Path):
+    from harness.runner import run_experiment
+
+    config = write_yaml(tmp_path / "modes.yaml", RESUME.replace("epochs: 3", "epochs: 1"))
+    [first] = run_experiment(config, output=tmp_path / "out", progress=False, echo=lambda *_: None)
+    run_dir = tmp_path / "out" / "tiny" / "runs" / first.run_id
+    (run_dir / "result.json").unlink()  # now unfinished
+    lines: list[str] = []
+    assert run_experiment(config, output=tmp_path / "out", progress=False, echo=lines.append, overwrite="never") == []
+    assert any("left as it is" in line for line in lines) and not (run_dir / "result.json").exists()
+    [again] = run_experiment(config, output=tmp_path / "out", progress=False, echo=lambda *_: None, overwrite="always")
+    assert again.metrics == first.metrics and again.train["resumed_from_step"] == 0
