@@ -4,6 +4,7 @@
     harness list
     harness data synthetic --out DIR [--seed N] [--size small]
     harness data check --dataset synthetic --root DIR [--split val]
+    harness sweep ablations/sweeps/cir_lvlm.yaml [--set ...]
     harness score RUN_DIR | FILE... [--dataset --root --split]
     harness submit RUN_DIR [--out DIR]
     harness --version
@@ -184,6 +185,24 @@ def report(
     from harness.runner import report_experiment
 
     typer.echo(f"report: {report_experiment(experiment_dir, out)}")
+
+
+@app.command()
+@user_errors
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML with a sweep: section (see ablations/sweeps/).")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting (as in `harness run`).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Results root (default: the config's output_dir).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Search the settings in the file's sweep.space with optuna: each trial is a run of the
+    experiment, reported per epoch so bad trials are pruned (one objective), several objectives
+    give a Pareto front. The study is stored in <output>/<experiment>/optuna.db (or
+    sweep.storage); re-running continues it, keeping finished trials and retrying interrupted
+    ones. Each trial is a nested mlflow run."""
+    from harness.sweep import run_sweep
+
+    run_sweep(config, set_ or [], output, progress=not quiet and sys.stderr.isatty(), echo=typer.echo)
 
 
 def _run_split(run_dir: Path):

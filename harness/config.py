@@ -23,10 +23,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.data.datasets import DatasetConfig
 from harness.errors import HarnessError, did_you_mean
@@ -62,6 +62,54 @@ class PublishedRow(BaseModel):
     method: str = Field(description="row label, e.g. 'CIR-LVLM (paper)'")
     source: str = Field(description="where the numbers are printed, e.g. 'ReCALL (arXiv 2602.01639) Table 1'")
     metrics: dict[str, float] = Field(description="metric key -> value in %, e.g. recall_at_10: 56.21")
+
+
+class SearchDimension(BaseModel):
+    """One swept setting: a float or int range (optionally log-scaled) or a list of choices."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchDimension:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs choices: [...]")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"{self.type} needs low < high")
+        elif self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        return self
+
+
+class Objective(BaseModel):
+    """A metric of the run's result (or ms_per_query) and whether to raise or lower it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str = Field(description="e.g. recall_at_10, avg, or ms_per_query")
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+class SweepConfig(BaseModel):
+    """An optuna study over settings of the experiment (`harness sweep`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trials: int = Field(20, ge=1, description="finished (complete or pruned) trials the study should reach")
+    space: dict[str, SearchDimension] = Field(description="config path -> search dimension", min_length=1)
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective(metric="avg")], min_length=1)
+    sampler: Literal["tpe", "random", "nsgaii"] = Field("tpe", description="nsgaii suits several objectives")
+    seed: int = Field(0, description="sampler seed")
+    pruner: Literal["median", "none"] = Field("median", description="median: stop a trial whose per-epoch "
+                                                "validation metric falls below the median (one objective only)")
+    pruner_warmup_epochs: int = Field(1, ge=0, description="epochs before a trial may be pruned")
+    storage: str | None = Field(None, description="optuna storage URL; default sqlite:///<output>/<experiment>/optuna.db")
 
 
 class ReportConfig(BaseModel):
@@ -104,6 +152,7 @@ class ExperimentConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="key path -> values (cartesian product)")
+    sweep: SweepConfig | None = Field(None, description="optuna study for `harness sweep` (ignored by `harness run`)")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     output_dir: str = Field("runs", description="root folder of results")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

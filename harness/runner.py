@@ -81,7 +81,7 @@ class _SplitCache:
         return self.splits[key]
 
 
-def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: bool = True) -> RunResult:
+def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: bool = True, on_epoch=None) -> RunResult:
     """Train and evaluate one run; write config.yaml, rankings and result.json."""
     config = spec.config
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,8 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
     tokenizer = getattr(method, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(run_dir / "tokenizer"))
-    summary = train(method, train_split, config.train, config.seed, run_dir / "checkpoints", device, progress)
+    summary = train(method, train_split, config.train, config.seed, run_dir / "checkpoints", device, progress,
+                    on_epoch=on_epoch)
     protocol, eval_config = config.eval.resolved(config.dataset.name)
     evaluation = evaluate(method, eval_split, eval_config, device, progress)
     write_rankings(run_dir / "rankings.jsonl.gz", evaluation.rankings)

@@ -17,6 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -115,12 +116,14 @@ def train(
     device: torch.device | str = "cpu",
     progress: bool = True,
     resume: bool = True,
+    on_epoch: Callable[[int, CIRMethod], None] | None = None,
 ) -> TrainSummary:
     """Train ``method`` on ``split`` in place; return what was done.
 
     With ``resume`` and a checkpoint in ``checkpoint_dir``, training continues from it (model,
     optimizer, scheduler, RNG states and data order) and, on CPU, ends where an uninterrupted
-    run ends."""
+    run ends. ``on_epoch(epoch, method)`` is called after each epoch's checkpoint (a sweep
+    reports a validation metric there, and may stop the trial by raising)."""
     source = training_source(method, split, config)
     summary = TrainSummary()
     per_epoch, total_steps = plan_steps(len(source), config)
@@ -174,6 +177,9 @@ def train(
         if checkpoint_dir is not None and config.checkpoint:
             save_checkpoint(checkpoint_dir, method, optimizer, scheduler, order_rng, epoch, step,
                             summary.loss_per_epoch)
+        if on_epoch is not None:
+            on_epoch(epoch, method)
+            method.train()
     bar.close()
     summary.seconds = time.perf_counter() - start
     summary.steps = step

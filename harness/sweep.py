@@ -1,0 +1,165 @@
+"""`harness sweep`: an optuna study over the settings of an experiment.
+
+    sweep:                                   # in the experiment YAML
+      trials: 20
+      space:
+        train.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
+        method.params.pool_size: {type: categorical, choices: [1, 10, 40]}
+      objectives: [{metric: recall_at_10, direction: maximize}, {metric: ms_per_query, direction: minimize}]
+
+Each trial is an ordinary run of the experiment (its first seed) with the suggested values
+set: its id is the hash of its config, so it lands in ``runs/<id>/`` like any run, and an
+identical config is not trained twice. With one objective, the trial reports the objective on the validation
+split after every epoch and the median pruner may stop it. The study lives in
+``sqlite:///<output>/<experiment>/optuna.db`` unless ``sweep.storage`` names another;
+re-running the command continues it: finished and pruned trials are kept, failed trials and
+trials left running by a killed process have their parameters queued again (once), and only
+the missing trials are run. Each finished trial is a nested mlflow run under the sweep's
+parent run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from harness.config import SweepConfig
+from harness.errors import HarnessError
+from harness.evaluate import evaluate
+from harness.results import RunResult
+from harness.runner import _SplitCache, execute_run, plan_experiment
+from harness.tracking import Tracker
+
+log = logging.getLogger(__name__)
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def objective_value(result: RunResult, metric: str) -> float:
+    """A result's value of ``metric`` (``ms_per_query``: encoding + scoring latency)."""
+    if metric == "ms_per_query":
+        return float(result.timings["encode_and_score_ms_per_query"])
+    if metric not in result.metrics:
+        raise HarnessError(f"the runs have no metric {metric!r} (they have {', '.join(sorted(result.metrics))})",
+                           field="sweep.objectives", fix="name one of the run's metrics, or ms_per_query")
+    return float(result.metrics[metric])
+
+
+def _suggest(trial: optuna.Trial, path: str, dimension) -> Any:
+    if dimension.type == "categorical":
+        return trial.suggest_categorical(path, dimension.choices)
+    if dimension.type == "int":
+        return trial.suggest_int(path, int(dimension.low), int(dimension.high), log=dimension.log)
+    return trial.suggest_float(path, dimension.low, dimension.high, log=dimension.log)
+
+
+def _sampler(sweep: SweepConfig) -> optuna.samplers.BaseSampler:
+    if sweep.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=sweep.seed)
+    if sweep.sampler == "nsgaii":
+        return optuna.samplers.NSGAIISampler(seed=sweep.seed)
+    return optuna.samplers.TPESampler(seed=sweep.seed)
+
+
+def _requeue_unfinished(study: optuna.Study) -> int:
+    """Queue the parameters of failed trials (once each) and of trials a killed process left
+    RUNNING (marked failed first), so a re-run retries them before sampling new ones."""
+    requeued = set(study.user_attrs.get("requeued", []))
+    count = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == optuna.trial.TrialState.RUNNING:
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        elif trial.state != optuna.trial.TrialState.FAIL:
+            continue
+        if trial.number in requeued:
+            continue
+        study.enqueue_trial(trial.params, skip_if_exists=False)
+        requeued.add(trial.number)
+        count += 1
+    study.set_user_attr("requeued", sorted(requeued))
+    return count
+
+
+def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Path | None = None,
+              progress: bool = True, echo=print) -> optuna.Study:
+    """Run the missing trials of the experiment's study; return the study."""
+    plan = plan_experiment(config_path, overrides, output)
+    sweep = plan.experiment.sweep
+    if sweep is None:
+        raise HarnessError("no sweep section", file=config_path, field="sweep",
+                           fix="add sweep: {trials: N, space: {...}, objectives: [...]}")
+    if plan.experiment.grid:
+        raise HarnessError("a sweep file cannot also have a grid", file=config_path, field="grid",
+                           fix="sweep the settings in sweep.space instead")
+    plan.output.mkdir(parents=True, exist_ok=True)
+    storage = sweep.storage or f"sqlite:///{(plan.output / 'optuna.db').resolve()}"
+    single = len(sweep.objectives) == 1
+    pruner = (optuna.pruners.MedianPruner(n_warmup_steps=sweep.pruner_warmup_epochs)
+              if single and sweep.pruner == "median" else optuna.pruners.NopPruner())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=plan.experiment.experiment, storage=storage, load_if_exists=True,
+                                sampler=_sampler(sweep), pruner=pruner,
+                                directions=[o.direction for o in sweep.objectives])
+    requeued = _requeue_unfinished(study)
+    done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    missing = max(0, sweep.trials - done)
+    echo(f"study {study.study_name} ({storage}): {done} finished trials, {requeued} interrupted ones queued again, "
+         f"{missing} to run")
+    tracker = None
+    if missing and plan.experiment.tracking.enabled:
+        tracker = Tracker.open(plan.experiment.tracking.uri, plan.output, plan.experiment.experiment)
+        tracker.start_parent({"config_file": str(config_path), "trials": sweep.trials}, name=f"sweep {study.study_name}")
+    splits = _SplitCache(progress)
+
+    def objective(trial: optuna.Trial):
+        values = {path: _suggest(trial, path, dimension) for path, dimension in sweep.space.items()}
+        trial_plan = plan_experiment(config_path, [*(overrides or []), *(f"{k}={v!r}" if isinstance(v, str) else
+                                                                         f"{k}={v}" for k, v in values.items())], output)
+        spec = trial_plan.specs[0]
+        run_dir = trial_plan.run_dir(spec)
+        trial.set_user_attr("run_id", spec.run_id)
+        echo(f"[trial {trial.number}] {', '.join(f'{k}={v}' for k, v in values.items())} -> {run_dir}")
+        if (run_dir / "result.json").is_file():
+            from harness.results import read_result
+
+            result = read_result(run_dir / "result.json")
+        else:
+            on_epoch = None
+            if single and sweep.pruner != "none":
+                eval_split = splits.get(spec.config.dataset, spec.config.dataset.eval_split)
+                _, eval_config = spec.config.eval.resolved(spec.config.dataset.name)
+
+                def on_epoch(epoch: int, method) -> None:
+                    evaluation = evaluate(method, eval_split, eval_config.model_copy(update={"warmup_batches": 0}),
+                                          progress=False)
+                    metric = sweep.objectives[0].metric
+                    value = (evaluation.timings["encode_and_score_ms_per_query"] if metric == "ms_per_query"
+                             else evaluation.metrics.get(metric, 0.0))
+                    trial.report(value, epoch)
+                    if trial.should_prune():
+                        echo(f"[trial {trial.number}] pruned after epoch {epoch} ({metric} {value:.2f})")
+                        raise optuna.TrialPruned()
+
+            result = execute_run(spec, run_dir, splits, progress, on_epoch=on_epoch)
+            if tracker is not None:
+                tracker.log_run(result, run_dir / "result.json")
+        scores = [objective_value(result, o.metric) for o in sweep.objectives]
+        echo(f"[trial {trial.number}] " + ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(sweep.objectives, scores,
+                                                                                            strict=True)))
+        return scores[0] if single else scores
+
+    status = "FAILED"
+    try:
+        if missing:
+            study.optimize(objective, n_trials=missing, catch=())
+        status = "FINISHED"
+    finally:
+        if tracker is not None:
+            tracker.finish(status)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    best = (study.best_trials if not single else [study.best_trial]) if complete else []
+    for trial in best:
+        echo(f"{'Pareto front' if not single else 'best'}: trial {trial.number} {trial.params} -> {trial.values}")
+    return study

@@ -1,0 +1,97 @@
+"""`harness sweep`: a study of tiny trials finishes, continues after an interruption, adds nothing when done."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+
+from .conftest import write_yaml
+
+SWEEP = """
+experiment: tinysweep
+dataset:
+  name: synthetic
+  synthetic: {seed: 5, num_train: 160, num_val: 40, num_test: 8}
+method: {name: sum, params: {start: scratch, embed_dim: 32, vision_hidden: 32, text_hidden: 32, vision_heads: 2, text_heads: 2}}
+train: {epochs: 2, batch_size: 32, num_threads: 2, checkpoint: true}
+eval: {batch_size: 64}
+tracking: {enabled: false}
+sweep:
+  trials: 3
+  space:
+    train.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
+    method.params.embed_dim: {type: categorical, choices: [16, 32]}
+  objectives: [{metric: avg, direction: maximize}]
+  seed: 0
+"""
+
+
+def _study(output: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tinysweep", storage=f"sqlite:///{output / 'tinysweep' / 'optuna.db'}")
+
+
+def test_sweep_finishes_and_a_rerun_adds_nothing(tmp_path: Path):
+    config = write_yaml(tmp_path / "sweep.yaml", SWEEP)
+    first = CliRunner().invoke(app, ["sweep", str(config), "--output", str(tmp_path / "out")])
+    assert first.exit_code == 0, first.output
+    study = _study(tmp_path / "out")
+    assert len(study.trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert "best: trial" in first.stdout
+    assert all(set(t.intermediate_values) == {1, 2} for t in study.trials)  # per-epoch reports for the pruner
+    runs = {t.user_attrs["run_id"] for t in study.trials}
+    assert all((tmp_path / "out" / "tinysweep" / "runs" / r / "result.json").is_file() for r in runs)
+    again = CliRunner().invoke(app, ["sweep", str(config), "--output", str(tmp_path / "out")])
+    assert again.exit_code == 0 and "3 finished trials, 0 interrupted ones queued again, 0 to run" in again.stdout
+    assert len(_study(tmp_path / "out").trials) == 3
+
+
+def test_an_interrupted_sweep_continues_to_the_requested_total(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import harness.sweep as sweeping
+    from harness.sweep import run_sweep
+
+    config = write_yaml(tmp_path / "sweep.yaml", SWEEP)
+    original = sweeping.execute_run
+    calls = {"n": 0}
+
+    def dies_on_the_second_trial(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sweeping, "execute_run", dies_on_the_second_trial)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(config, output=tmp_path / "out", progress=False, echo=lambda *_: None)
+    first = [t for t in _study(tmp_path / "out").trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(first) == 1
+    monkeypatch.setattr(sweeping, "execute_run", original)
+    lines: list[str] = []
+    study = run_sweep(config, output=tmp_path / "out", progress=False, echo=lines.append)
+    assert "1 finished trials, 1 interrupted ones queued again, 2 to run" in lines[0]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3 and complete[0].number == first[0].number  # the finished trial is kept
+    interrupted = next(t for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
+    assert any(t.params == interrupted.params for t in complete)  # its parameters were retried
+
+
+def test_two_objectives_report_a_pareto_front(tmp_path: Path):
+    text = SWEEP.replace("objectives: [{metric: avg, direction: maximize}]",
+                         "objectives: [{metric: avg, direction: maximize}, {metric: ms_per_query, direction: minimize}]"
+                         ).replace("trials: 3", "trials: 2")
+    config = write_yaml(tmp_path / "multi.yaml", text + "  sampler: nsgaii\n")
+    result = CliRunner().invoke(app, ["sweep", str(config), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "Pareto front: trial" in result.stdout
+
+
+@pytest.mark.parametrize("path", sorted(Path("ablations/sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_sweep_files_validate(path: Path):
+    from harness.config import load_experiment
+
+    experiment, _ = load_experiment(path)
+    assert experiment.sweep is not None and experiment.sweep.trials >= 10 and not experiment.grid
