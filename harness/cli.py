@@ -194,6 +194,8 @@ def sweep(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting (as in `harness run`).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Results root (default: the config's output_dir).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes on one study (needs "
+                                         "sweep.storage: journal or an RDB URL); the missing trials are split among them.")] = 1,
 ) -> None:
     """Search the settings in the file's sweep.space with optuna: each trial is a run of the
     experiment, reported per epoch so bad trials are pruned (one objective), several objectives
@@ -202,7 +204,8 @@ def sweep(
     ones. Each trial is a nested mlflow run."""
     from harness.sweep import run_sweep
 
-    run_sweep(config, set_ or [], output, progress=not quiet and sys.stderr.isatty(), echo=typer.echo)
+    run_sweep(config, set_ or [], output, progress=not quiet and sys.stderr.isatty() and workers == 1, echo=typer.echo,
+              workers=workers)
 
 
 def _run_split(run_dir: Path):

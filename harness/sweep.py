@@ -21,6 +21,7 @@ parent run.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +56,13 @@ def _suggest(trial: optuna.Trial, path: str, dimension) -> Any:
     return trial.suggest_float(path, dimension.low, dimension.high, log=dimension.log)
 
 
-def _sampler(sweep: SweepConfig) -> optuna.samplers.BaseSampler:
+def _sampler(sweep: SweepConfig, offset: int = 0) -> optuna.samplers.BaseSampler:
+    seed = sweep.seed + offset  # workers of one study sample apart
     if sweep.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=sweep.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if sweep.sampler == "nsgaii":
-        return optuna.samplers.NSGAIISampler(seed=sweep.seed)
-    return optuna.samplers.TPESampler(seed=sweep.seed)
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def _requeue_unfinished(study: optuna.Study) -> int:
@@ -82,35 +84,109 @@ def _requeue_unfinished(study: optuna.Study) -> int:
     return count
 
 
-def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Path | None = None,
-              progress: bool = True, echo=print) -> optuna.Study:
-    """Run the missing trials of the experiment's study; return the study."""
+def _storage(sweep: SweepConfig, output: Path):
+    """The study's storage: ``journal`` = a JournalFile beside the runs (several processes on one
+    machine), any other string an RDB URL, default sqlite beside the runs."""
+    if sweep.storage == "journal":
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(str((output / "optuna.journal").resolve())))
+    return sweep.storage or f"sqlite:///{(output / 'optuna.db').resolve()}"
+
+
+def _describe(storage) -> str:
+    return storage if isinstance(storage, str) else "journal file"
+
+
+def _open_study(plan, sweep: SweepConfig, seed_offset: int = 0) -> optuna.Study:
+    single = len(sweep.objectives) == 1
+    pruner = (optuna.pruners.MedianPruner(n_warmup_steps=sweep.pruner_warmup_epochs)
+              if single and sweep.pruner == "median" else optuna.pruners.NopPruner())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name=plan.experiment.experiment, storage=_storage(sweep, plan.output),
+                               load_if_exists=True, sampler=_sampler(sweep, seed_offset), pruner=pruner,
+                               directions=[o.direction for o in sweep.objectives])
+
+
+def _plan(config_path: Path, overrides: list[str] | None, output: Path | None):
     plan = plan_experiment(config_path, overrides, output)
-    sweep = plan.experiment.sweep
-    if sweep is None:
+    if plan.experiment.sweep is None:
         raise HarnessError("no sweep section", file=config_path, field="sweep",
                            fix="add sweep: {trials: N, space: {...}, objectives: [...]}")
     if plan.experiment.grid:
         raise HarnessError("a sweep file cannot also have a grid", file=config_path, field="grid",
                            fix="sweep the settings in sweep.space instead")
     plan.output.mkdir(parents=True, exist_ok=True)
-    storage = sweep.storage or f"sqlite:///{(plan.output / 'optuna.db').resolve()}"
-    single = len(sweep.objectives) == 1
-    pruner = (optuna.pruners.MedianPruner(n_warmup_steps=sweep.pruner_warmup_epochs)
-              if single and sweep.pruner == "median" else optuna.pruners.NopPruner())
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=plan.experiment.experiment, storage=storage, load_if_exists=True,
-                                sampler=_sampler(sweep), pruner=pruner,
-                                directions=[o.direction for o in sweep.objectives])
+    return plan
+
+
+def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Path | None = None,
+              progress: bool = True, echo=print, workers: int = 1) -> optuna.Study:
+    """Run the missing trials of the experiment's study (in ``workers`` processes); return it."""
+    plan = _plan(config_path, overrides, output)
+    sweep = plan.experiment.sweep
+    if workers > 1 and not sweep.storage:
+        raise HarnessError("several workers need a storage made for it", file=config_path, field="sweep.storage",
+                           fix="set sweep.storage: journal (one machine) or a PostgreSQL URL (several machines)")
+    study = _open_study(plan, sweep)
     requeued = _requeue_unfinished(study)
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
     missing = max(0, sweep.trials - done)
-    echo(f"study {study.study_name} ({storage}): {done} finished trials, {requeued} interrupted ones queued again, "
-         f"{missing} to run")
+    echo(f"study {study.study_name} ({_describe(_storage(sweep, plan.output))}): {done} finished trials, "
+         f"{requeued} interrupted ones queued again, {missing} to run")
     tracker = None
-    if missing and plan.experiment.tracking.enabled:
+    if missing and plan.experiment.tracking.enabled:  # experiment and parent run made once, before any worker
         tracker = Tracker.open(plan.experiment.tracking.uri, plan.output, plan.experiment.experiment)
-        tracker.start_parent({"config_file": str(config_path), "trials": sweep.trials}, name=f"sweep {study.study_name}")
+        tracker.start_parent({"config_file": str(config_path), "trials": sweep.trials, "workers": workers},
+                             name=f"sweep {study.study_name}")
+    status = "FAILED"
+    try:
+        if missing and workers > 1:
+            shares = [missing // workers + (index < missing % workers) for index in range(workers)]
+            context = multiprocessing.get_context("spawn")
+            processes = [context.Process(target=_worker, args=(config_path, overrides, output, share, index,
+                                                               tracker.parent_run_id if tracker else None))
+                         for index, share in enumerate(shares) if share]
+            for process in processes:
+                process.start()
+            for process in processes:
+                process.join()
+            failed = [p.exitcode for p in processes if p.exitcode != 0]
+            if failed:
+                raise HarnessError(f"{len(failed)} worker(s) ended with exit codes {failed}", field="--workers",
+                                   fix="see their output above; re-run the command to continue the study")
+        elif missing:
+            _optimize(study, plan, config_path, overrides, output, missing, tracker, progress, echo)
+        status = "FINISHED"
+    finally:
+        if tracker is not None:
+            tracker.finish(status)
+    study = _open_study(plan, sweep)
+    single = len(sweep.objectives) == 1
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    best = (study.best_trials if not single else [study.best_trial]) if complete else []
+    for trial in best:
+        echo(f"{'Pareto front' if not single else 'best'}: trial {trial.number} {trial.params} -> {trial.values}")
+    return study
+
+
+def _worker(config_path: Path, overrides, output, trials: int, index: int, parent_run_id: str | None) -> None:
+    """One worker process: ``trials`` trials of the shared study (its sampler seeded apart)."""
+    plan = _plan(config_path, overrides, output)
+    study = _open_study(plan, plan.experiment.sweep, seed_offset=index)
+    tracker = None
+    if parent_run_id is not None:
+        tracker = Tracker.open(plan.experiment.tracking.uri, plan.output, plan.experiment.experiment)
+        tracker.parent_run_id = parent_run_id  # child runs carry the parent's id as a tag
+    _optimize(study, plan, config_path, overrides, output, trials, tracker, False,
+              lambda line: print(f"[worker {index}] {line}", flush=True))
+
+
+def _optimize(study: optuna.Study, plan, config_path: Path, overrides, output, trials: int, tracker, progress: bool,
+              echo) -> None:
+    sweep = plan.experiment.sweep
+    single = len(sweep.objectives) == 1
     splits = _SplitCache(progress)
 
     def objective(trial: optuna.Trial):
@@ -150,16 +226,4 @@ def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Pat
                                                                                             strict=True)))
         return scores[0] if single else scores
 
-    status = "FAILED"
-    try:
-        if missing:
-            study.optimize(objective, n_trials=missing, catch=())
-        status = "FINISHED"
-    finally:
-        if tracker is not None:
-            tracker.finish(status)
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    best = (study.best_trials if not single else [study.best_trial]) if complete else []
-    for trial in best:
-        echo(f"{'Pareto front' if not single else 'best'}: trial {trial.number} {trial.params} -> {trial.values}")
-    return study
+    study.optimize(objective, n_trials=trials, catch=())

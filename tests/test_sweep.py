@@ -95,3 +95,23 @@ def test_sweep_files_validate(path: Path):
 
     experiment, _ = load_experiment(path)
     assert experiment.sweep is not None and experiment.sweep.trials >= 10 and not experiment.grid
+
+
+def test_two_workers_on_a_journal_file_reach_the_exact_trial_count(tmp_path: Path):
+    from harness.sweep import run_sweep
+
+    config = write_yaml(tmp_path / "sweep.yaml", SWEEP.replace("trials: 3", "trials: 4") + "  storage: journal\n")
+    lines: list[str] = []
+    study = run_sweep(config, output=tmp_path / "out", progress=False, echo=lines.append, workers=2)
+    trials = study.get_trials()
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]  # none lost, none done twice
+    assert (tmp_path / "out" / "tinysweep" / "optuna.journal").is_file()
+    again = run_sweep(config, output=tmp_path / "out", progress=False, echo=lines.append, workers=2)
+    assert len(again.get_trials()) == 4
+
+
+def test_workers_refuse_the_default_sqlite_storage(tmp_path: Path):
+    config = write_yaml(tmp_path / "sweep.yaml", SWEEP)
+    result = CliRunner().invoke(app, ["sweep", str(config), "--output", str(tmp_path / "out"), "--workers", "2"])
+    assert result.exit_code == 2 and "sweep.storage" in result.stderr and "journal" in result.stderr
