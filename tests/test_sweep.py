@@ -115,3 +115,25 @@ def test_workers_refuse_the_default_sqlite_storage(tmp_path: Path):
     config = write_yaml(tmp_path / "sweep.yaml", SWEEP)
     result = CliRunner().invoke(app, ["sweep", str(config), "--output", str(tmp_path / "out"), "--workers", "2"])
     assert result.exit_code == 2 and "sweep.storage" in result.stderr and "journal" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory):
+    from .postgres import postgres_bin, throwaway_postgres
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed here (.ci/run installs it)")
+    with throwaway_postgres() as url:
+        yield url
+
+
+def test_two_workers_on_postgresql_reach_the_exact_trial_count(tmp_path: Path, postgres_url: str):
+    from harness.sweep import run_sweep
+
+    config = write_yaml(tmp_path / "sweep.yaml", SWEEP.replace("trials: 3", "trials: 4") + f"  storage: {postgres_url}\n")
+    study = run_sweep(config, output=tmp_path / "out", progress=False, echo=lambda *_: None, workers=2)
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    reloaded = optuna.load_study(study_name="tinysweep", storage=postgres_url)  # really in the server
+    assert len(reloaded.trials) == 4
