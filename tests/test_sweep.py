@@ -137,3 +137,66 @@ def test_two_workers_on_postgresql_reach_the_exact_trial_count(tmp_path: Path, p
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     reloaded = optuna.load_study(study_name="tinysweep", storage=postgres_url)  # really in the server
     assert len(reloaded.trials) == 4
+
+
+def test_sweep_trials_are_nested_runs_seen_through_an_mlflow_server(tmp_path: Path):
+    """A real `mlflow server` on 127.0.0.1 (one worker, job execution off) over the sweep's
+    tracking store: the parent run and each trial's nested run come back through its REST API."""
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from harness.sweep import run_sweep
+
+    text = SWEEP.replace("tracking: {enabled: false}", "tracking: {enabled: true}").replace("trials: 3", "trials: 2")
+    config = write_yaml(tmp_path / "sweep.yaml", text)
+    run_sweep(config, output=tmp_path / "out", progress=False, echo=lambda *_: None)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = tmp_path / "out" / "tinysweep" / "mlflow.db"
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen(
+        [str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{store}", "--default-artifact-root",
+         str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    def post(path: str, body: dict) -> dict:
+        request = urllib.request.Request(base + path, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        experiments = post("/api/2.0/mlflow/experiments/search", {"max_results": 10})["experiments"]
+        experiment = next(e for e in experiments if e["name"] == "tinysweep")
+        runs = post("/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+        parents = [r for r in runs if r["info"]["run_name"] == "sweep tinysweep"]
+        assert len(parents) == 1
+        parent_id = parents[0]["info"]["run_id"]
+        trials = [r for r in runs if {"key": "mlflow.parentRunId", "value": parent_id} in r["data"].get("tags", [])]
+        assert len(trials) == 2 and all(any(m["key"] == "avg" for m in r["data"]["metrics"]) for r in trials)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its worker, by the PID we started
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
