@@ -226,4 +226,5 @@ def _optimize(study: optuna.Study, plan, config_path: Path, overrides, output, t
                                                                                             strict=True)))
         return scores[0] if single else scores
 
-    study.optimize(objective, n_trials=trials, catch=())
+    stop = optuna.study.MaxTrialsCallback(sweep.trials, states=FINISHED)  # other machines may fill the study too
+    study.optimize(objective, n_trials=trials, catch=(), callbacks=[stop])
