@@ -200,3 +200,23 @@ def test_sweep_trials_are_nested_runs_seen_through_an_mlflow_server(tmp_path: Pa
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def test_a_trial_left_running_by_a_killed_process_is_retried(tmp_path: Path):
+    """A SIGKILLed worker leaves its trial RUNNING in the storage: a re-run marks it failed and
+    runs its parameters again."""
+    from harness.sweep import run_sweep
+
+    config = write_yaml(tmp_path / "sweep.yaml", SWEEP.replace("trials: 3", "trials: 2"))
+    run_sweep(config, output=tmp_path / "out", progress=False, echo=lambda *_: None)
+    study = _study(tmp_path / "out")
+    orphan = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-4, 3e-3, log=True),
+                        "method.params.embed_dim": optuna.distributions.CategoricalDistribution([16, 32])})
+    assert study.trials[-1].state == optuna.trial.TrialState.RUNNING  # what a killed process leaves
+    config.write_text(config.read_text().replace("trials: 2", "trials: 3"))
+    lines: list[str] = []
+    study = run_sweep(config, output=tmp_path / "out", progress=False, echo=lines.append)
+    assert "2 finished trials, 1 interrupted ones queued again, 1 to run" in lines[0]
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 3 and states[orphan.number] == optuna.trial.TrialState.FAIL
+    assert study.trials[-1].params == orphan.params
