@@ -116,6 +116,8 @@ class SweepConfig(BaseModel):
     pruner: Literal["median", "none"] = Field("median", description="median: stop a trial whose per-epoch "
                                                 "validation metric falls below the median (one objective only)")
     pruner_warmup_epochs: int = Field(1, ge=0, description="epochs before a trial may be pruned")
+    pruner_startup_trials: int = Field(5, ge=0, description="trials that finish unpruned before pruning starts "
+                                       "(optuna's MedianPruner default)")
     storage: str | None = Field(None, description="optuna storage URL; default sqlite:///<output>/<experiment>/optuna.db")
 
 

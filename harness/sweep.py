@@ -101,7 +101,8 @@ def _describe(storage) -> str:
 
 def _open_study(plan, sweep: SweepConfig, seed_offset: int = 0) -> optuna.Study:
     single = len(sweep.objectives) == 1
-    pruner = (optuna.pruners.MedianPruner(n_warmup_steps=sweep.pruner_warmup_epochs)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=sweep.pruner_startup_trials,
+                                          n_warmup_steps=sweep.pruner_warmup_epochs)
               if single and sweep.pruner == "median" else optuna.pruners.NopPruner())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(study_name=plan.experiment.experiment, storage=_storage(sweep, plan.output),

@@ -220,3 +220,18 @@ def test_a_trial_left_running_by_a_killed_process_is_retried(tmp_path: Path):
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 3 and states[orphan.number] == optuna.trial.TrialState.FAIL
     assert study.trials[-1].params == orphan.params
+
+
+def test_the_median_pruner_stops_a_trial_that_falls_behind(tmp_path: Path):
+    text = (SWEEP.replace("trials: 3", "trials: 5").replace("epochs: 2", "epochs: 3")
+            .replace("low: 1.0e-4, high: 3.0e-3", "low: 1.0e-7, high: 3.0e-3")  # some trials barely learn
+            + "  pruner_startup_trials: 1\n  pruner_warmup_epochs: 0\n")
+    config = write_yaml(tmp_path / "sweep.yaml", text)
+    result = CliRunner().invoke(app, ["sweep", str(config), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    study = _study(tmp_path / "out")
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and "pruned after epoch" in result.stdout
+    for trial in pruned:  # stopped early: fewer epochs reported, no result written
+        assert len(trial.intermediate_values) < 3
+        assert not (tmp_path / "out" / "tinysweep" / "runs" / trial.user_attrs["run_id"] / "result.json").exists()
