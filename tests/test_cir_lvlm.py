@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -307,3 +308,18 @@ def test_connector_variants_share_the_vision_phase_and_results_do_not_depend_on_
     assert len(list((tmp_path / "shared" / "backbones").glob("stage0-vision-*"))) == 1
     for name in ("connector.safetensors", "language_model/model.safetensors", "vision/model.safetensors"):
         assert (alone / name).read_bytes() == (shared / name).read_bytes(), name
+
+
+def test_optional_embed_phase_runs_and_keeps_existing_stage0_keys(tiny_benchmark: Path):
+    from harness.backbones.params import BackboneParams
+    from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0
+
+    split = load_cirr_split(tiny_benchmark, "train")
+    connector = {"type": "queries", "num_queries": 4, "heads": 2}
+    base = Stage0Params(vision_steps=2, caption_steps=2, vision_batch_size=8, caption_batch_size=8)
+    off = Stage0Request("embed-test", BackboneParams(**TINY), connector, base)
+    on = Stage0Request("embed-test", BackboneParams(**TINY), connector, base.model_copy(update={"embed_steps": 3}))
+    assert "embed_steps" not in off._settings() and off.key() != on.key()  # caches built before it stay valid
+    assert off.vision_key() == on.vision_key()  # the CLIP phase is shared
+    report = json.loads((ensure_stage0(on, split, progress=False) / "stage0.json").read_text())
+    assert report["embed"]["first_loss"] is not None and report["embed"]["last_loss"] is not None

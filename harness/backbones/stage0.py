@@ -74,6 +74,8 @@ class Stage0Params(BaseModel):
     caption_steps: int = Field(300, ge=0, description="describe-the-image steps for connector + LM")
     caption_batch_size: int = Field(64, ge=1)
     caption_lr: float = Field(1e-3, gt=0)
+    embed_steps: int = Field(0, ge=0, description="experimental third phase: contrastive image <-> description "
+                             "through the LM's [EMB] token (E5-V / TRACE idea, not in the paper); 0 = off")
 
 
 @dataclass(frozen=True)
@@ -89,10 +91,15 @@ class Stage0Request:
     def key(self) -> str:
         blob = json.dumps(
             {"version": STAGE0_VERSION, "dataset": self.dataset_key, "backbone": self.backbone.tiny_key(),
-             "connector": self.connector, "stage0": self.params.model_dump(), "corpus": sorted(self.extra_corpus)},
+             "connector": self.connector, "stage0": self._settings(), "corpus": sorted(self.extra_corpus)},
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _settings(self) -> dict:
+        """Stage-0 settings in the cache key; the optional phase only when on, so caches built
+        before it existed stay valid."""
+        return self.params.model_dump(exclude={"embed_steps"} if self.params.embed_steps == 0 else None)
 
     def directory(self) -> Path:
         return cache_dir() / "backbones" / f"stage0-{self.key()}"
@@ -252,11 +259,16 @@ def _build_describe(request: Stage0Request, data: _TrainingData, vision: Path, o
     report = _phase(trainable, params.caption_steps, params.caption_lr, "stage 0: describe images", progress,
                     lambda: _caption_step(tower, connector, language_model, data.images, encoded,
                                           params.caption_batch_size, generator))
+    if params.embed_steps:
+        report_embed = _phase(trainable, params.embed_steps, params.caption_lr, "stage 0: embed (image <-> description)",
+                              progress, lambda: _embed_step(tower, connector, language_model, tokenizer, data.images,
+                                                            encoded, params.caption_batch_size, generator))
     language_model.save_pretrained(str(out / "language_model"))
     save_model(connector, str(out / "connector.safetensors"))
     vision_report = json.loads((vision / "vision.json").read_text())
     return {"settings": {"backbone": backbone.tiny_key(), "connector": request.connector, **params.model_dump()},
-            "images": len(data.names), "vision_stage": str(vision), "vision": vision_report["vision"], "caption": report}
+            "images": len(data.names), "vision_stage": str(vision), "vision": vision_report["vision"], "caption": report,
+            **({"embed": report_embed} if params.embed_steps else {})}
 
 
 def _phase(module: torch.nn.Module, steps: int, lr: float, desc: str, progress: bool, step_loss) -> dict:
@@ -311,3 +323,36 @@ def _caption_step(tower, connector, language_model, images, encoded, batch_size,
     attention = torch.cat([torch.ones(visual.shape[:2], dtype=mask.dtype), mask], dim=1)
     labels = torch.cat([torch.full(visual.shape[:2], -100), ids.masked_fill(mask == 0, -100)], dim=1)
     return language_model(inputs_embeds=embeds, attention_mask=attention, labels=labels).loss
+
+
+def _embed_step(tower, connector, language_model, tokenizer, images, encoded, batch_size, generator) -> torch.Tensor:
+    """Optional phase 3: an image (target task prompt + visual tokens + [EMB]) and its
+    description (target task prompt + description + [EMB]) should meet at the LM's [EMB]
+    hidden state: symmetric InfoNCE (temperature 0.05) over the batch."""
+    import torch.nn.functional as F
+
+    from harness.methods.base import info_nce
+
+    rows = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
+    embed = language_model.get_input_embeddings()
+    prompt = embed(torch.tensor([tokenizer.bos_token_id, *tokenizer(TARGET_TASK_PROMPT, add_special_tokens=False)
+                                 ["input_ids"]])).unsqueeze(0).expand(batch_size, -1, -1)
+    token = embed(torch.tensor([tokenizer.convert_tokens_to_ids(EMBEDDING_TOKEN)])).unsqueeze(0).expand(batch_size, -1, -1)
+    with torch.no_grad():
+        features = tower(images[rows])
+    visual = connector(features)
+    mask = encoded["attention_mask"][rows]
+    width = int(mask.sum(1).max())
+    ids, mask = encoded["input_ids"][rows, 1:width], mask[:, 1:width]  # drop the description's own [BOS]
+
+    def last_hidden(middle: torch.Tensor, middle_mask: torch.Tensor) -> torch.Tensor:
+        inputs = torch.cat([prompt, middle, token], dim=1)
+        attention = torch.cat([torch.ones(prompt.shape[:2], dtype=torch.long), middle_mask.long(),
+                               torch.ones(batch_size, 1, dtype=torch.long)], dim=1)
+        positions = (attention.cumsum(1) - 1).clamp(min=0)
+        hidden = language_model.model(inputs_embeds=inputs, attention_mask=attention, position_ids=positions)
+        return F.normalize(hidden.last_hidden_state[:, -1], dim=-1)
+
+    image_side = last_hidden(visual, torch.ones(visual.shape[:2], dtype=torch.long))
+    text_side = last_hidden(embed(ids), mask)
+    return info_nce(image_side, text_side, 0.05, symmetric=True)
