@@ -26,12 +26,14 @@ from harness.device import autocast, resolve_device
 from harness.errors import HarnessError
 from harness.methods.base import CIRMethod
 from harness.metrics import (
+    category_mean,
     cirr_metrics,
     map_at_k,
+    metrics_by_category,
     ranking,
-    soft_recall_at_k,
     subset_ranks,
     target_ranks,
+    with_soft_recall,
 )
 
 #: Published protocols as named presets (../shared/research/cir_codebases.md §2). A preset fills
@@ -183,19 +185,16 @@ def evaluate(
                 raise HarnessError("eval.target_field soft needs target_soft labels (CIRR val)", field="eval.target_field",
                                    fix="use target_field: hard for this dataset")
             deep = ranking(scores, exclude, top=max(config.ks))
-            soft = soft_recall_at_k([[gallery[int(i)] for i in row] for row in deep],
-                                    [dict(t.soft_targets) for t in triplets], config.ks)
-            metrics |= {f"recall_at_{k}": value for k, value in soft.items()}
-            if "recall_at_5" in metrics and "recall_subset_at_1" in metrics:
-                metrics["avg"] = (metrics["recall_at_5"] + metrics["recall_subset_at_1"]) / 2
+            metrics = with_soft_recall(metrics, [[gallery[int(i)] for i in row] for row in deep],
+                                       [dict(t.soft_targets) for t in triplets], config.ks)
         if config.map_ks and any(t.ground_truths for t in triplets):
             relevant = [{index[g] for g in (t.ground_truths or (t.target,))} for t in triplets]
             deep = ranking(scores, exclude, top=max(config.map_ks)) if config.save_top < max(config.map_ks) else top
             metrics |= map_at_k(deep, relevant, config.map_ks)
         if split.galleries:
-            by_category = _metrics_by_category(triplets, ranks, config)
+            by_category = metrics_by_category(ranks, [t.category for t in triplets], config.ks, config.subset_ks)
             if config.category_mean:  # the FashionIQ protocol: each metric averaged over the categories
-                metrics = {key: sum(m[key] for m in by_category.values()) / len(by_category) for key in metrics}
+                metrics = category_mean(by_category, metrics)
     scoring_seconds = time.perf_counter() - start
 
     rankings = []
@@ -254,18 +253,6 @@ def _category_galleries(split: CIRSplit, triplets: list[Triplet], index: dict[st
             columns = torch.tensor([index[name] for name in names], dtype=torch.long)
             allowed[rows.unsqueeze(1), columns] = True
     return allowed
-
-
-def _metrics_by_category(triplets: list[Triplet], ranks: torch.Tensor, config: EvalConfig) -> dict[str, dict[str, float]]:
-    rows: dict[str, list[int]] = defaultdict(list)
-    for row, t in enumerate(triplets):
-        rows[str(t.category)].append(row)
-    result = {}
-    for category, selected in rows.items():  # in the order the categories were loaded
-        metrics = cirr_metrics(ranks[torch.tensor(selected)], config.ks, None, config.subset_ks)
-        metrics["num_queries"] = float(len(selected))
-        result[category] = metrics
-    return result
 
 
 def _subset_order(scores: torch.Tensor, triplet: Triplet, index: dict[str, int]) -> list[str]:

@@ -14,7 +14,7 @@ with the reference removed from the candidates when the protocol says so (CIRR).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -116,3 +116,30 @@ def soft_recall_at_k(top_names: list[list[str]], soft_targets: list[dict[str, fl
         best = [max([0.0, *(soft.get(name, 0.0) for name in names[:k])]) for names, soft in zip(top_names, soft_targets, strict=True)]
         result[k] = 100.0 * sum(best) / len(best)
     return result
+
+
+def with_soft_recall(metrics: dict[str, float], top_names: list[list[str]], soft_targets: list[dict[str, float]],
+                     ks: Sequence[int]) -> dict[str, float]:
+    """``metrics`` with Recall@K replaced by its soft version (and Avg recomputed from it)."""
+    metrics = metrics | {f"recall_at_{k}": v for k, v in soft_recall_at_k(top_names, soft_targets, ks).items()}
+    if "recall_at_5" in metrics and "recall_subset_at_1" in metrics:
+        metrics["avg"] = (metrics["recall_at_5"] + metrics["recall_subset_at_1"]) / 2
+    return metrics
+
+
+def metrics_by_category(ranks: torch.Tensor, categories: Sequence[str | None], ks: Sequence[int],
+                        subset_ks: Sequence[int]) -> dict[str, dict[str, float]]:
+    """Recall@K per query category (in order of first appearance), with each one's query count."""
+    rows: dict[str, list[int]] = {}
+    for row, category in enumerate(categories):
+        rows.setdefault(str(category), []).append(row)
+    result = {}
+    for category, selected in rows.items():
+        result[category] = cirr_metrics(ranks[torch.tensor(selected)], ks, None, subset_ks)
+        result[category]["num_queries"] = float(len(selected))
+    return result
+
+
+def category_mean(by_category: dict[str, dict[str, float]], keys: Iterable[str]) -> dict[str, float]:
+    """FashionIQ's averaging: each metric the mean of its per-category values."""
+    return {key: sum(m[key] for m in by_category.values()) / len(by_category) for key in keys}

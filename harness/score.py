@@ -24,7 +24,14 @@ import torch
 from harness.data.triplet import CIRSplit
 from harness.errors import HarnessError
 from harness.evaluate import EvalConfig
-from harness.metrics import cirr_metrics, map_at_k, recall_at_k, soft_recall_at_k
+from harness.metrics import (
+    category_mean,
+    cirr_metrics,
+    map_at_k,
+    metrics_by_category,
+    recall_at_k,
+    with_soft_recall,
+)
 
 
 def score(entries: Iterable[dict[str, Any]], split: CIRSplit, config: EvalConfig,
@@ -66,10 +73,8 @@ def score(entries: Iterable[dict[str, Any]], split: CIRSplit, config: EvalConfig
     else:
         metrics = {f"recall_subset_at_{k}": v for k, v in recall_at_k(subset, config.subset_ks).items()}
     if ranks is not None and config.target_field == "soft":
-        soft = soft_recall_at_k([e["top"] for e in entries], [dict(t.soft_targets) for t in triplets], config.ks)
-        metrics |= {f"recall_at_{k}": value for k, value in soft.items()}
-        if "recall_at_5" in metrics and "recall_subset_at_1" in metrics:
-            metrics["avg"] = (metrics["recall_at_5"] + metrics["recall_subset_at_1"]) / 2
+        metrics = with_soft_recall(metrics, [e["top"] for e in entries], [dict(t.soft_targets) for t in triplets],
+                                   config.ks)
     if ranks is not None and config.map_ks and any(t.ground_truths for t in triplets):
         names: dict[str, int] = {}
         top = torch.tensor([[names.setdefault(n, len(names)) for n in e["top"][: max(config.map_ks)]] for e in entries])
@@ -77,13 +82,9 @@ def score(entries: Iterable[dict[str, Any]], split: CIRSplit, config: EvalConfig
         metrics |= map_at_k(top, relevant, config.map_ks)
     by_category: dict[str, dict[str, float]] = {}
     if split.galleries and ranks is not None:
-        for category in split.galleries:
-            rows = torch.tensor([i for i, t in enumerate(triplets) if t.category == category], dtype=torch.long)
-            if len(rows):
-                by_category[category] = cirr_metrics(ranks[rows], config.ks, None, config.subset_ks)
-                by_category[category]["num_queries"] = float(len(rows))
+        by_category = metrics_by_category(ranks, [t.category for t in triplets], config.ks, config.subset_ks)
         if config.category_mean:
-            metrics = {key: sum(m[key] for m in by_category.values()) / len(by_category) for key in metrics}
+            metrics = category_mean(by_category, metrics)
     return metrics, by_category
 
 

@@ -132,20 +132,27 @@ def test_supervised_flag_trains_textual_inversion_on_triplets(split):
     assert not any(p.requires_grad for p in method.encoder.parameters())  # CLIP stays frozen
 
 
-def test_pretrained_directory_loads_a_saved_clip(tmp_path: Path):
+def _saved_tiny_clip(tokenizer, vocab_size: int, directory: Path):
+    """A tiny CLIPModel (width 32, 32 px images, 16-d features) saved with ``tokenizer`` into ``directory``."""
     from transformers import CLIPConfig, CLIPModel
 
-    torch.manual_seed(3)
-    tokenizer = train_lvlm_tokenizer(["a photo of a red circle", "make it blue"])
     clip = CLIPModel(CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "eos_token_id": tokenizer.eos_token_id,
-                     "bos_token_id": tokenizer.bos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        text_config={"vocab_size": vocab_size, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "bos_token_id": tokenizer.bos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
         vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
                        "image_size": 32, "patch_size": 8},
         projection_dim=16))
-    clip.save_pretrained(tmp_path / "clip")
-    tokenizer.save_pretrained(tmp_path / "clip")
+    clip.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return clip
+
+
+def test_pretrained_directory_loads_a_saved_clip(tmp_path: Path):
+
+    torch.manual_seed(3)
+    tokenizer = train_lvlm_tokenizer(["a photo of a red circle", "make it blue"])
+    clip = _saved_tiny_clip(tokenizer, len(tokenizer), tmp_path / "clip")
     for name in ("clip4cir", "pic2word"):
         method = build_method(name, {"backbone": {"source": "pretrained", "vision_dir": str(tmp_path / "clip")}},
                               MethodContext(64, []))
@@ -235,7 +242,7 @@ def test_pseudo_word_splicing_with_a_real_clip_tokenizer(tmp_path: Path):
     import json
     import string
 
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     chars = [*string.ascii_lowercase, ",", "*", "$"]
     vocab = {c: i for i, c in enumerate(chars)} | {f"{c}</w>": len(chars) + i for i, c in enumerate(chars)}
@@ -244,15 +251,7 @@ def test_pseudo_word_splicing_with_a_real_clip_tokenizer(tmp_path: Path):
     (tmp_path / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
     torch.manual_seed(4)
-    clip = CLIPModel(CLIPConfig(
-        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "bos_token_id": tokenizer.bos_token_id,
-                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
-        projection_dim=16))
-    clip.save_pretrained(tmp_path / "clip")
-    tokenizer.save_pretrained(tmp_path / "clip")
+    clip = _saved_tiny_clip(tokenizer, len(vocab), tmp_path / "clip")
     encoder = DualEncoder.from_directory(tmp_path / "clip")
     assert encoder._stand_in("*") == vocab["*</w>"] != tokenizer.eos_token_id
     embedding = clip.text_model.embeddings.token_embedding.weight[vocab["x</w>"]].detach()
