@@ -182,6 +182,15 @@ class Searle(TextualInversionMethod):
     def training_images(self, split) -> list[str]:
         return list(self._oti_names)
 
+    def training_state(self) -> dict:
+        """The concept-sampling generator, so a resumed run draws what an uninterrupted one draws."""
+        return {"concept_rng": self._rng.getstate()}
+
+    def load_training_state(self, state: dict) -> None:
+        if "concept_rng" in state:
+            version, internal, gauss = state["concept_rng"]
+            self._rng.setstate((version, tuple(internal), gauss))
+
     def statistics(self) -> dict:
         return {"oti": self._oti_report} if self._oti_report else {}
 

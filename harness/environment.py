@@ -57,6 +57,8 @@ def hardware(device: torch.device | str = "cpu") -> dict[str, Any]:
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device.type,
+        "world_size": int(torch.distributed.get_world_size()) if torch.distributed.is_available()
+        and torch.distributed.is_initialized() else 1,
         "platform": platform.platform(),
         "python": platform.python_version(),
     }

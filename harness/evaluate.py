@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
+from harness import distributed
 from harness.data.triplet import CIRSplit, Triplet
 from harness.device import autocast, resolve_device
 from harness.errors import HarnessError
@@ -108,18 +109,27 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _encode_in_batches(encode, count: int, batch_size: int, desc: str, progress: bool) -> torch.Tensor:
+    """[count, D] embeddings. Under torchrun each rank encodes its deal of whole batches and the
+    ranks gather them back in order, so every row is computed as in a single process."""
     chunks = []
-    for start in tqdm(range(0, count, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+    starts = distributed.batch_starts(count, batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
         chunks.append(encode(start, min(count, start + batch_size)).float().cpu())
-    return torch.cat(chunks) if chunks else torch.empty(0)
+    if not distributed.current().distributed:
+        return torch.cat(chunks) if chunks else torch.empty(0)
+    dim = distributed.broadcast_object(chunks[0].shape[1] if chunks else 0)
+    return distributed.gather_batches(chunks, count, batch_size, dim)
 
 
 @torch.inference_mode()
 def evaluate(
     method: CIRMethod, split: CIRSplit, config: EvalConfig, device: torch.device | None = None, progress: bool = True
 ) -> Evaluation:
-    """Evaluate ``method`` on ``split`` with the shared protocol."""
+    """Evaluate ``method`` on ``split`` with the shared protocol. Under torchrun the ranks share
+    the encoding of gallery and queries and each scores the gathered embeddings (timings are
+    rank 0's wall clock of the shared work)."""
     device = device or resolve_device(config.device)
+    progress = progress and distributed.current().is_main
     method.to(device).eval()
     triplets: list[Triplet] = split.triplets[: config.max_queries] if config.max_queries else list(split.triplets)
     if config.gallery == "query_images":
@@ -156,6 +166,8 @@ def evaluate(
     query_embeddings = _encode_in_batches(encode_queries, len(triplets), config.batch_size, "queries", progress)
     _synchronize(device)
     query_seconds = time.perf_counter() - start
+    for counter in method.statistics_counters():
+        distributed.sum_across_ranks(counter)
 
     start = time.perf_counter()
     scores = query_embeddings @ gallery_embeddings.T

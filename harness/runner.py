@@ -7,7 +7,9 @@ Layout of what is written (see DESIGN.md):
     <output_dir>/<experiment>/mlflow.db
     <output_dir>/<experiment>/runs/<run id>/config.yaml | result.json | rankings.jsonl.gz | checkpoints/ | tokenizer/
 
-A run whose result.json exists is finished and skipped.
+A run whose result.json exists is finished and skipped. Under torchrun every rank runs this
+same loop (harness.distributed): rank 0 decides what to skip, builds caches first, and alone
+writes files and talks to mlflow.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Literal
 import torch
 import yaml
 
+from harness import distributed
 from harness.config import ExperimentConfig, RunSpec, expand, load_experiment
 from harness.data.datasets import DatasetConfig, dataset_key, load_dataset
 from harness.data.synthetic.captions import template_corpus
@@ -84,26 +87,31 @@ class _SplitCache:
 def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: bool = True, on_epoch=None) -> RunResult:
     """Train and evaluate one run; write config.yaml, rankings and result.json."""
     config = spec.config
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    main = distributed.current().is_main
+    progress = progress and main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     if config.train.num_threads is not None:
         torch.set_num_threads(config.train.num_threads)
     device = resolve_device(config.eval.device)
-    train_split = splits.get(config.dataset, config.dataset.train_split)
-    eval_split = splits.get(config.dataset, config.dataset.eval_split)
-    seed_everything(config.seed)
-    context = MethodContext(image_size=config.dataset.image_size,
-                            corpus=[t.caption for t in train_split.triplets] + template_corpus(),
-                            train_split=train_split, dataset_key=dataset_key(config.dataset), progress=progress)
-    method = build_method(config.method.name, config.method.params, context)
+    with distributed.main_first():  # rank 0 generates the dataset and stage 0; the others read the cache
+        train_split = splits.get(config.dataset, config.dataset.train_split)
+        eval_split = splits.get(config.dataset, config.dataset.eval_split)
+        seed_everything(config.seed)
+        context = MethodContext(image_size=config.dataset.image_size,
+                                corpus=[t.caption for t in train_split.triplets] + template_corpus(),
+                                train_split=train_split, dataset_key=dataset_key(config.dataset), progress=progress)
+        method = build_method(config.method.name, config.method.params, context)
     tokenizer = getattr(method, "tokenizer", None)
-    if tokenizer is not None:
+    if tokenizer is not None and main:
         tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     summary = train(method, train_split, config.train, config.seed, run_dir / "checkpoints", device, progress,
                     on_epoch=on_epoch)
     protocol, eval_config = config.eval.resolved(config.dataset.name)
     evaluation = evaluate(method, eval_split, eval_config, device, progress)
-    write_rankings(run_dir / "rankings.jsonl.gz", evaluation.rankings)
+    if main:
+        write_rankings(run_dir / "rankings.jsonl.gz", evaluation.rankings)
     result = RunResult(
         run_id=spec.run_id,
         experiment=config.experiment,
@@ -142,7 +150,9 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
         method_statistics=method.statistics(),
         rankings_file="rankings.jsonl.gz",
     )
-    write_result(run_dir / "result.json", result)
+    if main:
+        write_result(run_dir / "result.json", result)
+    distributed.barrier()
     return result
 
 
@@ -158,14 +168,34 @@ def run_experiment(
 
     ``overwrite``: ``only-missing`` skips finished runs and resumes interrupted ones from their
     last checkpoint; ``never`` also leaves unfinished run folders untouched; ``always``
-    recomputes every run from scratch."""
+    recomputes every run from scratch.
+
+    Under torchrun (WORLD_SIZE > 1) the ranks share each run's training and evaluation; rank 0
+    prints, writes and reports, and its decisions (skip, resume, delete) are every rank's."""
     plan = plan_experiment(config_path, overrides, output)
-    plan.output.mkdir(parents=True, exist_ok=True)
-    manifest = {"experiment": plan.experiment.model_dump(mode="json"), "runs": [spec.run_id for spec in plan.specs]}
-    atomic_write_text(plan.output / "experiment.json", json.dumps(manifest, indent=2))
+    joined = not distributed.current().distributed
+    world = distributed.init_from_environment(plan.specs[0].config.eval.device if plan.specs else "auto")
+    try:
+        uneven = sorted({s.config.train.batch_size for s in plan.specs if s.config.train.batch_size % world.size})
+        if uneven:  # before any run starts, not after the first ones
+            raise HarnessError(f"train.batch_size {uneven[0]} does not split evenly over {world.size} ranks",
+                               file=config_path, field="train.batch_size", fix=f"use a multiple of {world.size}")
+        return _run_plan(plan, config_path, overrides, progress and world.is_main,
+                         echo if world.is_main else (lambda *_: None), overwrite, world)
+    finally:
+        if joined and world.distributed:
+            distributed.shutdown()
+
+
+def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progress: bool, echo,
+              overwrite: str, world: distributed.World) -> list[RunResult]:
+    if world.is_main:
+        plan.output.mkdir(parents=True, exist_ok=True)
+        manifest = {"experiment": plan.experiment.model_dump(mode="json"), "runs": [spec.run_id for spec in plan.specs]}
+        atomic_write_text(plan.output / "experiment.json", json.dumps(manifest, indent=2))
     tracker = None
     tracking = plan.experiment.tracking
-    if tracking.enabled:
+    if tracking.enabled and world.is_main:
         tracker = Tracker.open(tracking.uri, plan.output, plan.experiment.experiment)
         tracker.start_parent(
             {"config_file": str(config_path), "overrides": " ".join(overrides or []), "runs": len(plan.specs)},
@@ -179,13 +209,16 @@ def run_experiment(
             run_dir = plan.run_dir(spec)
             done = run_dir / "result.json"
             head = f"[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed}"
-            if overwrite == "always" and run_dir.exists():
+            if overwrite == "always" and run_dir.exists() and world.is_main:
                 shutil.rmtree(run_dir)
-            if done.is_file():
+            state = distributed.broadcast_object(
+                "finished" if done.is_file() else "left" if overwrite == "never" and run_dir.exists() else "run")
+            if state == "finished":
                 echo(f"{head}: finished earlier ({run_dir})")
-                results.append(read_result(done))
+                if world.is_main:
+                    results.append(read_result(done))
                 continue
-            if overwrite == "never" and run_dir.exists():
+            if state == "left":
                 echo(f"{head}: unfinished, left as it is (--overwrite never) ({run_dir})")
                 continue
             if (run_dir / "checkpoints" / "last" / "state.pt").is_file():
@@ -204,6 +237,8 @@ def run_experiment(
             tracker.finish(status)
     if not results:
         echo("no finished runs: nothing to report")
+        return results
+    if not world.is_main:
         return results
     table = results_table(results)
     atomic_write_text(plan.output / "results.md", table + "\n")

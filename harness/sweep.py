@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,10 @@ def _plan(config_path: Path, overrides: list[str] | None, output: Path | None):
 def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Path | None = None,
               progress: bool = True, echo=print, workers: int = 1) -> optuna.Study:
     """Run the missing trials of the experiment's study (in ``workers`` processes); return it."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise HarnessError("harness sweep does not run under torchrun (each trial would be trained once per rank)",
+                           fix="scale a sweep with --workers or with several machines on one sweep.storage URL; "
+                           "use torchrun for `harness run`")
     plan = _plan(config_path, overrides, output)
     sweep = plan.experiment.sweep
     if workers > 1 and not sweep.storage:

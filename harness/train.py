@@ -26,8 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
+from harness import distributed
 from harness.data.triplet import CIRSplit
 from harness.device import autocast
+from harness.errors import HarnessError
 from harness.methods.base import CIRMethod, ImageBatch, TripletBatch
 
 
@@ -48,6 +50,9 @@ class TrainConfig(BaseModel):
     max_train_queries: int | None = Field(None, ge=2, description="train on the first N queries only (quick runs)")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; null keeps torch's default")
     checkpoint: bool = Field(True, description="write a checkpoint after every epoch")
+    gather_negatives: bool = Field(
+        True, description="under torchrun: every rank's items are negatives of the contrastive loss, so the step equals "
+        "the single-process step of the global batch; false: each rank contrasts its own share only (cheaper)")
 
 
 @dataclass
@@ -123,7 +128,16 @@ def train(
     With ``resume`` and a checkpoint in ``checkpoint_dir``, training continues from it (model,
     optimizer, scheduler, RNG states and data order) and, on CPU, ends where an uninterrupted
     run ends. ``on_epoch(epoch, method)`` is called after each epoch's checkpoint (a sweep
-    reports a validation metric there, and may stop the trial by raising)."""
+    reports a validation metric there, and may stop the trial by raising).
+
+    Under torchrun each rank trains on its contiguous share of every global batch and the
+    gradients are averaged (harness.distributed), so the steps are the single-process steps;
+    rank 0 alone writes checkpoints."""
+    world = distributed.current()
+    progress = progress and world.is_main
+    if world.distributed and config.batch_size % world.size:
+        raise HarnessError(f"train.batch_size {config.batch_size} does not split over {world.size} ranks",
+                                       field="train.batch_size", fix=f"use a multiple of {world.size}")
     source = training_source(method, split, config)
     summary = TrainSummary()
     per_epoch, total_steps = plan_steps(len(source), config)
@@ -133,59 +147,79 @@ def train(
         raise ValueError(f"{len(source)} training {source.unit} are fewer than one batch of {config.batch_size}")
 
     method.to(device).train()
-    optimizer = torch.optim.AdamW(method.optimizer_parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer_parameters = method.optimizer_parameters()
+    optimizer = torch.optim.AdamW(optimizer_parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, config.warmup_ratio))
     order_rng = torch.Generator().manual_seed(seed)
     step = 0
     epoch = 0
-    if resume and checkpoint_dir is not None and (checkpoint_dir / "last" / "state.pt").is_file():
-        state = load_checkpoint(checkpoint_dir, method)
+    found = resume and checkpoint_dir is not None and (checkpoint_dir / "last" / "state.pt").is_file()
+    state = load_checkpoint(checkpoint_dir, method) if found and world.is_main else None  # type: ignore[arg-type]
+    state = distributed.broadcast_object(state)  # rank 0 reads; the ranks need no shared filesystem
+    distributed.broadcast_parameters(method)  # rank 0's weights (fresh or resumed) on every rank
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         order_rng.set_state(state["order_rng"])
         _restore_rng(state)
+        method.load_training_state(state.get("method", {}))
         step, epoch = int(state["step"]), int(state["epoch"])
         summary.loss_per_epoch = [float(v) for v in state.get("loss_per_epoch", [])]
         summary.resumed_from_step = step
+    if world.rank > 0:  # dropout and other draws differ between ranks, as they differ between items of one batch
+        torch.manual_seed(seed + 7919 * world.rank + step)
     bar = tqdm(total=total_steps, initial=step, desc=f"train {method.method_name}", unit="step", disable=not progress,
                leave=False)
     start = time.perf_counter()
-    while step < total_steps:
-        order = torch.randperm(len(source), generator=order_rng)
-        epoch_losses: list[float] = []
-        for batch_index in range(per_epoch):
-            if step >= total_steps:
-                break
-            rows = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
-            batch = source.batch(rows, device)
-            method.begin_step(step, total_steps)
-            with autocast(device):
-                loss = method.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            epoch_losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}", epoch=epoch + 1, refresh=False)
-            bar.update()
-        epoch += 1
-        summary.loss_per_epoch.append(float(np.mean(epoch_losses)))
-        summary.final_loss = epoch_losses[-1]
-        if checkpoint_dir is not None and config.checkpoint:
-            save_checkpoint(checkpoint_dir, method, optimizer, scheduler, order_rng, epoch, step,
-                            summary.loss_per_epoch)
-        if on_epoch is not None:
-            on_epoch(epoch, method)
-            method.train()
+    with distributed.training_scope(config.gather_negatives):
+        while step < total_steps:
+            order = torch.randperm(len(source), generator=order_rng)
+            epoch_losses: list[float] = []
+            for batch_index in range(per_epoch):
+                if step >= total_steps:
+                    break
+                rows = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
+                batch = source.batch(distributed.shard_rows(rows, world), device)
+                method.begin_step(step, total_steps)
+                with autocast(device):
+                    loss = method.loss(batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                distributed.average_gradients(optimizer_parameters)
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                epoch_losses.append(_global_mean(loss.detach(), world))
+                bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}", epoch=epoch + 1, refresh=False)
+                bar.update()
+            epoch += 1
+            summary.loss_per_epoch.append(float(np.mean(epoch_losses)))
+            summary.final_loss = epoch_losses[-1]
+            if checkpoint_dir is not None and config.checkpoint:
+                if world.is_main:
+                    save_checkpoint(checkpoint_dir, method, optimizer, scheduler, order_rng, epoch, step,
+                                    summary.loss_per_epoch)
+                distributed.barrier()
+            if on_epoch is not None:
+                on_epoch(epoch, method)
+                method.train()
     bar.close()
     summary.seconds = time.perf_counter() - start
     summary.steps = step
     summary.epochs = epoch
     method.eval()
     return summary
+
+
+def _global_mean(loss: torch.Tensor, world: distributed.World) -> float:
+    """The step's loss over the global batch: the mean of the ranks' losses (equal shares)."""
+    if world.distributed:
+        loss = loss.clone()
+        torch.distributed.all_reduce(loss)
+        loss /= world.size
+    return float(loss)
 
 
 class TripletSource:
@@ -263,6 +297,7 @@ def save_checkpoint(
         "epoch": epoch,
         "step": step,
         "loss_per_epoch": list(loss_per_epoch or []),
+        "method": method.training_state(),
     }
     torch.save(state, staging / "state.pt")
     final = directory / "last"

@@ -288,3 +288,29 @@ def test_clip4cir_training_updates_the_encoders_in_stage_1_and_the_combiner_in_s
     moved_combiner = [n for n, p in method.combiner.named_parameters() if not torch.equal(p, combiner[n])]
     assert moved_encoder and len(moved_combiner) == len(combiner)  # both stages really trained their part
     assert bool(method.combiner_trained)
+
+
+def test_searle_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(split, tmp_path: Path):
+    """SEARLE draws concepts from its own generator; the checkpoint keeps it (training_state)."""
+    from harness.train import seed_everything
+
+    config = TrainConfig(epochs=1, max_steps=6, batch_size=16)  # 32 OTI images: 2 steps a pass, 3 passes
+
+    def fresh():
+        seed_everything(0)
+        return _build("searle", split, **OTI)
+
+    whole = fresh()
+    train(whole, split, config, seed=0, checkpoint_dir=tmp_path / "whole", progress=False)
+
+    def stop_after_first_pass(epoch, method):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh(), split, config, seed=0, checkpoint_dir=tmp_path / "cut", progress=False,
+              on_epoch=stop_after_first_pass)
+    resumed = fresh()
+    summary = train(resumed, split, config, seed=0, checkpoint_dir=tmp_path / "cut", progress=False)
+    assert summary.resumed_from_step == 2
+    for (name, a), (_, b) in zip(whole.phi.state_dict().items(), resumed.phi.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -207,3 +207,34 @@ def test_overwrite_modes(tmp_path: Path):
     assert any("left as it is" in line for line in lines) and not (run_dir / "result.json").exists()
     [again] = run_experiment(config, output=tmp_path / "out", progress=False, echo=lambda *_: None, overwrite="always")
     assert again.metrics == first.metrics and again.train["resumed_from_step"] == 0
+
+
+def test_a_run_sigkilled_mid_training_resumes_to_the_uninterrupted_metrics(tmp_path: Path):
+    """A real SIGKILL of `harness run` after its first checkpoint; the re-run resumes from it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from harness.runner import run_experiment
+
+    config = write_yaml(tmp_path / "resume.yaml", RESUME.replace("epochs: 3", "epochs: 8"))
+    [whole] = run_experiment(config, output=tmp_path / "whole", progress=False, echo=lambda *_: None)
+    process = subprocess.Popen([sys.executable, "-m", "harness", "run", str(config), "--output", str(tmp_path / "cut"),
+                                "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if list((tmp_path / "cut").glob("tiny/runs/*/checkpoints/last/state.pt")):
+                os.killpg(process.pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    [resumed] = run_experiment(config, output=tmp_path / "cut", progress=False, echo=lambda *_: None)
+    assert 0 < resumed.train["resumed_from_step"] < resumed.train["steps"] == whole.train["steps"]
+    assert resumed.metrics == whole.metrics
+    assert resumed.train["loss_per_epoch"] == whole.train["loss_per_epoch"]

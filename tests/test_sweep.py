@@ -235,3 +235,47 @@ def test_the_median_pruner_stops_a_trial_that_falls_behind(tmp_path: Path):
     for trial in pruned:  # stopped early: fewer epochs reported, no result written
         assert len(trial.intermediate_values) < 3
         assert not (tmp_path / "out" / "tinysweep" / "runs" / trial.user_attrs["run_id"] / "result.json").exists()
+
+
+def test_a_sweep_whose_worker_is_sigkilled_continues_on_rerun(tmp_path: Path):
+    """A real SIGKILL of the worker process mid-trial: the re-run keeps every finished trial,
+    marks the killed one failed, runs its parameters again and reaches the requested total."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = write_yaml(tmp_path / "sweep.yaml", SWEEP.replace("epochs: 2", "epochs: 4"))
+    worker = subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(config), "--output", str(tmp_path / "out")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, finished, running = time.monotonic() + 300, [], []
+    try:
+        while time.monotonic() < deadline and worker.poll() is None:
+            time.sleep(0.1)
+            try:
+                trials = _study(tmp_path / "out").get_trials(deepcopy=False)
+            except Exception:  # the study is not created yet
+                continue
+            finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+            if finished and running:
+                os.killpg(worker.pid, signal.SIGKILL)
+                break
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    assert worker.returncode == -signal.SIGKILL and finished and running, "the worker was not caught mid-trial"
+    killed = running[0]
+    assert _study(tmp_path / "out").trials[killed.number].state == optuna.trial.TrialState.RUNNING
+
+    again = CliRunner().invoke(app, ["sweep", str(config), "--output", str(tmp_path / "out")])
+    assert again.exit_code == 0, again.output
+    assert f"{len(finished)} finished trials, 1 interrupted ones queued again" in again.stdout
+    study = _study(tmp_path / "out")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3 and study.trials[killed.number].state == optuna.trial.TrialState.FAIL
+    kept = {t.number: t.values for t in complete}
+    assert all(kept[t.number] == t.values for t in finished)  # finished trials are kept as they were
+    assert any(t.params == killed.params for t in complete)  # the killed trial's parameters ran again

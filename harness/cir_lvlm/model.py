@@ -300,6 +300,9 @@ class CIRLVLM(CIRMethod):
         if self.pool is not None:
             self.pool.reset_usage()
 
+    def statistics_counters(self) -> list[torch.Tensor]:
+        return [] if self.pool is None else [self.pool.usage]
+
 
 def _is_deepstack(visual: torch.nn.Module) -> bool:
     """Qwen3-VL feeds vision features into several LM layers (deepstack), which a single

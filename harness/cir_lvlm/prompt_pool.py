@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.distributed import batch_moments
+
 
 class RunningStandardiser(nn.Module):
     """Per-dimension standardisation: batch statistics while training, an exponential
@@ -34,7 +36,7 @@ class RunningStandardiser(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.training and features.shape[0] > 1:
-            mean, var = features.mean(0), features.var(0, unbiased=False)
+            mean, var = batch_moments(features)  # over the global batch under torchrun
             with torch.no_grad():
                 weight = 1.0 if int(self.batches) == 0 else self.momentum
                 self.mean.lerp_(mean.detach(), weight)

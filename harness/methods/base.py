@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from harness.data.caption_join import DEFAULT_CONVENTION, join_captions
+from harness.distributed import gather_across_ranks
 
 
 class MethodParams(BaseModel):
@@ -75,12 +76,16 @@ class ImageBatch:
 
 
 def info_nce(query: torch.Tensor, target: torch.Tensor, temperature: float, symmetric: bool = False) -> torch.Tensor:
-    """In-batch InfoNCE: row i of ``query`` should match row i of ``target`` (both normalised)."""
-    logits = query @ target.T / temperature
-    labels = torch.arange(query.shape[0], device=query.device)
-    loss = F.cross_entropy(logits, labels)
+    """In-batch InfoNCE: row i of ``query`` should match row i of ``target`` (both normalised).
+
+    Under torchrun the negatives are every rank's rows (``train.gather_negatives``), so the
+    loss averaged over ranks is the single-process loss of the global batch."""
+    targets, offset = gather_across_ranks(target)
+    labels = torch.arange(query.shape[0], device=query.device) + offset
+    loss = F.cross_entropy(query @ targets.T / temperature, labels)
     if symmetric:
-        loss = (loss + F.cross_entropy(logits.T, labels)) / 2
+        queries, _ = gather_across_ranks(query)
+        loss = (loss + F.cross_entropy(target @ queries.T / temperature, labels)) / 2
     return loss
 
 
@@ -143,6 +148,18 @@ class CIRMethod(nn.Module):
 
     def reset_statistics(self) -> None:
         """Forget what ``statistics`` gathered (called before each evaluation)."""
+
+    def training_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps besides weights and the process RNGs (a method's own random
+        generator, say), so a resumed run ends where an uninterrupted one does."""
+        return {}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Put back what ``training_state`` returned."""
+
+    def statistics_counters(self) -> list[torch.Tensor]:
+        """The counters ``statistics`` reads; under torchrun the evaluation sums them over ranks."""
+        return []
 
     def parameter_counts(self) -> dict[str, int]:
         """Total and trainable parameter counts."""

@@ -1,0 +1,83 @@
+"""`harness run` under torchrun: sharding covers every item once, and two CPU ranks (gloo) end
+with the metrics of one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.distributed import World, batch_starts, shard_rows
+from harness.errors import HarnessError
+
+from .conftest import write_yaml
+
+
+@pytest.mark.parametrize("count,batch_size,size", [(0, 4, 2), (7, 4, 2), (8, 4, 2), (9, 4, 3), (100, 16, 3), (5, 8, 4)])
+def test_evaluation_batches_cover_every_item_once(count: int, batch_size: int, size: int):
+    covered = []
+    for rank in range(size):
+        for start in batch_starts(count, batch_size, World(rank, size)):
+            covered.extend(range(start, min(count, start + batch_size)))
+    assert sorted(covered) == list(range(count))  # nothing dropped, nothing twice
+
+
+def test_training_batches_split_into_equal_contiguous_shares():
+    rows = torch.arange(12)
+    shares = [shard_rows(rows, World(rank, 3)) for rank in range(3)]
+    assert torch.equal(torch.cat(shares), rows) and {len(s) for s in shares} == {4}
+    with pytest.raises(HarnessError, match="multiple of 3"):
+        shard_rows(torch.arange(10), World(0, 3))
+
+
+EXPERIMENT = """
+experiment: ddp
+dataset:
+  name: synthetic
+  synthetic: {seed: 5, num_train: 160, num_val: 40, num_test: 8}
+method:
+  name: cir_lvlm
+  params:
+    backbone: {vision_hidden: 32, vision_heads: 2, language_hidden: 32, language_heads: 2}
+    connector: {num_queries: 4, heads: 2}
+    stage0: {vision_steps: 10, caption_steps: 10, vision_batch_size: 32, caption_batch_size: 16}
+    embed_dim: 16
+    pool_size: 4
+train: {max_steps: 8, batch_size: 16, num_threads: 1}
+eval: {batch_size: 16}
+tracking: {enabled: false}
+"""
+
+
+def _result(output: Path) -> dict:
+    [path] = (output / "ddp" / "runs").glob("*/result.json")
+    return json.loads(path.read_text())
+
+
+def test_torchrun_with_two_cpu_ranks_gives_the_metrics_of_one_process(tmp_path: Path):
+    """Training shards each global batch over two gloo ranks (gathered negatives, averaged
+    gradients, global batch statistics), evaluation deals whole batches to the ranks and
+    gathers the embeddings: the same metrics, prompt usage and (to float rounding) losses."""
+    config = write_yaml(tmp_path / "ddp.yaml", EXPERIMENT)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    harness = [sys.executable, "-m", "harness", "run", str(config), "--quiet"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          *harness[1:], "--output", str(tmp_path / "two")], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([*harness, "--output", str(tmp_path / "one")], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    single, sharded = _result(tmp_path / "one"), _result(tmp_path / "two")
+    assert sharded["environment"]["hardware"]["world_size"] == 2 and single["environment"]["hardware"]["world_size"] == 1
+    assert sharded["metrics"] == single["metrics"]
+    assert sharded["method_statistics"]["prompt_usage"] == single["method_statistics"]["prompt_usage"]
+    assert sum(sharded["method_statistics"]["prompt_usage"]) == sharded["num_queries"] == 40  # summed over ranks
+    assert sharded["train"]["steps"] == single["train"]["steps"] == 8
+    assert sharded["train"]["loss_per_epoch"] == pytest.approx(single["train"]["loss_per_epoch"], rel=1e-5)
+    assert two.stdout.count("[1/1] cir_lvlm") == 1  # rank 0 alone prints and writes
