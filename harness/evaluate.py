@@ -24,6 +24,7 @@ from tqdm import tqdm
 from harness import distributed
 from harness.data.triplet import CIRSplit, Triplet
 from harness.device import autocast, resolve_device
+from harness.diagnostics import intent_scores
 from harness.errors import HarnessError
 from harness.methods.base import CIRMethod
 from harness.metrics import (
@@ -73,6 +74,12 @@ class EvalConfig(BaseModel):
         "split_file", description="split_file: every image of the split (canonical); query_images: only the "
         "references and targets of the evaluated queries (the VAL / TIRG protocol for FashionIQ; not comparable)")
     warmup_batches: int = Field(1, ge=0, description="untimed encoder calls before timing")
+    latency_queries: int = Field(32, ge=0, description="queries timed one at a time (encode + score + rank) for the "
+                                 "batch-1 latency p50 / p95; 0 skips it")
+    examples: int = Field(4, ge=0, description="queries whose reference, caption, top-5 and target the result keeps "
+                          "(with image paths) for the report's example grid")
+    diagnostic_queries: int = Field(64, ge=0, description="queries a method's own diagnostics read (CIR-LVLM: where "
+                                    "its prompts attend); 0 skips them")
     save_top: int = Field(50, ge=1, description="length of the per-query ranking kept on disk")
     max_queries: int | None = Field(None, ge=1, description="evaluate the first N queries only (quick runs)")
 
@@ -101,6 +108,8 @@ class Evaluation:
     timings: dict[str, float]
     rankings: list[dict[str, Any]] = field(default_factory=list)
     metrics_by_category: dict[str, dict[str, float]] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -108,17 +117,40 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _encode_in_batches(encode, count: int, batch_size: int, desc: str, progress: bool) -> torch.Tensor:
-    """[count, D] embeddings. Under torchrun each rank encodes its deal of whole batches and the
-    ranks gather them back in order, so every row is computed as in a single process."""
-    chunks = []
+def _encode_in_batches(encode, count: int, batch_size: int, desc: str, progress: bool,
+                       device: torch.device) -> tuple[torch.Tensor, list[float]]:
+    """([count, D] embeddings, ms per item of each full batch). Under torchrun each rank
+    encodes its deal of whole batches and the ranks gather them back in order, so every row is
+    computed as in a single process."""
+    chunks, per_item = [], []
     starts = distributed.batch_starts(count, batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
-        chunks.append(encode(start, min(count, start + batch_size)).float().cpu())
+        began = time.perf_counter()
+        chunk = encode(start, min(count, start + batch_size)).float().cpu()  # .cpu() waits for the device
+        if len(chunk) == batch_size:  # a short last batch would skew the per-item figure
+            per_item.append(1000 * (time.perf_counter() - began) / batch_size)
+        chunks.append(chunk)
     if not distributed.current().distributed:
-        return torch.cat(chunks) if chunks else torch.empty(0)
+        return (torch.cat(chunks) if chunks else torch.empty(0)), per_item
     dim = distributed.broadcast_object(chunks[0].shape[1] if chunks else 0)
-    return distributed.gather_batches(chunks, count, batch_size, dim)
+    return distributed.gather_batches(chunks, count, batch_size, dim), per_item
+
+
+def _percentiles(samples: list[float], prefix: str) -> dict[str, float]:
+    if not samples:
+        return {}
+    values = torch.tensor(samples, dtype=torch.float64)
+    return {f"{prefix}_p50": float(values.quantile(0.5)), f"{prefix}_p95": float(values.quantile(0.95))}
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    """(peak memory in MiB, what it measures): CUDA's peak allocation on a GPU; the process's
+    peak resident set on CPU (everything the process held, data included)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
 
 
 @torch.inference_mode()
@@ -157,17 +189,29 @@ def evaluate(
     _synchronize(device)
     method.reset_statistics()  # what the method gathers (e.g. prompt usage) covers the timed pass only
 
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    gallery_embeddings = _encode_in_batches(encode_gallery, len(gallery), config.batch_size, "gallery", progress)
+    gallery_embeddings, _ = _encode_in_batches(encode_gallery, len(gallery), config.batch_size, "gallery", progress,
+                                               device)
     _synchronize(device)
     gallery_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    query_embeddings = _encode_in_batches(encode_queries, len(triplets), config.batch_size, "queries", progress)
+    query_embeddings, batch_ms = _encode_in_batches(encode_queries, len(triplets), config.batch_size, "queries",
+                                                    progress, device)
     _synchronize(device)
     query_seconds = time.perf_counter() - start
     for counter in method.statistics_counters():
         distributed.sum_across_ranks(counter)
+    counted = [counter.clone() for counter in method.statistics_counters()]
+    batch1_ms = _batch1_latency(encode_queries, gallery_embeddings, min(config.latency_queries, len(triplets)), device)
+    diagnostics = (method.diagnostics(reference_images[: config.diagnostic_queries].to(device),
+                                      captions[: config.diagnostic_queries]) if config.diagnostic_queries and triplets
+                   else {})
+    for counter, value in zip(method.statistics_counters(), counted):  # extra passes leave the statistics alone
+        counter.copy_(value)
+    peak_mb, peak_kind = peak_memory_mb(device)
 
     start = time.perf_counter()
     scores = query_embeddings @ gallery_embeddings.T
@@ -224,6 +268,20 @@ def evaluate(
         if t.category is not None:
             entry["category"] = t.category
         rankings.append(entry)
+    intent = intent_scores(split, [(t, entry["top"][0] if entry["top"] else None) for t, entry in zip(triplets, rankings)])
+    if intent is not None and split.has_targets:
+        for entry, scores in zip(rankings, intent):
+            entry.update(scores)
+        for name in ("intent_fidelity", "visual_retention"):
+            values = [s[name] for s in intent if s[name] is not None]
+            if values:
+                metrics[name] = 100.0 * sum(values) / len(values)
+    examples = [{"pairid": t.pairid, "caption": captions[row], "reference": t.reference, "target": t.target,
+                 "top": rankings[row]["top"][:5],
+                 "paths": {name: str(split.images.paths[name])
+                           for name in sorted({t.reference, t.target, *rankings[row]["top"][:5]} - {None})
+                           if name in split.images.paths}}
+                for row, t in enumerate(triplets[: config.examples])]
 
     queries = max(1, len(triplets))
     timings = {
@@ -235,8 +293,28 @@ def evaluate(
         "query_encode_ms_per_query": 1000 * query_seconds / queries,
         "scoring_ms_per_query": 1000 * scoring_seconds / queries,
         "encode_and_score_ms_per_query": 1000 * (query_seconds + scoring_seconds) / queries,
+        "queries_per_second": queries / max(query_seconds + scoring_seconds, 1e-9),
+        "eval_batch_size": float(config.batch_size),
+        **_percentiles([ms + 1000 * scoring_seconds / queries for ms in batch_ms], "ms_per_query_eval_batch"),
+        **_percentiles(batch1_ms, "ms_per_query_batch1"),
+        "peak_memory_mb": peak_mb,
     }
-    return Evaluation(metrics, by_type, len(triplets), len(gallery), timings, rankings, by_category)
+    return Evaluation(metrics, by_type, len(triplets), len(gallery), timings, rankings, by_category, examples,
+                      {"peak_memory": peak_kind, **diagnostics})
+
+
+def _batch1_latency(encode_queries, gallery_embeddings: torch.Tensor, count: int, device: torch.device) -> list[float]:
+    """ms per query, one query at a time: encode, score against the gallery, rank its top 50
+    (after one untimed query)."""
+    samples = []
+    for row in range(-1, count):
+        began = time.perf_counter()
+        query = encode_queries(max(row, 0), max(row, 0) + 1).float().cpu()
+        scores = query @ gallery_embeddings.T
+        scores.topk(min(50, scores.shape[1]), dim=1)
+        if row >= 0:
+            samples.append(1000 * (time.perf_counter() - began))
+    return samples
 
 
 def _metrics_by_edit_type(

@@ -50,6 +50,8 @@ class RunResult(BaseModel):
     created_at: str
     method_statistics: dict[str, Any] = Field(default_factory=dict, description="e.g. prompt-pool usage")
     rankings_file: str | None = None
+    examples: list[dict[str, Any]] = Field(
+        default_factory=list, description="a few queries: caption, reference, top-5, target and image paths (report grid)")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -147,7 +147,8 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
         config=config.model_dump(mode="json"),
         environment=environment(device),
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        method_statistics=method.statistics(),
+        method_statistics={**method.statistics(), **evaluation.diagnostics},
+        examples=evaluation.examples,
         rankings_file="rankings.jsonl.gz",
     )
     if main:

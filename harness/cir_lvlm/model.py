@@ -300,6 +300,34 @@ class CIRLVLM(CIRMethod):
         if self.pool is not None:
             self.pool.reset_usage()
 
+    def diagnostics(self, reference_images: torch.Tensor, captions: list[str]) -> dict[str, Any]:
+        """Where the prompts attend, as the paper's Figure 5 shows it: for the soft prompt, the
+        task prompt and the [EMB] token, the attention weight summed over the visual prompt
+        tokens and over the caption tokens, averaged over heads, layers, prompt tokens and
+        queries. In this layout the task prompt comes first, so under causal attention it
+        cannot see either (its shares are 0 by construction, and reported so)."""
+        if not captions:
+            return {}
+        inputs, mask, layout, _ = self.build_inputs(reference_images, captions)
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+        model = self.language_model
+        previous = model.config._attn_implementation
+        model.set_attn_implementation("eager")  # fused kernels do not return attention weights
+        try:
+            output = model(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions,
+                           output_attentions=True)
+        finally:
+            model.set_attn_implementation(previous)
+        attention = torch.stack([a.float() for a in output.attentions]).mean(dim=(0, 2))  # [B, T, T]
+        shares: dict[str, dict[str, float]] = {}
+        for segment in ("soft_prompt", "task", "embedding"):
+            if segment not in layout:
+                continue
+            rows = slice(*layout[segment])
+            shares[segment] = {part: float(attention[:, rows, slice(*layout[part])].sum(-1).mean())
+                               for part in ("image", "caption") if part in layout}
+        return {"attention_share": shares, "attention_queries": len(captions)}
+
     def statistics_counters(self) -> list[torch.Tensor]:
         return [] if self.pool is None else [self.pool.usage]
 

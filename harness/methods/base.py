@@ -157,6 +157,11 @@ class CIRMethod(nn.Module):
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Put back what ``training_state`` returned."""
 
+    def diagnostics(self, reference_images: torch.Tensor, captions: list[str]) -> dict[str, Any]:
+        """A method's own figures on a few evaluation queries (CIR-LVLM: where its prompts
+        attend), kept in the result's method statistics. Nothing by default."""
+        return {}
+
     def statistics_counters(self) -> list[torch.Tensor]:
         """The counters ``statistics`` reads; under torchrun the evaluation sums them over ranks."""
         return []
