@@ -179,12 +179,18 @@ def pretrain(
 def report(
     experiment_dir: Annotated[Path, typer.Argument(help="The <output_dir>/<experiment> folder of a run.")],
     out: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: the experiment's report.dir).")] = None,
+    format_: Annotated[Optional[str], typer.Option(
+        "--format", help="Comma-separated: md (report.md), html (one self-contained page), tex (booktabs tables and "
+        "a standalone report.tex), csv (results.csv and one CSV per table). Default: the experiment's report.formats.")] = None,
 ) -> None:
-    """Rebuild an experiment's report (report.md, results.csv, recall plot) from its results
-    JSON files alone; `harness run` writes the same report when it ends."""
+    """Rebuild an experiment's report from its results JSON files and rankings alone (offline):
+    main, statistics, ablation, efficiency, edit-type and diagnostics tables; 95% bootstrap
+    intervals over queries and paired tests against report.baseline; figures as PNG and PDF.
+    `harness run` and `harness sweep` write the same report when they end."""
     from harness.runner import report_experiment
 
-    typer.echo(f"report: {report_experiment(experiment_dir, out)}")
+    formats = [part.strip() for part in format_.split(",") if part.strip()] if format_ else None
+    typer.echo(f"report: {report_experiment(experiment_dir, out, formats)}")
 
 
 @app.command()

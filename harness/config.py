@@ -129,6 +129,10 @@ class ReportConfig(BaseModel):
     dir: str | None = Field(None, description="report folder root; default <output>/<experiment>/report (ablations use reports/)")
     x: str | None = Field(None, description="config path on the plot's x axis; inferred when one method parameter varies")
     published: list[PublishedRow] = Field(default_factory=list, description="published numbers, labelled as such")
+    baseline: str | None = Field(None, description="run label (e.g. 'cir_lvlm(pool_size=1)') every run is tested "
+                                 "against, paired over queries; default: the experiment's first run")
+    formats: list[Literal["md", "html", "tex", "csv"]] = Field(["md", "html", "tex", "csv"],
+                                                             description="what the report is written as")
 
 
 class RunConfig(BaseModel):

@@ -143,11 +143,34 @@ def _percentiles(samples: list[float], prefix: str) -> dict[str, float]:
     return {f"{prefix}_p50": float(values.quantile(0.5)), f"{prefix}_p95": float(values.quantile(0.95))}
 
 
-def peak_memory_mb(device: torch.device) -> tuple[float, str]:
-    """(peak memory in MiB, what it measures): CUDA's peak allocation on a GPU; the process's
-    peak resident set on CPU (everything the process held, data included)."""
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new peak-memory window: CUDA's peak statistics, or on Linux the process's peak
+    resident set (VmHWM, reset by writing 5 to /proc/self/clear_refs). False where the CPU
+    peak cannot be reset (it then covers the whole process)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as stream:
+            stream.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb(device: torch.device, window: bool) -> tuple[float, str]:
+    """(peak memory in MiB, what it measures): CUDA's peak allocation on a GPU; on CPU the peak
+    resident set of the process during the evaluation (``window``: since reset_peak_memory;
+    data, model and everything else the process holds included), else since it started."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    if window:
+        try:
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024, "eval_peak_rss"
+        except OSError:
+            pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
@@ -189,8 +212,7 @@ def evaluate(
     _synchronize(device)
     method.reset_statistics()  # what the method gathers (e.g. prompt usage) covers the timed pass only
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    window = reset_peak_memory(device)
     start = time.perf_counter()
     gallery_embeddings, _ = _encode_in_batches(encode_gallery, len(gallery), config.batch_size, "gallery", progress,
                                                device)
@@ -211,7 +233,7 @@ def evaluate(
                    else {})
     for counter, value in zip(method.statistics_counters(), counted):  # extra passes leave the statistics alone
         counter.copy_(value)
-    peak_mb, peak_kind = peak_memory_mb(device)
+    peak_mb, peak_kind = peak_memory_mb(device, window)
 
     start = time.perf_counter()
     scores = query_embeddings @ gallery_embeddings.T

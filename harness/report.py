@@ -1,37 +1,51 @@
-"""The first slice of the experiment report: a Markdown table and a recall plot, built only
-from results JSON files (so it can be rebuilt offline at any time).
+"""The experiment report, built only from results JSON files and the rankings beside them (so
+it can be rebuilt offline at any time, and is the same each time).
 
-    write_report(results, out_dir, x="method.params.pool_size")
-    -> out_dir/report.md, out_dir/results.csv, out_dir/recall_vs_<x>.png (recall_vs_run.png when nothing single is swept)
+    write_report(results, out_dir, title="pool_size", x="method.params.pool_size", runs_dir=runs)
+    -> out_dir/report.md, report.html (self-contained), report.tex, results.csv,
+       tables/<table>.{tex,csv}, <figure>.{png,pdf}
 
-Rows are grid points (mean ± std over seeds); runs of other methods (reference points) are
-drawn as horizontal lines in the plot. The report states the protocol and the machine.
+Rows are grid points (mean ± std over seeds). Statistics are over queries: 95% bootstrap
+intervals and paired tests against a named baseline (harness.reporting). The report states
+the protocol, the seeds, the number of queries and the machine.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import io
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.mappings import flatten
-from harness.results import RunResult, atomic_write_bytes, atomic_write_text
-from harness.tables import COLUMNS, markdown_table, results_table
+from harness.reporting import plots
+from harness.reporting.data import load_groups
+from harness.reporting.plots import config_value
+from harness.reporting.sections import (
+    ablation_table,
+    compare,
+    diagnostics_table,
+    edit_type_table,
+    efficiency_table,
+    headline_metrics,
+    main_table,
+    statistics_table,
+    summary,
+)
+from harness.reporting.stats import RESAMPLES
+from harness.reporting.tables import Cell, Table, latex_escape
+from harness.results import RunResult, atomic_write_text
+from harness.tables import COLUMNS, markdown_table
 
 PLOT_METRICS = ("recall_at_1", "recall_at_5", "recall_subset_at_1")
-
-
-def config_value(config: dict[str, Any], path: str) -> Any:
-    node: Any = config
-    for key in path.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
 
 
 def infer_swept_parameter(results: Sequence[RunResult]) -> str | None:
@@ -63,60 +77,6 @@ def csv_text(results: Sequence[RunResult]) -> str:
                          r.parameters["total"], r.parameters["trainable"],
                          f"{r.timings['encode_and_score_ms_per_query']:.3f}", f"{r.train.get('seconds', 0):.1f}"])
     return stream.getvalue()
-
-
-def plot_recall(results: Sequence[RunResult], x: str | None, path: Path, metrics: Sequence[str] = PLOT_METRICS) -> None:
-    """Recall against the swept parameter (or, with ``x`` None, against the run label) with
-    std error bars over seeds; runs of other methods as horizontal lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def value(r: RunResult) -> Any:
-        return r.label if x is None else config_value(r.config, x)
-
-    main = _main_method(results)
-    swept = [r for r in results if value(r) is not None and (main is None or r.method == main)]
-    others = [r for r in results if r not in swept]
-    titles = dict(COLUMNS)
-    figure, axis = plt.subplots(figsize=(5.6, 3.0), dpi=150)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, metric in enumerate(metrics):
-        by_x: dict[Any, list[float]] = defaultdict(list)
-        for r in swept:
-            if metric in r.metrics:
-                by_x[value(r)].append(r.metrics[metric])
-        if not by_x:
-            continue
-        xs = sorted(by_x) if x is not None else list(by_x)
-        means = [_mean_std(by_x[v])[0] for v in xs]
-        stds = [_mean_std(by_x[v])[1] for v in xs]
-        colour = colours[index % len(colours)]
-        axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=colour,
-                      linestyle="none" if x is None else "-", label=f"{main or ''} {titles.get(metric, metric)}".strip())
-        reference: dict[str, list[float]] = defaultdict(list)
-        for r in others:
-            if metric in r.metrics:
-                reference[r.label].append(r.metrics[metric])
-        for line, (label, values) in enumerate(sorted(reference.items())):
-            axis.axhline(statistics.mean(values), color=colour, linestyle=("--", ":", "-.")[line % 3], linewidth=0.8,
-                         label=f"{label} {titles.get(metric, metric)}")
-    axis.set_xlabel("run" if x is None else x.split(".")[-1].replace("_", " "))
-    axis.set_ylabel("recall (%)")
-    if x is None:
-        axis.tick_params(axis="x", labelrotation=30, labelsize=5)
-    elif len({value(r) for r in swept}) > 2 and all(isinstance(value(r), (int, float)) for r in swept):
-        values = sorted({value(r) for r in swept})
-        if values[0] > 0 and values[-1] / values[0] >= 10:
-            axis.set_xscale("log")
-        axis.set_xticks(values, [str(v) for v in values])
-    axis.legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    axis.grid(alpha=0.3)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _main_method(results: Sequence[RunResult]) -> str | None:
@@ -222,26 +182,83 @@ def _protocol_text(protocol: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def markdown_report(results: Sequence[RunResult], title: str, description: str, plot_name: str | None,
-                    published: Sequence[dict[str, Any]] = ()) -> str:
-    """The report page: what was run, on what, the table, pool usage, the plot, the machine."""
-    first = results[0]
-    hardware = first.environment.get("hardware", {})
-    seeds = sorted({r.seed for r in results})
-    lines = [
-        f"# {title}",
-        "",
-        description,
-        "",
-        f"Dataset `{first.dataset}` ({first.split} split: {first.num_queries} queries, {first.num_gallery} gallery images); "
-        f"protocol: {_protocol_text(first.protocol)}; seeds {', '.join(map(str, seeds))}. Metrics in %, mean ± std "
-        "over seeds; ms/query = query encoding + scoring, after warm-up.",
-        "",
-        results_table(results),
-        "",
+
+
+FORMATS = ("md", "html", "tex", "csv")
+
+
+@dataclass
+class Report:
+    """Everything one report shows, rendered by ``markdown``, ``html`` and ``latex``."""
+
+    title: str
+    description: str
+    setup: str
+    summary: list[str]
+    tables: list[Table]
+    findings: list[str]
+    notes: list[str]
+    figures: list[tuple[str, str]]  # (stem, caption)
+    machine: str
+    published: Table | None = None
+
+
+def build_report(results: Sequence[RunResult], out: Path, title: str, description: str = "", x: str | None = None,
+                 published: Sequence[dict[str, Any]] = (), runs_dir: Path | None = None,
+                 baseline: str | None = None) -> Report:
+    """Compute every table and draw every figure (into ``out``) of the report."""
+    groups = load_groups(results, runs_dir)
+    if baseline is not None and baseline not in {g.label for g in groups}:
+        raise HarnessError(f"report.baseline {baseline!r} is not a run of this experiment", field="report.baseline",
+                           fix=f"use one of: {', '.join(g.label for g in groups)}")
+    reference = next((g for g in groups if g.label == baseline), groups[0])
+    x = x or infer_swept_parameter(results)
+    main = _main_method(results)
+    headline = headline_metrics(groups)
+    comparisons = [c for m in headline if (c := compare(groups, reference, m)) is not None]
+    tables = [main_table(groups)]
+    if comparisons:
+        tables.append(statistics_table(groups, comparisons))
+    tables += [t for t in (ablation_table(groups, main, x, headline or ["recall_at_1"]),) if t is not None]
+    tables.append(efficiency_table(groups))
+    tables += [t for t in (edit_type_table(groups, headline[0] if headline else "recall_at_1"),
+                           diagnostics_table(groups)) if t is not None]
+    figures = []
+    metrics = [m for m in PLOT_METRICS if any(g.mean_std(m) for g in groups)]
+    if x is not None:
+        stem = plots.recall_vs_parameter(groups, x, main, metrics, out)
+        if stem:
+            figures.append((stem, f"Recall against {x.split('.')[-1].replace('_', ' ')}: seed mean, 95% bootstrap band "
+                                  "over queries; other methods as horizontal lines."))
+    drawn = [
+        (plots.pareto(groups, headline[0] if headline else "recall_at_1", out),
+         "Accuracy against latency; the red steps join the runs no other run beats on both."),
+        (plots.by_edit_type(groups, headline[0] if headline else "recall_at_1", out), "Recall per edit type of the query."),
+        (plots.intent_vs_retention(groups, out),
+         "Intent fidelity against visual retention of each run's top-1 image (the target scores 100 on both)."),
+        (plots.prompt_usage(groups, out), "Prompt-pool usage on the evaluation queries (seed 0)."),
+        (plots.attention_shares(groups, out),
+         "Attention on visual and caption tokens from the soft prompt, the task prompt and [EMB] (the paper's Figure 5); "
+         "the task prompt precedes both in this layout, so causal attention gives it none."),
+        (plots.retrieval_examples(groups, out), "Retrieval examples (seed 0): the target is framed in green."),
     ]
-    lines += published_table(published)
-    lines += findings(results)
+    figures += [(stem, caption) for stem, caption in drawn if stem]
+    first = results[0]
+    queries = first.num_queries
+    seeds = sorted({r.seed for r in results})
+    setup = (f"Dataset `{first.dataset}` ({first.split} split: {queries} queries, {first.num_gallery} gallery images); "
+             f"protocol: {_protocol_text(first.protocol)}; seeds {', '.join(map(str, seeds))}. Metrics in %, mean ± std "
+             f"over seeds unless marked; intervals are 95% bootstrap intervals over the {queries} queries "
+             f"({RESAMPLES} resamples).")
+    hardware = first.environment.get("hardware", {})
+    machine = (f"Machine: {hardware.get('cpu')}, {hardware.get('cpu_cores')} cores, {hardware.get('torch_threads')} torch "
+               f"threads, device {hardware.get('gpu') or hardware.get('device')}; commit {first.environment.get('git_commit')}.")
+    return Report(title, description, setup, summary(comparisons, groups), tables, findings(results),
+                  _notes(results), figures, machine, _published(published))
+
+
+def _notes(results: Sequence[RunResult]) -> list[str]:
+    lines = []
     usage = [(r.label, r.seed, r.method_statistics) for r in results if "prompt_usage" in r.method_statistics]
     if usage:
         lines += ["Prompt-pool usage on the evaluation queries (selections per prompt; effective number = exp(entropy)):", ""]
@@ -255,21 +272,108 @@ def markdown_report(results: Sequence[RunResult], title: str, description: str, 
         lines += [f"- {label}: {oti['images']} images x {oti['steps']} steps in {oti['seconds']:.0f} s"
                   for label, oti in inversions.items()]
         lines.append("")
-    if plot_name:
-        lines += [f"![recall]({plot_name})", ""]
-    lines.append(f"Machine: {hardware.get('cpu')}, {hardware.get('cpu_cores')} cores, {hardware.get('torch_threads')} torch threads, "
-                 f"device {hardware.get('device')}; commit {first.environment.get('git_commit')}.")
+    return lines
+
+
+def _published(rows: Sequence[dict[str, Any]]) -> Table | None:
+    if not rows:
+        return None
+    keys = [key for key, _ in COLUMNS if any(key in row["metrics"] for row in rows)]
+    keys += sorted({key for row in rows for key in row["metrics"]} - set(keys))
+    titles = dict(COLUMNS)
+    return Table("Published numbers (not measured here)", ["method", *(titles.get(k, k) for k in keys), "source"],
+                 [[Cell(row["method"]), *(Cell(f"{row['metrics'][k]:.2f}", row["metrics"][k]) if k in row["metrics"]
+                                          else Cell("-") for k in keys), Cell(row["source"])] for row in rows],
+                 caption="For scale only: other models, data and hardware than the runs above.", name="published",
+                 csv_header=["method", *keys, "source"])
+
+
+def markdown(report: Report) -> str:
+    lines = [f"# {report.title}", "", report.description, "", report.setup, "", *report.summary]
+    for table in report.tables:
+        lines += [f"## {table.title}", "", table.markdown(), "", table.caption, ""]
+    if report.published is not None:
+        lines += [f"## {report.published.title}", "", report.published.caption, "", report.published.markdown(), ""]
+    lines += report.findings + report.notes
+    for stem, caption in report.figures:
+        lines += [f"![{stem}]({stem}.png)", "", f"*{caption}* ([PDF]({stem}.pdf))", ""]
+    lines.append(report.machine)
     return "\n".join(lines) + "\n"
 
 
+def latex(report: Report) -> str:
+    """A standalone document (article + booktabs) with every table."""
+    parts = ["\\documentclass{article}", "\\usepackage{booktabs}", "\\usepackage[margin=2cm]{geometry}",
+             "\\begin{document}", f"\\section*{{{latex_escape(report.title)}}}"]
+    parts += [table.latex() for table in [*report.tables, *([report.published] if report.published else [])]]
+    parts.append("\\end{document}")
+    return "\n".join(parts) + "\n"
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222;line-height:1.4}
+table{border-collapse:collapse;margin:0.5rem 0;font-size:0.85rem}caption{text-align:left;font-weight:bold;padding:0.3rem 0}
+th,td{padding:0.2rem 0.5rem;border-bottom:1px solid #ddd;text-align:right}th:first-child,td:first-child{text-align:left}
+thead th{border-bottom:2px solid #444}.note{font-size:0.8rem;color:#555;margin-top:0}figure{margin:1.5rem 0}
+figure img{max-width:100%}figcaption{font-size:0.85rem;color:#444}code{background:#f4f4f4;padding:0 0.2rem}"""
+
+
+def html_page(report: Report, out: Path) -> str:
+    """One self-contained page: tables inline, figures embedded as data URIs, PDFs linked beside."""
+    def paragraph(text: str) -> str:
+        text = html.escape(text)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+    body = [f"<h1>{html.escape(report.title)}</h1>", f"<p>{paragraph(report.description)}</p>",
+            f"<p>{paragraph(report.setup)}</p>"]
+    bullets = [line[2:] for line in report.summary if line.startswith("- ")]
+    body += [f"<p>{paragraph(line)}</p>" for line in report.summary if line and not line.startswith("- ")]
+    if bullets:
+        body.append("<ul>" + "".join(f"<li>{paragraph(b)}</li>" for b in bullets) + "</ul>")
+    body += [table.html() for table in report.tables]
+    if report.published is not None:
+        body.append(report.published.html())
+    for stem, caption in report.figures:
+        data = base64.b64encode((out / f"{stem}.png").read_bytes()).decode()
+        body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(stem)}">'
+                    f'<figcaption>{html.escape(caption)} <a href="{stem}.pdf">PDF</a></figcaption></figure>')
+    extra = [line for line in report.findings + report.notes if line]
+    if extra:
+        body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{paragraph(line.lstrip('- '))}</li>" for line in extra) + "</ul>")
+    body.append(f"<p class=\"note\">{paragraph(report.machine)}</p>")
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(report.title)}</title><style>{STYLE}</style></head><body>"
+            + "\n".join(body) + "</body></html>\n")
+
+
 def write_report(results: Sequence[RunResult], out: Path, title: str, description: str = "", x: str | None = None,
-                 published: Sequence[dict[str, Any]] = ()) -> Path:
-    """Write report.md, results.csv and the recall plot (against the swept parameter, or the runs)."""
+                 published: Sequence[dict[str, Any]] = (), runs_dir: Path | None = None, baseline: str | None = None,
+                 formats: Sequence[str] = FORMATS) -> Path:
+    """Write the report in ``formats`` (md, html, tex, csv) into ``out``; return report.md's path
+    (or the first format's file)."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise HarnessError(f"unknown report format {unknown[0]!r}", field="--format", fix=f"use some of {','.join(FORMATS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    x = x or infer_swept_parameter(results)
-    plot_name = f"recall_vs_{x.split('.')[-1] if x else 'run'}.png"
-    plot_recall(results, x, out / plot_name)
-    atomic_write_text(out / "results.csv", csv_text(results))
-    atomic_write_text(out / "report.md", markdown_report(results, title, description, plot_name, published))
-    return out / "report.md"
+    report = build_report(results, out, title, description, x, published, runs_dir, baseline)
+    written = []
+    if "csv" in formats:
+        atomic_write_text(out / "results.csv", csv_text(results))
+        for table in [*report.tables, *([report.published] if report.published else [])]:
+            (out / "tables").mkdir(exist_ok=True)
+            atomic_write_text(out / "tables" / f"{table.name}.csv", table.csv())
+        written.append(out / "results.csv")
+    if "tex" in formats:
+        atomic_write_text(out / "report.tex", latex(report))
+        for table in [*report.tables, *([report.published] if report.published else [])]:
+            (out / "tables").mkdir(exist_ok=True)
+            atomic_write_text(out / "tables" / f"{table.name}.tex", table.latex())
+        written.append(out / "report.tex")
+    if "html" in formats:
+        atomic_write_text(out / "report.html", html_page(report, out))
+        written.append(out / "report.html")
+    if "md" in formats:
+        atomic_write_text(out / "report.md", markdown(report))
+        written.insert(0, out / "report.md")
+    return written[0]

@@ -36,7 +36,7 @@ from harness.errors import HarnessError
 from harness.evaluate import evaluate
 from harness.methods.base import MethodContext
 from harness.registry import build_method
-from harness.report import write_report
+from harness.report import FORMATS, write_report
 from harness.results import (
     RunResult,
     atomic_write_text,
@@ -253,23 +253,27 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
     return results
 
 
-def report_experiment(output: Path, out: Path | None = None) -> Path:
-    """(Re)build the report of ``<output_dir>/<experiment>`` from its results JSON files only."""
+def report_experiment(output: Path, out: Path | None = None, formats: list[str] | None = None) -> Path:
+    """(Re)build the report of ``<output_dir>/<experiment>`` from its results JSON files (and
+    the rankings beside them) only."""
     output = Path(output)
     manifest_path = output / "experiment.json"
     if not manifest_path.is_file():
         raise HarnessError("no experiment.json here", file=output, fix="give the <output_dir>/<experiment> folder of a run")
     manifest = json.loads(manifest_path.read_text())
     experiment = manifest["experiment"]
-    results = [read_result(output / "runs" / run_id / "result.json") for run_id in manifest["runs"]
+    labels = manifest.get("labels", {})  # a sweep names its rows by trial
+    results = [read_result(output / "runs" / run_id / "result.json") for run_id in dict.fromkeys(manifest["runs"])
                if (output / "runs" / run_id / "result.json").is_file()]
+    results = [r.model_copy(update={"label": labels[r.run_id]}) if r.run_id in labels else r for r in results]
     if not results:
         raise HarnessError("no finished runs to report", file=output / "runs", fix="run the experiment first")
     report = experiment.get("report") or {}
     if out is None:
         out = Path(report["dir"]) / experiment["experiment"] if report.get("dir") else output / "report"
     return write_report(results, out, title=experiment["experiment"], description=experiment.get("description", ""),
-                        x=report.get("x"), published=report.get("published") or [])
+                        x=report.get("x"), published=report.get("published") or [], runs_dir=output / "runs",
+                        baseline=report.get("baseline"), formats=formats or report.get("formats") or FORMATS)
 
 
 def describe_plan(plan: Plan) -> list[dict[str, Any]]:

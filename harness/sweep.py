@@ -20,6 +20,7 @@ parent run.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -31,7 +32,7 @@ import optuna
 from harness.config import SweepConfig
 from harness.errors import HarnessError
 from harness.evaluate import evaluate
-from harness.results import RunResult
+from harness.results import RunResult, atomic_write_text
 from harness.runner import _SplitCache, execute_run, plan_experiment
 from harness.tracking import Tracker
 
@@ -174,7 +175,21 @@ def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Pat
     best = (study.best_trials if not single else [study.best_trial]) if complete else []
     for trial in best:
         echo(f"{'Pareto front' if not single else 'best'}: trial {trial.number} {trial.params} -> {trial.values}")
+    if complete:
+        echo(f"report: {_report(plan, complete)}")
     return study
+
+
+def _report(plan, trials: list[optuna.trial.FrozenTrial]) -> Path:
+    """The sweep's report: its finished trials as the rows ("trial N"), from their results."""
+    from harness.runner import report_experiment
+
+    trials = [t for t in sorted(trials, key=lambda t: t.number)
+              if (plan.output / "runs" / t.user_attrs.get("run_id", "") / "result.json").is_file()]
+    manifest = {"experiment": plan.experiment.model_dump(mode="json"), "runs": [t.user_attrs["run_id"] for t in trials],
+                "labels": {t.user_attrs["run_id"]: f"trial {t.number}" for t in trials}}
+    atomic_write_text(plan.output / "experiment.json", json.dumps(manifest, indent=2))
+    return report_experiment(plan.output)
 
 
 def _worker(config_path: Path, overrides, output, trials: int, index: int, parent_run_id: str | None) -> None:
@@ -214,8 +229,8 @@ def _optimize(study: optuna.Study, plan, config_path: Path, overrides, output, t
                 _, eval_config = spec.config.eval.resolved(spec.config.dataset.name)
 
                 def on_epoch(epoch: int, method) -> None:
-                    evaluation = evaluate(method, eval_split, eval_config.model_copy(update={"warmup_batches": 0}),
-                                          progress=False)
+                    quick = {"warmup_batches": 0, "latency_queries": 0, "diagnostic_queries": 0, "examples": 0}
+                    evaluation = evaluate(method, eval_split, eval_config.model_copy(update=quick), progress=False)
                     metric = sweep.objectives[0].metric
                     value = (evaluation.timings["encode_and_score_ms_per_query"] if metric == "ms_per_query"
                              else evaluation.metrics.get(metric, 0.0))

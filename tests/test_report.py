@@ -36,29 +36,38 @@ def test_method_under_study_is_compared_with_every_other_method():
     assert "below sum (12.5 ± 0.7) by 1.5" in text
 
 
-def test_plot_of_methods_with_one_setting_each_draws_every_method(tmp_path):
+def test_plots_of_methods_with_one_setting_each_draw_every_method(tmp_path):
     import warnings
 
-    from harness.report import plot_recall
+    from harness.reporting import plots
+    from harness.reporting.data import load_groups
 
     results = [_result(label, label, seed, 10.0 + seed) for label in ("a", "b") for seed in (0, 1)]
     for r in results:
         r.metrics.update({"recall_at_5": 20.0, "recall_at_10": 30.0, "recall_at_50": 60.0})
+        r.timings["ms_per_query_batch1_p50"] = 1.0 if r.label == "a" else 2.0
+        r.metrics_by_edit_type.update({"add": {"recall_at_1": 5.0}, "move": {"recall_at_1": 7.0}})
+    groups = load_groups(results, None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plot_recall(results, None, tmp_path / "plot.png")
+        stems = [plots.pareto(groups, "recall_at_1", tmp_path), plots.by_edit_type(groups, "recall_at_1", tmp_path)]
     assert not [w for w in caught if "No artists" in str(w.message)]  # an empty plot warns so
-    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    for stem in stems:
+        assert (tmp_path / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+    assert plots.pareto_front([(1.0, 10.0), (2.0, 9.0), (2.0, 12.0), (3.0, 12.0)]) == [0, 2]
 
 
-def test_published_numbers_get_their_own_labelled_table():
-    from harness.report import markdown_report
+def test_published_numbers_get_their_own_labelled_table(tmp_path):
+    from harness.report import write_report
 
     results = [_result("a", "a", seed, 10.0) for seed in (0, 1)]
     for r in results:
         r.timings["encode_and_score_ms_per_query"] = 1.0
-    text = markdown_report(results, "t", "", None, published=[
+    path = write_report(results, tmp_path, "t", published=[
         {"method": "X (paper)", "source": "Table 1", "metrics": {"recall_at_1": 53.64, "dress/recall_at_10": 50.42}}])
-    assert "| published (not measured here) | R@1 | dress/recall_at_10 | source |" in text
+    text = path.read_text()
+    assert "| method | R@1 | dress/recall_at_10 | source |" in text
     assert "| X (paper) | 53.64 | 50.42 | Table 1 |" in text
-    assert text.index("published (not measured here)") > text.index("| a | 0,1 |")  # after the measured table
+    assert text.index("Published numbers (not measured here)") > text.index("| a | 0,1 |")  # after the measured table
+    assert "No per-query statistics" in text  # hand-made results have no rankings to test over

@@ -1,0 +1,144 @@
+"""What a report reads: the finished runs of an experiment, grouped by grid point, with
+per-query values recomputed from each run's rankings file (never from a model).
+
+    groups = load_groups(results, runs_dir)
+    groups[0].label, groups[0].mean_std("recall_at_1"), groups[0].per_query("recall_at_1")
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.reporting.stats import weights_for
+from harness.results import RunResult, read_rankings
+
+_RECALL = re.compile(r"recall_at_(\d+)$")
+_SUBSET = re.compile(r"recall_subset_at_(\d+)$")
+#: Metrics stored per query in the rankings (as fractions).
+_PER_QUERY_FIELDS = ("intent_fidelity", "visual_retention")
+
+
+def query_value(entry: dict[str, Any], metric: str) -> float | None:
+    """One query's contribution to ``metric`` in percent, from its rankings entry; None where
+    the entry cannot give it (the metric then gets no per-query statistics)."""
+    if match := _RECALL.match(metric):
+        rank = entry.get("target_rank")
+        return None if rank is None else 100.0 * (rank < int(match.group(1)))
+    if match := _SUBSET.match(metric):
+        rank = entry.get("subset_rank")
+        return None if rank is None else 100.0 * (rank < int(match.group(1)))
+    if metric == "avg":
+        parts = [query_value(entry, "recall_at_5"), query_value(entry, "recall_subset_at_1")]
+        return None if None in parts else (parts[0] + parts[1]) / 2  # type: ignore[operator]
+    if metric in _PER_QUERY_FIELDS:
+        value = entry.get(metric)
+        return None if value is None else 100.0 * float(value)
+    return None
+
+
+@dataclass
+class PerQuery:
+    """Seed-averaged values of one metric per query, with weights and strata (see stats)."""
+
+    pairids: list[Any]
+    values: np.ndarray
+    weights: np.ndarray
+    strata: np.ndarray
+    edit_types: list[str | None]
+
+    def mean(self) -> float:
+        return float((self.values * self.weights).sum())
+
+
+@dataclass
+class Group:
+    """One grid point (label) and its runs, one per seed."""
+
+    label: str
+    runs: list[RunResult]
+    runs_dir: Path | None = None
+    _rankings: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+    _per_query: dict[str, PerQuery | None] = field(default_factory=dict, repr=False)
+
+    @property
+    def method(self) -> str:
+        return self.runs[0].method
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
+    def values(self, metric: str) -> list[float]:
+        return [r.metrics[metric] for r in self.runs if metric in r.metrics]
+
+    def mean_std(self, metric: str) -> tuple[float, float] | None:
+        values = self.values(metric)
+        if not values:
+            return None
+        return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+    def timing(self, key: str) -> float | None:
+        values = [r.timings[key] for r in self.runs if key in r.timings]
+        return statistics.mean(values) if values else None
+
+    def rankings(self, run: RunResult) -> list[dict[str, Any]] | None:
+        if run.run_id not in self._rankings:
+            path = None if self.runs_dir is None or not run.rankings_file else self.runs_dir / run.run_id / run.rankings_file
+            self._rankings[run.run_id] = read_rankings(path) if path is not None and path.is_file() else []
+        return self._rankings[run.run_id] or None
+
+    def per_query(self, metric: str) -> PerQuery | None:
+        """Seed-averaged per-query values of ``metric``, or None when a run lacks rankings, the
+        runs' queries differ, or the per-query mean does not reproduce the reported metric
+        (e.g. soft recall, scored from labels the rankings do not hold)."""
+        return self._per_query.get(metric) if metric in self._per_query else self._compute(metric)
+
+    def _compute(self, metric: str) -> PerQuery | None:
+        columns, reference = [], None
+        for run in self.runs:
+            entries = self.rankings(run)
+            if entries is None:
+                return self._keep(metric, None)
+            ids = [e["pairid"] for e in entries]
+            if reference is None:
+                reference = entries
+            elif ids != [e["pairid"] for e in reference]:
+                return self._keep(metric, None)
+            column = [query_value(e, metric) for e in entries]
+            if all(v is None for v in column) or metric not in run.metrics:
+                return self._keep(metric, None)
+            columns.append(column)
+            valid = [(v, e.get("category")) for v, e in zip(column, entries) if v is not None]
+            weighted = run.protocol.get("averaging") == "category_mean"
+            weights, _ = weights_for([c for _, c in valid] if weighted else None, len(valid))
+            if not math.isclose(float(np.dot([v for v, _ in valid], weights)), run.metrics[metric], abs_tol=1e-3):
+                return self._keep(metric, None)
+        assert reference is not None
+        keep = [i for i in range(len(reference)) if all(column[i] is not None for column in columns)]
+        values = np.array([[column[i] for i in keep] for column in columns], dtype=float).mean(axis=0)
+        weighted = self.runs[0].protocol.get("averaging") == "category_mean"
+        categories = [reference[i].get("category") for i in keep]
+        weights, strata = weights_for(categories if weighted else None, len(keep))
+        return self._keep(metric, PerQuery([reference[i]["pairid"] for i in keep], values, weights, strata,
+                                           [reference[i].get("edit_type") for i in keep]))
+
+    def _keep(self, metric: str, value: PerQuery | None) -> PerQuery | None:
+        self._per_query[metric] = value
+        return value
+
+
+def load_groups(results: Sequence[RunResult], runs_dir: Path | None) -> list[Group]:
+    """Runs grouped by grid point, in the order the experiment lists them."""
+    groups: dict[str, list[RunResult]] = defaultdict(list)
+    for result in results:
+        groups[result.label].append(result)
+    return [Group(label, sorted(runs, key=lambda r: r.seed), runs_dir) for label, runs in groups.items()]

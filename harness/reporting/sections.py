@@ -1,0 +1,269 @@
+"""The report's tables and its generated summary, built from report groups.
+
+Every number comes from the results JSON files and the rankings beside them: metrics as
+mean ± std over seeds, 95% bootstrap intervals over queries, paired sign-flip tests against
+a named baseline with Holm's correction over the runs compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.reporting.data import Group
+from harness.reporting.plots import config_value
+from harness.reporting.stats import ALPHA, PairedTest, bootstrap_ci, holm, paired_test
+from harness.reporting.tables import Cell, Table, fmt, mean_std_text
+from harness.tables import COLUMNS
+
+TITLES = dict(COLUMNS) | {"intent_fidelity": "intent fidelity", "visual_retention": "visual retention"}
+#: Metrics a report tests, in order of preference (the first two the runs have per query).
+HEADLINE = ("recall_at_1", "recall_subset_at_1", "recall_at_10", "recall_at_50", "recall_at_5")
+EDIT_ORDER = ("add", "remove", "recolour", "resize", "move", "replace", "compound")
+NOT_SIGNIFICANT = "†"
+
+
+def headline_metrics(groups: Sequence[Group]) -> list[str]:
+    """The first two metrics of ``HEADLINE`` every group can give per query."""
+    chosen = [m for m in HEADLINE if all(g.per_query(m) is not None for g in groups)]
+    return chosen[:2]
+
+
+@dataclass
+class Comparison:
+    """Each group against the baseline on one metric (Holm over the groups compared)."""
+
+    metric: str
+    baseline: str
+    tests: dict[str, PairedTest]
+    significant: dict[str, bool]
+
+
+def compare(groups: Sequence[Group], baseline: Group, metric: str, alpha: float = ALPHA) -> Comparison | None:
+    """Paired tests of every other group against ``baseline`` on the queries both evaluated."""
+    reference = baseline.per_query(metric)
+    if reference is None:
+        return None
+    tests: dict[str, PairedTest] = {}
+    for group in groups:
+        ours = group.per_query(metric)
+        if group is baseline or ours is None or ours.pairids != reference.pairids:
+            continue
+        tests[group.label] = paired_test(ours.values, reference.values, reference.weights, reference.strata,
+                                         alpha=alpha)
+    labels = list(tests)
+    rejected = holm([tests[label].p_value for label in labels], alpha)
+    return Comparison(metric, baseline.label, tests, dict(zip(labels, rejected)))
+
+
+def main_table(groups: Sequence[Group]) -> Table:
+    """Methods x the protocol's metrics, mean ± std over seeds; best bold, second underlined."""
+    metrics = [key for key, _ in COLUMNS if any(g.mean_std(key) for g in groups)]
+    rows = []
+    for group in groups:
+        row = [Cell(group.label), Cell(",".join(map(str, group.seeds)))]
+        for metric in metrics:
+            stats = group.mean_std(metric)
+            row.append(Cell(mean_std_text(group.values(metric)), None if stats is None else stats[0]))
+        rows.append(row)
+    table = Table("Main results", ["run", "seeds", *(TITLES[m] for m in metrics)], rows, name="main",
+                  caption="Metrics in %, mean ± std over seeds; best in bold, second underlined.",
+                  csv_header=["run", "seeds", *metrics])
+    return table.mark_best({2 + i: "max" for i in range(len(metrics))})
+
+
+def statistics_table(groups: Sequence[Group], comparisons: Sequence[Comparison]) -> Table:
+    """Per headline metric: the seed-averaged value with its 95% interval over queries, the
+    difference to the baseline with its interval, and the paired test's p-value."""
+    header, csv_header = ["run", "queries"], ["run", "queries"]
+    for comparison in comparisons:
+        title = TITLES[comparison.metric]
+        header += [f"{title} [95% CI]", f"Δ {title} [95% CI]", "p"]
+        csv_header += [comparison.metric, f"{comparison.metric}_ci_low", f"{comparison.metric}_ci_high",
+                       f"delta_{comparison.metric}", f"delta_{comparison.metric}_ci_low",
+                       f"delta_{comparison.metric}_ci_high", f"p_{comparison.metric}"]
+    rows, csv_rows = [], []
+    for group in groups:
+        first = group.per_query(comparisons[0].metric) if comparisons else None
+        row = [Cell(group.label), Cell(str(len(first.values)) if first is not None else "-")]
+        csv_row: list[Any] = [group.label, len(first.values) if first is not None else ""]
+        for comparison in comparisons:
+            values = group.per_query(comparison.metric)
+            if values is None:
+                row += [Cell("-"), Cell("-"), Cell("-")]
+                csv_row += [""] * 7
+                continue
+            low, high = bootstrap_ci(values.values, values.weights, values.strata)
+            mean = (group.mean_std(comparison.metric) or (values.mean(),))[0]  # the main table's figure, same rounding
+            row.append(Cell(f"{mean:.1f} [{low:.1f}, {high:.1f}]", mean))
+            test = comparison.tests.get(group.label)
+            if test is None:
+                row += [Cell("baseline" if group.label == comparison.baseline else "-"), Cell("-")]
+                csv_row += [values.mean(), low, high, "", "", "", ""]
+                continue
+            mark = "" if comparison.significant[group.label] else NOT_SIGNIFICANT
+            row.append(Cell(f"{test.difference:+.1f} [{test.low:+.1f}, {test.high:+.1f}]", test.difference, note=mark))
+            row.append(Cell(_p_text(test.p_value), test.p_value))
+            csv_row += [values.mean(), low, high, test.difference, test.low, test.high, test.p_value]
+        rows.append(row)
+        csv_rows.append(csv_row)
+    baseline = comparisons[0].baseline if comparisons else "-"
+    table = Table("Statistics over queries", header, rows, name="statistics", csv_header=csv_header, csv_rows=csv_rows,
+                  caption=f"Seed-averaged per-query values with 95% bootstrap intervals over queries; Δ = run - "
+                  f"{baseline} on the same queries, paired sign-flip permutation test (two-sided); {NOT_SIGNIFICANT} = not "
+                  f"significant at α = {ALPHA} after Holm's correction over the runs compared.")
+    return table
+
+
+def _p_text(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def ablation_table(groups: Sequence[Group], main: str | None, x: str | None, metrics: Sequence[str],
+                   alpha: float = ALPHA) -> Table | None:
+    """One row per variant of the method under study, ordered by the swept parameter, with
+    the change against the first variant (paired test, Holm over the variants)."""
+    if main is None or x is None:
+        return None
+    variants = [g for g in groups if g.method == main and config_value(g.runs[0].config, x) is not None]
+    if len(variants) < 2:
+        return None
+    try:
+        variants.sort(key=lambda g: config_value(g.runs[0].config, x))
+    except TypeError:
+        pass
+    name = x.split(".")[-1].replace("_", " ")
+    comparison = compare(variants, variants[0], metrics[0], alpha) if metrics else None
+    header = [name, *(TITLES[m] for m in metrics)]
+    if comparison:
+        header += [f"Δ {TITLES[metrics[0]]} vs {name} = {config_value(variants[0].runs[0].config, x)}", "p"]
+    rows = []
+    for group in variants:
+        row = [Cell(str(config_value(group.runs[0].config, x)))]
+        row += [Cell(mean_std_text(group.values(m)), (group.mean_std(m) or (None,))[0]) for m in metrics]
+        if comparison:
+            test = comparison.tests.get(group.label)
+            if test is None:
+                row += [Cell("-"), Cell("-")]
+            else:
+                mark = "" if comparison.significant[group.label] else NOT_SIGNIFICANT
+                row += [Cell(f"{test.difference:+.1f}", test.difference, note=mark), Cell(_p_text(test.p_value), test.p_value)]
+        rows.append(row)
+    table = Table(f"Ablation: {main}, {name}", header, rows, name="ablation",
+                  caption=f"{main} variants; metrics mean ± std over seeds; Δ on the same queries with a paired "
+                  f"sign-flip test; {NOT_SIGNIFICANT} = not significant at α = {ALPHA} (Holm).")
+    return table.mark_best({1 + i: "max" for i in range(len(metrics))})
+
+
+MEMORY = {"cuda_max_allocated": "peak CUDA allocation during the evaluation",
+          "eval_peak_rss": "peak resident memory of the process during the evaluation (data and model included)",
+          "process_peak_rss": "peak resident memory of the process since it started (earlier runs of the same "
+                              "process included, so it only grows down the table)"}
+
+
+def efficiency_table(groups: Sequence[Group]) -> Table:
+    """Parameters and latency: ms/query p50 / p95 at batch 1 and at the eval batch size,
+    queries/s of the evaluation pass, peak memory; the hardware in the caption."""
+    header = ["run", "params", "trainable", "ms/q b1 p50", "ms/q b1 p95", "ms/q batch p50", "ms/q batch p95",
+              "queries/s", "peak MiB"]
+    keys = ["ms_per_query_batch1_p50", "ms_per_query_batch1_p95", "ms_per_query_eval_batch_p50",
+            "ms_per_query_eval_batch_p95", "queries_per_second", "peak_memory_mb"]
+    rows = []
+    for group in groups:
+        parameters = group.runs[0].parameters
+        row = [Cell(group.label), Cell(f"{parameters['total'] / 1e6:.2f}M", float(parameters["total"])),
+               Cell(f"{parameters['trainable'] / 1e6:.2f}M", float(parameters["trainable"]))]
+        for key in keys:
+            value = group.timing(key)
+            row.append(Cell(fmt(value, 0 if key in ("queries_per_second", "peak_memory_mb") else 2), value))
+        rows.append(row)
+    first = groups[0].runs[0]
+    hardware = first.environment.get("hardware", {})
+    machine = hardware.get("gpu") or f"{hardware.get('cpu')} ({hardware.get('cpu_cores')} cores, " \
+                                     f"{hardware.get('torch_threads')} torch threads)"
+    batch = first.timings.get("eval_batch_size")
+    memory = first.method_statistics.get("peak_memory", "process_peak_rss")
+    caption = (f"Measured on {machine}, torch {first.environment.get('packages', {}).get('torch')}, after warm-up; "
+               f"b1 = one query at a time (encode + score + top-50), batch = the eval batch"
+               f"{f' of {int(batch)}' if batch else ''} (per query, scoring included); peak MiB = "
+               f"{MEMORY.get(memory, memory)}. "
+               "Timings of runs that shared the machine with other work overstate the cost.")
+    return Table("Efficiency", header, rows, caption=caption, name="efficiency",
+                 csv_header=["run", "params_total", "params_trainable", *keys])
+
+
+def edit_type_table(groups: Sequence[Group], metric: str) -> Table | None:
+    """``metric`` per edit type of the query (embedded benchmark), mean over seeds."""
+    types = sorted({t for g in groups for r in g.runs for t in r.metrics_by_edit_type})
+    if not types:
+        return None
+    order = [t for t in EDIT_ORDER if t in types] + [t for t in types if t not in EDIT_ORDER]
+    rows = []
+    for group in groups:
+        row = [Cell(group.label)]
+        for edit_type in order:
+            values = [r.metrics_by_edit_type[edit_type][metric] for r in group.runs
+                      if metric in r.metrics_by_edit_type.get(edit_type, {})]
+            row.append(Cell(fmt(sum(values) / len(values)) if values else "-",
+                            sum(values) / len(values) if values else None))
+        rows.append(row)
+    counts = groups[0].runs[0].metrics_by_edit_type
+    header = ["run", *(f"{t} ({int(counts[t]['num_queries'])})" if t in counts else t for t in order)]
+    table = Table(f"{TITLES[metric]} per edit type", header, rows, name="edit_types",
+                  caption=f"{TITLES[metric]} in %, mean over seeds, per edit type of the query (queries in brackets).",
+                  csv_header=["run", *order])
+    return table.mark_best({1 + i: "max" for i in range(len(order))})
+
+
+def diagnostics_table(groups: Sequence[Group]) -> Table | None:
+    """Intent fidelity and visual retention of the top-1 image, with 95% intervals."""
+    names = ("intent_fidelity", "visual_retention")
+    if not any(g.mean_std(n) for g in groups for n in names):
+        return None
+    rows = []
+    for group in groups:
+        row = [Cell(group.label)]
+        for name in names:
+            values = group.per_query(name)
+            if values is None:
+                row.append(Cell(mean_std_text(group.values(name)), (group.mean_std(name) or (None,))[0]))
+                continue
+            low, high = bootstrap_ci(values.values, values.weights, values.strata)
+            row.append(Cell(f"{values.mean():.1f} [{low:.1f}, {high:.1f}]", values.mean()))
+        rows.append(row)
+    table = Table("Intent fidelity and visual retention of the top-1 image", ["run", "intent fidelity [95% CI]",
+                  "visual retention [95% CI]"], rows, name="diagnostics", csv_header=["run", *names],
+                  caption="Read off the embedded benchmark's scene graphs: intent fidelity = share of the requested "
+                  "edits the top-1 image shows; visual retention = share of the reference's unedited objects it keeps "
+                  "unchanged. The target scores 100 on both. Seed-averaged, 95% bootstrap intervals over queries.")
+    return table.mark_best({1: "max", 2: "max"})
+
+
+def summary(comparisons: Sequence[Comparison], groups: Sequence[Group]) -> list[str]:
+    """Generated sentences: which runs differ significantly from the baseline, which do not."""
+    if not comparisons:
+        return ["No per-query statistics: the runs lack rankings files or comparable queries."]
+    queries = len(next(iter(groups)).per_query(comparisons[0].metric).values)  # type: ignore[union-attr]
+    seeds = sorted({len(g.runs) for g in groups})
+    lines = [f"Summary (generated): paired sign-flip tests over {queries} queries, seed-averaged "
+             f"({'/'.join(map(str, seeds))} seeds per run), against **{comparisons[0].baseline}**; "
+             f"significant means p < {ALPHA} after Holm's correction.", ""]
+    for comparison in comparisons:
+        title = TITLES[comparison.metric]
+        above = [f"{label} ({t.difference:+.1f})" for label, t in comparison.tests.items()
+                 if comparison.significant[label] and t.difference > 0]
+        below = [f"{label} ({t.difference:+.1f})" for label, t in comparison.tests.items()
+                 if comparison.significant[label] and t.difference < 0]
+        tied = [f"{label} ({t.difference:+.1f}, p = {_p_text(t.p_value)})" for label, t in comparison.tests.items()
+                if not comparison.significant[label]]
+        parts = []
+        if above:
+            parts.append(f"significantly above: {', '.join(above)}")
+        if below:
+            parts.append(f"significantly below: {', '.join(below)}")
+        if tied:
+            parts.append(f"not significantly different: {', '.join(tied)}")
+        lines.append(f"- {title}: " + "; ".join(parts) + ".")
+    lines.append("")
+    return lines

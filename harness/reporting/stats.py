@@ -1,0 +1,97 @@
+"""Statistics of a report: bootstrap confidence intervals over queries and paired tests.
+
+    values, weights = per_query(runs, "recall_at_1")     # seed-averaged hit of each query, and its weight
+    low, high = bootstrap_ci(values, weights)             # 95% percentile interval of the weighted mean
+    test = paired_test(a, b, weights)                     # difference, its 95% interval, two-sided p
+
+Queries are the unit of resampling (the benchmark's queries are a sample of the queries a
+user could ask); seeds are averaged per query first, so the intervals show query sampling
+only and the seed spread is reported beside them as mean ± std. The paired test flips the
+sign of each query's difference at random (a permutation test of paired data: exact under the
+null hypothesis that the two methods are exchangeable on every query). With FashionIQ's
+category mean, a query weighs 1 / (categories x queries of its category) and resampling is
+done within categories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Samples of the bootstrap and the permutation test (a report default; seeded, so stable).
+RESAMPLES = 2000
+ALPHA = 0.05
+
+
+def weights_for(categories: Sequence[str | None] | None, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(weight of each query, stratum of each query): equal weights without categories; with
+    them, each category weighs the same (the FashionIQ category mean)."""
+    if not categories or all(c is None for c in categories):
+        return np.full(count, 1.0 / max(count, 1)), np.zeros(count, dtype=int)
+    names = sorted({str(c) for c in categories})
+    strata = np.array([names.index(str(c)) for c in categories])
+    sizes = np.bincount(strata, minlength=len(names)).astype(float)
+    return 1.0 / (len(names) * sizes[strata]), strata
+
+
+def _resample(strata: np.ndarray, rng: np.random.Generator, samples: int) -> np.ndarray:
+    """[samples, Q] indices drawn with replacement within each stratum (its size kept)."""
+    indices = np.empty((samples, len(strata)), dtype=int)
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        indices[:, members] = members[rng.integers(0, len(members), size=(samples, len(members)))]
+    return indices
+
+
+def bootstrap_ci(values: np.ndarray, weights: np.ndarray, strata: np.ndarray | None = None,
+                 samples: int = RESAMPLES, seed: int = 0, alpha: float = ALPHA) -> tuple[float, float]:
+    """Percentile interval (1 - alpha) of the weighted mean of ``values`` over queries."""
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    strata = np.zeros(len(values), dtype=int) if strata is None else strata
+    indices = _resample(strata, np.random.default_rng(seed), samples)
+    means = (values[indices] * weights[indices]).sum(axis=1)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A method against the baseline on the same queries (values in the metric's unit)."""
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    queries: int
+
+    def significant(self, alpha: float = ALPHA) -> bool:
+        return self.p_value < alpha
+
+
+def paired_test(a: np.ndarray, b: np.ndarray, weights: np.ndarray, strata: np.ndarray | None = None,
+                samples: int = RESAMPLES, seed: int = 0, alpha: float = ALPHA) -> PairedTest:
+    """Weighted mean of a - b, its bootstrap interval, and the two-sided p-value of a paired
+    sign-flip permutation test ((count of |flipped| >= |observed|) + 1) / (samples + 1)."""
+    if a.shape != b.shape:
+        raise ValueError(f"paired values differ in shape: {a.shape} vs {b.shape}")
+    difference = a - b
+    observed = float((difference * weights).sum())
+    low, high = bootstrap_ci(difference, weights, strata, samples, seed, alpha)
+    rng = np.random.default_rng(seed + 1)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(samples, len(difference)))
+    flipped = np.abs((signs * difference * weights).sum(axis=1))
+    extreme = int((flipped >= abs(observed) - 1e-12).sum())
+    return PairedTest(observed, low, high, (extreme + 1) / (samples + 1), len(difference))
+
+
+def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
+    """Which hypotheses Holm's step-down procedure rejects at family-wise level ``alpha``."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = [False] * len(p_values)
+    for rank, index in enumerate(order):
+        if p_values[index] > alpha / (len(p_values) - rank):
+            break
+        rejected[index] = True
+    return rejected

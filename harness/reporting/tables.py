@@ -1,0 +1,129 @@
+"""Report tables and their renderings: Markdown, LaTeX (booktabs), CSV and HTML.
+
+    table = Table("Main results", ["run", "R@1"], rows=[[Cell("sum"), Cell("20.5 ± 0.4", 20.5)]])
+    table.mark_best({1: "max"})      # best bold, second underlined, as papers do
+    table.markdown(); table.latex(); table.csv(); table.html()
+
+A cell keeps its text and, for numbers, the value the CSV writes and the marks compare.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class Cell:
+    text: str
+    value: float | None = None
+    mark: Literal["", "best", "second"] = ""
+    note: str = ""  # a suffix outside the marks, e.g. a significance marker
+
+
+@dataclass
+class Table:
+    """A titled table with a caption (what the numbers are, what the marks mean)."""
+
+    title: str
+    header: list[str]
+    rows: list[list[Cell]]
+    caption: str = ""
+    name: str = ""  # file stem of its .tex / .csv
+    csv_header: list[str] = field(default_factory=list)  # numeric columns for the CSV; default: header
+    csv_rows: list[list[Any]] | None = None  # the CSV's own rows where a cell holds several numbers
+
+    def mark_best(self, directions: dict[int, Literal["max", "min"]]) -> Table:
+        """Mark the best value of each column bold and the second underlined (ties share)."""
+        for column, direction in directions.items():
+            values = sorted({c.value for row in self.rows if (c := row[column]).value is not None},
+                            reverse=direction == "max")
+            if len(values) < 2:
+                continue
+            for row in self.rows:
+                cell = row[column]
+                if cell.value == values[0]:
+                    cell.mark = "best"
+                elif cell.value == values[1]:
+                    cell.mark = "second"
+        return self
+
+    # ------------------------------------------------------------------ renderings
+
+    def markdown(self) -> str:
+        def render(cell: Cell) -> str:
+            text = {"best": f"**{cell.text}**", "second": f"<u>{cell.text}</u>"}.get(cell.mark, cell.text)
+            return (text + cell.note).replace("|", "\\|")
+
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "|".join("---" for _ in self.header) + "|"]
+        lines += ["| " + " | ".join(render(c) for c in row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+    def latex(self) -> str:
+        """A booktabs table (needs \\usepackage{booktabs}); one l column, then r columns."""
+        def render(cell: Cell) -> str:
+            text = latex_escape(cell.text)
+            text = {"best": f"\\textbf{{{text}}}", "second": f"\\underline{{{text}}}"}.get(cell.mark, text)
+            return text + latex_escape(cell.note)
+
+        spec = "l" + "r" * (len(self.header) - 1)
+        lines = [f"% {self.title}", "\\begin{table}[t]", "\\centering", "\\small",
+                 f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
+                 " & ".join(latex_escape(h) for h in self.header) + " \\\\", "\\midrule"]
+        lines += [" & ".join(render(c) for c in row) + " \\\\" for row in self.rows]
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        if self.caption:
+            lines.append(f"\\caption{{{latex_escape(self.caption)}}}")
+        lines.append("\\end{table}")
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        """Values where a cell has one (full precision), else its text."""
+        stream = io.StringIO()
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(self.csv_header or self.header)
+        if self.csv_rows is not None:
+            writer.writerows([repr(v) if isinstance(v, float) else v for v in row] for row in self.csv_rows)
+            return stream.getvalue()
+        for row in self.rows:
+            writer.writerow([repr(c.value) if c.value is not None else c.text for c in row])
+        return stream.getvalue()
+
+    def html(self) -> str:
+        def render(cell: Cell) -> str:
+            text = html.escape(cell.text)
+            text = {"best": f"<b>{text}</b>", "second": f"<u>{text}</u>"}.get(cell.mark, text)
+            return f"<td>{text}{html.escape(cell.note)}</td>"
+
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
+        body = "".join("<tr>" + "".join(render(c) for c in row) + "</tr>" for row in self.rows)
+        caption = f"<caption>{html.escape(self.title)}</caption>"
+        note = f'<p class="note">{html.escape(self.caption)}</p>' if self.caption else ""
+        return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "≈": r"$\approx$",
+          "†": r"$^\dagger$", "Δ": r"$\Delta$", "–": "--", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX.get(ch, ch) for ch in text)
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def mean_std_text(values: Sequence[float], digits: int = 1) -> str:
+    import statistics
+
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"

@@ -1,0 +1,135 @@
+"""Report statistics on hand-made inputs, tables that parse back, and the HTML page in Chromium."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.reporting.stats import bootstrap_ci, holm, paired_test, weights_for
+from harness.reporting.tables import Cell, Table
+
+
+def test_a_known_difference_is_significant_and_identical_methods_are_not():
+    rng = np.random.default_rng(0)
+    base = (rng.random(500) < 0.3).astype(float) * 100
+    better = base.copy()
+    better[rng.choice(np.flatnonzero(base == 0), 60, replace=False)] = 100  # +12 points on the same queries
+    weights, strata = weights_for(None, 500)
+    test = paired_test(better, base, weights, strata)
+    assert test.difference == pytest.approx(12.0) and test.p_value < 0.001 and test.significant()
+    assert test.low > 0 and test.low < 12.0 < test.high
+    same = paired_test(base, base.copy(), weights, strata)
+    assert same.difference == 0 and same.p_value == 1.0 and not same.significant()
+    noise = paired_test(rng.permutation(base), base, weights, strata)  # same rate, unrelated queries
+    assert noise.p_value > 0.05
+
+
+def test_bootstrap_interval_holds_the_mean_and_shrinks_to_a_point_for_constants():
+    values = np.r_[np.zeros(70), np.full(30, 100.0)]
+    weights, strata = weights_for(None, 100)
+    low, high = bootstrap_ci(values, weights, strata)
+    assert low < 30.0 < high and high - low < 25
+    assert bootstrap_ci(np.full(50, 40.0), *weights_for(None, 50)) == pytest.approx((40.0, 40.0))
+
+
+def test_category_weights_give_the_category_mean():
+    categories = ["dress"] * 3 + ["shirt"]
+    weights, strata = weights_for(categories, 4)
+    values = np.array([100.0, 100.0, 100.0, 0.0])
+    assert float(values @ weights) == pytest.approx(50.0)  # (100 + 0) / 2, not 75
+    low, high = bootstrap_ci(values, weights, strata)
+    assert (low, high) == pytest.approx((50.0, 50.0))  # resampling within categories keeps each category's share
+
+
+def test_holm_rejects_step_down():
+    assert holm([0.01, 0.04, 0.03, 0.5]) == [True, False, False, False]
+    assert holm([0.001, 0.012, 0.02]) == [True, True, True]
+
+
+def _table() -> Table:
+    rows = [[Cell("a_b"), Cell("10.0 ± 1.0", 10.0), Cell("5.0", 5.0)],
+            [Cell("c"), Cell("12.5 ± 0.5", 12.5), Cell("4.0", 4.0, note="†")],
+            [Cell("d"), Cell("11.0 ± 0.0", 11.0), Cell("-")]]
+    return Table("T", ["run", "R@1", "Δ"], rows, caption="50% of it", name="t").mark_best({1: "max", 2: "max"})
+
+
+def test_tables_mark_best_and_second_and_parse_back_from_csv():
+    table = _table()
+    assert [row[1].mark for row in table.rows] == ["", "best", "second"]
+    parsed = list(csv.reader(io.StringIO(table.csv())))
+    assert parsed[0] == ["run", "R@1", "Δ"] and [float(row[1]) for row in parsed[1:]] == [10.0, 12.5, 11.0]
+    assert parsed[3][2] == "-"
+    text = table.markdown()
+    assert "| c | **12.5 ± 0.5** | <u>4.0</u>† |" in text and "<u>11.0 ± 0.0</u>" in text
+
+
+def test_latex_tables_have_booktabs_rules_and_one_cell_per_column():
+    tex = _table().latex()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "{lrr}" in tex
+    body = tex[tex.index("\\toprule") + len("\\toprule"): tex.index("\\bottomrule")]
+    rows = [line for line in body.splitlines() if line.endswith("\\\\")]
+    assert len(rows) == 4  # header + 3
+    for row in rows:  # unescaped & separate the cells: one fewer than the columns
+        assert len(re.findall(r"(?<!\\)&", row)) == 2, row
+    assert "a\\_b" in tex and "$\\pm$" in tex and "\\textbf{12.5 $\\pm$ 0.5}" in tex and "50\\% of it" in tex
+
+
+def test_report_of_real_runs_writes_every_format(finished):
+    _, output, _ = finished
+    report = output / "report"
+    for name in ("report.md", "report.html", "report.tex", "results.csv", "tables/main.csv", "tables/main.tex",
+                 "tables/statistics.csv", "tables/efficiency.csv", "tables/diagnostics.csv", "tables/edit_types.csv"):
+        assert (report / name).stat().st_size > 0, name
+    statistics = list(csv.DictReader((report / "tables" / "statistics.csv").open()))
+    assert [row["run"] for row in statistics] == ["image_only", "sum"]
+    assert 0 <= float(statistics[1]["p_recall_at_1"]) <= 1 and statistics[0]["p_recall_at_1"] == ""  # the baseline
+    low, mean, high = (float(statistics[1][k]) for k in ("recall_at_1_ci_low", "recall_at_1", "recall_at_1_ci_high"))
+    assert low <= mean <= high
+    efficiency = list(csv.DictReader((report / "tables" / "efficiency.csv").open()))
+    assert all(float(row["ms_per_query_batch1_p95"]) >= float(row["ms_per_query_batch1_p50"]) > 0 for row in efficiency)
+
+
+CHECK_IMAGES = """<script>
+window.addEventListener("load", () => {
+  const broken = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);
+  document.body.setAttribute("data-images", String(document.images.length));
+  document.body.setAttribute("data-broken", JSON.stringify(broken));
+});
+</script>"""
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium)")
+
+
+def test_html_page_opens_in_headless_chromium_with_every_image_and_no_console_error(finished, tmp_path: Path):
+    _, output, _ = finished
+    page = (output / "report" / "report.html").read_text()
+    assert "<script" not in page and 'src="data:image/png;base64,' in page  # self-contained, nothing to run
+    checked = tmp_path / "checked.html"  # the page plus a probe that records which images decoded
+    checked.write_text(page.replace("</body>", CHECK_IMAGES + "</body>"))
+    chromium = _chromium()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+             "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", checked.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    images = int(re.search(r'data-images="(\d+)"', dom.stdout).group(1))
+    broken = json.loads(re.search(r"data-broken=\"([^\"]*)\"", dom.stdout).group(1).replace("&quot;", '"'))
+    assert images == 4 and broken == []
+    shot = tmp_path / "report.png"
+    page_run = subprocess.run([chromium, *flags, "--window-size=1200,3000", f"--screenshot={shot}",
+                               (output / "report" / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert page_run.returncode == 0 and shot.read_bytes()[:4] == b"\x89PNG"
+    console = [line for line in (dom.stderr + page_run.stderr).splitlines() if ":CONSOLE" in line]
+    assert console == [], console
