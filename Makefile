@@ -26,7 +26,7 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
 bench: install
-	$(BIN)/python benchmarks/foundation.py
+	$(BIN)/harness bench --retrieval
 
 clean:
 	rm -rf runs .pytest_cache

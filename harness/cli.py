@@ -195,6 +195,37 @@ def report(
 
 @app.command()
 @user_errors
+def bench(
+    methods: Annotated[Optional[list[str]], typer.Option("--methods", help="Methods to measure (repeatable; default: "
+                                                         "all seven; --quick: image_only and sum).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder of <hardware>.json and <hardware>.md.")] = Path("reports/bench"),
+    retrieval: Annotated[bool, typer.Option("--retrieval", help="Also time exact top-50 retrieval over galleries of "
+                                            "1k, 10k, 100k and 1M random unit vectors (dim 256, 1k queries), blockwise "
+                                            "torch against faiss.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Seconds, not minutes: small methods, benchmark and galleries, "
+                                        "few repeats (a smoke test; its figures are not for a report).")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (default: torch's).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Measure each method on this machine: ms/query p50 / p95 at batch 1 and at the eval batch
+    (after warm-up, synchronised on a GPU), queries/s, parameters, FLOPs per query, model FLOP
+    utilisation against the machine's measured matmul peak, peak memory, and the loop
+    efficiency of evaluation and training (full loop over bare model). Written to
+    <out>/<hardware>.json and .md."""
+    from harness.bench import BenchConfig, run_bench, write_bench
+
+    overrides: dict = {"retrieval": retrieval, "threads": threads, "device": device}
+    if methods:
+        overrides["methods"] = methods
+    config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)
+    report = run_bench(config, progress=not quiet and sys.stderr.isatty(), echo=typer.echo)
+    json_path, md_path = write_bench(report, out)
+    typer.echo(f"bench: {md_path} and {json_path}")
+
+
+@app.command()
+@user_errors
 def sweep(
     config: Annotated[Path, typer.Argument(help="Experiment YAML with a sweep: section (see ablations/sweeps/).")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting (as in `harness run`).")] = None,

@@ -43,3 +43,26 @@ def test_faiss_returns_the_same_top_k_including_ties():
     tied[:, 1] = 1.0
     _, indices = top_k(torch.tensor([[0.0, 1.0, 0, 0]]), tied, 6, backend="faiss")
     assert indices.tolist() == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_bench_quick_runs_in_seconds_and_writes_json_and_markdown(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--quick", "--retrieval", "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    [json_path] = tmp_path.glob("*.json")
+    report = json.loads(json_path.read_text())
+    assert set(report["methods"]) == {"image_only", "sum"} and report["matmul_peak_flops"] > 0
+    for row in report["methods"].values():
+        assert row["ms_per_query_batch1_p95"] >= row["ms_per_query_batch1_p50"] > 0
+        assert row["flops_per_query"] > 0 and 0 < row["model_flop_utilisation"]
+        assert 0 < row["eval_loop_efficiency"] and 0 < row["train_loop_efficiency"]
+    assert [row["gallery"] for row in report["retrieval"]] == [1000, 5000]
+    if faiss_available():
+        assert all(row["same_top50"] for row in report["retrieval"])
+    text = json_path.with_suffix(".md").read_text()
+    assert "| image_only |" in text and "## Retrieval" in text and report["hardware"] in text

@@ -1,0 +1,330 @@
+"""`harness bench`: what each method costs on this machine, measured as timm measures it, and
+how retrieval scales.
+
+    report = run_bench(BenchConfig(methods=["cir_lvlm", "sum"]), progress=True)
+    write_bench(report, Path("reports/bench"))   # reports/bench/<hardware>.json and .md
+
+Per method: ms/query p50 / p95 at batch 1 and at the eval batch size after warm-up (with
+``torch.cuda.synchronize()`` on a GPU), queries/s, parameters, FLOPs per query
+(torch.utils.flop_counter), peak memory, model FLOP utilisation against this machine's dense
+matmul peak measured in the same run, and two loop efficiencies: the full evaluation loop
+(image files read and decoded, encoded, scored) against the bare encoders on preloaded
+tensors, and the shared training loop (data loading included) against bare steps on one
+preloaded batch. Weights do not change speed, so methods are built without their stage-0
+warm start (CIR-LVLM) or from an untrained stage-0 CLIP (dual-encoder methods).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from harness.environment import cpu_model
+from harness.evaluate import EvalConfig, evaluate, peak_memory_mb, reset_peak_memory
+from harness.results import atomic_write_text
+
+ALL_METHODS = ("image_only", "text_only", "sum", "clip4cir", "pic2word", "searle", "cir_lvlm")
+UNTRAINED_CLIP = {"stage0": {"vision_steps": 0, "caption_steps": 0}}
+#: Build parameters: speed only (see the module docstring).
+BENCH_PARAMS: dict[str, dict[str, Any]] = {
+    "cir_lvlm": {"stage0": {"enabled": False}, "backbone": {"freeze_vision": True}},
+    "image_only": UNTRAINED_CLIP, "text_only": UNTRAINED_CLIP, "sum": UNTRAINED_CLIP, "clip4cir": UNTRAINED_CLIP,
+    "pic2word": UNTRAINED_CLIP, "searle": {**UNTRAINED_CLIP, "oti_images": 64, "oti_steps": 1},
+}
+
+
+@dataclass
+class BenchConfig:
+    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
+    eval_batch_size: int = 256
+    train_batch_size: int = 64
+    batch1_repeats: int = 50
+    batch_repeats: int = 5
+    train_steps: int = 20
+    num_val: int = 300  # evaluation queries of the generated benchmark (gallery: 9 per query)
+    num_train: int = 1000
+    retrieval: bool = False
+    retrieval_sizes: list[int] = field(default_factory=lambda: [1_000, 10_000, 100_000, 1_000_000])
+    retrieval_queries: int = 1000
+    retrieval_dim: int = 256
+    threads: int | None = None
+    device: str = "auto"
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> BenchConfig:
+        """Seconds, not minutes: two small methods, few repeats, a tiny benchmark, small galleries."""
+        values: dict[str, Any] = {"methods": ["image_only", "sum"], "eval_batch_size": 32, "train_batch_size": 16,
+                                  "batch1_repeats": 5, "batch_repeats": 2, "train_steps": 3, "num_val": 32,
+                                  "num_train": 64, "retrieval_sizes": [1_000, 5_000], "retrieval_queries": 100}
+        return cls(**(values | overrides))
+
+
+def hardware_name(device: torch.device) -> str:
+    """A file-name-safe name of the hardware: the GPU, or the CPU model and core count."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_model()}-{os.cpu_count()}core"
+    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-").lower()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(call: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls after ``warmup`` untimed ones (device synchronised)."""
+    for _ in range(warmup):
+        call()
+    _sync(device)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(torch.tensor(values, dtype=torch.float64).quantile(q))
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048) -> float:
+    """Dense matmul FLOP/s of this machine (best of 10 timed [size x size] products)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = time_calls(lambda: a @ b, device, warmup=3, repeats=10)
+    return 2 * size**3 / min(seconds)
+
+
+def count_flops(call: Callable[[], Any]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        call()
+    return int(counter.get_total_flops())
+
+
+def bench_method(name: str, config: BenchConfig, split, eval_split, root: Path, device: torch.device,
+                 peak_flops: float) -> dict[str, Any]:
+    """Every figure of one method (see the module docstring)."""
+    from harness.data.datasets import DatasetConfig, load_dataset
+    from harness.methods.base import ImageBatch, MethodContext, TripletBatch
+    from harness.registry import build_method
+    from harness.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    context = MethodContext(split.images.image_size, [t.caption for t in split.triplets], train_split=split,
+                            dataset_key="bench")
+    method = build_method(name, BENCH_PARAMS.get(name, {}), context).to(device)
+    n = config.eval_batch_size
+    triplets = eval_split.triplets[:n]
+    references = eval_split.images.load([t.reference for t in triplets]).to(device)
+    captions = [method.query_text(t) for t in triplets]
+    method.begin_step(1, 2)  # CLIP4Cir: stage 2, queries through the Combiner
+    method.eval()
+    with torch.inference_mode():
+        window = reset_peak_memory(device)
+        single = time_calls(lambda: method.encode_query(references[:1], captions[:1]), device, 5, config.batch1_repeats)
+        batched = time_calls(lambda: method.encode_query(references[:n], captions[:n]), device, 2, config.batch_repeats)
+        peak, peak_kind = peak_memory_mb(device, window)
+        # the bare encoders on preloaded tensors: the work of one evaluation (gallery + queries)
+        gallery = eval_split.images.load(eval_split.gallery).to(device)
+        all_refs = eval_split.images.load([t.reference for t in eval_split.triplets]).to(device)
+        all_caps = [method.query_text(t) for t in eval_split.triplets]
+
+        def bare_evaluation() -> None:
+            for lo in range(0, len(gallery), n):
+                method.encode_target(gallery[lo : lo + n])
+            for lo in range(0, len(all_refs), n):
+                q = method.encode_query(all_refs[lo : lo + n], all_caps[lo : lo + n])
+            del q
+
+        bare_eval_s = min(time_calls(bare_evaluation, device, 1, 2))
+    # FLOPs outside inference mode: the counter's module hooks need autograd-visible tensors
+    flops = count_flops(lambda: method.encode_query(references[:1], captions[:1]))
+    fresh = load_dataset(DatasetConfig(name="cirr", root=str(root), image_size=split.images.image_size), "val", False)
+    start = time.perf_counter()  # the full loop: files read and decoded, encoded, scored, ranked
+    evaluate(method, fresh, EvalConfig(batch_size=n, warmup_batches=0, latency_queries=0, diagnostic_queries=0,
+                                       examples=0), device, progress=False)
+    _sync(device)
+    full_eval_s = time.perf_counter() - start
+
+    # training: bare steps on one preloaded batch against the shared loop with its data loading
+    method.train()
+    method.begin_step(0, 2)
+    optimizer = torch.optim.AdamW(method.optimizer_parameters(), lr=1e-5)
+    b = config.train_batch_size
+    batch: Any = TripletBatch(split.images.load([t.reference for t in split.triplets[:b]]).to(device),
+                              [method.query_text(t) for t in split.triplets[:b]],
+                              split.images.load([t.target for t in split.triplets[:b]]).to(device))
+    if method.training_data == "images":
+        names = method.training_images(split)[:b]
+        batch = ImageBatch(split.images.load(names).to(device), names)
+
+    def step() -> None:
+        loss = method.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    bare_step_s = statistics.median(time_calls(step, device, 2, config.train_steps))
+    fresh_train = load_dataset(DatasetConfig(name="cirr", root=str(root), image_size=split.images.image_size), "train",
+                               False)
+    start = time.perf_counter()
+    summary = train(method, fresh_train, TrainConfig(max_steps=config.train_steps, batch_size=b, checkpoint=False),
+                    seed=0, device=device, progress=False)
+    loop_step_s = (time.perf_counter() - start) / max(1, summary.steps)
+    counts = method.parameter_counts()
+    eval_ms = 1000 * percentile(batched, 0.5) / n
+    queries_per_s = 1000 / eval_ms
+    return {
+        "parameters": counts,
+        "ms_per_query_batch1_p50": 1000 * percentile(single, 0.5),
+        "ms_per_query_batch1_p95": 1000 * percentile(single, 0.95),
+        "ms_per_query_eval_batch_p50": eval_ms,
+        "ms_per_query_eval_batch_p95": 1000 * percentile(batched, 0.95) / n,
+        "queries_per_s": queries_per_s,
+        "flops_per_query": flops,
+        "model_flop_utilisation": flops * queries_per_s / peak_flops,
+        "peak_memory_mb": peak,
+        "peak_memory": peak_kind,
+        "eval_loop_efficiency": bare_eval_s / full_eval_s,
+        "eval_loop_s": full_eval_s,
+        "eval_bare_s": bare_eval_s,
+        "train_loop_efficiency": bare_step_s / loop_step_s,
+        "train_loop_s_per_step": loop_step_s,
+        "train_bare_s_per_step": bare_step_s,
+    }
+
+
+def bench_retrieval(config: BenchConfig, progress: bool) -> list[dict[str, Any]]:
+    """Exact top-50 of ``retrieval_queries`` random unit queries over galleries of each size:
+    seconds and peak memory of the blockwise torch path and of faiss, and their ratio."""
+    from harness.retrieval import faiss_available, top_k_faiss, top_k_torch
+
+    rows = []
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.nn.functional.normalize(torch.randn(config.retrieval_queries, config.retrieval_dim,
+                                                        generator=generator), dim=1)
+    for size in tqdm(config.retrieval_sizes, desc="retrieval", disable=not progress, leave=False):
+        gallery = torch.nn.functional.normalize(torch.randn(size, config.retrieval_dim, generator=generator), dim=1)
+        row: dict[str, Any] = {"gallery": size, "queries": config.retrieval_queries, "dim": config.retrieval_dim}
+        cpu = torch.device("cpu")
+        window = reset_peak_memory(cpu)
+        base = peak_memory_mb(cpu, window)[0]
+        seconds = time_calls(lambda: top_k_torch(queries, gallery, 50), cpu, 1, 3)
+        row["torch_s"] = min(seconds)
+        row["torch_peak_extra_mb"] = peak_memory_mb(cpu, window)[0] - base
+        if faiss_available():
+            window = reset_peak_memory(cpu)
+            base = peak_memory_mb(cpu, window)[0]
+            row["faiss_s"] = min(time_calls(lambda: top_k_faiss(queries, gallery, 50), cpu, 1, 3))
+            row["faiss_peak_extra_mb"] = peak_memory_mb(cpu, window)[0] - base
+            row["torch_speed_vs_faiss"] = row["faiss_s"] / row["torch_s"]
+            _, a = top_k_torch(queries[:50], gallery, 50)
+            _, b = top_k_faiss(queries[:50], gallery, 50)
+            row["same_top50"] = bool(torch.equal(a, b))
+        rows.append(row)
+    return rows
+
+
+def run_bench(config: BenchConfig, progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure every method of ``config`` (and retrieval, when asked); return the report."""
+    from harness.data.cirr import load_cirr_split
+    from harness.data.synthetic.generate import SyntheticConfig, write_benchmark
+    from harness.device import resolve_device
+    from harness.registry import get_method
+
+    for name in config.methods:
+        get_method(name)  # an unknown name fails before anything is measured
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    report: dict[str, Any] = {
+        "hardware": hardware_name(device),
+        "cpu": cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__, "python": platform.python_version(), "dtype": "float32" if device.type == "cpu"
+        else "bfloat16 autocast", "config": config.__dict__, "methods": {},
+    }
+    report["matmul_peak_flops"] = matmul_peak(device)
+    echo(f"{report['hardware']}: dense matmul peak {report['matmul_peak_flops'] / 1e9:.1f} GFLOP/s")
+    with tempfile.TemporaryDirectory() as folder:
+        previous = os.environ.get("CIR_HARNESS_CACHE")
+        os.environ["CIR_HARNESS_CACHE"] = str(Path(folder) / "cache")  # stand-in backbones stay out of the user's cache
+        try:
+            root = write_benchmark(SyntheticConfig(num_train=config.num_train, num_val=config.num_val, num_test=8),
+                                   Path(folder) / "bench", progress=False)
+            split, eval_split = load_cirr_split(root, "train"), load_cirr_split(root, "val")
+            for name in tqdm(config.methods, desc="methods", disable=not progress, leave=False):
+                row = bench_method(name, config, split, eval_split, root, device, report["matmul_peak_flops"])
+                report["methods"][name] = row
+                echo(f"{name:10s} b1 {row['ms_per_query_batch1_p50']:.2f} ms  batch {row['ms_per_query_eval_batch_p50']:.3f} "
+                     f"ms/q  MFU {100 * row['model_flop_utilisation']:.1f}%  loop eff. eval "
+                     f"{row['eval_loop_efficiency']:.2f} train {row['train_loop_efficiency']:.2f}")
+        finally:
+            if previous is None:
+                os.environ.pop("CIR_HARNESS_CACHE", None)
+            else:
+                os.environ["CIR_HARNESS_CACHE"] = previous
+    if config.retrieval:
+        report["retrieval"] = bench_retrieval(config, progress)
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    machine = report["gpu"] or f"{report['cpu']}, {report['cpu_cores']} cores, {report['torch_threads']} torch threads"
+    lines = [f"# harness bench: {report['hardware']}", "",
+             f"{machine}; torch {report['torch']}, {report['dtype']}; dense matmul peak "
+             f"{report['matmul_peak_flops'] / 1e9:.1f} GFLOP/s (measured in this run). Eval batch "
+             f"{report['config']['eval_batch_size']}, train batch {report['config']['train_batch_size']}.", "",
+             "| method | params | trainable | ms/q b1 p50 | p95 | ms/q batch p50 | p95 | queries/s | MFLOP/query | MFU | "
+             "peak MiB | eval loop eff. | train loop eff. |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, row in report["methods"].items():
+        lines.append(
+            f"| {name} | {row['parameters']['total'] / 1e6:.2f}M | {row['parameters']['trainable'] / 1e6:.2f}M | "
+            f"{row['ms_per_query_batch1_p50']:.2f} | {row['ms_per_query_batch1_p95']:.2f} | "
+            f"{row['ms_per_query_eval_batch_p50']:.3f} | {row['ms_per_query_eval_batch_p95']:.3f} | "
+            f"{row['queries_per_s']:.0f} | {row['flops_per_query'] / 1e6:.1f} | {100 * row['model_flop_utilisation']:.1f}% | "
+            f"{row['peak_memory_mb']:.0f} | {row['eval_loop_efficiency']:.2f} | {row['train_loop_efficiency']:.2f} |")
+    lines += ["", "Loop efficiency: the full loop's speed over the bare model's. Evaluation: encoding the gallery and the "
+              "queries from preloaded tensors, against `evaluate` reading and decoding the image files, encoding, "
+              "scoring and ranking. Training: one optimiser step on a preloaded batch, against the shared loop's step "
+              "with its data loading (the decoding of its training images included). MFU = FLOPs per query x "
+              "queries/s at the eval batch / the matmul peak. Peak MiB: the process's peak resident memory while "
+              "the method's latency was measured (data and models included)."]
+    if report.get("retrieval"):
+        lines += ["", "## Retrieval: exact top-50 by inner product", "",
+                  "| gallery | queries | dim | torch blockwise s | faiss s | torch speed / faiss | extra peak MiB torch | "
+                  "extra peak MiB faiss | same top-50 |", "|---|---|---|---|---|---|---|---|---|"]
+        for row in report["retrieval"]:
+            lines.append(f"| {row['gallery']:,} | {row['queries']} | {row['dim']} | {row['torch_s']:.3f} | "
+                         f"{row.get('faiss_s', float('nan')):.3f} | {row.get('torch_speed_vs_faiss', float('nan')):.2f} | "
+                         f"{row['torch_peak_extra_mb']:.0f} | {row.get('faiss_peak_extra_mb', float('nan')):.0f} | "
+                         f"{row.get('same_top50', '-')} |")
+        lines += ["", "Extra peak MiB: the rise of the process's peak resident memory during the search (the gallery "
+                  "itself is held before). `harness.retrieval.top_k` takes faiss for galleries of 10k and more when it "
+                  "is installed."]
+    return "\n".join(lines) + "\n"
+
+
+def write_bench(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """``out``/<hardware>.json and .md, written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / report["hardware"]
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(report, indent=2, default=str))
+    atomic_write_text(stem.with_suffix(".md"), markdown(report))
+    return stem.with_suffix(".json"), stem.with_suffix(".md")
