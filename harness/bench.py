@@ -157,7 +157,7 @@ def bench_method(name: str, config: BenchConfig, split, eval_split, root: Path, 
     fresh = load_dataset(DatasetConfig(name="cirr", root=str(root), image_size=split.images.image_size), "val", False)
     start = time.perf_counter()  # the full loop: files read and decoded, encoded, scored, ranked
     evaluate(method, fresh, EvalConfig(batch_size=n, warmup_batches=0, latency_queries=0, diagnostic_queries=0,
-                                       examples=0), device, progress=False)
+                                       examples=0, embedding_cache=False), device, progress=False)
     _sync(device)
     full_eval_s = time.perf_counter() - start
 
@@ -207,6 +207,35 @@ def bench_method(name: str, config: BenchConfig, split, eval_split, root: Path, 
         "train_loop_s_per_step": loop_step_s,
         "train_bare_s_per_step": bare_step_s,
     }
+
+
+def bench_embedding_cache(split, root: Path, config: BenchConfig, device: torch.device,
+                          method_name: str = "pic2word") -> dict[str, Any]:
+    """Two evaluations of a frozen-target-encoder method with the same cache key, each on a
+    freshly loaded split (images decoded again): seconds of the gallery phase and of the whole
+    evaluation, first (encoded, written) and second (read from the cache)."""
+    from harness.data.datasets import DatasetConfig, load_dataset
+    from harness.methods.base import MethodContext
+    from harness.registry import build_method
+
+    torch.manual_seed(0)
+    context = MethodContext(split.images.image_size, [t.caption for t in split.triplets], train_split=split,
+                            dataset_key="bench")
+    method = build_method(method_name, BENCH_PARAMS.get(method_name, {}), context).to(device)
+    eval_config = EvalConfig(batch_size=config.eval_batch_size, warmup_batches=1, latency_queries=0,
+                             diagnostic_queries=0, examples=0)
+    row: dict[str, Any] = {"method": method_name}
+    for attempt in ("first", "second"):
+        fresh = load_dataset(DatasetConfig(name="cirr", root=str(root), image_size=split.images.image_size), "val", False)
+        start = time.perf_counter()
+        evaluation = evaluate(method, fresh, eval_config, device, progress=False)
+        row[f"{attempt}_s"] = time.perf_counter() - start
+        row[f"{attempt}_gallery_s"] = evaluation.timings["gallery_encode_s"]
+        row[f"{attempt}_from_cache"] = bool(evaluation.timings["gallery_from_cache"])
+        row["gallery"] = evaluation.num_gallery
+    row["second_over_first"] = row["second_s"] / row["first_s"]
+    row["gallery_second_over_first"] = row["second_gallery_s"] / row["first_gallery_s"]
+    return row
 
 
 def bench_retrieval(config: BenchConfig, progress: bool) -> list[dict[str, Any]]:
@@ -268,6 +297,10 @@ def run_bench(config: BenchConfig, progress: bool = True, echo: Callable[[str], 
             root = write_benchmark(SyntheticConfig(num_train=config.num_train, num_val=config.num_val, num_test=8),
                                    Path(folder) / "bench", progress=False)
             split, eval_split = load_cirr_split(root, "train"), load_cirr_split(root, "val")
+            report["embedding_cache"] = bench_embedding_cache(split, root, config, device)
+            cache = report["embedding_cache"]
+            echo(f"embedding cache ({cache['method']}): evaluation {cache['first_s']:.2f} s -> {cache['second_s']:.2f} s, "
+                 f"gallery phase {cache['first_gallery_s']:.2f} s -> {cache['second_gallery_s']:.3f} s")
             for name in tqdm(config.methods, desc="methods", disable=not progress, leave=False):
                 row = bench_method(name, config, split, eval_split, root, device, report["matmul_peak_flops"])
                 report["methods"][name] = row
@@ -306,6 +339,18 @@ def markdown(report: dict[str, Any]) -> str:
               "with its data loading (the decoding of its training images included). MFU = FLOPs per query x "
               "queries/s at the eval batch / the matmul peak. Peak MiB: the process's peak resident memory while "
               "the method's latency was measured (data and models included)."]
+    if report.get("embedding_cache"):
+        cache = report["embedding_cache"]
+        lines += ["", "## Embedding cache", "",
+                  "| method | gallery | 1st evaluation s | 2nd evaluation s | 2nd / 1st | 1st gallery phase s | "
+                  "2nd gallery phase s | 2nd / 1st |", "|---|---|---|---|---|---|---|---|",
+                  f"| {cache['method']} | {cache['gallery']} | {cache['first_s']:.2f} | {cache['second_s']:.2f} | "
+                  f"{cache['second_over_first']:.2f} | {cache['first_gallery_s']:.3f} | {cache['second_gallery_s']:.3f} | "
+                  f"{cache['gallery_second_over_first']:.3f} |", "",
+                  "Two evaluations of a method whose target encoder is frozen, each on a freshly loaded split (image "
+                  "files decoded again both times): the first encodes the gallery and writes its embeddings, the "
+                  "second reads them (the key: encoder weights and buffers, image size, dataset, device type). Queries "
+                  "are encoded both times."]
     if report.get("retrieval"):
         lines += ["", "## Retrieval: exact top-50 by inner product", "",
                   "| gallery | queries | dim | torch blockwise s | faiss s | torch speed / faiss | extra peak MiB torch | "

@@ -25,6 +25,7 @@ from harness import distributed
 from harness.data.triplet import CIRSplit, Triplet
 from harness.device import autocast, resolve_device
 from harness.diagnostics import intent_scores
+from harness.embedding_cache import embedding_key, load_embeddings, save_embeddings
 from harness.errors import HarnessError
 from harness.methods.base import CIRMethod
 from harness.metrics import (
@@ -78,6 +79,8 @@ class EvalConfig(BaseModel):
                                  "batch-1 latency p50 / p95; 0 skips it")
     examples: int = Field(4, ge=0, description="queries whose reference, caption, top-5 and target the result keeps "
                           "(with image paths) for the report's example grid")
+    embedding_cache: bool = Field(True, description="reuse the gallery embeddings of a frozen target encoder across "
+                                  "runs (harness.embedding_cache; methods with a trained target side never hit it)")
     diagnostic_queries: int = Field(64, ge=0, description="queries a method's own diagnostics read (CIR-LVLM: where "
                                     "its prompts attend); 0 skips them")
     save_top: int = Field(50, ge=1, description="length of the per-query ranking kept on disk")
@@ -214,8 +217,19 @@ def evaluate(
 
     window = reset_peak_memory(device)
     start = time.perf_counter()
-    gallery_embeddings, _ = _encode_in_batches(encode_gallery, len(gallery), config.batch_size, "gallery", progress,
-                                               device)
+    cache_key = embedding_key(method, split, device) if config.embedding_cache else None
+    cached = load_embeddings(cache_key) if cache_key is not None else None
+    hit = cached is not None and cached.shape[0] == len(gallery)
+    if distributed.current().distributed:  # the ranks follow rank 0's cache (they need no shared filesystem)
+        hit = distributed.broadcast_object(hit)
+        cached = distributed.broadcast_object(cached if distributed.current().is_main else None) if hit else None
+    if hit:
+        gallery_embeddings = cached
+    else:
+        gallery_embeddings, _ = _encode_in_batches(encode_gallery, len(gallery), config.batch_size, "gallery",
+                                                   progress, device)
+        if cache_key is not None and distributed.current().is_main:
+            save_embeddings(cache_key, gallery_embeddings)
     _synchronize(device)
     gallery_seconds = time.perf_counter() - start
 
@@ -316,6 +330,7 @@ def evaluate(
         "scoring_ms_per_query": 1000 * scoring_seconds / queries,
         "encode_and_score_ms_per_query": 1000 * (query_seconds + scoring_seconds) / queries,
         "queries_per_second": queries / max(query_seconds + scoring_seconds, 1e-9),
+        "gallery_from_cache": float(hit),
         "eval_batch_size": float(config.batch_size),
         **_percentiles([ms + 1000 * scoring_seconds / queries for ms in batch_ms], "ms_per_query_eval_batch"),
         **_percentiles(batch1_ms, "ms_per_query_batch1"),

@@ -376,4 +376,18 @@ def write_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     if "md" in formats:
         atomic_write_text(out / "report.md", markdown(report))
         written.insert(0, out / "report.md")
+    _remove_stale_figures(out, {stem for stem, _ in report.figures})
     return written[0]
+
+
+#: Figures this generator (or an earlier one) writes; a rebuild removes those it no longer draws.
+_FIGURE_STEMS = re.compile(r"^(recall_vs_.+|pareto|recall_by_edit_type|intent_vs_retention|prompt_usage|"
+                           r"attention_share|retrieval_examples)$")
+
+
+def _remove_stale_figures(out: Path, current: set[str]) -> None:
+    """Delete figures an earlier build of this report drew and this one does not (say, a plot
+    against a parameter no longer swept), so the folder shows one report, not two."""
+    for path in [*out.glob("*.png"), *out.glob("*.pdf")]:
+        if _FIGURE_STEMS.match(path.stem) and path.stem not in current:
+            path.unlink()

@@ -314,3 +314,41 @@ def test_searle_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(s
     assert summary.resumed_from_step == 2
     for (name, a), (_, b) in zip(whole.phi.state_dict().items(), resumed.phi.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_gallery_embeddings_of_a_frozen_encoder_are_cached_and_invalidated(split, tmp_path: Path, monkeypatch):
+    """Pic2Word's target side is stage 0's frozen CLIP: a second evaluation reads the gallery's
+    embeddings from the cache instead of encoding them; other weights, another image size or
+    another split give another key."""
+    import os
+
+    from harness.embedding_cache import embedding_key
+    from harness.evaluate import EvalConfig, evaluate
+
+    monkeypatch.setenv("CIR_HARNESS_CACHE", os.environ["CIR_HARNESS_CACHE"])
+    method = _build("pic2word", split)
+    calls = {"n": 0}
+    original = method.encode_target
+
+    def counted(images):
+        calls["n"] += 1
+        return original(images)
+
+    monkeypatch.setattr(method, "encode_target", counted)
+    config = EvalConfig(batch_size=64, warmup_batches=0, latency_queries=0, diagnostic_queries=0, examples=0)
+    first = evaluate(method, split, config, progress=False)
+    encoded = calls["n"]
+    second = evaluate(method, split, config, progress=False)
+    assert encoded > 0 and calls["n"] == encoded  # nothing of the gallery encoded again
+    assert first.timings["gallery_from_cache"] == 0.0 and second.timings["gallery_from_cache"] == 1.0
+    assert second.metrics == first.metrics
+    key = embedding_key(method, split, torch.device("cpu"))
+    with torch.no_grad():
+        method.encoder.model.visual_projection.weight.add_(1e-3)  # other weights: another key
+    assert embedding_key(method, split, torch.device("cpu")) != key
+    resized = dataclasses.replace(split, images=type(split.images)(split.images.paths, 32))
+    assert embedding_key(method, resized, torch.device("cpu")) not in (key, None)
+    assert embedding_key(method, dataclasses.replace(split, split="val"), torch.device("cpu")) != key
+    method.encoder.model.visual_projection.weight.requires_grad_(True)  # a trained target side: no caching
+    assert embedding_key(method, split, torch.device("cpu")) is None
+    assert embedding_key(_build("sum", split), split, torch.device("cpu")) is None

@@ -157,6 +157,12 @@ class CIRMethod(nn.Module):
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Put back what ``training_state`` returned."""
 
+    def frozen_target_state(self) -> dict[str, torch.Tensor] | None:
+        """The tensors ``encode_target`` depends on when they never train (then the gallery's
+        embeddings are cached across runs, harness.embedding_cache); None, the default, when
+        the target side trains."""
+        return None
+
     def diagnostics(self, reference_images: torch.Tensor, captions: list[str]) -> dict[str, Any]:
         """A method's own figures on a few evaluation queries (CIR-LVLM: where its prompts
         attend), kept in the result's method statistics. Nothing by default."""

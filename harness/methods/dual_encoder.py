@@ -54,6 +54,13 @@ class TextualInversionMethod(DualEncoderMethod):
     def encode_target(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.encoder.image_features(images), dim=-1)
 
+    def frozen_target_state(self) -> dict[str, torch.Tensor] | None:
+        """The frozen dual encoder (weights and preprocessing buffers) when nothing of it trains."""
+        state = dict(self.encoder.state_dict(keep_vars=True))
+        if any(isinstance(t, torch.nn.Parameter) and t.requires_grad for t in state.values()):
+            return None
+        return {name: t.detach() for name, t in state.items()}
+
     def encode_query(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
         _, token = self.pseudo_word(images)
         orders = [caption.split(ORDER_SEPARATOR) for caption in captions]
