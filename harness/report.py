@@ -26,9 +26,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.mappings import flatten
-from harness.reporting import plots
 from harness.reporting.data import load_groups
-from harness.reporting.plots import config_value
 from harness.reporting.sections import (
     ablation_table,
     compare,
@@ -207,6 +205,7 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
                  published: Sequence[dict[str, Any]] = (), runs_dir: Path | None = None,
                  baseline: str | None = None) -> Report:
     """Compute every table and draw every figure (into ``out``) of the report."""
+    from harness.reporting import plots  # matplotlib only when a report is drawn
     groups = load_groups(results, runs_dir)
     if baseline is not None and baseline not in {g.label for g in groups}:
         raise HarnessError(f"report.baseline {baseline!r} is not a run of this experiment", field="report.baseline",

@@ -44,6 +44,21 @@ def write_yaml(path: Path, text: str) -> Path:
     return path
 
 
+#: A tiny CIR-LVLM on a tiny benchmark (the dataset: and method: sections of an experiment).
+TINY_LVLM = """
+dataset:
+  name: synthetic
+  synthetic: {seed: 5, num_train: 160, num_val: 40, num_test: 8}
+method:
+  name: cir_lvlm
+  params:
+    backbone: {vision_hidden: 32, vision_heads: 2, language_hidden: 32, language_heads: 2}
+    connector: {num_queries: 4, heads: 2}
+    stage0: {vision_steps: 10, caption_steps: 10, vision_batch_size: 32, caption_batch_size: 16}
+    embed_dim: 16
+"""
+
+
 EXPERIMENT = """
 experiment: tiny
 dataset:

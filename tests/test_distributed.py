@@ -15,7 +15,7 @@ import torch
 from harness.distributed import World, batch_starts, shard_rows
 from harness.errors import HarnessError
 
-from .conftest import write_yaml
+from .conftest import TINY_LVLM, write_yaml
 
 
 @pytest.mark.parametrize("count,batch_size,size", [(0, 4, 2), (7, 4, 2), (8, 4, 2), (9, 4, 3), (100, 16, 3), (5, 8, 4)])
@@ -36,18 +36,7 @@ def test_training_batches_split_into_equal_contiguous_shares():
 
 
 EXPERIMENT = """
-experiment: ddp
-dataset:
-  name: synthetic
-  synthetic: {seed: 5, num_train: 160, num_val: 40, num_test: 8}
-method:
-  name: cir_lvlm
-  params:
-    backbone: {vision_hidden: 32, vision_heads: 2, language_hidden: 32, language_heads: 2}
-    connector: {num_queries: 4, heads: 2}
-    stage0: {vision_steps: 10, caption_steps: 10, vision_batch_size: 32, caption_batch_size: 16}
-    embed_dim: 16
-    pool_size: 4
+experiment: ddp""" + TINY_LVLM + """    pool_size: 4
 train: {max_steps: 8, batch_size: 16, num_threads: 1}
 eval: {batch_size: 16}
 tracking: {enabled: false}

@@ -17,7 +17,7 @@ from harness.registry import build_method
 from harness.results import read_rankings, read_result
 from harness.train import load_checkpoint
 
-from .conftest import EXPERIMENT, write_yaml
+from .conftest import EXPERIMENT, TINY_LVLM, write_yaml
 
 
 def test_run_writes_results_config_rankings_and_table(finished):
@@ -121,18 +121,7 @@ def test_run_writes_a_report_with_table_and_plot(finished):
 
 
 LVLM_EXPERIMENT = """
-experiment: lvlm
-dataset:
-  name: synthetic
-  synthetic: {seed: 5, num_train: 160, num_val: 40, num_test: 8}
-method:
-  name: cir_lvlm
-  params:
-    backbone: {vision_hidden: 32, vision_heads: 2, language_hidden: 32, language_heads: 2}
-    connector: {num_queries: 4, heads: 2}
-    stage0: {vision_steps: 10, caption_steps: 10, vision_batch_size: 32, caption_batch_size: 16}
-    embed_dim: 16
-train: {max_steps: 6, batch_size: 16, num_threads: 2}
+experiment: lvlm""" + TINY_LVLM + """train: {max_steps: 6, batch_size: 16, num_threads: 2}
 grid:
   method.params.pool_size: [1, 4]
 tracking: {enabled: false}

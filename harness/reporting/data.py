@@ -27,6 +27,16 @@ _SUBSET = re.compile(r"recall_subset_at_(\d+)$")
 _PER_QUERY_FIELDS = ("intent_fidelity", "visual_retention")
 
 
+def config_value(config: dict[str, Any], path: str) -> Any:
+    """The value at a dotted ``path`` of a run's config ("method.params.pool_size"), or None."""
+    node: Any = config
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
 def query_value(entry: dict[str, Any], metric: str) -> float | None:
     """One query's contribution to ``metric`` in percent, from its rankings entry; None where
     the entry cannot give it (the metric then gets no per-query statistics)."""

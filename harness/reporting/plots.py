@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from harness.reporting.data import Group  # noqa: E402
+from harness.reporting.data import Group, config_value  # noqa: E402
 from harness.reporting.stats import bootstrap_ci  # noqa: E402
 from harness.results import atomic_write_bytes  # noqa: E402
 
@@ -38,15 +38,6 @@ def save(figure: Any, out: Path, stem: str) -> str:
         atomic_write_bytes(out / f"{stem}.{suffix}", buffer.getvalue())
     plt.close(figure)
     return stem
-
-
-def config_value(config: dict[str, Any], path: str) -> Any:
-    node: Any = config
-    for key in path.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
 
 
 def recall_vs_parameter(groups: Sequence[Group], x: str, main: str | None, metrics: Sequence[str], out: Path) -> str | None:

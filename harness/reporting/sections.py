@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.reporting.data import Group
-from harness.reporting.plots import config_value
+from harness.reporting.data import Group, config_value
 from harness.reporting.stats import ALPHA, PairedTest, bootstrap_ci, holm, paired_test
 from harness.reporting.tables import Cell, Table, fmt, mean_std_text
 from harness.tables import COLUMNS
