@@ -334,9 +334,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"{row['queries_per_s']:.0f} | {row['flops_per_query'] / 1e6:.1f} | {100 * row['model_flop_utilisation']:.1f}% | "
             f"{row['peak_memory_mb']:.0f} | {row['eval_loop_efficiency']:.2f} | {row['train_loop_efficiency']:.2f} |")
     lines += ["", "Loop efficiency: the full loop's speed over the bare model's. Evaluation: encoding the gallery and the "
-              "queries from preloaded tensors, against `evaluate` reading and decoding the image files, encoding, "
-              "scoring and ranking. Training: one optimiser step on a preloaded batch, against the shared loop's step "
-              "with its data loading (the decoding of its training images included). MFU = FLOPs per query x "
+              "queries from preloaded tensors, against `evaluate` on a freshly loaded split (its images read from the "
+              "decoded-image cache an earlier evaluation of the benchmark wrote), encoding, scoring and ranking. Training: one optimiser step on a preloaded batch, against the shared loop's step "
+              "with its data loading (the decoding of its training images included; the first method measured decodes them and fills the decoded-image cache, the later ones read it). MFU = FLOPs per query x "
               "queries/s at the eval batch / the matmul peak. Peak MiB: the process's peak resident memory while "
               "the method's latency was measured (data and models included)."]
     if report.get("embedding_cache"):

@@ -128,3 +128,32 @@ def test_data_check_cli(tiny_benchmark: Path, tmp_path: Path):
 def test_data_check_unknown_dataset(tiny_benchmark: Path):
     result = CliRunner().invoke(app, ["data", "check", "--dataset", "cir", "--root", str(tiny_benchmark)])
     assert result.exit_code == 2 and "did you mean 'cirr'" in result.stderr
+
+
+def test_decoded_images_are_kept_on_disk_and_a_changed_file_is_decoded_again(tiny_benchmark, monkeypatch):
+    import os
+    import shutil
+
+    import torch
+
+    from harness.data import triplet as triplets
+    from harness.data.cirr import load_cirr_split
+
+    monkeypatch.setattr(triplets, "DISK_CACHE_MIN", 8)
+    names = sorted(load_cirr_split(tiny_benchmark, "val").images.paths)[:20]
+    first = load_cirr_split(tiny_benchmark, "val").images.load(names)
+    store = load_cirr_split(tiny_benchmark, "val").images  # another process would start like this
+    monkeypatch.setattr(store, "read", lambda name: (_ for _ in ()).throw(AssertionError("decoded again")))
+    assert torch.equal(store.load(names), first)  # read from <cache>/images/, nothing decoded
+    changed = load_cirr_split(tiny_benchmark, "val").images
+    path = changed.paths[names[0]]
+    backup = path.with_suffix(".bak")
+    shutil.copy2(path, backup)
+    try:
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # the file changed
+        calls = []
+        original = changed.read
+        monkeypatch.setattr(changed, "read", lambda name: calls.append(name) or original(name))
+        assert torch.equal(changed.load(names), first) and len(calls) == len(names)  # decoded again, not the old file
+    finally:
+        shutil.move(backup, path)
