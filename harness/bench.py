@@ -148,8 +148,7 @@ def bench_method(name: str, config: BenchConfig, split, eval_split, root: Path, 
             for lo in range(0, len(gallery), n):
                 method.encode_target(gallery[lo : lo + n])
             for lo in range(0, len(all_refs), n):
-                q = method.encode_query(all_refs[lo : lo + n], all_caps[lo : lo + n])
-            del q
+                method.encode_query(all_refs[lo : lo + n], all_caps[lo : lo + n])
 
         bare_eval_s = min(time_calls(bare_evaluation, device, 1, 2))
     # FLOPs outside inference mode: the counter's module hooks need autograd-visible tensors

@@ -21,8 +21,10 @@ These are the harness's own measures (no CIR paper reports them).
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
+from typing import Any
 
 from harness.data.synthetic.scene import (
     Scene,
@@ -41,8 +43,8 @@ def intent_scores(split: CIRSplit, retrieved: list[tuple[Triplet, str | None]]) 
     edits_file = Path(split.root) / f"query_edits.rc2.{split.split}.json"
     if not graphs_file.is_file() or not edits_file.is_file():
         return None
-    graphs = json.loads(graphs_file.read_text())
-    edits = {entry["pairid"]: entry["edits"] for entry in json.loads(edits_file.read_text())}
+    graphs = _read_json(graphs_file, graphs_file.stat().st_mtime_ns)
+    edits = {entry["pairid"]: entry["edits"] for entry in _read_json(edits_file, edits_file.stat().st_mtime_ns)}
     scores = []
     for triplet, name in retrieved:
         if name is None or triplet.pairid not in edits or name not in graphs or triplet.reference not in graphs:
@@ -51,6 +53,13 @@ def intent_scores(split: CIRSplit, retrieved: list[tuple[Triplet, str | None]]) 
         reference = scene_from_json(graphs[triplet.reference])
         scores.append(score_retrieved(reference, edits[triplet.pairid], scene_from_json(graphs[name])))
     return scores
+
+
+@functools.lru_cache(maxsize=8)
+def _read_json(path: Path, mtime_ns: int) -> Any:
+    """A JSON file parsed once per process and version (every run and pruning evaluation of a
+    split reads the same scene graphs); callers must not modify what it returns."""
+    return json.loads(path.read_text())
 
 
 def score_retrieved(reference: Scene, edits_json: list[dict], retrieved: Scene) -> dict[str, float | None]:

@@ -92,7 +92,7 @@ class ImageStore:
     def load(self, names: list[str]) -> torch.Tensor:
         """Images as one uint8 tensor [N, 3, H, W] in the order of ``names``. Images not decoded
         yet are decoded by a thread per core (PIL's decoding and resizing release the GIL:
-        measured 1.9x on 2 cores for 3000 PNGs)."""
+        about 1.9x on 2 cores for 3000 PNGs, measured with another job beside it)."""
         if not names:
             return torch.empty(0, 3, self.image_size, self.image_size, dtype=torch.uint8)
         disk = self._disk_file(names) if len(names) >= DISK_CACHE_MIN else None
