@@ -8,8 +8,8 @@ A method whose target encoder never changes (Pic2Word's and SEARLE's frozen CLIP
 same gallery to the same embeddings in every run, seed and sweep trial; the cache pays it
 once. The key hashes everything the embeddings depend on: the target encoder's weights and
 buffers (which hold the preprocessing statistics), the method class, the image size, the
-dataset's root, split and gallery names, and the device type (bf16 autocast on a GPU gives
-other numbers than float32 on a CPU). Any change gives another key. Files live in
+dataset's root, split and gallery names, the device type and the resolved precision (bf16
+autocast gives other numbers than float32). Any change gives another key. Files live in
 ``<cache>/embeddings/<key>.safetensors`` and are written atomically.
 """
 
@@ -25,14 +25,14 @@ from safetensors.torch import load_file, save_file
 
 from harness.paths import cache_dir
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the precision joined the key
 
 
 def _root() -> Path:
     return cache_dir() / "embeddings"
 
 
-def embedding_key(method, split, device: torch.device) -> str | None:
+def embedding_key(method, split, device: torch.device, precision: str = "fp32") -> str | None:
     """The cache key of ``method``'s gallery embeddings of ``split``, or None when its target
     encoder is not frozen (``CIRMethod.frozen_target_state``)."""
     state = method.frozen_target_state()
@@ -41,7 +41,7 @@ def embedding_key(method, split, device: torch.device) -> str | None:
     digest = hashlib.sha256()
     header = {"version": CACHE_VERSION, "method": f"{type(method).__module__}.{type(method).__qualname__}",
               "image_size": split.images.image_size, "root": str(Path(split.root).resolve()), "split": split.split,
-              "device": torch.device(device).type}
+              "device": torch.device(device).type, "precision": precision}
     digest.update(json.dumps(header, sort_keys=True).encode())
     digest.update("\n".join(split.gallery).encode())
     for name in sorted(state):

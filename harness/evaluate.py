@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from harness import distributed
 from harness.data.triplet import CIRSplit, Triplet
-from harness.device import autocast, resolve_device
+from harness.device import Precision, autocast, resolve_device, resolve_precision
 from harness.diagnostics import intent_scores
 from harness.embedding_cache import embedding_key, load_embeddings, save_embeddings
 from harness.errors import HarnessError
@@ -65,6 +65,8 @@ class EvalConfig(BaseModel):
     map_ks: list[int] = Field([], description="K of mAP@K over every ground truth (CIRCO)")
     batch_size: int = Field(256, ge=1, description="images or queries per encoder call")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
+    precision: Precision = Field("auto", description="encoders under bf16 autocast where the hardware multiplies bf16 "
+                                 "natively, else fp32 (as train.precision); scores and ranks are always fp32")
     remove_reference: bool = Field(True, description="drop the reference from its own candidates (CIRR)")
     target_field: Literal["hard", "soft"] = Field(
         "hard", description="hard: Recall@K of target_hard (CLIP4Cir lineage); soft: CIRPLANT's soft Recall@K over "
@@ -113,6 +115,7 @@ class Evaluation:
     metrics_by_category: dict[str, dict[str, float]] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
 
 
 def _synchronize(device: torch.device) -> None:
@@ -201,12 +204,14 @@ def evaluate(
     load_seconds = time.perf_counter() - start
     captions = [method.query_text(t) for t in triplets]
 
+    precision = resolve_precision(config.precision, device)
+
     def encode_gallery(lo: int, hi: int) -> torch.Tensor:
-        with autocast(device):
+        with autocast(device, precision):
             return method.encode_target(gallery_images[lo:hi].to(device))
 
     def encode_queries(lo: int, hi: int) -> torch.Tensor:
-        with autocast(device):
+        with autocast(device, precision):
             return method.encode_query(reference_images[lo:hi].to(device), captions[lo:hi])
 
     for _ in range(config.warmup_batches):
@@ -217,7 +222,7 @@ def evaluate(
 
     window = reset_peak_memory(device)
     start = time.perf_counter()
-    cache_key = embedding_key(method, split, device) if config.embedding_cache else None
+    cache_key = embedding_key(method, split, device, precision) if config.embedding_cache else None
     cached = load_embeddings(cache_key) if cache_key is not None else None
     hit = cached is not None and cached.shape[0] == len(gallery)
     if distributed.current().distributed:  # the ranks follow rank 0's cache (they need no shared filesystem)
@@ -337,7 +342,7 @@ def evaluate(
         "peak_memory_mb": peak_mb,
     }
     return Evaluation(metrics, by_type, len(triplets), len(gallery), timings, rankings, by_category, examples,
-                      {"peak_memory": peak_kind, **diagnostics})
+                      {"peak_memory": peak_kind, **diagnostics}, precision)
 
 
 def _batch1_latency(encode_queries, gallery_embeddings: torch.Tensor, count: int, device: torch.device) -> list[float]:

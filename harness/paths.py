@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -28,3 +30,22 @@ def confined(root: Path, relative: str, *, file: str | Path, field: str) -> Path
         raise HarnessError(f"path {relative!r} climbs out of the dataset root {root}", file=file, field=field,
                            fix="keep every image inside the dataset root")
     return path
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created when absent) for the block: concurrent
+    processes building one cache entry (``harness run --jobs``, sweep workers) take turns, and
+    the later ones find it built. A no-op where ``fcntl`` is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

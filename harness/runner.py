@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,7 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
         train=summary.to_json(),
         timings=evaluation.timings,
         config=config.model_dump(mode="json"),
-        environment=environment(device),
+        environment={**environment(device), "precision": {"train": summary.precision, "eval": evaluation.precision}},
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         method_statistics={**method.statistics(), **evaluation.diagnostics},
         examples=evaluation.examples,
@@ -164,12 +165,14 @@ def run_experiment(
     progress: bool = True,
     echo=print,
     overwrite: Literal["never", "only-missing", "always"] = "only-missing",
+    jobs: int | Literal["auto"] = 1,
 ) -> list[RunResult]:
     """Run every not yet finished run of the experiment; return all its results in plan order.
 
     ``overwrite``: ``only-missing`` skips finished runs and resumes interrupted ones from their
     last checkpoint; ``never`` also leaves unfinished run folders untouched; ``always``
-    recomputes every run from scratch.
+    recomputes every run from scratch. ``jobs``: runs trained at once in separate processes
+    (``auto``: one per CPU core on a CPU, one on a GPU; see ``resolve_jobs``).
 
     Under torchrun (WORLD_SIZE > 1) the ranks share each run's training and evaluation; rank 0
     prints, writes and reports, and its decisions (skip, resume, delete) are every rank's."""
@@ -182,14 +185,14 @@ def run_experiment(
             raise HarnessError(f"train.batch_size {uneven[0]} does not split evenly over {world.size} ranks",
                                file=config_path, field="train.batch_size", fix=f"use a multiple of {world.size}")
         return _run_plan(plan, config_path, overrides, progress and world.is_main,
-                         echo if world.is_main else (lambda *_: None), overwrite, world)
+                         echo if world.is_main else (lambda *_: None), overwrite, world, jobs)
     finally:
         if joined and world.distributed:
             distributed.shutdown()
 
 
 def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progress: bool, echo,
-              overwrite: str, world: distributed.World) -> list[RunResult]:
+              overwrite: str, world: distributed.World, jobs: int | Literal["auto"] = 1) -> list[RunResult]:
     if world.is_main:
         plan.output.mkdir(parents=True, exist_ok=True)
         manifest = {"experiment": plan.experiment.model_dump(mode="json"), "runs": [spec.run_id for spec in plan.specs]}
@@ -203,9 +206,10 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
             name=plan.experiment.experiment,
         )
     splits = _SplitCache(progress)
-    results: list[RunResult] = []
+    finished: dict[str, RunResult] = {}
     status = "FAILED"
     try:
+        pending: list[tuple[int, RunSpec]] = []
         for number, spec in enumerate(plan.specs, 1):
             run_dir = plan.run_dir(spec)
             done = run_dir / "result.json"
@@ -217,25 +221,43 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
             if state == "finished":
                 echo(f"{head}: finished earlier ({run_dir})")
                 if world.is_main:
-                    results.append(read_result(done))
-                continue
-            if state == "left":
+                    finished[spec.run_id] = read_result(done)
+            elif state == "left":
                 echo(f"{head}: unfinished, left as it is (--overwrite never) ({run_dir})")
-                continue
+            else:
+                pending.append((number, spec))
+        count = resolve_jobs(jobs, len(pending), plan, world)
+
+        def started(number: int, spec: RunSpec) -> None:
+            run_dir = plan.run_dir(spec)
             if (run_dir / "checkpoints" / "last" / "state.pt").is_file():
-                echo(f"{head}: resuming from its last checkpoint")
+                echo(f"[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed}: resuming from its last checkpoint")
             echo(f"[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed} -> {run_dir}")
-            result = execute_run(spec, run_dir, splits, progress)
+
+        def ended(number: int, spec: RunSpec, result: RunResult) -> None:
             if tracker is not None:
-                tracker.log_run(result, done)
-            results.append(result)
-            echo(f"    R@1 {result.metrics.get('recall_at_1', float('nan')):.1f}  "
+                tracker.log_run(result, plan.run_dir(spec) / "result.json")
+            finished[spec.run_id] = result
+            echo(f"{'' if count == 1 else f'[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed}:'}"
+                 f"    R@1 {result.metrics.get('recall_at_1', float('nan')):.1f}  "
                  f"Rs@1 {result.metrics.get('recall_subset_at_1', float('nan')):.1f}  "
                  f"train {result.train['seconds']:.0f}s")
+
+        if count > 1:
+            from harness.parallel import run_in_processes
+
+            echo(f"{len(pending)} runs, {count} at a time ({parallel_threads(count)} torch thread(s) each; --jobs)")
+            prepare_caches(plan, [spec for _, spec in pending], splits)
+            run_in_processes(pending, plan, count, started, ended, progress)
+        else:
+            for number, spec in pending:
+                started(number, spec)
+                ended(number, spec, execute_run(spec, plan.run_dir(spec), splits, progress))
         status = "FINISHED"
     finally:
         if tracker is not None:
             tracker.finish(status)
+    results = [finished[spec.run_id] for spec in plan.specs if spec.run_id in finished]
     if not results:
         echo("no finished runs: nothing to report")
         return results
@@ -251,6 +273,36 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
     if tracker is not None:
         echo(f"mlflow:  mlflow ui --backend-store-uri {tracking.uri or 'sqlite:///' + str((plan.output / 'mlflow.db').resolve())} --host 127.0.0.1")
     return results
+
+
+def resolve_jobs(jobs: int | Literal["auto"], pending: int, plan: Plan, world: distributed.World) -> int:
+    """How many runs train at once. ``auto``: on a CPU, one per core (a tiny model gains little
+    from a second thread: two 1-thread CIR-LVLM runs made 1.2x the steps of one 2-thread run);
+    on a GPU or under torchrun, one."""
+    if world.distributed or pending <= 1:
+        if jobs not in ("auto", 1) and world.distributed:
+            raise HarnessError("--jobs cannot be combined with torchrun (the ranks already share each run)",
+                               field="--jobs", fix="drop --jobs, or run without torchrun")
+        return 1
+    if jobs == "auto":
+        devices = {resolve_device(spec.config.eval.device).type for spec in plan.specs}
+        return 1 if devices != {"cpu"} else max(1, min(pending, os.cpu_count() or 1))
+    return max(1, min(int(jobs), pending))
+
+
+def parallel_threads(jobs: int) -> int:
+    """torch threads of each of ``jobs`` concurrent runs: the cores shared out."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def prepare_caches(plan: Plan, specs: list[RunSpec], splits: _SplitCache) -> None:
+    """Build what concurrent runs would otherwise race to build: the datasets (a generated
+    benchmark is rendered here, once). Stage-0 warm starts are built by the first run that
+    needs them while the others train (a file lock makes the rest wait for it)."""
+    for spec in specs:
+        dataset = spec.config.dataset
+        for name in (dataset.train_split, dataset.eval_split):
+            splits.get(dataset, name)
 
 
 def report_experiment(output: Path, out: Path | None = None, formats: list[str] | None = None) -> Path:

@@ -233,3 +233,60 @@ def test_a_run_sigkilled_mid_training_resumes_to_the_uninterrupted_metrics(tmp_p
     assert 0 < resumed.train["resumed_from_step"] < resumed.train["steps"] == whole.train["steps"]
     assert resumed.metrics == whole.metrics
     assert resumed.train["loss_per_epoch"] == whole.train["loss_per_epoch"]
+
+
+JOBS = """
+experiment: jobs""" + TINY_LVLM + """grid:
+  method.params.pool_size: [1, 4]
+train: {max_steps: 6, batch_size: 16}
+eval: {batch_size: 16, latency_queries: 2}
+tracking: {enabled: false}
+"""
+
+
+def test_jobs_train_runs_side_by_side_with_the_results_of_one_at_a_time(tmp_path: Path):
+    """--jobs 2 runs two processes of one torch thread each; their results equal serial runs at
+    one thread (the thread count is what a run's last bits depend on, not --jobs)."""
+    config = write_yaml(tmp_path / "jobs.yaml", JOBS)
+    side = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "side"), "--quiet", "--jobs", "2"])
+    assert side.exit_code == 0, side.output
+    assert "2 runs, 2 at a time (1 torch thread(s) each" in side.stdout
+    serial = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "serial"), "--quiet", "--jobs", "1",
+                                      "--set", "train.num_threads=1"])
+    assert serial.exit_code == 0, serial.output
+    side_by_label, serial_by_label = ({r.label: r for r in map(read_result, (tmp_path / where).glob("jobs/runs/*/result.json"))}
+                                      for where in ("side", "serial"))  # num_threads=1 changes the run ids
+    assert sorted(side_by_label) == sorted(serial_by_label) and len(side_by_label) == 2
+    for label, one in side_by_label.items():
+        two = serial_by_label[label]
+        assert one.environment["hardware"]["torch_threads"] == 1 == two.environment["hardware"]["torch_threads"]
+        assert one.metrics == two.metrics and one.train["loss_per_epoch"] == two.train["loss_per_epoch"]
+    assert (tmp_path / "side" / "jobs" / "report" / "report.md").is_file()
+
+
+def test_bad_jobs_value_is_a_user_error(tmp_path: Path):
+    result = CliRunner().invoke(app, ["run", str(write_yaml(tmp_path / "jobs.yaml", JOBS)), "--jobs", "two"])
+    assert result.exit_code == 2 and "--jobs" in result.output and "Traceback" not in result.output
+
+
+def test_file_lock_makes_builders_take_turns(tmp_path: Path):
+    import threading
+    import time
+
+    from harness.paths import file_lock
+
+    events: list[str] = []
+
+    def build(name: str, delay: float) -> None:
+        time.sleep(delay)
+        with file_lock(tmp_path / "entry.lock"):
+            events.append(f"{name} in")
+            time.sleep(0.3)
+            events.append(f"{name} out")
+
+    threads = [threading.Thread(target=build, args=("first", 0.0)), threading.Thread(target=build, args=("second", 0.1))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert events == ["first in", "first out", "second in", "second out"]

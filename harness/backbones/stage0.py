@@ -46,8 +46,9 @@ from harness.backbones.vision import (
 from harness.data.synthetic.captions import template_corpus
 from harness.data.synthetic.scene import describe, scene_from_json
 from harness.data.triplet import CIRSplit
+from harness.device import Precision, autocast, resolve_precision
 from harness.errors import HarnessError
-from harness.paths import cache_dir
+from harness.paths import cache_dir, file_lock
 from harness.text import (
     EMBEDDING_TOKEN,
     QUERY_TASK_PROMPT,
@@ -74,6 +75,8 @@ class Stage0Params(BaseModel):
     caption_steps: int = Field(300, ge=0, description="describe-the-image steps for connector + LM")
     caption_batch_size: int = Field(64, ge=1)
     caption_lr: float = Field(1e-3, gt=0)
+    precision: Precision = Field("auto", description="as train.precision: bf16 autocast where the CPU multiplies bf16 "
+                                 "natively; the resolved value (not 'auto') joins the cache key")
     embed_steps: int = Field(0, ge=0, description="experimental third phase: contrastive image <-> description "
                              "through the LM's [EMB] token (E5-V / TRACE idea, not in the paper); 0 = off")
 
@@ -98,15 +101,19 @@ class Stage0Request:
 
     def _settings(self) -> dict:
         """Stage-0 settings in the cache key; the optional phase only when on, so caches built
-        before it existed stay valid."""
-        return self.params.model_dump(exclude={"embed_steps"} if self.params.embed_steps == 0 else None)
+        before it existed stay valid; the precision as resolved here, fp32 left out (as before
+        it existed)."""
+        settings = self.params.model_dump(exclude={"embed_steps"} if self.params.embed_steps == 0 else None)
+        return _with_resolved_precision(settings, self.params)
 
     def directory(self) -> Path:
         return cache_dir() / "backbones" / f"stage0-{self.key()}"
 
     def vision_key(self) -> str:
         """Key of the first phase (tokenizer + CLIP), which the connector does not change."""
-        vision = self.params.model_dump(include={"seed", "vision_steps", "vision_batch_size", "vision_lr"})
+        vision = _with_resolved_precision(
+            self.params.model_dump(include={"seed", "vision_steps", "vision_batch_size", "vision_lr", "precision"}),
+            self.params)
         blob = json.dumps(
             {"version": STAGE0_VERSION, "dataset": self.dataset_key, "backbone": self.backbone.tiny_key(),
              "stage0": vision, "corpus": sorted(self.extra_corpus)},
@@ -116,6 +123,17 @@ class Stage0Request:
 
     def vision_directory(self) -> Path:
         return cache_dir() / "backbones" / f"stage0-vision-{self.vision_key()}"
+
+
+def _with_resolved_precision(settings: dict, params: Stage0Params) -> dict:
+    """``settings`` with ``precision`` as stage 0 runs it (always on the CPU); fp32 is dropped
+    so that checkpoints built before the setting existed keep their key."""
+    settings = dict(settings)
+    precision = resolve_precision(params.precision, "cpu")
+    settings.pop("precision", None)
+    if precision != "fp32":
+        settings["precision"] = precision
+    return settings
 
 
 def clip_request(dataset_key: str, backbone: BackboneParams, params: Stage0Params) -> Stage0Request:
@@ -146,10 +164,15 @@ def ensure_stage0(request: Stage0Request, train_split: CIRSplit, force: bool = F
     directory = request.directory()
     if (directory / "stage0.json").is_file() and not force:
         return directory
-    with torch.random.fork_rng():  # building must not move the caller's RNG: runs stay the same cached or not
+    # building must not move the caller's RNG (runs stay the same cached or not); a process that
+    # finds another building the same entry waits for it and then reads it
+    with file_lock(directory.parent / f".{directory.name}.lock"), torch.random.fork_rng():
+        if (directory / "stage0.json").is_file() and not force:
+            return directory
         data = _TrainingData(train_split)
-        vision = _cached(request.vision_directory(), "vision.json", force,
-                         lambda out: _build_vision(request, data, out, progress))
+        vision = request.vision_directory()
+        with file_lock(vision.parent / f".{vision.name}.lock"):  # ensure_stage0_clip may be building it
+            _cached(vision, "vision.json", force, lambda out: _build_vision(request, data, out, progress))
         return _cached(directory, "stage0.json", force,
                        lambda out: _build_describe(request, data, vision, out, progress))
 
@@ -159,7 +182,8 @@ def ensure_stage0_clip(request: Stage0Request, train_split: CIRSplit, force: boo
     """Stage 0's first phase alone: the directory holding ``clip/`` (the tiny CLIP trained on
     image-description pairs) and ``tokenizer/``, which the dual-encoder methods start from. It
     is the same cache entry the CIR-LVLM's vision tower comes from."""
-    with torch.random.fork_rng():
+    directory = request.vision_directory()
+    with file_lock(directory.parent / f".{directory.name}.lock"), torch.random.fork_rng():
         if (request.vision_directory() / "vision.json").is_file() and not force:
             return request.vision_directory()
         data = _TrainingData(train_split)
@@ -230,13 +254,14 @@ def _build_vision(request: Stage0Request, data: _TrainingData, out: Path, progre
     mean = torch.tensor(TINY_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(TINY_STD).view(1, 3, 1, 1)
     report = _phase(clip, params.vision_steps, params.vision_lr, "stage 0: vision-description contrastive", progress,
-                    lambda: _clip_step(clip, data.images, encoded, mean, std, params.vision_batch_size, generator))
+                    lambda: _clip_step(clip, data.images, encoded, mean, std, params.vision_batch_size, generator),
+                    params.precision)
     clip.save_pretrained(str(out / "clip"))
     clip.vision_model.save_pretrained(str(out / "vision"))
     (out / "vision" / "preprocessor_config.json").write_text(json.dumps({"image_mean": TINY_MEAN, "image_std": TINY_STD}))
     torch.save({"torch": torch.get_rng_state(), "batches": generator.get_state()}, out / "rng.pt")
-    return {"settings": {"backbone": backbone.tiny_key(), **params.model_dump(include={"seed", "vision_steps",
-            "vision_batch_size", "vision_lr"})}, "images": len(data.names), "vision": report}
+    return {"settings": {"backbone": backbone.tiny_key(), **_with_resolved_precision(params.model_dump(include={
+            "seed", "vision_steps", "vision_batch_size", "vision_lr"}), params)}, "images": len(data.names), "vision": report}
 
 
 def _build_describe(request: Stage0Request, data: _TrainingData, vision: Path, out: Path, progress: bool) -> dict:
@@ -258,28 +283,33 @@ def _build_describe(request: Stage0Request, data: _TrainingData, vision: Path, o
     trainable = torch.nn.ModuleDict({"connector": connector, "language_model": language_model})
     report = _phase(trainable, params.caption_steps, params.caption_lr, "stage 0: describe images", progress,
                     lambda: _caption_step(tower, connector, language_model, data.images, encoded,
-                                          params.caption_batch_size, generator))
+                                          params.caption_batch_size, generator), params.precision)
     if params.embed_steps:
         report_embed = _phase(trainable, params.embed_steps, params.caption_lr, "stage 0: embed (image <-> description)",
                               progress, lambda: _embed_step(tower, connector, language_model, tokenizer, data.images,
-                                                            encoded, params.caption_batch_size, generator))
+                                                            encoded, params.caption_batch_size, generator),
+                              params.precision)
     language_model.save_pretrained(str(out / "language_model"))
     save_model(connector, str(out / "connector.safetensors"))
     vision_report = json.loads((vision / "vision.json").read_text())
-    return {"settings": {"backbone": backbone.tiny_key(), "connector": request.connector, **params.model_dump()},
+    return {"settings": {"backbone": backbone.tiny_key(), "connector": request.connector,
+                         **_with_resolved_precision(params.model_dump(), params)},
             "images": len(data.names), "vision_stage": str(vision), "vision": vision_report["vision"], "caption": report,
             **({"embed": report_embed} if params.embed_steps else {})}
 
 
-def _phase(module: torch.nn.Module, steps: int, lr: float, desc: str, progress: bool, step_loss) -> dict:
-    """Train ``module`` for ``steps``; report seconds and first / last loss."""
+def _phase(module: torch.nn.Module, steps: int, lr: float, desc: str, progress: bool, step_loss,
+           precision: Precision = "fp32") -> dict:
+    """Train ``module`` for ``steps``; report seconds, first / last loss and the precision."""
     start = time.perf_counter()
-    losses = _loop(module, steps, lr, desc, progress, step_loss)
+    resolved = resolve_precision(precision, "cpu")
+    losses = _loop(module, steps, lr, desc, progress, step_loss, resolved)
     return {"seconds": time.perf_counter() - start, "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None}
+            "last_loss": losses[-1] if losses else None, "precision": resolved}
 
 
-def _loop(module: torch.nn.Module, steps: int, lr: float, desc: str, progress: bool, step_loss) -> list[float]:
+def _loop(module: torch.nn.Module, steps: int, lr: float, desc: str, progress: bool, step_loss,
+          precision: str = "fp32") -> list[float]:
     if steps == 0:
         return []
     module.train()
@@ -288,7 +318,8 @@ def _loop(module: torch.nn.Module, steps: int, lr: float, desc: str, progress: b
     losses = []
     bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress, leave=False)
     for _ in bar:
-        loss = step_loss()
+        with autocast("cpu", precision):  # type: ignore[arg-type]
+            loss = step_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
