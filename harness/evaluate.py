@@ -33,11 +33,9 @@ from harness.metrics import (
     cirr_metrics,
     map_at_k,
     metrics_by_category,
-    ranking,
-    subset_ranks,
-    target_ranks,
     with_soft_recall,
 )
+from harness.scoring import score_blockwise
 
 #: Published protocols as named presets (../shared/research/cir_codebases.md §2). A preset fills
 #: the fields an experiment leaves unset; a field set explicitly wins and is recorded as such.
@@ -172,9 +170,10 @@ def peak_memory_mb(device: torch.device, window: bool) -> tuple[float, str]:
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
     if window:
         try:
-            for line in open("/proc/self/status"):
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024, "eval_peak_rss"
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024, "eval_peak_rss"
         except OSError:
             pass
     import resource
@@ -255,39 +254,39 @@ def evaluate(
     peak_mb, peak_kind = peak_memory_mb(device, window)
 
     start = time.perf_counter()
-    scores = query_embeddings @ gallery_embeddings.T
-    allowed = _category_galleries(split, triplets, index, scores.shape) if split.galleries else None
-    if allowed is not None:  # a query ranks its own category's gallery only (FashionIQ)
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    reference_index = torch.tensor([index.get(t.reference, -1) for t in triplets])
+    reference_index = torch.tensor([index.get(t.reference, -1) for t in triplets], dtype=torch.long)
     exclude = reference_index if config.remove_reference else None
-    top = ranking(scores, exclude, top=config.save_top)
-    metrics: dict[str, float] = {}
-    by_type: dict[str, dict[str, float]] = {}
-    by_category: dict[str, dict[str, float]] = {}
-    ranks = subset = None
+    target_index = subset_index = None
     if split.has_targets and triplets:
-        target_index = torch.tensor([index[t.target] for t in triplets])  # type: ignore[index]
-        ranks = target_ranks(scores, target_index, exclude)
+        target_index = torch.tensor([index[t.target] for t in triplets], dtype=torch.long)  # type: ignore[index]
         if all(t.subset for t in triplets):
             width = max(len(t.subset) for t in triplets)
             subset_index = torch.full((len(triplets), width), -1, dtype=torch.long)
             for row, t in enumerate(triplets):
                 subset_index[row, : len(t.subset)] = torch.tensor([index[m] for m in t.subset])
-            subset = subset_ranks(scores, subset_index, target_index, reference_index)
+    soft = config.target_field == "soft" and target_index is not None
+    wants_map = bool(config.map_ks) and target_index is not None and any(t.ground_truths for t in triplets)
+    depth = max([config.save_top, *(config.ks if soft else []), *(config.map_ks if wants_map else [])])
+    scored = score_blockwise(query_embeddings, gallery_embeddings, depth, exclude, target_index, subset_index,
+                             reference_index, _category_galleries(split, triplets, index) if split.galleries else None)
+    top = scored.top[:, : config.save_top]
+    metrics: dict[str, float] = {}
+    by_type: dict[str, dict[str, float]] = {}
+    by_category: dict[str, dict[str, float]] = {}
+    ranks, subset = scored.ranks, scored.subset
+    if ranks is not None:
         metrics = cirr_metrics(ranks, config.ks, subset, config.subset_ks)
         by_type = _metrics_by_edit_type(triplets, ranks, subset, config)
-        if config.target_field == "soft":
+        if soft:
             if not all(t.soft_targets for t in triplets):
                 raise HarnessError("eval.target_field soft needs target_soft labels (CIRR val)", field="eval.target_field",
                                    fix="use target_field: hard for this dataset")
-            deep = ranking(scores, exclude, top=max(config.ks))
-            metrics = with_soft_recall(metrics, [[gallery[int(i)] for i in row] for row in deep],
+            deep = scored.top[:, : max(config.ks)].tolist()
+            metrics = with_soft_recall(metrics, [[gallery[i] for i in row if i >= 0] for row in deep],
                                        [dict(t.soft_targets) for t in triplets], config.ks)
-        if config.map_ks and any(t.ground_truths for t in triplets):
+        if wants_map:
             relevant = [{index[g] for g in (t.ground_truths or (t.target,))} for t in triplets]
-            deep = ranking(scores, exclude, top=max(config.map_ks)) if config.save_top < max(config.map_ks) else top
-            metrics |= map_at_k(deep, relevant, config.map_ks)
+            metrics |= map_at_k(scored.top[:, : max(config.map_ks)], relevant, config.map_ks)
         if split.galleries:
             by_category = metrics_by_category(ranks, [t.category for t in triplets], config.ks, config.subset_ks)
             if config.category_mean:  # the FashionIQ protocol: each metric averaged over the categories
@@ -295,15 +294,20 @@ def evaluate(
     scoring_seconds = time.perf_counter() - start
 
     rankings = []
+    top_lists = top.tolist()
+    subset_lists = scored.subset_order.tolist() if scored.subset_order is not None else None
+    rank_list = ranks.tolist() if ranks is not None else None
+    subset_rank_list = subset.tolist() if subset is not None else None
     for row, t in enumerate(triplets):
-        kept = top[row] if allowed is None else top[row][allowed[row, top[row]]]
-        entry: dict[str, Any] = {"pairid": t.pairid, "top": [gallery[int(i)] for i in kept]}
-        if ranks is not None:
-            entry["target_rank"] = int(ranks[row])
-        if subset is not None:
-            entry["subset_rank"] = int(subset[row])
-        if t.subset:
-            entry["subset_top"] = _subset_order(scores[row], t, index)
+        entry: dict[str, Any] = {"pairid": t.pairid, "top": [gallery[i] for i in top_lists[row] if i >= 0]}
+        if rank_list is not None:
+            entry["target_rank"] = rank_list[row]
+        if subset_rank_list is not None:
+            entry["subset_rank"] = subset_rank_list[row]
+        if t.subset and subset_lists is not None:
+            entry["subset_top"] = [gallery[i] for i in subset_lists[row] if i >= 0]
+        elif t.subset:
+            entry["subset_top"] = _subset_order(query_embeddings[row] @ gallery_embeddings.T, t, index)
         if t.edit_type is not None:
             entry["edit_type"] = t.edit_type
         if t.category is not None:
@@ -375,15 +379,21 @@ def _metrics_by_edit_type(
     return result
 
 
-def _category_galleries(split: CIRSplit, triplets: list[Triplet], index: dict[str, int],
-                        shape: torch.Size) -> torch.Tensor:
-    """[Q, G] mask: True where the gallery image belongs to the query's category gallery."""
-    allowed = torch.zeros(shape, dtype=torch.bool)
-    for category, names in split.galleries.items():
-        rows = torch.tensor([row for row, t in enumerate(triplets) if t.category == category], dtype=torch.long)
-        if len(rows):
-            columns = torch.tensor([index[name] for name in names], dtype=torch.long)
-            allowed[rows.unsqueeze(1), columns] = True
+def _category_galleries(split: CIRSplit, triplets: list[Triplet], index: dict[str, int]):
+    """``allowed(lo, hi)`` -> [hi - lo, G] bool: True where the gallery image belongs to the
+    category gallery of query lo..hi (FashionIQ), built a block of queries at a time."""
+    columns = {category: torch.tensor([index[name] for name in names], dtype=torch.long)
+               for category, names in split.galleries.items()}
+    categories = [t.category for t in triplets]
+
+    def allowed(lo: int, hi: int) -> torch.Tensor:
+        mask = torch.zeros(hi - lo, len(index), dtype=torch.bool)
+        for category, selected in columns.items():
+            rows = torch.tensor([row for row in range(lo, hi) if categories[row] == category], dtype=torch.long) - lo
+            if len(rows):
+                mask[rows.unsqueeze(1), selected] = True
+        return mask
+
     return allowed
 
 

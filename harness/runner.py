@@ -248,7 +248,7 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
 
             echo(f"{len(pending)} runs, {count} at a time ({parallel_threads(count)} torch thread(s) each; --jobs)")
             prepare_caches(plan, [spec for _, spec in pending], splits)
-            run_in_processes(pending, plan, count, started, ended, progress)
+            run_in_processes(warm_starts_first(pending), plan, count, started, ended, progress)
         else:
             for number, spec in pending:
                 started(number, spec)
@@ -303,6 +303,34 @@ def prepare_caches(plan: Plan, specs: list[RunSpec], splits: _SplitCache) -> Non
         dataset = spec.config.dataset
         for name in (dataset.train_split, dataset.eval_split):
             splits.get(dataset, name)
+
+
+def missing_warm_starts(spec: RunSpec) -> list[str]:
+    """Cache directories of the stage-0 warm starts ``spec`` needs that are not built yet."""
+    from harness.registry import get_method
+
+    info = get_method(spec.config.method.name)
+    params = info.params.model_validate(spec.config.method.params)
+    missing = []
+    for request, full in info.cls.warm_starts(params, dataset_key(spec.config.dataset)):
+        directory, marker = (request.directory(), "stage0.json") if full else (request.vision_directory(), "vision.json")
+        if not (directory / marker).is_file():
+            missing.append(str(directory))
+    return missing
+
+
+def warm_starts_first(pending: list[tuple[int, RunSpec]]) -> list[tuple[int, RunSpec]]:
+    """``pending`` with, first, one run per stage-0 warm start still to build: that run builds it
+    while the other processes train runs that need none, instead of all waiting on it later."""
+    first: list[tuple[int, RunSpec]] = []
+    seen: set[str] = set()
+    for item in pending:
+        missing = set(missing_warm_starts(item[1])) - seen
+        if missing:
+            seen |= missing
+            first.append(item)
+    chosen = {number for number, _ in first}
+    return first + [item for item in pending if item[0] not in chosen]
 
 
 def report_experiment(output: Path, out: Path | None = None, formats: list[str] | None = None) -> Path:

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save_model
 from tqdm import tqdm
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPTextConfig
+from transformers.models.clip.modeling_clip import image_text_contrastive_loss
 
 from harness.backbones.language import tiny_language_model
 from harness.backbones.params import BackboneParams
@@ -336,9 +337,11 @@ def _clip_step(clip, images, encoded, mean, std, batch_size, generator) -> torch
     pixels = (images[rows].float() / 255.0 - mean) / std
     mask = encoded["attention_mask"][rows]
     width = int(mask.sum(1).max())
-    output = clip(input_ids=encoded["input_ids"][rows, :width], attention_mask=mask[:, :width], pixel_values=pixels,
-                  return_loss=True)
-    return output.loss
+    output = clip(input_ids=encoded["input_ids"][rows, :width], attention_mask=mask[:, :width], pixel_values=pixels)
+    # CLIP's loss (transformers' clip_loss), with the similarities in float32 under bf16 autocast
+    with torch.autocast(device_type="cpu", enabled=False):
+        text, image = output.text_embeds.float(), output.image_embeds.float()
+        return image_text_contrastive_loss(torch.matmul(text, image.t()) * clip.logit_scale.exp())
 
 
 def _caption_step(tower, connector, language_model, images, encoded, batch_size, generator) -> torch.Tensor:

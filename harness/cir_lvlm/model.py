@@ -274,7 +274,8 @@ class CIRLVLM(CIRMethod):
         inputs, mask, _, key_loss = self.build_inputs(images, captions)
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
         hidden = self.language_model(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions).last_hidden_state
-        return F.normalize(self.head(hidden[:, -1]), dim=-1), key_loss
+        with torch.autocast(device_type=hidden.device.type, enabled=False):  # the embedding itself stays float32
+            return F.normalize(self.head(hidden[:, -1].float()), dim=-1), key_loss
 
     # ------------------------------------------------------------------ the method interface
 

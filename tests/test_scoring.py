@@ -1,0 +1,61 @@
+"""Blockwise scoring gives exactly what the full-matrix metric functions give, ties included."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.metrics import ranking, subset_ranks, target_ranks
+from harness.scoring import score_blockwise
+
+
+def _embeddings(queries: int, gallery: int, seed: int, ties: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randn(queries, 8, generator=generator)
+    g = torch.randn(gallery, 8, generator=generator)
+    if ties:  # coarse values: many equal scores, at the top-k boundary too
+        q, g = q.round(), g.round().clamp(-1, 1)
+    return q, g
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("max_scores", [7, 64, 2**24])  # several blocks of queries, or one
+def test_blockwise_equals_the_full_matrix(ties: bool, max_scores: int):
+    queries, gallery = _embeddings(23, 40, seed=1, ties=ties)
+    generator = torch.Generator().manual_seed(2)
+    reference = torch.randint(0, 40, (23,), generator=generator)
+    reference[3] = -1  # a query whose reference is not in the gallery
+    targets = torch.randint(0, 40, (23,), generator=generator)
+    targets[targets == reference] = (targets[targets == reference] + 1) % 40
+    members = torch.stack([torch.cat([reference[i : i + 1].clamp(min=0), targets[i : i + 1],
+                                      torch.randint(0, 40, (3,), generator=generator)]) for i in range(23)])
+    members[5, 4] = -1  # a shorter set
+    scored = score_blockwise(queries, gallery, 10, exclude=reference, targets=targets, subset_index=members,
+                             reference=reference, max_scores=max_scores)
+    scores = queries @ gallery.T
+    assert torch.equal(scored.top, ranking(scores, reference, top=10))
+    assert torch.equal(scored.ranks, target_ranks(scores, targets, reference))
+    assert torch.equal(scored.subset, subset_ranks(scores, members, targets, reference))
+    for row in range(23):  # members but the reference, by score then gallery index
+        expected = sorted([int(m) for m in members[row] if m >= 0 and m != reference[row]],
+                          key=lambda m: (-float(scores[row, m]), m))
+        assert [int(m) for m in scored.subset_order[row] if m >= 0] == expected
+
+
+def test_category_galleries_never_rank_other_categories():
+    queries, gallery = _embeddings(6, 12, seed=3, ties=False)
+    category = torch.tensor([0, 0, 0, 1, 1, 1])
+    columns = torch.arange(12) < 5  # category 0 owns images 0-4, category 1 images 5-11
+
+    def allowed(lo: int, hi: int) -> torch.Tensor:
+        return torch.stack([columns if category[row] == 0 else ~columns for row in range(lo, hi)])
+
+    scored = score_blockwise(queries, gallery, 8, allowed=allowed, targets=torch.tensor([0, 1, 2, 5, 6, 7]),
+                             max_scores=24)
+    for row in range(6):
+        kept = [int(i) for i in scored.top[row] if i >= 0]
+        assert len(kept) == (5 if category[row] == 0 else 7)
+        assert all(bool(columns[i]) == (category[row] == 0) for i in kept)
+        assert (scored.top[row, len(kept):] == -1).all()
+    masked = (queries @ gallery.T).masked_fill(~allowed(0, 6), float("-inf"))
+    assert torch.equal(scored.ranks, target_ranks(masked, torch.tensor([0, 1, 2, 5, 6, 7])))
