@@ -2,7 +2,7 @@
 how retrieval scales.
 
     report = run_bench(BenchConfig(methods=["cir_lvlm", "sum"]), progress=True)
-    write_bench(report, Path("reports/bench"))   # reports/bench/<hardware>.json and .md
+    write_bench(report, Path("reports/bench"))   # reports/bench/<hardware>-<precision>.json and .md
 
 Per method: ms/query p50 / p95 at batch 1 and at the eval batch size after warm-up (with
 ``torch.cuda.synchronize()`` on a GPU), queries/s, parameters, FLOPs per query
@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from harness.device import autocast, resolve_device, resolve_precision
 from harness.environment import cpu_model
 from harness.evaluate import EvalConfig, evaluate, peak_memory_mb, reset_peak_memory
 from harness.results import atomic_write_text
@@ -61,6 +62,7 @@ class BenchConfig:
     retrieval_dim: int = 256
     threads: int | None = None
     device: str = "auto"
+    precision: str = "auto"  # as train.precision / eval.precision
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchConfig:
@@ -117,7 +119,7 @@ def count_flops(call: Callable[[], Any]) -> int:
 
 
 def bench_method(name: str, config: BenchConfig, split, eval_split, root: Path, device: torch.device,
-                 peak_flops: float) -> dict[str, Any]:
+                 peak_flops: dict[str, float]) -> dict[str, Any]:
     """Every figure of one method (see the module docstring)."""
     from harness.data.datasets import DatasetConfig, load_dataset
     from harness.methods.base import ImageBatch, MethodContext, TripletBatch
@@ -134,7 +136,8 @@ def bench_method(name: str, config: BenchConfig, split, eval_split, root: Path, 
     captions = [method.query_text(t) for t in triplets]
     method.begin_step(1, 2)  # CLIP4Cir: stage 2, queries through the Combiner
     method.eval()
-    with torch.inference_mode():
+    precision = resolve_precision(config.precision, device)  # type: ignore[arg-type]
+    with torch.inference_mode(), autocast(device, precision):
         window = reset_peak_memory(device)
         single = time_calls(lambda: method.encode_query(references[:1], captions[:1]), device, 5, config.batch1_repeats)
         batched = time_calls(lambda: method.encode_query(references[:n], captions[:n]), device, 2, config.batch_repeats)
@@ -152,11 +155,12 @@ def bench_method(name: str, config: BenchConfig, split, eval_split, root: Path, 
 
         bare_eval_s = min(time_calls(bare_evaluation, device, 1, 2))
     # FLOPs outside inference mode: the counter's module hooks need autograd-visible tensors
-    flops = count_flops(lambda: method.encode_query(references[:1], captions[:1]))
+    with autocast(device, precision):
+        flops = count_flops(lambda: method.encode_query(references[:1], captions[:1]))
     fresh = load_dataset(DatasetConfig(name="cirr", root=str(root), image_size=split.images.image_size), "val", False)
     start = time.perf_counter()  # the full loop: files read and decoded, encoded, scored, ranked
     evaluate(method, fresh, EvalConfig(batch_size=n, warmup_batches=0, latency_queries=0, diagnostic_queries=0,
-                                       examples=0, embedding_cache=False), device, progress=False)
+                                       examples=0, embedding_cache=False, precision=precision), device, progress=False)
     _sync(device)
     full_eval_s = time.perf_counter() - start
 
@@ -173,7 +177,8 @@ def bench_method(name: str, config: BenchConfig, split, eval_split, root: Path, 
         batch = ImageBatch(split.images.load(names).to(device), names)
 
     def step() -> None:
-        loss = method.loss(batch)
+        with autocast(device, precision):
+            loss = method.loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -182,7 +187,8 @@ def bench_method(name: str, config: BenchConfig, split, eval_split, root: Path, 
     fresh_train = load_dataset(DatasetConfig(name="cirr", root=str(root), image_size=split.images.image_size), "train",
                                False)
     start = time.perf_counter()
-    summary = train(method, fresh_train, TrainConfig(max_steps=config.train_steps, batch_size=b, checkpoint=False),
+    summary = train(method, fresh_train, TrainConfig(max_steps=config.train_steps, batch_size=b, checkpoint=False,
+                                                     precision=precision),
                     seed=0, device=device, progress=False)
     loop_step_s = (time.perf_counter() - start) / max(1, summary.steps)
     counts = method.parameter_counts()
@@ -196,7 +202,7 @@ def bench_method(name: str, config: BenchConfig, split, eval_split, root: Path, 
         "ms_per_query_eval_batch_p95": 1000 * percentile(batched, 0.95) / n,
         "queries_per_s": queries_per_s,
         "flops_per_query": flops,
-        "model_flop_utilisation": flops * queries_per_s / peak_flops,
+        "model_flop_utilisation": flops * queries_per_s / peak_flops[precision],
         "peak_memory_mb": peak,
         "peak_memory": peak_kind,
         "eval_loop_efficiency": bare_eval_s / full_eval_s,
@@ -222,7 +228,7 @@ def bench_embedding_cache(split, root: Path, config: BenchConfig, device: torch.
                             dataset_key="bench")
     method = build_method(method_name, BENCH_PARAMS.get(method_name, {}), context).to(device)
     eval_config = EvalConfig(batch_size=config.eval_batch_size, warmup_batches=1, latency_queries=0,
-                             diagnostic_queries=0, examples=0)
+                             diagnostic_queries=0, examples=0, precision=config.precision)  # type: ignore[arg-type]
     row: dict[str, Any] = {"method": method_name}
     for attempt in ("first", "second"):
         fresh = load_dataset(DatasetConfig(name="cirr", root=str(root), image_size=split.images.image_size), "val", False)
@@ -272,7 +278,6 @@ def run_bench(config: BenchConfig, progress: bool = True, echo: Callable[[str], 
     """Measure every method of ``config`` (and retrieval, when asked); return the report."""
     from harness.data.cirr import load_cirr_split
     from harness.data.synthetic.generate import SyntheticConfig, write_benchmark
-    from harness.device import resolve_device
     from harness.registry import get_method
 
     for name in config.methods:
@@ -280,14 +285,19 @@ def run_bench(config: BenchConfig, progress: bool = True, echo: Callable[[str], 
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)  # type: ignore[arg-type]
     report: dict[str, Any] = {
         "hardware": hardware_name(device),
         "cpu": cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "torch": torch.__version__, "python": platform.python_version(), "dtype": "float32" if device.type == "cpu"
-        else "bfloat16 autocast", "config": config.__dict__, "methods": {},
+        "torch": torch.__version__, "python": platform.python_version(), "precision": precision,
+        "dtype": "bfloat16 autocast" if precision == "bf16" else "float32", "config": config.__dict__, "methods": {},
     }
-    report["matmul_peak_flops"] = matmul_peak(device)
+    peaks = {"fp32": matmul_peak(device)}
+    if precision == "bf16":
+        peaks["bf16"] = matmul_peak(device, torch.bfloat16)
+    report["matmul_peak_flops"] = peaks[precision]  # MFU is against the peak of the precision the models run in
+    report["matmul_peak_flops_by_dtype"] = peaks
     echo(f"{report['hardware']}: dense matmul peak {report['matmul_peak_flops'] / 1e9:.1f} GFLOP/s")
     with tempfile.TemporaryDirectory() as folder:
         previous = os.environ.get("CIR_HARNESS_CACHE")
@@ -301,7 +311,7 @@ def run_bench(config: BenchConfig, progress: bool = True, echo: Callable[[str], 
             echo(f"embedding cache ({cache['method']}): evaluation {cache['first_s']:.2f} s -> {cache['second_s']:.2f} s, "
                  f"gallery phase {cache['first_gallery_s']:.2f} s -> {cache['second_gallery_s']:.3f} s")
             for name in tqdm(config.methods, desc="methods", disable=not progress, leave=False):
-                row = bench_method(name, config, split, eval_split, root, device, report["matmul_peak_flops"])
+                row = bench_method(name, config, split, eval_split, root, device, peaks)
                 report["methods"][name] = row
                 echo(f"{name:10s} b1 {row['ms_per_query_batch1_p50']:.2f} ms  batch {row['ms_per_query_eval_batch_p50']:.3f} "
                      f"ms/q  MFU {100 * row['model_flop_utilisation']:.1f}%  loop eff. eval "
@@ -366,9 +376,10 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_bench(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    """``out``/<hardware>.json and .md, written atomically."""
+    """``out``/<hardware>-<precision>.json and .md (e.g. amd-epyc-2core-bf16.md), written atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / report["hardware"]
-    atomic_write_text(stem.with_suffix(".json"), json.dumps(report, indent=2, default=str))
-    atomic_write_text(stem.with_suffix(".md"), markdown(report))
-    return stem.with_suffix(".json"), stem.with_suffix(".md")
+    stem = f"{report['hardware']}-{report.get('precision', 'fp32')}"
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    atomic_write_text(json_path, json.dumps(report, indent=2, default=str))
+    atomic_write_text(md_path, markdown(report))
+    return json_path, md_path

@@ -204,7 +204,7 @@ def report(
 def bench(
     methods: Annotated[Optional[list[str]], typer.Option("--methods", help="Methods to measure (repeatable; default: "
                                                          "all seven; --quick: image_only and sum).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder of <hardware>.json and <hardware>.md.")] = Path("reports/bench"),
+    out: Annotated[Path, typer.Option("--out", help="Folder of <hardware>-<precision>.json and .md.")] = Path("reports/bench"),
     retrieval: Annotated[bool, typer.Option("--retrieval", help="Also time exact top-50 retrieval over galleries of "
                                             "1k, 10k, 100k and 1M random unit vectors (dim 256, 1k queries), blockwise "
                                             "torch against faiss.")] = False,
@@ -212,6 +212,8 @@ def bench(
                                         "few repeats (a smoke test; its figures are not for a report).")] = False,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (default: torch's).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto (bf16 autocast where the hardware multiplies "
+                                           "bf16 natively), fp32 or bf16: as train.precision / eval.precision.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Measure each method on this machine: ms/query p50 / p95 at batch 1 and at the eval batch
@@ -221,7 +223,10 @@ def bench(
     <out>/<hardware>.json and .md."""
     from harness.bench import BenchConfig, run_bench, write_bench
 
-    overrides: dict = {"retrieval": retrieval, "threads": threads, "device": device}
+    if precision not in ("auto", "fp32", "bf16"):
+        raise HarnessError(f"--precision {precision!r} is not one of auto, fp32, bf16", field="--precision",
+                           fix="give auto, fp32 or bf16")
+    overrides: dict = {"retrieval": retrieval, "threads": threads, "device": device, "precision": precision}
     if methods:
         overrides["methods"] = methods
     config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)
