@@ -153,7 +153,7 @@ def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Pat
             shares = [missing // workers + (index < missing % workers) for index in range(workers)]
             context = multiprocessing.get_context("spawn")
             processes = [context.Process(target=_worker, args=(config_path, overrides, output, share, index,
-                                                               tracker.parent_run_id if tracker else None))
+                                                               tracker.parent_run_id if tracker else None, workers))
                          for index, share in enumerate(shares) if share]
             for process in processes:
                 process.start()
@@ -192,8 +192,15 @@ def _report(plan, trials: list[optuna.trial.FrozenTrial]) -> Path:
     return report_experiment(plan.output)
 
 
-def _worker(config_path: Path, overrides, output, trials: int, index: int, parent_run_id: str | None) -> None:
-    """One worker process: ``trials`` trials of the shared study (its sampler seeded apart)."""
+def _worker(config_path: Path, overrides, output, trials: int, index: int, parent_run_id: str | None,
+            workers: int = 1) -> None:
+    """One worker process: ``trials`` trials of the shared study (its sampler seeded apart), with
+    its share of the CPU cores as torch threads (as `harness run --jobs`)."""
+    import torch
+
+    from harness.runner import parallel_threads
+
+    torch.set_num_threads(parallel_threads(workers))
     plan = _plan(config_path, overrides, output)
     study = _open_study(plan, plan.experiment.sweep, seed_offset=index)
     tracker = None
