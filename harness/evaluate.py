@@ -199,7 +199,7 @@ def evaluate(
 
     start = time.perf_counter()
     gallery_images = split.images.load(gallery)
-    reference_images = split.images.load([t.reference for t in triplets])
+    reference_images = _reference_images(split, triplets, index, gallery_images)
     load_seconds = time.perf_counter() - start
     captions = [method.query_text(t) for t in triplets]
 
@@ -347,6 +347,25 @@ def evaluate(
     }
     return Evaluation(metrics, by_type, len(triplets), len(gallery), timings, rankings, by_category, examples,
                       {"peak_memory": peak_kind, **diagnostics}, precision)
+
+
+def _reference_images(split: CIRSplit, triplets: list[Triplet], index: dict[str, int],
+                      gallery_images: torch.Tensor) -> torch.Tensor:
+    """The queries' reference images: rows of the already loaded gallery where the reference is
+    a gallery image (every CIRR-style split), decoded only where it is not."""
+    rows = torch.tensor([index.get(t.reference, -1) for t in triplets], dtype=torch.long)
+    outside = (rows < 0).nonzero().squeeze(1).tolist()
+    if not outside:
+        return gallery_images[rows]
+    images = torch.empty(len(triplets), *gallery_images.shape[1:], dtype=gallery_images.dtype) if len(gallery_images) \
+        else None
+    decoded = split.images.load([triplets[row].reference for row in outside])
+    if images is None:
+        images = torch.empty(len(triplets), *decoded.shape[1:], dtype=decoded.dtype)
+    inside = (rows >= 0).nonzero().squeeze(1)
+    images[inside] = gallery_images[rows[inside]]
+    images[torch.tensor(outside, dtype=torch.long)] = decoded
+    return images
 
 
 def _batch1_latency(encode_queries, gallery_embeddings: torch.Tensor, count: int, device: torch.device) -> list[float]:

@@ -59,3 +59,28 @@ def test_category_galleries_never_rank_other_categories():
         assert (scored.top[row, len(kept):] == -1).all()
     masked = (queries @ gallery.T).masked_fill(~allowed(0, 6), float("-inf"))
     assert torch.equal(scored.ranks, target_ranks(masked, torch.tensor([0, 1, 2, 5, 6, 7])))
+
+
+def test_reference_images_come_from_the_gallery_and_the_rest_are_decoded():
+    from types import SimpleNamespace
+
+    from harness.evaluate import _reference_images
+
+    pictures = {name: torch.full((3, 2, 2), value, dtype=torch.uint8) for value, name in enumerate("abcdef")}
+    decoded: list[list[str]] = []
+
+    def load(names: list[str]) -> torch.Tensor:
+        decoded.append(list(names))
+        return torch.stack([pictures[n] for n in names])
+
+    split = SimpleNamespace(images=SimpleNamespace(load=load))
+    gallery = ["a", "b", "c"]
+    gallery_images = load(gallery)
+    decoded.clear()
+    triplets = [SimpleNamespace(reference=name) for name in ("c", "e", "a", "f")]
+    images = _reference_images(split, triplets, {n: i for i, n in enumerate(gallery)}, gallery_images)
+    assert decoded == [["e", "f"]]  # only the references outside the gallery are read
+    assert torch.equal(images, torch.stack([pictures[n] for n in ("c", "e", "a", "f")]))
+    decoded.clear()
+    inside = _reference_images(split, triplets[::2], {n: i for i, n in enumerate(gallery)}, gallery_images)
+    assert decoded == [] and torch.equal(inside, torch.stack([pictures["c"], pictures["a"]]))

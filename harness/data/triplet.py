@@ -97,7 +97,8 @@ class ImageStore:
             return torch.empty(0, 3, self.image_size, self.image_size, dtype=torch.uint8)
         disk = self._disk_file(names) if len(names) >= DISK_CACHE_MIN else None
         if disk is not None and disk.is_file():
-            stored = np.load(disk, allow_pickle=False)
+            # mapped copy-on-write: pages are read as the batches use them, with no copy of the whole file
+            stored = np.load(disk, allow_pickle=False, mmap_mode="c")
             if stored.shape == (len(names), 3, self.image_size, self.image_size) and stored.dtype == np.uint8:
                 return torch.from_numpy(stored)
         images = self._decode_all(names)
