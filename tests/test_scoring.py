@@ -84,3 +84,19 @@ def test_reference_images_come_from_the_gallery_and_the_rest_are_decoded():
     decoded.clear()
     inside = _reference_images(split, triplets[::2], {n: i for i, n in enumerate(gallery)}, gallery_images)
     assert decoded == [] and torch.equal(inside, torch.stack([pictures["c"], pictures["a"]]))
+
+
+def test_image_source_preloads_when_it_fits_and_decodes_per_batch_otherwise(tiny_benchmark, monkeypatch):
+    from harness.data.cirr import load_cirr_split
+    from harness.train import ImageSource, TrainConfig
+
+    split = load_cirr_split(tiny_benchmark, "train")
+    names = sorted(split.images.paths)[:40]
+    rows = torch.tensor([3, 17, 5, 39])
+    preloaded = ImageSource(split, TrainConfig(), names)
+    assert preloaded.images is not None and len(preloaded.images) == 40
+    monkeypatch.setenv("CIR_HARNESS_PRELOAD_MB", "0")
+    per_batch = ImageSource(load_cirr_split(tiny_benchmark, "train"), TrainConfig(), names)
+    assert per_batch.images is None
+    one, two = preloaded.batch(rows, "cpu"), per_batch.batch(rows, "cpu")
+    assert one.names == two.names == [names[i] for i in rows] and torch.equal(one.images, two.images)
