@@ -65,7 +65,8 @@ class PromptPool(nn.Module):
         return int(self.prompts.shape[0])
 
     def forward(self, query_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        similarity = F.normalize(query_feature, dim=-1) @ F.normalize(self.keys, dim=-1).T
+        with torch.autocast(device_type=query_feature.device.type, enabled=False):  # bf16 would tie close keys
+            similarity = F.normalize(query_feature.float(), dim=-1) @ F.normalize(self.keys.float(), dim=-1).T
         selected = similarity.topk(self.top_k, dim=-1).indices
         prompts = self.prompts[selected].flatten(1, 2)
         key_loss = (1.0 - similarity.gather(1, selected)).mean()
