@@ -59,7 +59,11 @@ from harness.text import (
 from harness.train import cosine_with_warmup
 
 log = logging.getLogger(__name__)
-STAGE0_VERSION = 1
+#: 2: stage 0 trains on one torch thread, so its checkpoint no longer depends on the machine's
+#: thread count or on `harness run --jobs` (a 1- and a 2-thread build ended at vision losses
+#: 0.232 and 0.223); one thread was also faster here (vision phase 119 s against 147 s)
+STAGE0_VERSION = 2
+STAGE0_THREADS = 1
 
 
 class Stage0Params(BaseModel):
@@ -306,7 +310,12 @@ def _phase(module: torch.nn.Module, steps: int, lr: float, desc: str, progress: 
     """Train ``module`` for ``steps``; report seconds, first / last loss and the precision."""
     start = time.perf_counter()
     resolved = resolve_precision(precision, "cpu")
-    losses = _loop(module, steps, lr, desc, progress, step_loss, resolved)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(STAGE0_THREADS)  # the same checkpoint whatever the caller's thread count
+    try:
+        losses = _loop(module, steps, lr, desc, progress, step_loss, resolved)
+    finally:
+        torch.set_num_threads(threads)
     return {"seconds": time.perf_counter() - start, "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None, "precision": resolved}
 
