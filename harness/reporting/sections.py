@@ -179,15 +179,20 @@ def efficiency_table(groups: Sequence[Group]) -> Table:
         rows.append(row)
     first = groups[0].runs[0]
     hardware = first.environment.get("hardware", {})
+    threads = hardware.get("torch_threads")
     machine = hardware.get("gpu") or f"{hardware.get('cpu')} ({hardware.get('cpu_cores')} cores, " \
-                                     f"{hardware.get('torch_threads')} torch threads)"
+                                     f"{threads} torch thread{'' if threads == 1 else 's'})"
+    precision = first.environment.get("precision", {}).get("eval")
+    if precision:
+        machine += f", {'bf16 autocast' if precision == 'bf16' else 'float32'}"
     batch = first.timings.get("eval_batch_size")
     memory = first.method_statistics.get("peak_memory", "process_peak_rss")
     caption = (f"Measured on {machine}, torch {first.environment.get('packages', {}).get('torch')}, after warm-up; "
                f"b1 = one query at a time (encode + score + top-50), batch = the eval batch"
                f"{f' of {int(batch)}' if batch else ''} (per query, scoring included); peak MiB = "
                f"{MEMORY.get(memory, memory)}. "
-               "Timings of runs that shared the machine with other work overstate the cost.")
+               "Timings of runs that shared the machine with other work (another run under `--jobs`, a test) overstate "
+               "the cost.")
     return Table("Efficiency", header, rows, caption=caption, name="efficiency",
                  csv_header=["run", "params_total", "params_trainable", *keys])
 
