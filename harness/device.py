@@ -48,6 +48,12 @@ def resolve_precision(setting: Precision, device: torch.device | str) -> Literal
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
+def full_precision(device: torch.device | str) -> torch.autocast:
+    """A float32 region inside bf16 autocast, for the few places where bf16 rounding changes the
+    outcome (contrastive similarities, prompt selection, embedding heads); pass float tensors in."""
+    return torch.autocast(device_type=torch.device(device).type, enabled=False)
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device | str, precision: Literal["fp32", "bf16"]) -> Iterator[None]:
     """bf16 autocast (weights and optimizer stay fp32) or nothing. On CPU under bf16 attention

@@ -354,17 +354,14 @@ def _reference_images(split: CIRSplit, triplets: list[Triplet], index: dict[str,
     """The queries' reference images: rows of the already loaded gallery where the reference is
     a gallery image (every CIRR-style split), decoded only where it is not."""
     rows = torch.tensor([index.get(t.reference, -1) for t in triplets], dtype=torch.long)
-    outside = (rows < 0).nonzero().squeeze(1).tolist()
-    if not outside:
+    outside = (rows < 0).nonzero().squeeze(1)
+    if not len(outside):
         return gallery_images[rows]
-    images = torch.empty(len(triplets), *gallery_images.shape[1:], dtype=gallery_images.dtype) if len(gallery_images) \
-        else None
-    decoded = split.images.load([triplets[row].reference for row in outside])
-    if images is None:
-        images = torch.empty(len(triplets), *decoded.shape[1:], dtype=decoded.dtype)
+    decoded = split.images.load([triplets[row].reference for row in outside.tolist()])
+    images = torch.empty(len(triplets), *decoded.shape[1:], dtype=decoded.dtype)
     inside = (rows >= 0).nonzero().squeeze(1)
     images[inside] = gallery_images[rows[inside]]
-    images[torch.tensor(outside, dtype=torch.long)] = decoded
+    images[outside] = decoded
     return images
 
 

@@ -47,7 +47,7 @@ from harness.backbones.vision import (
 from harness.data.synthetic.captions import template_corpus
 from harness.data.synthetic.scene import describe, scene_from_json
 from harness.data.triplet import CIRSplit
-from harness.device import Precision, autocast, resolve_precision
+from harness.device import Precision, autocast, full_precision, resolve_precision
 from harness.errors import HarnessError
 from harness.paths import cache_dir, file_lock
 from harness.text import (
@@ -350,7 +350,7 @@ def _clip_step(clip, images, encoded, mean, std, batch_size, generator) -> torch
     width = int(mask.sum(1).max())
     output = clip(input_ids=encoded["input_ids"][rows, :width], attention_mask=mask[:, :width], pixel_values=pixels)
     # CLIP's loss (transformers' clip_loss), with the similarities in float32 under bf16 autocast
-    with torch.autocast(device_type="cpu", enabled=False):
+    with full_precision("cpu"):
         text, image = output.text_embeds.float(), output.image_embeds.float()
         return image_text_contrastive_loss(torch.matmul(text, image.t()) * clip.logit_scale.exp())
 

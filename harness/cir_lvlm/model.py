@@ -42,6 +42,7 @@ from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0
 from harness.backbones.vision import QwenVisionTower, VisionTower, preprocessor_stats
 from harness.cir_lvlm.connector import ConnectorParams, build_connector
 from harness.cir_lvlm.prompt_pool import PromptPool, RunningStandardiser
+from harness.device import full_precision
 from harness.errors import HarnessError
 from harness.methods.base import (
     CIRMethod,
@@ -225,7 +226,7 @@ class CIRLVLM(CIRMethod):
         batch = images.shape[0]
         device = self.head.weight.device
         features = self.vision(images.to(device))
-        with torch.autocast(device_type=device.type, enabled=False):
+        with full_precision(device):
             # float32 connector: the prompt pool selects on the mean visual token, whose instance-to-instance
             # spread (std ~0.007 on the toy model) bf16 rounding at the tokens' magnitude would erase
             visual = self.connector(features.float())
@@ -278,7 +279,7 @@ class CIRLVLM(CIRMethod):
         inputs, mask, _, key_loss = self.build_inputs(images, captions)
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
         hidden = self.language_model(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions).last_hidden_state
-        with torch.autocast(device_type=hidden.device.type, enabled=False):  # the embedding itself stays float32
+        with full_precision(hidden.device):  # the embedding itself stays float32
             return F.normalize(self.head(hidden[:, -1].float()), dim=-1), key_loss
 
     # ------------------------------------------------------------------ the method interface

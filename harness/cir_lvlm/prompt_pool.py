@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.device import full_precision
 from harness.distributed import batch_moments
 
 
@@ -65,7 +66,7 @@ class PromptPool(nn.Module):
         return int(self.prompts.shape[0])
 
     def forward(self, query_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        with torch.autocast(device_type=query_feature.device.type, enabled=False):  # bf16 would tie close keys
+        with full_precision(query_feature.device):  # bf16 would tie close keys
             similarity = F.normalize(query_feature.float(), dim=-1) @ F.normalize(self.keys.float(), dim=-1).T
         selected = similarity.topk(self.top_k, dim=-1).indices
         prompts = self.prompts[selected].flatten(1, 2)

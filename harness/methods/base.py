@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from harness.data.caption_join import DEFAULT_CONVENTION, join_captions
+from harness.device import full_precision
 from harness.distributed import gather_across_ranks
 
 
@@ -83,7 +84,7 @@ def info_nce(query: torch.Tensor, target: torch.Tensor, temperature: float, symm
     are float32 even under bf16 autocast: at temperature 0.05 a logit of 20 carries a bf16
     rounding error of about 0.06, as large as the differences the loss has to learn from."""
     query, target = query.float(), target.float()
-    with torch.autocast(device_type=query.device.type, enabled=False):
+    with full_precision(query.device):
         targets, offset = gather_across_ranks(target)
         labels = torch.arange(query.shape[0], device=query.device) + offset
         loss = F.cross_entropy(query @ targets.T / temperature, labels)
