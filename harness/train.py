@@ -179,11 +179,12 @@ def train(
         torch.manual_seed(seed + 7919 * world.rank + step)
     bar = tqdm(total=total_steps, initial=step, desc=f"train {method.method_name}", unit="step", disable=not progress,
                leave=False)
+    live_loss = torch.device(device).type == "cpu"
     start = time.perf_counter()
     with distributed.training_scope(config.gather_negatives):
         while step < total_steps:
             order = torch.randperm(len(source), generator=order_rng)
-            epoch_losses: list[float] = []
+            epoch_losses: list[torch.Tensor] = []  # kept on the device: no host-device sync per step on a GPU
             for batch_index in range(per_epoch):
                 if step >= total_steps:
                     break
@@ -201,11 +202,14 @@ def train(
                 scheduler.step()
                 step += 1
                 epoch_losses.append(_global_mean(loss.detach(), world))
-                bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}", epoch=epoch + 1, refresh=False)
+                if live_loss:  # on a CPU reading the loss costs nothing; on a GPU it waits for the step
+                    bar.set_postfix(loss=f"{float(epoch_losses[-1]):.3f}", epoch=epoch + 1, refresh=False)
                 bar.update()
             epoch += 1
-            summary.loss_per_epoch.append(float(np.mean(epoch_losses)))
-            summary.final_loss = epoch_losses[-1]
+            losses = [float(value) for value in torch.stack(epoch_losses).cpu()]  # one sync per epoch
+            summary.loss_per_epoch.append(float(np.mean(losses)))
+            summary.final_loss = losses[-1]
+            bar.set_postfix(loss=f"{summary.loss_per_epoch[-1]:.3f} (epoch mean)", epoch=epoch, refresh=False)
             if checkpoint_dir is not None and config.checkpoint:
                 if world.is_main:
                     save_checkpoint(checkpoint_dir, method, optimizer, scheduler, order_rng, epoch, step,
@@ -222,13 +226,13 @@ def train(
     return summary
 
 
-def _global_mean(loss: torch.Tensor, world: distributed.World) -> float:
+def _global_mean(loss: torch.Tensor, world: distributed.World) -> torch.Tensor:
     """The step's loss over the global batch: the mean of the ranks' losses (equal shares)."""
     if world.distributed:
         loss = loss.clone()
         torch.distributed.all_reduce(loss)
         loss /= world.size
-    return float(loss)
+    return loss
 
 
 class TripletSource:
