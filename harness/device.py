@@ -58,7 +58,7 @@ def full_precision(device: torch.device | str) -> torch.autocast:
 def autocast(device: torch.device | str, precision: Literal["fp32", "bf16"]) -> Iterator[None]:
     """bf16 autocast (weights and optimizer stay fp32) or nothing. On CPU under bf16 attention
     runs through SDPA's math kernel: the CPU flash-attention backward in bf16 took 13 ms per call
-    at these sequence lengths, more than the rest of a tiny CIR-LVLM step."""
+    at these sequence lengths, 36% of a tiny CIR-LVLM step (0.211 s; 0.142 s with the math kernel)."""
     device = torch.device(device)
     if precision != "bf16":
         yield
