@@ -247,6 +247,8 @@ tracking: {enabled: false}
 def test_jobs_train_runs_side_by_side_with_the_results_of_one_at_a_time(tmp_path: Path):
     """--jobs 2 runs two processes of one torch thread each; their results equal serial runs at
     one thread (the thread count is what a run's last bits depend on, not --jobs)."""
+    from harness.device import resolve_precision
+
     config = write_yaml(tmp_path / "jobs.yaml", JOBS)
     side = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "side"), "--quiet", "--jobs", "2"])
     assert side.exit_code == 0, side.output
@@ -260,6 +262,8 @@ def test_jobs_train_runs_side_by_side_with_the_results_of_one_at_a_time(tmp_path
     for label, one in side_by_label.items():
         two = serial_by_label[label]
         assert one.environment["hardware"]["torch_threads"] == 1 == two.environment["hardware"]["torch_threads"]
+        expected = resolve_precision("auto", "cpu")  # what each run trained and evaluated in is recorded
+        assert one.environment["precision"] == {"train": expected, "eval": expected} and one.train["precision"] == expected
         assert one.metrics == two.metrics and one.train["loss_per_epoch"] == two.train["loss_per_epoch"]
     assert (tmp_path / "side" / "jobs" / "report" / "report.md").is_file()
 
