@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from harness.device import autocast, cpu_has_native_bf16, full_precision, resolve_precision
+from harness.device import (
+    autocast,
+    cpu_has_native_bf16,
+    full_precision,
+    resolve_precision,
+)
 
 
 def test_precision_settings_resolve():
