@@ -88,6 +88,11 @@ def main(
     ] = False,
 ) -> None:
     """cir-harness: train, evaluate and compare Composed Image Retrieval methods under one loop."""
+    configure_process()
+
+
+def configure_process() -> None:
+    """Logging and library settings of a harness process (the CLI's, and each --jobs worker's)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quiet_libraries()
@@ -163,7 +168,7 @@ def pretrain(
             seen.add((key, full))
             split = load_dataset(spec.config.dataset, spec.config.dataset.train_split, progress=progress)
             if full:
-                cached = (request.directory() / "stage0.json").is_file() and not force
+                cached = request.built() and not force
                 directory = ensure_stage0(request, split, force=force, progress=progress)
                 report = json.loads((directory / "stage0.json").read_text())
                 timing = ("cached" if cached else
@@ -171,7 +176,7 @@ def pretrain(
                 typer.echo(f"stage 0 (LVLM) {directory} ({timing}; final losses: vision {report['vision']['last_loss']}, "
                            f"describe {report['caption']['last_loss']})")
             else:
-                cached = (request.vision_directory() / "vision.json").is_file() and not force
+                cached = request.built(full=False) and not force
                 directory = ensure_stage0_clip(request, split, force=force, progress=progress)
                 report = json.loads((directory / "vision.json").read_text())
                 timing = "cached" if cached else f"{report['vision']['seconds']:.0f}s"

@@ -10,7 +10,6 @@ The parent logs each finished run to mlflow and prints it; a run that fails stop
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import TYPE_CHECKING
@@ -26,15 +25,11 @@ _SPLITS = None  # the worker's loaded datasets, kept across the runs it is dealt
 
 
 def _start_worker(threads: int) -> None:
-    import logging
-
     import torch
 
-    from harness.cli import quiet_libraries
+    from harness.cli import configure_process
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    quiet_libraries()
+    configure_process()
     torch.set_num_threads(threads)
 
 

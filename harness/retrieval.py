@@ -34,7 +34,7 @@ def _ordered(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch
     return values.gather(1, order)[:, :k], indices.gather(1, order)[:, :k]
 
 
-def _block_top_k(scores: torch.Tensor, k: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+def block_top_k(scores: torch.Tensor, k: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of a [q, g] score block with exact tie-breaking by index (global = local + offset)."""
     k = min(k, scores.shape[1])
     values, local = scores.topk(k, dim=1)
@@ -60,7 +60,7 @@ def top_k_torch(queries: torch.Tensor, gallery: torch.Tensor, k: int, query_bloc
         block = queries[q0 : q0 + query_block]
         best_values = best_indices = None
         for g0 in range(0, gallery.shape[0], gallery_block):
-            values, indices = _block_top_k(block @ gallery[g0 : g0 + gallery_block].T, k, g0)
+            values, indices = block_top_k(block @ gallery[g0 : g0 + gallery_block].T, k, g0)
             if best_values is None:
                 best_values, best_indices = values, indices
             else:

@@ -311,12 +311,9 @@ def missing_warm_starts(spec: RunSpec) -> list[str]:
 
     info = get_method(spec.config.method.name)
     params = info.params.model_validate(spec.config.method.params)
-    missing = []
-    for request, full in info.cls.warm_starts(params, dataset_key(spec.config.dataset)):
-        directory, marker = (request.directory(), "stage0.json") if full else (request.vision_directory(), "vision.json")
-        if not (directory / marker).is_file():
-            missing.append(str(directory))
-    return missing
+    return [str(request.directory() if full else request.vision_directory())
+            for request, full in info.cls.warm_starts(params, dataset_key(spec.config.dataset))
+            if not request.built(full)]
 
 
 def warm_starts_first(pending: list[tuple[int, RunSpec]]) -> list[tuple[int, RunSpec]]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.metrics import subset_ranks, target_ranks
-from harness.retrieval import _block_top_k
+from harness.retrieval import block_top_k
 
 #: similarities held at once (float32): 2**24 = 64 MiB
 MAX_SCORES = 2**24
@@ -73,7 +73,7 @@ def score_blockwise(
             subsets.append(subset_ranks(scores, subset_index[lo:hi], targets[lo:hi], reference[lo:hi]))
             orders.append(_member_order(scores, subset_index[lo:hi], reference[lo:hi]))
         if depth:
-            values, indices = _block_top_k(scores, depth, 0)
+            values, indices = block_top_k(scores, depth, 0)
             tops.append(indices.masked_fill(values == float("-inf"), -1))
         else:
             tops.append(torch.empty(hi - lo, 0, dtype=torch.long))

@@ -294,3 +294,16 @@ def test_file_lock_makes_builders_take_turns(tmp_path: Path):
     for thread in threads:
         thread.join()
     assert events == ["first in", "first out", "second in", "second out"]
+
+
+def test_runs_that_build_a_missing_warm_start_go_first(tmp_path: Path):
+    from harness.runner import missing_warm_starts, plan_experiment, warm_starts_first
+
+    config = write_yaml(tmp_path / "order.yaml", JOBS.replace("grid:\n  method.params.pool_size: [1, 4]\n", """grid:
+  method:
+    - {name: image_only, params: {start: scratch}}
+    - {name: cir_lvlm, params: {stage0: {seed: 77}}}
+"""))
+    specs = plan_experiment(config).specs
+    assert [bool(missing_warm_starts(spec)) for spec in specs] == [False, True]  # this stage-0 seed is built nowhere
+    assert [number for number, _ in warm_starts_first(list(enumerate(specs, 1)))] == [2, 1]

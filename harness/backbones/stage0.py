@@ -131,6 +131,12 @@ class Stage0Request:
     def vision_directory(self) -> Path:
         return cache_dir() / "backbones" / f"stage0-vision-{self.vision_key()}"
 
+    def built(self, full: bool = True) -> bool:
+        """Whether the cache holds this checkpoint: the whole stage 0, or (``full`` False) its
+        first phase alone, which the dual-encoder methods start from."""
+        return (self.directory() / "stage0.json").is_file() if full else \
+            (self.vision_directory() / "vision.json").is_file()
+
 
 def _with_resolved_precision(settings: dict, params: Stage0Params) -> dict:
     """``settings`` with ``precision`` as stage 0 runs it (always on the CPU); fp32 is dropped
