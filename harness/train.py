@@ -120,6 +120,21 @@ def plan_steps(num_queries: int, config: TrainConfig) -> tuple[int, int]:
     return per_epoch, total
 
 
+def batch_rows(num_items: int, config: TrainConfig, seed: int, steps: int) -> list[torch.Tensor]:
+    """The rows of the first ``steps`` batches a fresh (not resumed) single-process run of
+    ``train`` draws, in order: one permutation per pass from a generator seeded by ``seed``.
+    `harness bench` steps the bare model over exactly these batches."""
+    per_epoch = num_items // config.batch_size
+    if per_epoch == 0:
+        return []
+    order_rng = torch.Generator().manual_seed(seed)
+    rows: list[torch.Tensor] = []
+    while len(rows) < steps:
+        order = torch.randperm(num_items, generator=order_rng)
+        rows += [order[i * config.batch_size : (i + 1) * config.batch_size] for i in range(per_epoch)]
+    return rows[:steps]
+
+
 def train(
     method: CIRMethod,
     split: CIRSplit,

@@ -352,3 +352,24 @@ def test_gallery_embeddings_of_a_frozen_encoder_are_cached_and_invalidated(split
     method.encoder.model.visual_projection.weight.requires_grad_(True)  # a trained target side: no caching
     assert embedding_key(method, split, torch.device("cpu")) is None
     assert embedding_key(_build("sum", split), split, torch.device("cpu")) is None
+
+
+def test_batch_rows_are_the_batches_the_loop_draws(split, monkeypatch):
+    """`harness bench` times bare steps on batch_rows: they must be the loop's own batches, in
+    order, across a pass boundary (192 queries / 64 = 3 batches per pass; 5 steps)."""
+    from harness.train import TripletSource, batch_rows
+
+    drawn: list[torch.Tensor] = []
+    original = TripletSource.batch
+
+    def recording(self, rows, device):
+        drawn.append(rows.clone())
+        return original(self, rows, device)
+
+    monkeypatch.setattr(TripletSource, "batch", recording)
+    config = TrainConfig(max_steps=5, batch_size=64, checkpoint=False, precision="fp32")
+    train(_build("image_only", split), split, config, seed=4, progress=False)
+    planned = batch_rows(len(split.triplets), config, 4, 5)
+    assert len(drawn) == len(planned) == 5
+    assert all(torch.equal(a, b) for a, b in zip(drawn, planned, strict=True))
+    assert not torch.equal(torch.sort(planned[0]).values, torch.sort(planned[3]).values)  # a new pass, a new order
