@@ -103,6 +103,26 @@ def test_pseudo_token_is_spliced_at_the_placeholder(split):
     assert torch.allclose(spliced, written, atol=1e-5)
 
 
+def test_batched_tokenization_equals_tokenizing_one_text_at_a_time(split):
+    """_tokenize encodes a batch in one tokenizer call: the ids, mask and placeholder positions
+    must be those of encoding each text on its own (blank pieces, truncation, padding)."""
+    encoder = _build("pic2word", split).encoder
+    tok = encoder.tokenizer
+    captions = [t.caption for t in split.triplets[:12]] + ["", "red " * 200]
+    prompts = ["a photo of * , " + c for c in captions[:6]] + ["*", "* then red", "make it * ", "red " * 200 + "*"]
+    for texts, placeholder in ((captions, None), (prompts, "*")):
+        ids, mask, positions = encoder._tokenize(texts, placeholder)
+        for row, text in enumerate(texts):
+            head, tail = text.split(placeholder, 1) if placeholder else (text, "")
+            head_ids = tok(head, add_special_tokens=False)["input_ids"] if head.strip() else []
+            tail_ids = tok(tail, add_special_tokens=False)["input_ids"] if tail.strip() else []
+            middle = [encoder._stand_in(placeholder)] if placeholder else []
+            body = ([tok.bos_token_id] + head_ids + middle + tail_ids)[: encoder.max_length - 1] + [tok.eos_token_id]
+            assert ids[row, : len(body)].tolist() == body and int(mask[row].sum()) == len(body)
+            assert positions[row] == 1 + len(head_ids)
+        assert ids.shape[1] == max(int(m.sum()) for m in mask)
+
+
 def test_zero_shot_methods_never_read_captions_or_targets(split):
     pic2word = _build("pic2word", split)  # builds the shared stage-0 CLIP (a pretraining stand-in)
     blind = dataclasses.replace(split, triplets=_Untouchable())

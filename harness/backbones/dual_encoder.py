@@ -135,27 +135,30 @@ class DualEncoder(nn.Module):
         bos = [tok.bos_token_id] if tok.bos_token_id is not None and not self.siglip else []
         eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
         stand_in = self._stand_in(placeholder) if placeholder is not None else 0
-        rows, positions = [], []
+        pieces: list[tuple[str, str]] = []
         for text in texts:
             if placeholder is None:
-                head, tail, middle = text, "", []
+                pieces.append((text, ""))
             else:
                 if placeholder not in text:
                     raise ValueError(f"prompt {text!r} has no placeholder {placeholder!r}")
                 head, tail = text.split(placeholder, 1)
-                middle = [stand_in]  # replaced by the pseudo-word embedding
-            head_ids = tok(head, add_special_tokens=False)["input_ids"] if head.strip() else []
-            tail_ids = tok(tail, add_special_tokens=False)["input_ids"] if tail.strip() else []
+                pieces.append((head, tail))
+        # one batched call for every non-blank piece (per-text calls cost 3x as much on a step's captions)
+        wanted = [piece for pair in pieces for piece in pair if piece.strip()]
+        encoded = iter(tok(wanted, add_special_tokens=False)["input_ids"] if wanted else [])
+        middle = [stand_in] if placeholder is not None else []  # replaced by the pseudo-word embedding
+        rows, positions = [], []
+        for head, tail in pieces:
+            head_ids = list(next(encoded)) if head.strip() else []
+            tail_ids = list(next(encoded)) if tail.strip() else []
             body = (bos + head_ids + middle + tail_ids)[: self.max_length - len(eos)] + eos
             positions.append(len(bos) + len(head_ids))
             rows.append(body)
         width = self.max_length if self.siglip else max(len(r) for r in rows)  # SigLIP pads to its full length
         pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
+        ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], dtype=torch.long)
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], dtype=torch.long)
         return ids, mask, positions
 
     def _stand_in(self, placeholder: str) -> int:
