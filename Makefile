@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= ablations/pool_size.yaml
 
-.PHONY: install run test test-slow bench clean
+.PHONY: install run test test-slow bench device-wheels clean
 
 $(BIN)/harness: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ test-slow: install
 
 bench: install
 	$(BIN)/harness bench --retrieval
+
+# wheels the GPU machine lacks (it has no network): see benchmarks/device_bench.sh
+DEVICE_WHEELS := pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 faiss-cpu==1.15.1
+device-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl $(DEVICE_WHEELS)
 
 clean:
 	rm -rf runs .pytest_cache
