@@ -30,6 +30,7 @@ from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params
 from harness.backbones.vision import tiny_vision_config
 from harness.data.synthetic.captions import template_corpus
+from harness.device import to_device
 from harness.methods.base import MethodContext, MethodParams
 from harness.methods.dual_encoder import DualEncoderMethod
 from harness.registry import register_method
@@ -97,8 +98,8 @@ class TextTower(nn.Module):
     def forward(self, captions: list[str]) -> torch.Tensor:
         device = self.projection.weight.device
         tokens = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        mask = tokens["attention_mask"].to(device)
-        hidden = self.encoder(input_ids=tokens["input_ids"].to(device), attention_mask=mask).last_hidden_state
+        mask = to_device(tokens["attention_mask"], device)
+        hidden = self.encoder(input_ids=to_device(tokens["input_ids"], device), attention_mask=mask).last_hidden_state
         pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         return self.projection(pooled)
 

@@ -49,6 +49,7 @@ from tqdm import tqdm
 from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params, scene_descriptions
+from harness.device import to_device
 from harness.errors import HarnessError
 from harness.methods.base import (
     ImageBatch,
@@ -201,7 +202,7 @@ class Searle(TextualInversionMethod):
         if isinstance(batch, TripletBatch):
             return super().loss(batch)
         features, predicted = self.pseudo_word(batch.images)
-        rows = torch.tensor([self._oti_row[name] for name in batch.names], device=predicted.device)
+        rows = to_device(torch.tensor([self._oti_row[name] for name in batch.names]), predicted.device)
         distil = info_nce(F.normalize(predicted, dim=-1), F.normalize(self.oti_tokens[rows], dim=-1),
                           self.params.distil_temperature, symmetric=True)
         if self.params.distil_gpt_weight == 0:

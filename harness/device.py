@@ -70,3 +70,22 @@ def autocast(device: torch.device | str, precision: Literal["fp32", "bf16"]) -> 
 
             stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
         yield
+
+
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``tensor`` (on the CPU) on ``device`` without making the host wait for the GPU: a copy
+    from pageable memory first synchronises the stream (CUDA's documented behaviour), so on a
+    GPU the batch is staged in pinned memory and copied asynchronously. Elsewhere ``.to``."""
+    device = torch.device(device)
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` copied to the CPU; from a GPU asynchronously into pinned memory, so it may be
+    read only after the device is synchronised (the caller's one sync at the end of a loop)."""
+    if tensor.device.type != "cuda":
+        return tensor.cpu()
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return host.copy_(tensor, non_blocking=True)

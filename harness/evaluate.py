@@ -23,7 +23,14 @@ from tqdm import tqdm
 
 from harness import distributed
 from harness.data.triplet import CIRSplit, Triplet
-from harness.device import Precision, autocast, resolve_device, resolve_precision
+from harness.device import (
+    Precision,
+    autocast,
+    resolve_device,
+    resolve_precision,
+    to_device,
+    to_host,
+)
 from harness.diagnostics import intent_scores
 from harness.embedding_cache import embedding_key, load_embeddings, save_embeddings
 from harness.errors import HarnessError
@@ -123,21 +130,41 @@ def _synchronize(device: torch.device) -> None:
 
 def _encode_in_batches(encode, count: int, batch_size: int, desc: str, progress: bool,
                        device: torch.device) -> tuple[torch.Tensor, list[float]]:
-    """([count, D] embeddings, ms per item of each full batch). Under torchrun each rank
-    encodes its deal of whole batches and the ranks gather them back in order, so every row is
-    computed as in a single process."""
-    chunks, per_item = [], []
+    """([count, D] embeddings, ms per item of each full batch). On a GPU the batches are timed
+    with CUDA events and copied back asynchronously, so the host never waits for the device
+    inside the loop (one sync at its end). Under torchrun each rank encodes its deal of whole
+    batches and the ranks gather them back in order, so every row is computed as in a single
+    process."""
+    chunks, marks = [], []
     starts = distributed.batch_starts(count, batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
-        began = time.perf_counter()
-        chunk = encode(start, min(count, start + batch_size)).float().cpu()  # .cpu() waits for the device
+        began = _mark(device)
+        chunk = encode(start, min(count, start + batch_size)).float()
         if len(chunk) == batch_size:  # a short last batch would skew the per-item figure
-            per_item.append(1000 * (time.perf_counter() - began) / batch_size)
-        chunks.append(chunk)
+            marks.append((began, _mark(device)))
+        chunks.append(to_host(chunk))
+    _synchronize(device)
+    per_item = [1000 * _elapsed(began, ended) / batch_size for began, ended in marks]
     if not distributed.current().distributed:
         return (torch.cat(chunks) if chunks else torch.empty(0)), per_item
     dim = distributed.broadcast_object(chunks[0].shape[1] if chunks else 0)
     return distributed.gather_batches(chunks, count, batch_size, dim), per_item
+
+
+def _mark(device: torch.device) -> float | torch.cuda.Event:
+    """A point in time: a recorded CUDA event on a GPU (read after the next sync), else the clock."""
+    if device.type == "cuda":
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+    return time.perf_counter()
+
+
+def _elapsed(began: float | torch.cuda.Event, ended: float | torch.cuda.Event) -> float:
+    """Seconds between two marks (CUDA events only once the device is synchronised)."""
+    if isinstance(began, float) and isinstance(ended, float):
+        return ended - began
+    return began.elapsed_time(ended) / 1000  # type: ignore[union-attr]
 
 
 def _percentiles(samples: list[float], prefix: str) -> dict[str, float]:
@@ -207,11 +234,11 @@ def evaluate(
 
     def encode_gallery(lo: int, hi: int) -> torch.Tensor:
         with autocast(device, precision):
-            return method.encode_target(gallery_images[lo:hi].to(device))
+            return method.encode_target(to_device(gallery_images[lo:hi], device))
 
     def encode_queries(lo: int, hi: int) -> torch.Tensor:
         with autocast(device, precision):
-            return method.encode_query(reference_images[lo:hi].to(device), captions[lo:hi])
+            return method.encode_query(to_device(reference_images[lo:hi], device), captions[lo:hi])
 
     start = time.perf_counter()
     cache_key = embedding_key(method, split, device, precision) if config.embedding_cache else None
@@ -372,7 +399,9 @@ def _reference_images(split: CIRSplit, triplets: list[Triplet], index: dict[str,
 def _batch1_latency(encode_queries, gallery_embeddings: torch.Tensor, count: int, device: torch.device) -> list[float]:
     """ms per query, one query at a time: encode, score against the gallery, rank its top 50
     (after one untimed query)."""
-    samples = []
+    samples: list[float] = []
+    if count <= 0:  # no latency asked for: not even the untimed query
+        return samples
     for row in range(-1, count):
         began = time.perf_counter()
         query = encode_queries(max(row, 0), max(row, 0) + 1).float().cpu()

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from harness import distributed
 from harness.data.triplet import CIRSplit
-from harness.device import Precision, autocast, resolve_precision
+from harness.device import Precision, autocast, resolve_precision, to_device
 from harness.errors import HarnessError
 from harness.methods.base import CIRMethod, ImageBatch, TripletBatch
 
@@ -268,8 +268,9 @@ class TripletSource:
         return len(self.captions)
 
     def batch(self, rows: torch.Tensor, device: torch.device | str) -> TripletBatch:
-        return TripletBatch(reference_images=self.references[rows].to(device),
-                            captions=[self.captions[int(i)] for i in rows], target_images=self.targets[rows].to(device))
+        return TripletBatch(reference_images=to_device(self.references[rows], device),
+                            captions=[self.captions[int(i)] for i in rows],
+                            target_images=to_device(self.targets[rows], device))
 
 
 #: decoded training images an ImageSource loads up front (through the decoded-image cache) when
@@ -300,7 +301,7 @@ class ImageSource:
     def batch(self, rows: torch.Tensor, device: torch.device | str) -> ImageBatch:
         names = [self.names[int(i)] for i in rows]
         images = self.images[rows] if self.images is not None else self.store.load(names)
-        return ImageBatch(images=images.to(device), names=names)
+        return ImageBatch(images=to_device(images, device), names=names)
 
 
 def training_source(method: CIRMethod, split: CIRSplit, config: TrainConfig) -> TripletSource | ImageSource:

@@ -1,6 +1,10 @@
-"""Precision: what `auto` resolves to, and what the autocast regions compute in."""
+"""Precision: what `auto` resolves to, and what the autocast regions compute in; how batches
+reach the device."""
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
 
 import torch
 
@@ -9,6 +13,8 @@ from harness.device import (
     cpu_has_native_bf16,
     full_precision,
     resolve_precision,
+    to_device,
+    to_host,
 )
 
 
@@ -29,3 +35,43 @@ def test_bf16_region_multiplies_in_bf16_and_full_precision_region_in_float32():
         out = torch.nn.functional.scaled_dot_product_attention(q, q, q)
         assert out.dtype == torch.bfloat16
     assert not torch.is_autocast_enabled("cpu")  # nothing leaks out of the region
+
+
+def test_to_device_and_to_host_keep_values_on_cpu():
+    images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(to_device(images, "cpu"), images) and to_device(images, "cpu").device.type == "cpu"
+    assert torch.equal(to_host(images.float()), images.float())
+
+
+def test_every_batch_reaches_the_device_through_to_device(tiny_benchmark: Path, monkeypatch):
+    """The training loop and the evaluation copy each batch with to_device, which on a GPU
+    stages it in pinned memory and copies it without a stream sync (a plain .to(device) from
+    pageable memory would make the host wait for the GPU at every step)."""
+    import harness.evaluate as evaluate_module
+    import harness.train as train_module
+    from harness.data.cirr import load_cirr_split
+    from harness.evaluate import EvalConfig, evaluate
+    from harness.methods.base import MethodContext
+    from harness.registry import build_method
+    from harness.train import TrainConfig, train
+
+    shapes: list[tuple[int, ...]] = []
+
+    def recording(tensor: torch.Tensor, device) -> torch.Tensor:
+        shapes.append(tuple(tensor.shape))
+        return tensor.to(device)
+
+    monkeypatch.setattr(train_module, "to_device", recording)
+    monkeypatch.setattr(evaluate_module, "to_device", recording)
+    split, val = load_cirr_split(tiny_benchmark, "train"), load_cirr_split(tiny_benchmark, "val")
+    torch.manual_seed(0)
+    context = MethodContext(64, [t.caption for t in split.triplets], train_split=split, dataset_key="device-test")
+    method = build_method("image_only", {"start": "scratch", "vision_hidden": 32, "vision_heads": 2}, context)
+    train(method, split, TrainConfig(max_steps=2, batch_size=16, checkpoint=False, precision="fp32"), seed=0,
+          progress=False)
+    assert shapes == [(16, 3, 64, 64)] * 4  # reference and target images of each of the 2 steps
+    shapes.clear()
+    evaluate(method, val, EvalConfig(batch_size=32, warmup_batches=0, latency_queries=0, diagnostic_queries=0,
+                                     examples=0, embedding_cache=False, precision="fp32"), progress=False)
+    batches = math.ceil(len(val.gallery) / 32) + math.ceil(len(val.triplets) / 32)
+    assert len(shapes) == batches and all(shape[1:] == (3, 64, 64) for shape in shapes)

@@ -26,6 +26,7 @@ from transformers import AutoModel, AutoTokenizer
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params, clip_request, ensure_stage0_clip
 from harness.backbones.vision import TINY_MEAN, TINY_STD, preprocessor_stats
+from harness.device import to_device
 from harness.errors import HarnessError
 
 
@@ -125,8 +126,8 @@ class DualEncoder(nn.Module):
 
     def _text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         device = self.mean.device
-        kwargs = {} if self.siglip else {"attention_mask": mask.to(device)}  # SigLIP was trained without a mask
-        return _pooled(self.model.get_text_features(input_ids=ids.to(device), **kwargs))
+        kwargs = {} if self.siglip else {"attention_mask": to_device(mask, device)}  # SigLIP was trained without a mask
+        return _pooled(self.model.get_text_features(input_ids=to_device(ids, device), **kwargs))
 
     def _tokenize(self, texts: list[str], placeholder: str | None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """Token ids (BOS and EOS added by hand, so one rule serves our word-level tokenizers and
@@ -180,7 +181,7 @@ class DualEncoder(nn.Module):
 
         def splice(_module, _inputs, output: torch.Tensor) -> torch.Tensor:
             output = output.clone()
-            output[rows, columns] = pseudo.to(output.dtype)
+            output[to_device(rows, output.device), to_device(columns, output.device)] = pseudo.to(output.dtype)
             return output
 
         handle = self.model.text_model.embeddings.token_embedding.register_forward_hook(splice)

@@ -42,7 +42,7 @@ from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0
 from harness.backbones.vision import QwenVisionTower, VisionTower, preprocessor_stats
 from harness.cir_lvlm.connector import ConnectorParams, build_connector
 from harness.cir_lvlm.prompt_pool import PromptPool, RunningStandardiser
-from harness.device import full_precision
+from harness.device import full_precision, to_device
 from harness.errors import HarnessError
 from harness.methods.base import (
     CIRMethod,
@@ -225,21 +225,21 @@ class CIRLVLM(CIRMethod):
         side = "target" if captions is None else "query"
         batch = images.shape[0]
         device = self.head.weight.device
-        features = self.vision(images.to(device))
+        features = self.vision(to_device(images, device))
         with full_precision(device):
             # float32 connector: the prompt pool selects on the mean visual token, whose instance-to-instance
             # spread (std ~0.007 on the toy model) bf16 rounding at the tokens' magnitude would erase
             visual = self.connector(features.float())
         segments: list[tuple[str, torch.Tensor, torch.Tensor]] = []
-        task = self._task_ids[side].to(device)
+        task = to_device(self._task_ids[side], device)
         segments.append(("task", self._embed(task).unsqueeze(0).expand(batch, -1, -1), torch.ones(batch, len(task), device=device)))
         segments.append(("image", visual, torch.ones(visual.shape[:2], device=device)))
         caption_embeds = caption_mask = None
         if captions is not None:
             tokens = self.tokenizer(captions, add_special_tokens=False, padding=True, truncation=True,
                                     max_length=self.params.max_caption_tokens, return_tensors="pt")
-            caption_mask = tokens["attention_mask"].to(device).float()
-            caption_embeds = self._embed(tokens["input_ids"].to(device))
+            caption_mask = to_device(tokens["attention_mask"], device).float()
+            caption_embeds = self._embed(to_device(tokens["input_ids"], device))
             segments.append(("caption", caption_embeds, caption_mask))
         key_loss = torch.zeros((), device=device)
         if self.pool is not None and (side == "query" or self.params.target_soft_prompt):
