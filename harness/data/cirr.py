@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.data.triplet import CIRSplit, ImageStore, Triplet
 from harness.errors import HarnessError
-from harness.paths import confined
+from harness.paths import Confiner
 
 CIRR_SPLITS = ("train", "val", "test1")
 
@@ -55,8 +55,9 @@ def read_cirr_split(root: Path, split: str, image_size: int = 64, dataset: str =
         raise HarnessError("expected a JSON object name -> path", file=split_file, fix="restore the original file")
     problems: list[str] = []
     paths: dict[str, Path] = {}
+    confine = Confiner(root)
     for name, relative in image_split.items():
-        path = confined(root, str(relative), file=split_file, field=name)
+        path = confine(str(relative), file=split_file, field=name)
         paths[name] = path
         if not path.is_file():
             problems.append(f"{split_file}: {name}: image file {relative} is missing")
