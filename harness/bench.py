@@ -11,8 +11,9 @@ matmul peak measured in the same run, and two loop efficiencies: the full evalua
 (image files read and decoded, encoded, scored) against the bare encoders on preloaded
 tensors, and the shared training loop (data loading included) against bare steps on the
 loop's own batches, preloaded (the same batches, so the ratio compares the loop and not the
-caption lengths of two different batch draws). Weights do not change speed, so methods are built without their stage-0
-warm start (CIR-LVLM) or from an untrained stage-0 CLIP (dual-encoder methods).
+caption lengths of two batch draws). Weights do not change speed, so methods are built
+without their stage-0 warm start (CIR-LVLM) or from an untrained stage-0 CLIP (dual-encoder
+methods).
 """
 
 from __future__ import annotations
@@ -380,8 +381,8 @@ def markdown(report: dict[str, Any]) -> str:
               "the schedule stepped, the loss read back). The loop's one-off set-up, loading the training images "
               "once per run (the first method measured decodes them and fills the decoded-image cache, the later ones "
               "read it) and building the optimizer, is the set-up column (its last run). Each loop and its bare "
-              "counterpart are timed alternately three times and the fastest of each counts, so that a slow moment "
-              "of the machine does not fall on one side only. MFU = FLOPs per query x "
+              f"counterpart are timed alternately {report['config'].get('loop_repeats', 1)} time(s) and the fastest "
+              "of each counts, so that a slow moment of the machine does not fall on one side only. MFU = FLOPs per query x "
               "queries/s at the eval batch / the matmul peak. Peak MiB: the process's peak resident memory while "
               "the method's latency was measured (data and models included)."]
     if report.get("embedding_cache"):
