@@ -34,7 +34,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save_model
 from tqdm import tqdm
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPTextConfig
-from transformers.models.clip.modeling_clip import image_text_contrastive_loss
 
 from harness.backbones.language import tiny_language_model
 from harness.backbones.params import BackboneParams
@@ -57,6 +56,13 @@ from harness.text import (
     train_lvlm_tokenizer,
 )
 from harness.train import cosine_with_warmup
+
+try:  # the name in transformers 5.24; earlier releases call the same function clip_loss
+    from transformers.models.clip.modeling_clip import image_text_contrastive_loss
+except ImportError:  # pragma: no cover - depends on the installed transformers
+    from transformers.models.clip.modeling_clip import (
+        clip_loss as image_text_contrastive_loss,
+    )
 
 log = logging.getLogger(__name__)
 #: 2: stage 0 trains on one torch thread, so its checkpoint no longer depends on the machine's
