@@ -120,18 +120,22 @@ def plan_steps(num_queries: int, config: TrainConfig) -> tuple[int, int]:
     return per_epoch, total
 
 
+def pass_batches(num_items: int, batch_size: int, order_rng: torch.Generator) -> list[torch.Tensor]:
+    """The rows of each full batch of one pass over ``num_items``: one permutation drawn from
+    ``order_rng`` (the shared loop's data order; a short last batch is dropped)."""
+    order = torch.randperm(num_items, generator=order_rng)
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(num_items // batch_size)]
+
+
 def batch_rows(num_items: int, config: TrainConfig, seed: int, steps: int) -> list[torch.Tensor]:
     """The rows of the first ``steps`` batches a fresh (not resumed) single-process run of
-    ``train`` draws, in order: one permutation per pass from a generator seeded by ``seed``.
-    `harness bench` steps the bare model over exactly these batches."""
-    per_epoch = num_items // config.batch_size
-    if per_epoch == 0:
+    ``train`` draws, in order. `harness bench` steps the bare model over exactly these batches."""
+    if num_items // config.batch_size == 0:
         return []
     order_rng = torch.Generator().manual_seed(seed)
     rows: list[torch.Tensor] = []
     while len(rows) < steps:
-        order = torch.randperm(num_items, generator=order_rng)
-        rows += [order[i * config.batch_size : (i + 1) * config.batch_size] for i in range(per_epoch)]
+        rows += pass_batches(num_items, config.batch_size, order_rng)
     return rows[:steps]
 
 
@@ -199,12 +203,10 @@ def train(
     start = time.perf_counter()
     with distributed.training_scope(config.gather_negatives):
         while step < total_steps:
-            order = torch.randperm(len(source), generator=order_rng)
             epoch_losses: list[torch.Tensor] = []  # kept on the device: no host-device sync per step on a GPU
-            for batch_index in range(per_epoch):
+            for rows in pass_batches(len(source), config.batch_size, order_rng):
                 if step >= total_steps:
                     break
-                rows = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
                 batch = source.batch(distributed.shard_rows(rows, world), device)
                 method.begin_step(step, total_steps)
                 with autocast(device, precision):
