@@ -224,9 +224,10 @@ def evaluate(
     gallery = split.gallery
     index = {name: i for i, name in enumerate(gallery)}
 
+    reference_index = torch.tensor([index.get(t.reference, -1) for t in triplets], dtype=torch.long)  # -1: outside
     start = time.perf_counter()
     gallery_images = split.images.load(gallery)
-    reference_images = _reference_images(split, triplets, index, gallery_images)
+    reference_images = _reference_images(split, triplets, reference_index, gallery_images)
     load_seconds = time.perf_counter() - start
     captions = [method.query_text(t) for t in triplets]
 
@@ -285,7 +286,6 @@ def evaluate(
     peak_mb, peak_kind = peak_memory_mb(device, window)
 
     start = time.perf_counter()
-    reference_index = torch.tensor([index.get(t.reference, -1) for t in triplets], dtype=torch.long)
     exclude = reference_index if config.remove_reference else None
     target_index = subset_index = None
     if split.has_targets and triplets:
@@ -380,11 +380,10 @@ def evaluate(
                       {"peak_memory": peak_kind, **diagnostics}, precision)
 
 
-def _reference_images(split: CIRSplit, triplets: list[Triplet], index: dict[str, int],
+def _reference_images(split: CIRSplit, triplets: list[Triplet], rows: torch.Tensor,
                       gallery_images: torch.Tensor) -> torch.Tensor:
     """The queries' reference images: rows of the already loaded gallery where the reference is
-    a gallery image (every CIRR-style split), decoded only where it is not."""
-    rows = torch.tensor([index.get(t.reference, -1) for t in triplets], dtype=torch.long)
+    a gallery image (``rows`` >= 0, every CIRR-style split), decoded only where it is not."""
     outside = (rows < 0).nonzero().squeeze(1)
     if not len(outside):
         return gallery_images[rows]

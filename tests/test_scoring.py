@@ -78,11 +78,16 @@ def test_reference_images_come_from_the_gallery_and_the_rest_are_decoded():
     gallery_images = load(gallery)
     decoded.clear()
     triplets = [SimpleNamespace(reference=name) for name in ("c", "e", "a", "f")]
-    images = _reference_images(split, triplets, {n: i for i, n in enumerate(gallery)}, gallery_images)
+    index = {n: i for i, n in enumerate(gallery)}
+
+    def rows(chosen) -> torch.Tensor:
+        return torch.tensor([index.get(t.reference, -1) for t in chosen], dtype=torch.long)
+
+    images = _reference_images(split, triplets, rows(triplets), gallery_images)
     assert decoded == [["e", "f"]]  # only the references outside the gallery are read
     assert torch.equal(images, torch.stack([pictures[n] for n in ("c", "e", "a", "f")]))
     decoded.clear()
-    inside = _reference_images(split, triplets[::2], {n: i for i, n in enumerate(gallery)}, gallery_images)
+    inside = _reference_images(split, triplets[::2], rows(triplets[::2]), gallery_images)
     assert decoded == [] and torch.equal(inside, torch.stack([pictures["c"], pictures["a"]]))
 
 
