@@ -181,12 +181,12 @@ def ensure_stage0(request: Stage0Request, train_split: CIRSplit, force: bool = F
     the RNG states it ends with, and the second phase resumes from them: the result is the
     same whether the first phase was built now or earlier."""
     directory = request.directory()
-    if (directory / "stage0.json").is_file() and not force:
+    if request.built() and not force:
         return directory
     # building must not move the caller's RNG (runs stay the same cached or not); a process that
     # finds another building the same entry waits for it and then reads it
     with file_lock(directory.parent / f".{directory.name}.lock"), torch.random.fork_rng():
-        if (directory / "stage0.json").is_file() and not force:
+        if request.built() and not force:
             return directory
         data = _TrainingData(train_split)
         vision = request.vision_directory()
@@ -203,10 +203,10 @@ def ensure_stage0_clip(request: Stage0Request, train_split: CIRSplit, force: boo
     is the same cache entry the CIR-LVLM's vision tower comes from."""
     directory = request.vision_directory()
     with file_lock(directory.parent / f".{directory.name}.lock"), torch.random.fork_rng():
-        if (request.vision_directory() / "vision.json").is_file() and not force:
-            return request.vision_directory()
+        if request.built(full=False) and not force:
+            return directory
         data = _TrainingData(train_split)
-        return _cached(request.vision_directory(), "vision.json", force,
+        return _cached(directory, "vision.json", force,
                        lambda out: _build_vision(request, data, out, progress))
 
 
