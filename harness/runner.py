@@ -297,8 +297,9 @@ def parallel_threads(jobs: int) -> int:
 
 def prepare_caches(plan: Plan, specs: list[RunSpec], splits: _SplitCache) -> None:
     """Build what concurrent runs would otherwise race to build: the datasets (a generated
-    benchmark is rendered here, once). Stage-0 warm starts are built by the first run that
-    needs them while the others train (a file lock makes the rest wait for it)."""
+    benchmark is rendered here, once). They are read here too, so a broken annotation file stops
+    the job with its own error before any worker starts. Stage-0 warm starts are built by the
+    first run that needs them while the others train (a file lock makes the rest wait for it)."""
     for spec in specs:
         dataset = spec.config.dataset
         for name in (dataset.train_split, dataset.eval_split):

@@ -26,17 +26,14 @@ def tree(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("relative", ["dev/a.png", "./dev/a.png", "dev/../dev/a.png", "dev/link_in.png",
-                                      "in_dir/a.png", "in_dir/link_in.png", "dev/missing.png", "dev", "."])
+                                      "in_dir/a.png", "in_dir/link_in.png", "dev/missing.png", "dev", ".", "dev/.."])
 def test_paths_inside_resolve_as_path_resolve_does(tree: Path, relative: str):
     assert Confiner(tree)(relative, file="split.json", field="x") == (tree / relative).resolve()
 
 
 @pytest.mark.parametrize("relative", ["../outside/secret.png", "dev/../../outside/secret.png", "dev/link_out.png",
-                                      "out_dir/secret.png", "dev/..", "dev/../.."])
+                                      "out_dir/secret.png", "dev/../.."])
 def test_paths_that_leave_the_root_are_refused(tree: Path, relative: str):
-    if (tree / relative).resolve() == tree.resolve():  # "dev/.." is the root itself: allowed, as resolve says
-        assert Confiner(tree)(relative, file="split.json", field="x") == tree.resolve()
-        return
     with pytest.raises(HarnessError, match="climbs out"):
         Confiner(tree)(relative, file="split.json", field="x")
 
