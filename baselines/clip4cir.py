@@ -95,9 +95,9 @@ class Clip4Cir(DualEncoderMethod):
         tune_image = stage == 1 and self.params.encoders in ("both", "image")
         tune_text = stage == 1 and self.params.encoders in ("both", "text")
         self.encoder.image_tower.requires_grad_(tune_image)
-        self.encoder.model.visual_projection.requires_grad_(tune_image)
+        self.encoder.image_projection.requires_grad_(tune_image)
         self.encoder.text_tower.requires_grad_(tune_text)
-        self.encoder.model.text_projection.requires_grad_(tune_text)
+        self.encoder.text_projection.requires_grad_(tune_text)
         self.encoder.model.logit_scale.requires_grad_(False)  # fixed at 100 (temperature)
         self.combiner.requires_grad_(stage == 2)
         if stage == 2:
@@ -108,9 +108,9 @@ class Clip4Cir(DualEncoderMethod):
         tuned: list[nn.Module] = []
         if self.params.stage1_fraction > 0:
             if self.params.encoders in ("both", "image"):
-                tuned += [self.encoder.image_tower, self.encoder.model.visual_projection]
+                tuned += [self.encoder.image_tower, self.encoder.image_projection]
             if self.params.encoders in ("both", "text"):
-                tuned += [self.encoder.text_tower, self.encoder.model.text_projection]
+                tuned += [self.encoder.text_tower, self.encoder.text_projection]
         if self.params.stage1_fraction < 1:
             tuned.append(self.combiner)
         return tuned

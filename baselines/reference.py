@@ -115,13 +115,13 @@ class _DualEncoder(DualEncoderMethod):
         if params.start == "stage0":
             self.encoder = DualEncoder.for_method(params.backbone, params.stage0, context)
             self._used = [module for module, used in ((self.encoder.image_tower, True),
-                                                      (self.encoder.model.visual_projection, True),
+                                                      (self.encoder.image_projection, True),
                                                       (self.encoder.text_tower, self.uses_text),
-                                                      (self.encoder.model.text_projection, self.uses_text)) if used]
+                                                      (self.encoder.text_projection, self.uses_text)) if used]
             self.encoder.model.logit_scale.requires_grad_(False)  # the loss has its own temperature
             if not self.uses_text:
                 self.encoder.text_tower.requires_grad_(False)
-                self.encoder.model.text_projection.requires_grad_(False)
+                self.encoder.text_projection.requires_grad_(False)
         else:
             self.image_tower = ImageTower(params, context.image_size)
             self.text_tower = TextTower(params, context.corpus) if self.uses_text else None

@@ -89,3 +89,43 @@ def to_host(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.cpu()
     host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
     return host.copy_(tensor, non_blocking=True)
+
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def weights_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype of a module's first floating-point parameter (float32 when it has none)."""
+    for tensor in module.parameters():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+@contextlib.contextmanager
+def in_weights_dtype(module: torch.nn.Module) -> Iterator[torch.dtype]:
+    """Run a block in ``module``'s own weight dtype and yield it, so callers cast their inputs to it.
+
+    A checkpoint kept in half precision (frozen bf16 / fp16 weights, as LVLMs ship) computes as it
+    was released: outside autocast, whose CPU kernels refuse fp16 next to bf16 and which would
+    round fp16 weights to bf16. Float32 modules (the tiny backbones, anything trained) stay under
+    the run's autocast, unchanged."""
+    dtype = weights_dtype(module)
+    if dtype not in HALF_DTYPES:
+        yield dtype
+        return
+    device = next(module.parameters()).device
+    with torch.autocast(device_type=device.type, enabled=False):
+        yield dtype
+
+
+def upcast_trained(parameters: list[torch.nn.Parameter]) -> int:
+    """Put every trained parameter held in half precision into float32 (master weights: AdamW
+    updates below bf16's resolution would be lost); frozen ones keep the checkpoint's dtype.
+    Returns how many tensors were cast."""
+    cast = 0
+    for tensor in parameters:
+        if tensor.dtype in HALF_DTYPES:
+            tensor.data = tensor.data.float()
+            cast += 1
+    return cast

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from harness.device import upcast_trained
 from harness.errors import HarnessError, did_you_mean
 from harness.methods.base import CIRMethod, MethodContext, MethodParams
 
@@ -95,8 +96,11 @@ def method_names() -> list[str]:
 
 
 def build_method(name: str, params: MethodParams | dict[str, Any], context: MethodContext) -> CIRMethod:
-    """Instantiate a registered method with validated parameters."""
+    """Instantiate a registered method with validated parameters; what it trains is float32
+    (harness.device.upcast_trained), what it keeps frozen stays in the checkpoint's dtype."""
     info = get_method(name)
     if not isinstance(params, BaseModel):
         params = info.params.model_validate(params)
-    return info.cls(params, context)
+    method = info.cls(params, context)
+    upcast_trained(method.optimizer_parameters())
+    return method

@@ -181,7 +181,7 @@ def test_lora_touches_only_language_model_modules(saved_backbones):
     assert lora and all(name.startswith("language_model.") for name in lora)
     assert len(lora) == 2 * 4 * 2  # A and B for q, k, v, o in both layers
     trainable = {name.split(".")[0] for name, p in method.named_parameters() if p.requires_grad}
-    assert trainable == {"language_model", "connector", "pool", "head"}
+    assert trainable == {"language_model", "connector", "pool", "head", "embedding_row"}  # [EMB] learned beside the frozen table
     frozen_lm = [name for name, p in method.language_model.named_parameters() if not p.requires_grad]
     assert any("mlp" in name for name in frozen_lm)  # base LM weights stay frozen
     assert not any(p.requires_grad for p in method.vision.parameters())  # vision frozen by default when pretrained

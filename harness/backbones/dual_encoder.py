@@ -26,7 +26,7 @@ from transformers import AutoModel, AutoTokenizer
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params, clip_request, ensure_stage0_clip
 from harness.backbones.vision import TINY_MEAN, TINY_STD, preprocessor_stats
-from harness.device import to_device
+from harness.device import HALF_DTYPES, in_weights_dtype, to_device
 from harness.errors import HarnessError
 
 
@@ -104,6 +104,16 @@ class DualEncoder(nn.Module):
     def text_tower(self) -> nn.Module:
         return self.model.text_model
 
+    @property
+    def image_projection(self) -> nn.Module:
+        """CLIP's ``visual_projection``; SigLIP has none (its pooling head lives in the tower)."""
+        return getattr(self.model, "visual_projection", None) or _NO_PROJECTION
+
+    @property
+    def text_projection(self) -> nn.Module:
+        """CLIP's ``text_projection``; SigLIP's text head is inside its tower."""
+        return getattr(self.model, "text_projection", None) or _NO_PROJECTION
+
     # ------------------------------------------------------------------ features
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -111,7 +121,8 @@ class DualEncoder(nn.Module):
         if pixels.shape[-1] != self.image_size or pixels.shape[-2] != self.image_size:
             pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
         pixels = (pixels - self.mean) / self.std
-        return _pooled(self.model.get_image_features(pixel_values=pixels))
+        with in_weights_dtype(self.image_tower) as dtype:
+            return _as_computed(_pooled(self.model.get_image_features(pixel_values=pixels.to(dtype))))
 
     def text_features(self, texts: list[str]) -> torch.Tensor:
         ids, mask, _ = self._tokenize(texts, placeholder=None)
@@ -127,7 +138,8 @@ class DualEncoder(nn.Module):
     def _text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         device = self.mean.device
         kwargs = {} if self.siglip else {"attention_mask": to_device(mask, device)}  # SigLIP was trained without a mask
-        return _pooled(self.model.get_text_features(input_ids=to_device(ids, device), **kwargs))
+        with in_weights_dtype(self.text_tower):
+            return _as_computed(_pooled(self.model.get_text_features(input_ids=to_device(ids, device), **kwargs)))
 
     def _tokenize(self, texts: list[str], placeholder: str | None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """Token ids (BOS and EOS added by hand, so one rule serves our word-level tokenizers and
@@ -193,6 +205,16 @@ class DualEncoder(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         """The checkpoint's learned logit scale (exp of the stored log scale), a constant here."""
         return self.model.logit_scale.detach().exp()
+
+
+#: what ``image_projection`` / ``text_projection`` are for a checkpoint without one: no parameters
+_NO_PROJECTION = nn.Identity()
+
+
+def _as_computed(features: torch.Tensor) -> torch.Tensor:
+    """Features of a half-precision tower in float32, so they can meet the run's autocast; a
+    float32 tower's features stay as autocast computed them."""
+    return features.float() if features.dtype in HALF_DTYPES else features
 
 
 def _pooled(output) -> torch.Tensor:

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, CLIPVisionConfig, CLIPVisionModel
 
 from harness.backbones.params import BackboneParams
+from harness.device import in_weights_dtype
 from harness.errors import HarnessError
 
 #: Pixel statistics of the tiny towers (prototype.md §2): x / 255 -> (x - 0.5) / 0.25.
@@ -32,12 +33,20 @@ def tiny_vision_config(hidden: int, layers: int, heads: int, image_size: int, pa
 
 
 class VisionTower(nn.Module):
-    """A transformers vision model plus its input normalisation and resolution."""
+    """A transformers vision model plus its input normalisation and resolution.
 
-    def __init__(self, model: nn.Module, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]):
+    ``feature_layer`` picks the hidden state the features come from (-1: the last; LLaVA-1.5 was
+    trained on -2) and ``drop_cls`` drops the first token (LLaVA's "default" selection strategy);
+    both are read from a LLaVA checkpoint's config. A tower kept in half precision runs in its own
+    dtype (harness.device.in_weights_dtype)."""
+
+    def __init__(self, model: nn.Module, image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
+                 feature_layer: int = -1, drop_cls: bool = False):
         super().__init__()
         self.model = model
         self.image_size = image_size
+        self.feature_layer = feature_layer
+        self.drop_cls = drop_cls
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
@@ -71,7 +80,13 @@ class VisionTower(nn.Module):
         if pixels.shape[-1] != self.image_size:
             pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         pixels = (pixels - self.mean) / self.std
-        return self.model(pixel_values=pixels).last_hidden_state
+        with in_weights_dtype(self.model) as dtype:
+            if self.feature_layer == -1:
+                features = self.model(pixel_values=pixels.to(dtype)).last_hidden_state
+            else:
+                features = self.model(pixel_values=pixels.to(dtype), output_hidden_states=True).hidden_states[
+                    self.feature_layer]
+        return features[:, 1:] if self.drop_cls else features
 
 
 class QwenVisionTower(VisionTower):
@@ -113,7 +128,8 @@ class QwenVisionTower(VisionTower):
             pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         pixels = (pixels - self.mean) / self.std
         flat, grid = self.patchify(pixels)
-        merged = self.model(flat.to(self.model.dtype), grid_thw=grid).pooler_output
+        with in_weights_dtype(self.model) as dtype:
+            merged = self.model(flat.to(dtype), grid_thw=grid).pooler_output
         return merged.reshape(images.shape[0], -1, merged.shape[-1])
 
 

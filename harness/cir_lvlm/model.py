@@ -42,7 +42,7 @@ from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0
 from harness.backbones.vision import QwenVisionTower, VisionTower, preprocessor_stats
 from harness.cir_lvlm.connector import ConnectorParams, build_connector
 from harness.cir_lvlm.prompt_pool import PromptPool, RunningStandardiser
-from harness.device import full_precision, to_device
+from harness.device import full_precision, in_weights_dtype, to_device
 from harness.errors import HarnessError
 from harness.methods.base import (
     CIRMethod,
@@ -114,12 +114,13 @@ class CIRLVLM(CIRMethod):
         self.connector = build_connector(params.connector, self.vision.hidden_size, hidden)
         if connector_file is not None:
             load_model(self.connector, str(connector_file))
-        self._ensure_vocabulary([params.query_task_prompt, params.target_task_prompt, EMBEDDING_TOKEN])
+        added = self._ensure_vocabulary([params.query_task_prompt, params.target_task_prompt, EMBEDDING_TOKEN])
         self.embedding_token_id = self.tokenizer.convert_tokens_to_ids(EMBEDDING_TOKEN)
         if params.backbone.source == "pretrained" and params.backbone.lora_rank > 0:
             for tensor in self.language_model.parameters():
                 tensor.requires_grad_(False)
             self.language_model = with_lora(self.language_model, params.backbone)
+        self.embedding_row = self._trainable_embedding_row(EMBEDDING_TOKEN in added)
         self.pool: PromptPool | None = None
         if params.soft_prompt != "off":
             size = params.pool_size if params.soft_prompt == "pool" else 1
@@ -176,7 +177,12 @@ class CIRLVLM(CIRMethod):
             elif hasattr(inner, "vision_tower") and hasattr(inner, "language_model"):
                 vision_config = inner.vision_tower.config
                 mean, std = preprocessor_stats(directory, vision_config)
-                vision = VisionTower(inner.vision_tower, int(vision_config.image_size), mean, std)
+                layer = model.config.vision_feature_layer  # LLaVA-1.5: -2, the layer its projector was trained on
+                if not isinstance(layer, int):
+                    raise HarnessError(f"vision_feature_layer {layer} (several layers) is not supported", file=directory,
+                                       field="method.params.backbone.lvlm_dir", fix="use a single-layer LLaVA checkpoint")
+                vision = VisionTower(inner.vision_tower, int(vision_config.image_size), mean, std, feature_layer=layer,
+                                     drop_cls=model.config.vision_feature_select_strategy == "default")
             else:
                 raise HarnessError(f"{type(model).__name__} is neither LLaVA-style (vision_tower + language_model) "
                                    "nor Qwen2-VL-style (visual + language_model)",
@@ -191,21 +197,39 @@ class CIRLVLM(CIRMethod):
         else:
             raise HarnessError("source 'pretrained' needs lvlm_dir, or vision_dir and language_dir",
                                field="method.params.backbone", fix="set the local checkpoint directories")
-        return vision, language, tokenizer, None
+        return vision, language, with_pad_token(tokenizer), None
 
-    def _ensure_vocabulary(self, texts: list[str]) -> None:
-        """Add words the tokenizer maps to [UNK] (and the [EMB] token), growing the LM's
-        input embeddings: how a new special token is added to a pretrained LM."""
+    def _ensure_vocabulary(self, texts: list[str]) -> set[str]:
+        """Add words the tokenizer maps to [UNK] (and the [EMB] token), growing the LM's input
+        embeddings only when the tokenizer outgrows them: released checkpoints pad their
+        vocabulary (Qwen2.5-VL: 152064 rows for 151665 tokens), and resizing to the tokenizer's
+        length would cut those rows off. Returns the words added."""
         unknown: list[str] = []
         unk = self.tokenizer.unk_token_id
         for text in texts:
             for word in text.split():
                 ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
-                if (unk is not None and unk in ids) or (word == EMBEDDING_TOKEN and len(ids) != 1):
+                own = self.tokenizer.convert_tokens_to_ids(word) if word == EMBEDDING_TOKEN else None
+                if (unk is not None and unk in ids) or (word == EMBEDDING_TOKEN and (ids != [own] or own == unk)):
                     unknown.append(word)
+        self.original_vocabulary = len(self.tokenizer)
         if unknown:
             self.tokenizer.add_tokens(sorted(set(unknown)), special_tokens=False)
-            self.language_model.resize_token_embeddings(len(self.tokenizer))
+            if len(self.tokenizer) > self.language_model.get_input_embeddings().num_embeddings:
+                self.language_model.resize_token_embeddings(len(self.tokenizer))
+        return set(unknown)
+
+    def _trainable_embedding_row(self, new_token: bool) -> nn.Parameter | None:
+        """[EMB]'s input embedding as a float32 parameter of its own when the LM's embedding table
+        is frozen (LoRA), so the token the embedding is read at is learned; None when the table
+        trains (the row trains with it). A token new to the checkpoint starts at the mean of the
+        vocabulary's rows (as transformers' ``resize_token_embeddings`` initialises new rows),
+        not at the untrained padding row its id may fall on."""
+        table = self.language_model.get_input_embeddings().weight
+        if table.requires_grad:
+            return None
+        start = table[: self.original_vocabulary].mean(0, dtype=torch.float32) if new_token else table[self.embedding_token_id].float()
+        return nn.Parameter(start.detach().clone())
 
     def _token_ids(self, text: str) -> torch.Tensor:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -215,7 +239,8 @@ class CIRLVLM(CIRMethod):
     # ------------------------------------------------------------------ input assembly
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.language_model.get_input_embeddings()(ids)
+        """Token embeddings in float32 (segments are joined in float32, then cast to the LM's dtype)."""
+        return self.language_model.get_input_embeddings()(ids).float()
 
     def build_inputs(
         self, images: torch.Tensor, captions: list[str] | None
@@ -248,7 +273,10 @@ class CIRLVLM(CIRMethod):
             if self.params.soft_prompt == "universal":
                 key_loss = torch.zeros((), device=device)
             segments.append(("soft_prompt", prompts, torch.ones(prompts.shape[:2], device=device)))
-        emb = self._embed(torch.full((batch, 1), self.embedding_token_id, device=device))
+        if self.embedding_row is not None:
+            emb = self.embedding_row.view(1, 1, -1).expand(batch, 1, -1)
+        else:
+            emb = self._embed(torch.full((batch, 1), self.embedding_token_id, device=device))
         segments.append(("embedding", emb, torch.ones(batch, 1, device=device)))
         layout, position = {}, 0
         for name, embeds, _ in segments:
@@ -277,10 +305,17 @@ class CIRLVLM(CIRMethod):
 
     def _encode(self, images: torch.Tensor, captions: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, mask, _, key_loss = self.build_inputs(images, captions)
-        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-        hidden = self.language_model(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions).last_hidden_state
+        hidden = self._language_model(inputs, mask).last_hidden_state
         with full_precision(hidden.device):  # the embedding itself stays float32
             return F.normalize(self.head(hidden[:, -1].float()), dim=-1), key_loss
+
+    def _language_model(self, inputs: torch.Tensor, mask: torch.Tensor, **kwargs):
+        """The LM over assembled float32 inputs, in its weights' dtype (a half-precision checkpoint
+        computes as released; a float32 one under the run's autocast)."""
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+        with in_weights_dtype(self.language_model) as dtype:
+            return self.language_model(inputs_embeds=inputs.to(dtype), attention_mask=mask.long(),
+                                       position_ids=positions, **kwargs)
 
     # ------------------------------------------------------------------ the method interface
 
@@ -315,13 +350,11 @@ class CIRLVLM(CIRMethod):
         if not captions:
             return {}
         inputs, mask, layout, _ = self.build_inputs(reference_images, captions)
-        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
         model = self.language_model
         previous = model.config._attn_implementation
         model.set_attn_implementation("eager")  # fused kernels do not return attention weights
         try:
-            output = model(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions,
-                           output_attentions=True)
+            output = self._language_model(inputs, mask, output_attentions=True)
         finally:
             model.set_attn_implementation(previous)
         attention = torch.stack([a.float() for a in output.attentions]).mean(dim=(0, 2))  # [B, T, T]
@@ -336,6 +369,15 @@ class CIRLVLM(CIRMethod):
 
     def statistics_counters(self) -> list[torch.Tensor]:
         return [] if self.pool is None else [self.pool.usage]
+
+
+def with_pad_token(tokenizer):
+    """``tokenizer``, given a pad token if it has none (LLaMA-2/3 and Mistral ship without one): its
+    EOS (else UNK), the usual choice. Padded positions are masked out and never read, so which
+    existing token pads does not matter; no row is added to the vocabulary."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    return tokenizer
 
 
 def _is_deepstack(visual: torch.nn.Module) -> bool:
