@@ -135,6 +135,10 @@ class ReportConfig(BaseModel):
                                                              description="what the report is written as")
 
 
+#: (section, field) of settings that decide what is kept, not what is computed: left out of run ids
+ID_NEUTRAL: tuple[tuple[str, str], ...] = (("train", "keep_checkpoint"),)
+
+
 class RunConfig(BaseModel):
     """Everything that determines one run's result (its hash is the run id)."""
 
@@ -148,8 +152,12 @@ class RunConfig(BaseModel):
     seed: int = 0
 
     def run_id(self) -> str:
-        """Stable id: short hash of the resolved config (key order independent)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Stable id: short hash of the resolved config (key order independent), without the
+        settings that cannot change a result (``ID_NEUTRAL``)."""
+        resolved = self.model_dump(mode="json")
+        for section, key in ID_NEUTRAL:
+            resolved.get(section, {}).pop(key, None)
+        blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

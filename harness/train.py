@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
 from harness import distributed
+from harness.checkpoint import load_trained_weights, save_trained_weights
 from harness.data.triplet import CIRSplit
 from harness.device import Precision, autocast, resolve_precision, to_device
 from harness.errors import HarnessError
@@ -53,7 +53,11 @@ class TrainConfig(BaseModel):
         "auto", description="auto: bf16 autocast where the hardware multiplies bf16 natively (CUDA GPUs with bf16, CPUs "
         "with AVX512-BF16 or AMX; 1.5x per tiny CIR-LVLM step on a Zen 4 CPU), else fp32; fp32 / bf16 force one. Under "
         "bf16 on CPU the last bits of a run depend on the thread count; fp32 runs do not")
-    checkpoint: bool = Field(True, description="write a checkpoint after every epoch")
+    checkpoint: bool = Field(True, description="write a checkpoint after every epoch (what the run trains, not the "
+                             "frozen base model: harness.checkpoint)")
+    keep_checkpoint: bool = Field(
+        True, description="keep checkpoints/last once the run's result is written (what `harness score` and a later "
+        "evaluation read); false removes it, e.g. in sweeps. Not part of the run id")
     gather_negatives: bool = Field(
         True, description="under torchrun: every rank's items are negatives of the contrastive loss, so the step equals "
         "the single-process step of the global batch; false: each rank contrasts its own share only (cheaper)")
@@ -323,13 +327,14 @@ def save_checkpoint(
     step: int,
     loss_per_epoch: list[float] | None = None,
 ) -> Path:
-    """Write ``directory/last`` atomically: model.safetensors + state.pt (optimizer, scheduler,
-    data order, torch / numpy / python RNG states, position, losses so far)."""
+    """Write ``directory/last`` atomically: model.safetensors (what the run trains, with the frozen
+    base weights' digest: harness.checkpoint) + state.pt (optimizer, scheduler, data order,
+    torch / numpy / python RNG states, position, losses so far)."""
     directory.mkdir(parents=True, exist_ok=True)
     staging = directory / f".last.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    save_model(method, str(staging / "model.safetensors"))
+    save_trained_weights(method, staging / "model.safetensors")
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -371,5 +376,5 @@ def load_checkpoint(directory: Path, method: CIRMethod) -> dict[str, Any]:
     """Load model weights from ``directory/last`` into ``method``; return the training state
     (read with ``weights_only=True``, so a checkpoint cannot run code)."""
     final = directory / "last"
-    load_model(method, str(final / "model.safetensors"))
+    load_trained_weights(method, final / "model.safetensors")
     return torch.load(final / "state.pt", weights_only=True)
