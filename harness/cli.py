@@ -59,7 +59,7 @@ def quiet_libraries() -> None:
 
 
 def user_errors(command):
-    """Turn HarnessError into one line on stderr and exit code 2."""
+    """Turn HarnessError into one line on stderr and exit code 2 (1 when some runs failed)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -67,7 +67,7 @@ def user_errors(command):
             return command(*args, **kwargs)
         except HarnessError as error:
             typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
@@ -464,7 +464,7 @@ def data_check(
     from tqdm import tqdm
 
     from harness.data.circo import CIRCO_SPLITS
-    from harness.data.cirr import CIRR_SPLITS
+    from harness.data.cirr import CIRR_SPLITS, annotation_dir
     from harness.data.datasets import DATASETS, read_split
     from harness.data.fashioniq import FASHIONIQ_SPLITS
     from harness.data.shoes import SHOES_SPLITS
@@ -484,7 +484,8 @@ def data_check(
     elif dataset == "fashioniq":
         splits = split or [s for s in FASHIONIQ_SPLITS if any((root / "captions").glob(f"cap.*.{s}.json"))]
     else:
-        splits = split or [s for s in CIRR_SPLITS if (root / "captions" / f"cap.rc2.{s}.json").is_file()]
+        captions = annotation_dir(root) / "captions"
+        splits = split or [s for s in CIRR_SPLITS if (captions / f"cap.rc2.{s}.json").is_file()]
     if not splits:
         raise HarnessError("no annotation files found", file=root, field="--root",
                            fix="point --root at the dataset folder in its official layout")

@@ -157,3 +157,41 @@ def test_decoded_images_are_kept_on_disk_and_a_changed_file_is_decoded_again(tin
         assert torch.equal(changed.load(names), first) and len(calls) == len(names)  # decoded again, not the old file
     finally:
         shutil.move(backup, path)
+
+
+def test_release_layout_and_image_folders_linked_from_shared_storage(tiny_benchmark: Path, tmp_path: Path):
+    """CIRR unpacks its annotations into ``cirr/captions`` and ``cirr/image_splits``; the image
+    folders may be links to shared storage, which the user's own root is allowed to use."""
+    root = tmp_path / "cirr_dataset"
+    (root / "cirr").mkdir(parents=True)
+    for folder in ("captions", "image_splits"):
+        shutil.copytree(tiny_benchmark / folder, root / "cirr" / folder)
+    for folder in ("train", "dev", "test1"):
+        (root / folder).symlink_to(tiny_benchmark / folder)  # e.g. /mnt/shared/cirr/dev
+    loaded = load_cirr_split(root, "val")
+    original = load_cirr_split(tiny_benchmark, "val")
+    assert [t.pairid for t in loaded.triplets] == [t.pairid for t in original.triplets]
+    name = loaded.triplets[0].reference
+    assert loaded.images.paths[name] == original.images.paths[name].resolve()
+    assert loaded.images.load([name]).equal(original.images.load([name]))
+    result = CliRunner().invoke(app, ["data", "check", "--dataset", "cirr", "--root", str(root), "--split", "val"])
+    assert result.exit_code == 0, result.output
+
+
+def test_dropping_missing_images_drops_them_from_the_image_store_too(tiny_benchmark: Path, tmp_path: Path):
+    """With allow_missing_images, an image-trained method (Pic2Word, SEARLE) draws its training
+    images from the store: a missing file must not be left there for it to read."""
+    from harness.data.datasets import drop_missing_images
+    from harness.methods.base import MethodContext
+    from harness.registry import build_method
+
+    root = _copy(tiny_benchmark, tmp_path)
+    split, _ = read_cirr_split(root, "train")
+    gone = split.triplets[0].reference
+    split.images.paths[gone].unlink()
+    split, problems = read_cirr_split(root, "train")
+    kept, remaining = drop_missing_images(split, problems)
+    assert not remaining and gone not in kept.images and gone not in kept.gallery
+    assert kept.info["dropped_queries"] >= 1 and len(kept.images.paths) == len(split.images.paths) - 1
+    names = build_method("image_only", {"start": "scratch"}, MethodContext(64, [])).training_images(kept)
+    assert gone not in names

@@ -1,4 +1,5 @@
-"""Paths from users stay inside their root: the Confiner must answer as resolving every path would."""
+"""The confinement rule (harness.paths.Confiner): what a data file says stays inside the root, the
+user's folder links are followed, an image file's own link may not escape; answers equal Path.resolve."""
 
 from __future__ import annotations
 
@@ -26,21 +27,33 @@ def tree(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("relative", ["dev/a.png", "./dev/a.png", "dev/../dev/a.png", "dev/link_in.png",
-                                      "in_dir/a.png", "in_dir/link_in.png", "dev/missing.png", "dev", ".", "dev/.."])
-def test_paths_inside_resolve_as_path_resolve_does(tree: Path, relative: str):
+                                      "in_dir/a.png", "in_dir/link_in.png", "dev/missing.png", "dev", ".", "dev/..",
+                                      "out_dir/secret.png", "out_dir/missing.png"])
+def test_accepted_paths_resolve_as_path_resolve_does(tree: Path, relative: str):
+    """Folder links are the user's arrangement (image folders on shared storage): followed anywhere."""
     assert Confiner(tree)(relative, file="split.json", field="x") == (tree / relative).resolve()
 
 
-@pytest.mark.parametrize("relative", ["../outside/secret.png", "dev/../../outside/secret.png", "dev/link_out.png",
-                                      "out_dir/secret.png", "dev/../.."])
-def test_paths_that_leave_the_root_are_refused(tree: Path, relative: str):
+@pytest.mark.parametrize("relative", ["../outside/secret.png", "dev/../../outside/secret.png", "dev/../.."])
+def test_data_file_paths_that_climb_out_are_refused(tree: Path, relative: str):
     with pytest.raises(HarnessError, match="climbs out"):
         Confiner(tree)(relative, file="split.json", field="x")
+
+
+def test_an_image_file_linking_out_of_the_dataset_is_refused(tree: Path):
+    with pytest.raises(HarnessError, match="symbolic link out of the dataset"):
+        Confiner(tree)("dev/link_out.png", file="split.json", field="x")
+
+
+def test_a_file_link_inside_a_linked_folder_may_point_within_that_folder(tree: Path):
+    outside = tree.parent / "outside"
+    (outside / "alias.png").symlink_to(outside / "secret.png")
+    assert Confiner(tree)("out_dir/alias.png", file="f", field="x") == (outside / "secret.png").resolve()
 
 
 def test_one_confiner_answers_many_paths_of_one_directory_alike(tree: Path):
     confine = Confiner(tree)
     first = [confine(r, file="f", field="x") for r in ("dev/a.png", "dev/link_in.png", "dev/missing.png")]
     assert first == [(tree / r).resolve() for r in ("dev/a.png", "dev/link_in.png", "dev/missing.png")]
-    with pytest.raises(HarnessError, match="climbs out"):
+    with pytest.raises(HarnessError, match="link out of the dataset"):
         confine("dev/link_out.png", file="f", field="x")  # a cached directory does not let a link through

@@ -3,7 +3,8 @@
     split, problems = read_cirr_split(root, "val")        # problems: list of one-line strings
     split = load_cirr_split(root, "val", image_size=64)   # raises HarnessError on any problem
 
-Refused, with the file and the field named: missing files, duplicate pair ids or image
+Both CIRR layouts are read: ``captions/`` and ``image_splits/`` at the root, or under
+``root/cirr/`` as the release unpacks. Refused, with the file and the field named: missing files, duplicate pair ids or image
 names, references, targets or set members absent from the split's images, and image paths
 that are absolute or climb out of the root. Missing image files are reported too.
 """
@@ -40,13 +41,23 @@ def read_json(path: Path, *, what: str) -> Any:
         raise HarnessError(f"{what} is not valid JSON ({error})", file=path, fix="restore the original file") from None
 
 
+def annotation_dir(root: Path) -> Path:
+    """Where ``captions/`` and ``image_splits/`` are: the root itself, or ``root/cirr`` as CIRR's
+    release unpacks (``cirr/captions``, ``cirr/image_splits`` beside ``train/``, ``dev/``,
+    ``test1/``; the split files' image paths are relative to the root either way)."""
+    if not (root / "captions").is_dir() and (root / "cirr" / "captions").is_dir():
+        return root / "cirr"
+    return root
+
+
 def read_cirr_split(root: Path, split: str, image_size: int = 64, dataset: str = "cirr") -> tuple[CIRSplit, list[str]]:
     """Load one split; return it with the list of problems found (empty when all is well)."""
     root = Path(root)
     if split not in CIRR_SPLITS:
         raise HarnessError(f"unknown split {split!r}", field="split", fix=f"use one of {', '.join(CIRR_SPLITS)}")
-    captions_file = root / "captions" / f"cap.rc2.{split}.json"
-    split_file = root / "image_splits" / f"split.rc2.{split}.json"
+    annotations = annotation_dir(root)
+    captions_file = annotations / "captions" / f"cap.rc2.{split}.json"
+    split_file = annotations / "image_splits" / f"split.rc2.{split}.json"
     entries = read_json(captions_file, what="caption file")
     image_split = read_json(split_file, what="image split file")
     if not isinstance(entries, list):

@@ -26,7 +26,7 @@ from harness.data.synthetic.generate import (
     SyntheticConfig,
     write_benchmark,
 )
-from harness.data.triplet import CIRSplit
+from harness.data.triplet import CIRSplit, ImageStore
 from harness.errors import HarnessError, did_you_mean
 from harness.paths import cache_dir
 
@@ -151,8 +151,9 @@ def load_dataset(config: DatasetConfig, split: str, progress: bool = True) -> CI
 
 
 def drop_missing_images(split: CIRSplit, problems: list[str]) -> tuple[CIRSplit, list[str]]:
-    """The split without the queries and gallery images whose files are missing, and the
-    problems that remain (anything but a missing file). Counts go to ``split.info``."""
+    """The split without the queries, gallery images and image-store entries whose files are
+    missing (an image-trained method such as Pic2Word draws from the store), and the problems
+    that remain (anything but a missing file). Counts go to ``split.info``."""
     present = {name for name, path in split.images.paths.items() if path.is_file()}
     kept = [t for t in split.triplets
             if all(name in present for name in (t.reference, t.target, *t.subset, *t.ground_truths) if name is not None)]
@@ -161,4 +162,7 @@ def drop_missing_images(split: CIRSplit, problems: list[str]) -> tuple[CIRSplit,
     info = {**split.info, "dropped_queries": len(split.triplets) - len(kept),
             "dropped_gallery_images": len(split.gallery) - len(gallery)}
     remaining = [p for p in problems if "is missing" not in p]  # every loader words a missing file so
-    return dataclasses.replace(split, triplets=kept, gallery=gallery, galleries=galleries, info=info), remaining
+    images = ImageStore({name: path for name, path in split.images.paths.items() if name in present},
+                        split.images.image_size)
+    return (dataclasses.replace(split, triplets=kept, gallery=gallery, galleries=galleries, images=images, info=info),
+            remaining)
