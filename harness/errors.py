@@ -16,6 +16,8 @@ from pathlib import Path
 class HarnessError(Exception):
     """A user-fixable error: names the file, the field, what is wrong and the fix."""
 
+    exit_code = 2
+
     def __init__(self, problem: str, *, file: str | Path | None = None, field: str | None = None, fix: str | None = None):
         self.problem = problem
         self.file = None if file is None else str(file)
@@ -29,6 +31,13 @@ class HarnessError(Exception):
         if self.fix:
             text += f"; fix: {self.fix}"
         return " ".join(text.split())  # one line, always
+
+
+class RunsFailed(HarnessError):
+    """Some runs of an experiment failed while the others finished: exit code 1, not 2 (the
+    input may be fine; a run broke), with the failures already reported one line each."""
+
+    exit_code = 1
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -4,12 +4,14 @@ A tiny model keeps a second CPU thread only partly busy: two 1-thread CIR-LVLM r
 side made 1.2x the training steps of one 2-thread run on the 2-core machine (and 1.25x in
 fp32). Each worker process is started fresh (spawn: no OpenMP state is forked), takes its
 share of the cores as torch threads, and keeps its loaded datasets for the runs it is dealt.
-The parent logs each finished run to mlflow and prints it; a run that fails stops the rest.
+The parent logs each finished run to mlflow and prints it; a run that fails is reported and the
+others go on (its error crosses back as a picklable ``WorkerError`` carrying the traceback).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import TYPE_CHECKING
@@ -33,20 +35,40 @@ def _start_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+class WorkerError(Exception):
+    """A run's exception as it crosses back from a worker: its type, one line and its traceback
+    (many exceptions, transformers' among them, cannot be unpickled and would break the pool)."""
+
+    def __init__(self, kind: str, message: str, remote_traceback: str):
+        super().__init__(kind, message, remote_traceback)
+        self.kind, self.message, self.remote_traceback = kind, message, remote_traceback
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
 def _run(spec: RunSpec, run_dir) -> RunResult:
     global _SPLITS
+    from harness.errors import HarnessError
     from harness.runner import _SplitCache, execute_run
 
     if _SPLITS is None:
         _SPLITS = _SplitCache(False)
-    return execute_run(spec, run_dir, _SPLITS, progress=False)
+    try:
+        return execute_run(spec, run_dir, _SPLITS, progress=False)
+    except HarnessError as error:
+        raise HarnessError(str(error)) from None  # the one line, rebuilt from a picklable argument
+    except Exception as error:  # noqa: BLE001 - handed to the parent, which reports it
+        raise WorkerError(type(error).__name__, " ".join(str(error).split()),
+                          "".join(traceback.format_exception(error))) from None
 
 
 def run_in_processes(pending: list[tuple[int, RunSpec]], plan: Plan, jobs: int,
                      started: Callable[[int, RunSpec], None], ended: Callable[[int, RunSpec, RunResult], None],
-                     progress: bool) -> None:
+                     progress: bool, failed: Callable[[int, RunSpec, BaseException], None] | None = None) -> None:
     """Run ``pending`` ((number, spec) in plan order) ``jobs`` at a time; ``started`` and
-    ``ended`` are called in this process as each run is handed out and as it finishes."""
+    ``ended`` are called in this process as each run is handed out and as it finishes, and
+    ``failed`` (which may re-raise) when a run raised."""
     from harness.runner import parallel_threads
 
     context = multiprocessing.get_context("spawn")
@@ -64,8 +86,14 @@ def run_in_processes(pending: list[tuple[int, RunSpec]], plan: Plan, jobs: int,
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     number, spec = running.pop(future)
-                    ended(number, spec, future.result())  # a failed run raises here
                     bar.update()
+                    error = future.exception()
+                    if error is None:
+                        ended(number, spec, future.result())
+                    elif failed is None:
+                        raise error
+                    else:
+                        failed(number, spec, error)
         except BaseException:
             for future in running:
                 future.cancel()

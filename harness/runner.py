@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +34,7 @@ from harness.data.synthetic.captions import template_corpus
 from harness.data.triplet import CIRSplit
 from harness.device import resolve_device
 from harness.environment import environment
-from harness.errors import HarnessError
+from harness.errors import HarnessError, RunsFailed
 from harness.evaluate import evaluate
 from harness.methods.base import MethodContext
 from harness.registry import build_method
@@ -154,6 +155,8 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
     )
     if main:
         write_result(run_dir / "result.json", result)
+        if not config.train.keep_checkpoint:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     distributed.barrier()
     return result
 
@@ -208,6 +211,7 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
     splits = _SplitCache(progress)
     finished: dict[str, RunResult] = {}
     status = "FAILED"
+    failures: list[str] = []
     try:
         pending: list[tuple[int, RunSpec]] = []
         for number, spec in enumerate(plan.specs, 1):
@@ -243,23 +247,39 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
                  f"Rs@1 {result.metrics.get('recall_subset_at_1', float('nan')):.1f}  "
                  f"train {result.train['seconds']:.0f}s")
 
+        def failed(number: int, spec: RunSpec, error: BaseException) -> None:
+            """One broken grid point is reported and the others still run (not under torchrun,
+            where the ranks must fail together)."""
+            if world.distributed or not isinstance(error, Exception):
+                raise error
+            line = f"{spec.label} seed={spec.config.seed}: {record_failure(plan.run_dir(spec), error)}"
+            failures.append(line)
+            echo(f"[{number}/{len(plan.specs)}] FAILED {line}")
+
         if count > 1:
             from harness.parallel import run_in_processes
 
             echo(f"{len(pending)} runs, {count} at a time ({parallel_threads(count)} torch thread(s) each; --jobs)")
             prepare_caches(plan, [spec for _, spec in pending], splits)
-            run_in_processes(warm_starts_first(pending), plan, count, started, ended, progress)
+            run_in_processes(warm_starts_first(pending), plan, count, started, ended, progress, failed)
         else:
             for number, spec in pending:
                 started(number, spec)
-                ended(number, spec, execute_run(spec, plan.run_dir(spec), splits, progress))
-        status = "FINISHED"
+                try:
+                    result = execute_run(spec, plan.run_dir(spec), splits, progress)
+                except Exception as error:  # noqa: BLE001 - reported and re-raised at the end
+                    failed(number, spec, error)
+                    continue
+                ended(number, spec, result)
+        status = "FINISHED" if not failures else "FAILED"
     finally:
         if tracker is not None:
             tracker.finish(status)
     results = [finished[spec.run_id] for spec in plan.specs if spec.run_id in finished]
     if not results:
         echo("no finished runs: nothing to report")
+        if failures:
+            raise RunsFailed(f"all {len(failures)} runs failed (first: {failures[0]})", fix="fix the cause and run again")
         return results
     if not world.is_main:
         return results
@@ -272,7 +292,22 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
     echo(f"results: {plan.output / 'runs'}   report: {report}")
     if tracker is not None:
         echo(f"mlflow:  mlflow ui --backend-store-uri {tracking.uri or 'sqlite:///' + str((plan.output / 'mlflow.db').resolve())} --host 127.0.0.1")
+    if failures:
+        raise RunsFailed(f"{len(failures)} of {len(plan.specs)} runs failed (first: {failures[0]})",
+                         fix="fix the cause and run the same command again: finished runs are kept")
     return results
+
+
+def record_failure(run_dir: Path, error: Exception) -> str:
+    """One line for a failed run; a traceback that is not a user error goes to ``run_dir/error.log``."""
+    if isinstance(error, HarnessError):
+        return str(error)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "error.log"
+    atomic_write_text(log, getattr(error, "remote_traceback", None) or "".join(traceback.format_exception(error)))
+    kind = getattr(error, "kind", type(error).__name__)
+    message = getattr(error, "message", " ".join(str(error).split()))
+    return f"{kind}: {message[:300]} (traceback in {log})"
 
 
 def resolve_jobs(jobs: int | Literal["auto"], pending: int, plan: Plan, world: distributed.World) -> int:

@@ -307,3 +307,18 @@ def test_runs_that_build_a_missing_warm_start_go_first(tmp_path: Path):
     specs = plan_experiment(config).specs
     assert [bool(missing_warm_starts(spec)) for spec in specs] == [False, True]  # this stage-0 seed is built nowhere
     assert [number for number, _ in warm_starts_first(list(enumerate(specs, 1)))] == [2, 1]
+
+
+def test_a_failing_grid_point_does_not_stop_the_others(tmp_path: Path):
+    """A broken run is reported in one line (its traceback in error.log when it is no user
+    error), the other runs finish and report, and the command exits 1."""
+    text = EXPERIMENT.replace("  method.name: [image_only, sum]", "  method.params.vision_heads: [3, 2]")
+    config = write_yaml(tmp_path / "grid.yaml", text)  # 3 heads do not divide the width 32: that run breaks
+    result = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert result.output.count("FAILED") == 1 and "1 of 2 runs failed" in result.output
+    finished = [p for p in (tmp_path / "out" / "tiny" / "runs").iterdir() if (p / "result.json").is_file()]
+    broken = [p for p in (tmp_path / "out" / "tiny" / "runs").iterdir() if (p / "error.log").is_file()]
+    assert len(finished) == 1 and len(broken) == 1
+    assert "Traceback" in (broken[0] / "error.log").read_text()
+    assert (tmp_path / "out" / "tiny" / "report" / "report.md").is_file()
