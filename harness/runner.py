@@ -243,9 +243,7 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
                 tracker.log_run(result, plan.run_dir(spec) / "result.json")
             finished[spec.run_id] = result
             echo(f"{'' if count == 1 else f'[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed}:'}"
-                 f"    R@1 {result.metrics.get('recall_at_1', float('nan')):.1f}  "
-                 f"Rs@1 {result.metrics.get('recall_subset_at_1', float('nan')):.1f}  "
-                 f"train {result.train['seconds']:.0f}s")
+                 f"    {headline(result.metrics)}  train {result.train['seconds']:.0f}s")
 
         def failed(number: int, spec: RunSpec, error: BaseException) -> None:
             """One broken grid point is reported and the others still run (not under torchrun,
@@ -296,6 +294,17 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
         raise RunsFailed(f"{len(failures)} of {len(plan.specs)} runs failed (first: {failures[0]})",
                          fix="fix the cause and run the same command again: finished runs are kept")
     return results
+
+
+#: the per-run line's metrics, first two present: CIRR-style recalls, else FashionIQ's or CIRCO's
+HEADLINE = (("recall_at_1", "R@1"), ("recall_subset_at_1", "Rs@1"), ("recall_at_10", "R@10"),
+            ("recall_at_50", "R@50"), ("map_at_5", "mAP@5"), ("map_at_10", "mAP@10"))
+
+
+def headline(metrics: dict[str, float]) -> str:
+    """The two headline metrics a protocol reports, e.g. 'R@1 9.1  Rs@1 33.4' ('R@10 .. R@50 ..' on FashionIQ)."""
+    shown = [f"{title} {metrics[key]:.1f}" for key, title in HEADLINE if key in metrics][:2]
+    return "  ".join(shown)
 
 
 def record_failure(run_dir: Path, error: Exception) -> str:

@@ -322,3 +322,11 @@ def test_a_failing_grid_point_does_not_stop_the_others(tmp_path: Path):
     assert len(finished) == 1 and len(broken) == 1
     assert "Traceback" in (broken[0] / "error.log").read_text()
     assert (tmp_path / "out" / "tiny" / "report" / "report.md").is_file()
+
+
+def test_the_per_run_line_shows_the_protocols_own_headline_metrics():
+    from harness.runner import headline
+
+    assert headline({"recall_at_1": 9.14, "recall_subset_at_1": 33.4, "avg": 30.0}) == "R@1 9.1  Rs@1 33.4"
+    assert headline({"recall_at_10": 41.2, "recall_at_50": 66.0}) == "R@10 41.2  R@50 66.0"  # FashionIQ: no R@1
+    assert headline({"map_at_5": 12.0, "map_at_10": 13.5, "map_at_25": 14.0}) == "mAP@5 12.0  mAP@10 13.5"  # CIRCO
