@@ -3,7 +3,7 @@
 family: early_fusion | paper: Baldrati et al., "Effective conditioned and composed image
 retrieval combining CLIP-based features" (CVPR-W 2022) and "Composed image retrieval using
 contrastive learning and task-oriented CLIP-based features" (TOMM 2023) | code spec:
-ABaldrati/CLIP4Cir@dfed9f7 (../shared/research/cir_codebases.md §3.1).
+ABaldrati/CLIP4Cir@dfed9f7 (docs/sources.md).
 
 Two stages in one run of the shared loop:
 

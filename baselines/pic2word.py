@@ -2,7 +2,7 @@
 
 family: textual_inversion | paper: Saito et al., "Pic2Word: Mapping pictures to words for
 zero-shot composed image retrieval" (CVPR 2023) | code spec:
-google-research/composed_image_retrieval@8c05329 (../shared/research/cir_codebases.md §3.4).
+google-research/composed_image_retrieval@8c05329 (docs/sources.md).
 
 Training sees images alone (``training_data = "images"``): the mapping network turns the
 frozen image feature into a token embedding ``*``; the text feature of "a photo of *" is

@@ -12,7 +12,7 @@ from (stage 0's tiny CLIP, or a pretrained CLIP / SigLIP directory), so a compar
 differs only in the method. ``start: scratch`` builds a tiny transformers
 ``CLIPVisionModel`` (CLS pooled) and a tiny ``BertModel`` (mean pooled, over a word-level
 tokenizer trained on the training captions), each with a linear projection, from random
-weights (the prototype's references, prototype.md §2).
+weights (the prototype's references, docs/assumptions.md).
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ from harness.methods.dual_encoder import DualEncoderMethod
 from harness.registry import register_method
 from harness.text import train_word_tokenizer
 
-#: Pixel normalisation (x / 255 - mean) / std, as in the prototype runs (prototype.md §2).
+#: Pixel normalisation (x / 255 - mean) / std, as in the prototype runs (docs/assumptions.md).
 PIXEL_MEAN, PIXEL_STD = 0.5, 0.25
 
 
 class DualEncoderParams(MethodParams):
     """Where the dual encoder starts, and the sizes of the from-scratch one (defaults:
-    prototype.md §2, 'Baselines')."""
+    docs/assumptions.md, 'Baselines')."""
 
     start: Literal["stage0", "scratch"] = Field(
         "stage0", description="stage0: fine-tune the shared dual encoder (stage-0 CLIP or backbone.vision_dir); "

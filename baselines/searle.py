@@ -2,7 +2,7 @@
 
 family: textual_inversion | paper: Baldrati, Agnolucci et al., "Zero-shot composed image
 retrieval with textual inversion" (ICCV 2023) | code spec: miccunifi/SEARLE@a9c314b
-(../shared/research/cir_codebases.md §3.5).
+(docs/sources.md).
 
 1. OTI (optimisation-based textual inversion), once per backbone and cached: for each of
    ``oti_images`` training images a free token embedding ``$`` is optimised so that the text

@@ -44,7 +44,7 @@ from harness.metrics import (
 )
 from harness.scoring import score_blockwise
 
-#: Published protocols as named presets (../shared/research/cir_codebases.md §2). A preset fills
+#: Published protocols as named presets (docs/sources.md). A preset fills
 #: the fields an experiment leaves unset; a field set explicitly wins and is recorded as such.
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "cirr": {"ks": [1, 5, 10, 50], "subset_ks": [1, 2, 3], "remove_reference": True},  # + Avg, set members

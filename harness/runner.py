@@ -2,7 +2,7 @@
 
     results = run_experiment(Path("ablations/reference.yaml"), overrides=[], output=None)
 
-Layout of what is written (see DESIGN.md):
+Layout of what is written:
 
     <output_dir>/<experiment>/mlflow.db
     <output_dir>/<experiment>/runs/<run id>/config.yaml | result.json | rankings.jsonl.gz | checkpoints/ | tokenizer/

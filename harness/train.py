@@ -34,7 +34,7 @@ from harness.methods.base import CIRMethod, ImageBatch, TripletBatch
 
 
 class TrainConfig(BaseModel):
-    """Optimisation settings of the shared loop (defaults: prototype.md §2 and §8)."""
+    """Optimisation settings of the shared loop (defaults: docs/assumptions.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -1,5 +1,5 @@
 """A throw-away PostgreSQL cluster for tests: initdb in a temporary folder, listening on
-127.0.0.1 on a free port, stopped whatever happens (environment.md §6's recipe).
+127.0.0.1 on a free port, stopped whatever happens (docs/sources.md).
 
     with throwaway_postgres() as url:      # postgresql+psycopg2://postgres@127.0.0.1:PORT/postgres
         ...

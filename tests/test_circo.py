@@ -1,4 +1,4 @@
-"""CIRCO: loader on the real annotation files (placeholder images) and mAP@K with several ground truths."""
+"""CIRCO: loader on CIRCO-format annotation files (tests/circo_format.py; placeholder images) and mAP@K with several ground truths."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from harness.errors import HarnessError
 from harness.evaluate import EvalConfig, evaluate
 from harness.metrics import map_at_k
 
-from .conftest import SHARED_FIXTURES
+from .circo_format import write_circo_annotations
 from .test_fashioniq import _Lookup
 
 
@@ -34,11 +34,8 @@ def test_map_follows_circos_formula():
 
 @pytest.fixture(scope="module")
 def circo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = SHARED_FIXTURES / "circo"
-    if not source.is_dir():
-        pytest.skip(f"shared fixtures not found at {source}")
     root = tmp_path_factory.mktemp("circo")
-    shutil.copytree(source / "annotations", root / "annotations")
+    write_circo_annotations(root)
     (root / "unlabeled2017").mkdir()
     ids = {1, 2, 3}  # distractors
     for entry in json.loads((root / "annotations" / "val.json").read_text()):
@@ -52,16 +49,18 @@ def circo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_val_loads_every_query_with_all_ground_truths(circo_root: Path):
     split, problems = read_circo_split(circo_root, "val")
     entries = json.loads((circo_root / "annotations" / "val.json").read_text())
-    assert problems == [] and len(split.triplets) == 220
-    first = split.triplets[0]
-    assert (first.pairid, first.reference, first.target) == (0, "271520", "355099")
-    assert first.ground_truths == ("355099", "528417", "534704")
+    assert problems == [] and len(split.triplets) == len(entries) == 40
+    first, written = split.triplets[0], entries[0]
+    assert (first.pairid, first.reference, first.target) == (0, str(written["reference_img_id"]),
+                                                              str(written["target_img_id"]))
+    assert first.ground_truths == tuple(str(t) for t in written["gt_img_ids"])
+    assert any(len(t.ground_truths) > 1 for t in split.triplets)
     assert len(split.gallery) == len({e["reference_img_id"] for e in entries} | {g for e in entries for g in e["gt_img_ids"]}) + 3
 
 
 def test_test_split_has_no_targets_and_reports_missing_references(circo_root: Path):
     split, problems = read_circo_split(circo_root, "test")
-    assert len(split.triplets) == 800 and all(t.target is None and not t.ground_truths for t in split.triplets)
+    assert len(split.triplets) == 30 and all(t.target is None and not t.ground_truths for t in split.triplets)
     assert problems and all("reference_img_id: image file unlabeled2017/" in p and "is missing" in p for p in problems)
 
 

@@ -1,4 +1,4 @@
-"""FashionIQ from its official layout (real annotation files from ../shared/fixtures), its
+"""FashionIQ from its official layout (real annotation files from tests/fixtures), its
 caption joining and the canonical protocol (category galleries, reference kept, category mean)."""
 
 from __future__ import annotations
@@ -17,16 +17,14 @@ from harness.errors import HarnessError
 from harness.evaluate import EvalConfig, evaluate
 from harness.methods.base import CIRMethod, MethodContext, MethodParams
 
-from .conftest import SHARED_FIXTURES
+from .conftest import FIXTURES
 
 VAL = {"dress": (2017, 3817), "shirt": (2038, 6346), "toptee": (1961, 5373)}  # queries / split images
 
 
 @pytest.fixture(scope="module")
 def fiq_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = SHARED_FIXTURES / "fashioniq"
-    if not source.is_dir():
-        pytest.skip(f"shared fixtures not found at {source}")
+    source = FIXTURES / "fashioniq"
     root = tmp_path_factory.mktemp("fashioniq")
     shutil.copytree(source / "captions", root / "captions")
     shutil.copytree(source / "image_splits", root / "image_splits")

@@ -16,6 +16,8 @@ import pytest
 from harness.reporting.stats import bootstrap_ci, holm, paired_test, weights_for
 from harness.reporting.tables import Cell, Table
 
+from .conftest import skip_unless_ci
+
 
 def test_a_known_difference_is_significant_and_identical_methods_are_not():
     rng = np.random.default_rng(0)
@@ -110,7 +112,7 @@ def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if path := shutil.which(name):
             return path
-    pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium)")
+    skip_unless_ci("no Chromium on this machine (.ci/run installs Debian's chromium)")
 
 
 def test_html_page_opens_in_headless_chromium_with_every_image_and_no_console_error(finished, tmp_path: Path):

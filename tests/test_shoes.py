@@ -1,4 +1,4 @@
-"""Shoes from its official layout (real annotation files from ../shared/fixtures, placeholder images)."""
+"""Shoes from its official layout (real annotation files from tests/fixtures, placeholder images)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,12 @@ from harness.data.datasets import DatasetConfig, load_dataset
 from harness.data.shoes import read_shoes_split
 from harness.errors import HarnessError
 
-from .conftest import SHARED_FIXTURES
+from .conftest import FIXTURES
 
 
 @pytest.fixture(scope="module")
 def shoes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = SHARED_FIXTURES / "shoes"
-    if not source.is_dir():
-        pytest.skip(f"shared fixtures not found at {source}")
+    source = FIXTURES / "shoes"
     root = tmp_path_factory.mktemp("shoes")
     for name in ("relative_captions_shoes.json", "train_im_names.txt", "eval_im_names.txt"):
         shutil.copy(source / name, root / name)

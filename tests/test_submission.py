@@ -18,7 +18,7 @@ from harness.results import read_result
 from harness.score import score
 from harness.submission import circo_submission, cirr_submission, read_submission
 
-from .conftest import SHARED_FIXTURES
+from .conftest import FIXTURES
 
 
 #: The evaluation's own diagnostics of the embedded benchmark: no protocol metric, so not scored.
@@ -63,9 +63,7 @@ def test_submission_files_round_trip_through_score(finished, tmp_path: Path):
 
 
 def test_official_cirr_demo_files_pass_validation_and_are_rewritten_identically():
-    source = SHARED_FIXTURES / "cirr"
-    if not source.is_dir():
-        pytest.skip("shared fixtures not found")
+    source = FIXTURES / "cirr"
     split, _ = read_cirr_split(source, "test1")  # annotations only: the images are absent
     demo = source / "demo_files"
     merged: dict[int, dict] = {}
@@ -81,9 +79,7 @@ def test_official_cirr_demo_files_pass_validation_and_are_rewritten_identically(
 
 
 def test_invalid_rankings_are_refused_before_writing():
-    source = SHARED_FIXTURES / "cirr"
-    if not source.is_dir():
-        pytest.skip("shared fixtures not found")
+    source = FIXTURES / "cirr"
     from harness.errors import HarnessError
 
     split, _ = read_cirr_split(source, "test1")
@@ -101,15 +97,16 @@ def test_invalid_rankings_are_refused_before_writing():
         cirr_submission(rest, split)
 
 
-def test_circo_submission_example_is_read_and_scored():
-    source = SHARED_FIXTURES / "circo"
-    if not source.is_dir():
-        pytest.skip("shared fixtures not found")
+def test_circo_submission_example_is_read_and_scored(tmp_path: Path):
     from harness.data.circo import read_circo_split
 
-    split, _ = read_circo_split(source, "val")  # no images folder: annotations only
-    entries = read_submission(source / "submission_examples" / "submission_val.json")
-    assert len(entries) == 220 and all(len(e["top"]) == 50 for e in entries)
+    from .circo_format import write_circo_annotations, write_circo_submission
+
+    queries = write_circo_annotations(tmp_path)["val"]
+    write_circo_submission(tmp_path / "submission_val.json", queries)
+    split, _ = read_circo_split(tmp_path, "val")  # no images folder: annotations only
+    entries = read_submission(tmp_path / "submission_val.json")
+    assert len(entries) == 40 and all(len(e["top"]) == 50 for e in entries)
     _, config = EvalConfig().resolved("circo")
     metrics, _ = score(entries, split, config)
     assert set(metrics) == {"recall_at_5", "recall_at_10", "recall_at_25", "recall_at_50",
@@ -118,14 +115,12 @@ def test_circo_submission_example_is_read_and_scored():
     # our writer emits the same format: query id -> 50 unique integer ids
     split.gallery.extend({n for e in entries for n in e["top"]} - set(split.gallery))
     rewritten = circo_submission(entries, split)
-    original = json.loads((source / "submission_examples" / "submission_val.json").read_text())
+    original = json.loads((tmp_path / "submission_val.json").read_text())
     assert rewritten == original
 
 
 def test_soft_recall_reads_cirrs_target_soft_scores():
-    source = SHARED_FIXTURES / "cirr"
-    if not source.is_dir():
-        pytest.skip("shared fixtures not found")
+    source = FIXTURES / "cirr"
     split, _ = read_cirr_split(source, "val")
     scored = [t for t in split.triplets if 0.5 in dict(t.soft_targets).values()]
     assert scored, "the fixture has queries with a partly correct (0.5) label"

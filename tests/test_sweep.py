@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 
-from .conftest import write_yaml
+from .conftest import skip_unless_ci, write_yaml
 
 SWEEP = """
 experiment: tinysweep
@@ -122,7 +122,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory):
     from .postgres import postgres_bin, throwaway_postgres
 
     if postgres_bin() is None:
-        pytest.skip("PostgreSQL is not installed here (.ci/run installs it)")
+        skip_unless_ci("PostgreSQL is not installed here (.ci/run installs it)")
     with throwaway_postgres() as url:
         yield url
 

@@ -27,7 +27,7 @@ from harness.backbones.params import BackboneParams
 from harness.errors import HarnessError
 
 #: LoRA targets: attention projections of the language model only. A regex, because the
-#: vision tower also has q_proj / k_proj / v_proj modules (environment.md §2).
+#: vision tower also has q_proj / k_proj / v_proj modules (docs/sources.md).
 LORA_TARGET = r"^(?!.*vision).*\.(q_proj|k_proj|v_proj|o_proj)$"
 
 

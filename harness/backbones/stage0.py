@@ -74,7 +74,7 @@ STAGE0_THREADS = 1
 
 class Stage0Params(BaseModel):
     """Stage-0 budget. Defaults sized for a 2-core CPU (about a minute); the prototype's
-    17-second vision warm start lifted R@1 from about 2 to about 28 (prototype.md §5)."""
+    17-second vision warm start lifted R@1 from about 2 to about 28 (the project's prototype; docs/assumptions.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

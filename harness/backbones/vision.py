@@ -20,7 +20,7 @@ from harness.backbones.params import BackboneParams
 from harness.device import in_weights_dtype
 from harness.errors import HarnessError
 
-#: Pixel statistics of the tiny towers (prototype.md §2): x / 255 -> (x - 0.5) / 0.25.
+#: Pixel statistics of the tiny towers (docs/assumptions.md): x / 255 -> (x - 0.5) / 0.25.
 TINY_MEAN, TINY_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 #: OpenAI CLIP statistics, used when a pretrained directory has no preprocessor config.
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)

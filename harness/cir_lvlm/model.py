@@ -2,7 +2,7 @@
 
 family: lvlm | paper: "Leveraging Large Vision-Language Model as User Intent-aware Encoder for
 Composed Image Retrieval", arXiv 2412.11087 | assumes: everything marked below as NOT FOUND
-(the full text was not available; see ../shared/reference/paper-facts.md).
+(the full text was not available; see docs/assumptions.md).
 
 One LVLM encodes both sides in a single forward pass each, guided by a hybrid intent
 instruction:
@@ -73,7 +73,7 @@ class CIRLVLMParams(MethodParams):
     task_prompt: bool = Field(True, description="task-level instruction on (query/target wording differs)")
     soft_prompt: Literal["pool", "universal", "off"] = Field("pool", description="instance-specific pool, one universal prompt, or none")
     pool_size: int = Field(10, ge=1, description="prompts in the pool (NOT FOUND; L2P uses 10)")
-    prompt_length: int = Field(4, ge=1, description="tokens per prompt (NOT FOUND; prototype.md §2 used 4; L2P uses 5)")
+    prompt_length: int = Field(4, ge=1, description="tokens per prompt (NOT FOUND; the prototype used 4, docs/assumptions.md; L2P uses 5)")
     top_k: int = Field(1, ge=1, description="prompts selected per instance (NOT FOUND; top-1 here, L2P selects 5 of 10)")
     selection: Literal["visual", "text", "both"] = Field(
         "both", description="selection feature: mean visual prompt token, mean caption embedding, or both concatenated (NOT FOUND)")
@@ -81,7 +81,7 @@ class CIRLVLMParams(MethodParams):
         True, description="standardise each selection feature per dimension (running mean/std) before matching keys; "
         "harness assumption: raw mean features share a large common component and the pool collapses to one prompt")
     target_soft_prompt: bool = Field(False, description="also give the target side a selected soft prompt (NOT FOUND)")
-    key_loss_weight: float = Field(0.1, ge=0, description="weight of the key-matching loss (NOT FOUND; prototype.md §2 used 0.1)")
+    key_loss_weight: float = Field(0.1, ge=0, description="weight of the key-matching loss (NOT FOUND; the prototype used 0.1, docs/assumptions.md)")
     query_task_prompt: str = Field(QUERY_TASK_PROMPT, description="task prompt of the query side")
     target_task_prompt: str = Field(TARGET_TASK_PROMPT, description="task prompt of the target side")
     embed_dim: int = Field(256, ge=8, description="embedding width after the projection (NOT FOUND)")

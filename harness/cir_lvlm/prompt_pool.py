@@ -6,7 +6,7 @@
 The query feature picks the ``top_k`` prompts whose keys are closest by cosine; the key loss
 1 - cos(query, selected key) pulls selected keys towards the queries that chose them.
 Selection details are NOT FOUND in the paper; this follows Learning-to-Prompt (Wang et al.,
-CVPR 2022), as paper-facts.md §1.3 suggests. ``RunningStandardiser`` is this harness's
+CVPR 2022), as docs/assumptions.md records. ``RunningStandardiser`` is this harness's
 addition for the query features (see the method's ``standardise_selection``). Usage counts
 are kept for reports.
 """

@@ -1,6 +1,6 @@
 """How the relative captions of a multi-caption query (FashionIQ's two) become one text.
 
-Each CIR codebase has its own convention (../shared/research/cir_codebases.md §1.1), and
+Each CIR codebase has its own convention (docs/sources.md), and
 numbers are only comparable under the same one, so it is a named, recorded choice:
 
     clip4cir   "C1 and c2": both stripped of '.?, ', the first capitalised (CLIP4Cir validate.py;

@@ -1,5 +1,5 @@
 """Read CIRCO (Baldrati et al., ICCV 2023) from a local root in the layout of miccunifi/CIRCO
-(../shared/research/cir_codebases.md §1.4):
+(docs/sources.md):
 
     annotations/{val,test}.json   [{"id", "reference_img_id", "relative_caption", "target_img_id",
                                     "gt_img_ids": [...], ...}]  (test: no targets)

@@ -1,5 +1,5 @@
 """Read FashionIQ (Wu et al., CVPR 2021) from a local root in the layout of
-XiaoxiaoGuo/fashion-iq (../shared/research/cir_codebases.md §1.1):
+XiaoxiaoGuo/fashion-iq (docs/sources.md):
 
     captions/cap.{dress,shirt,toptee}.{train,val,test}.json   [{"candidate", "target", "captions": [c1, c2]}]
     image_splits/split.{dress,shirt,toptee}.{train,val,test}.json   [asin, ...]

@@ -1,5 +1,5 @@
 """Read Shoes (Guo et al., "Dialog-based interactive image retrieval", NeurIPS 2018) from a
-local root in the layout of XiaoxiaoGuo/fashion-retrieval (../shared/research/cir_codebases.md §1.3):
+local root in the layout of XiaoxiaoGuo/fashion-retrieval (docs/sources.md):
 
     relative_captions_shoes.json   [{"ImageName": target, "ReferenceImageName": ..., "RelativeCaption": ...}]
     train_im_names.txt, eval_im_names.txt   one image basename per line (disjoint)
