@@ -9,6 +9,7 @@ The CLI prints ``str(error)`` on one line and exits with code 2, without a trace
 from __future__ import annotations
 
 import difflib
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,6 +39,26 @@ class RunsFailed(HarnessError):
     input may be fine; a run broke), with the failures already reported one line each."""
 
     exit_code = 1
+
+
+class WorkerError(Exception):
+    """A run's exception as it crosses back from a ``--jobs`` worker: its type, one line and its
+    traceback (many exceptions, transformers' among them, cannot be unpickled and would break the
+    process pool)."""
+
+    def __init__(self, kind: str, message: str, remote_traceback: str):
+        super().__init__(kind, message, remote_traceback)
+        self.kind, self.message, self.remote_traceback = kind, message, remote_traceback
+
+    @classmethod
+    def of(cls, error: BaseException) -> WorkerError:
+        """``error`` as a WorkerError (itself when it is one)."""
+        if isinstance(error, WorkerError):
+            return error
+        return cls(type(error).__name__, " ".join(str(error).split()), "".join(traceback.format_exception(error)))
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -11,7 +11,6 @@ others go on (its error crosses back as a picklable ``WorkerError`` carrying the
 from __future__ import annotations
 
 import multiprocessing
-import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import TYPE_CHECKING
@@ -35,21 +34,9 @@ def _start_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-class WorkerError(Exception):
-    """A run's exception as it crosses back from a worker: its type, one line and its traceback
-    (many exceptions, transformers' among them, cannot be unpickled and would break the pool)."""
-
-    def __init__(self, kind: str, message: str, remote_traceback: str):
-        super().__init__(kind, message, remote_traceback)
-        self.kind, self.message, self.remote_traceback = kind, message, remote_traceback
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.message}"
-
-
 def _run(spec: RunSpec, run_dir) -> RunResult:
     global _SPLITS
-    from harness.errors import HarnessError
+    from harness.errors import HarnessError, WorkerError
     from harness.runner import _SplitCache, execute_run
 
     if _SPLITS is None:
@@ -59,8 +46,7 @@ def _run(spec: RunSpec, run_dir) -> RunResult:
     except HarnessError as error:
         raise HarnessError(str(error)) from None  # the one line, rebuilt from a picklable argument
     except Exception as error:  # noqa: BLE001 - handed to the parent, which reports it
-        raise WorkerError(type(error).__name__, " ".join(str(error).split()),
-                          "".join(traceback.format_exception(error))) from None
+        raise WorkerError.of(error) from None
 
 
 def run_in_processes(pending: list[tuple[int, RunSpec]], plan: Plan, jobs: int,

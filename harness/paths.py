@@ -52,9 +52,9 @@ class Confiner:
         if normal == ".." or normal.startswith(".." + os.sep):
             raise HarnessError(f"path {relative!r} climbs out of the dataset root {self.root}", file=file,
                                field=field, fix="keep every path in the data files inside the dataset root")
-        directory, name = os.path.split(os.path.join(self._root, normal))
         if normal == ".":
             return self.base
+        directory, name = os.path.split(os.path.join(self._root, normal))
         folder = self._directories.get(directory)
         if folder is None:
             folder = self._directories[directory] = Path(directory).resolve()

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +33,7 @@ from harness.data.synthetic.captions import template_corpus
 from harness.data.triplet import CIRSplit
 from harness.device import resolve_device
 from harness.environment import environment
-from harness.errors import HarnessError, RunsFailed
+from harness.errors import HarnessError, RunsFailed, WorkerError
 from harness.evaluate import evaluate
 from harness.methods.base import MethodContext
 from harness.registry import build_method
@@ -311,12 +310,11 @@ def record_failure(run_dir: Path, error: Exception) -> str:
     """One line for a failed run; a traceback that is not a user error goes to ``run_dir/error.log``."""
     if isinstance(error, HarnessError):
         return str(error)
+    error = WorkerError.of(error)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "error.log"
-    atomic_write_text(log, getattr(error, "remote_traceback", None) or "".join(traceback.format_exception(error)))
-    kind = getattr(error, "kind", type(error).__name__)
-    message = getattr(error, "message", " ".join(str(error).split()))
-    return f"{kind}: {message[:300]} (traceback in {log})"
+    atomic_write_text(log, error.remote_traceback)
+    return f"{error.kind}: {error.message[:300]} (traceback in {log})"
 
 
 def resolve_jobs(jobs: int | Literal["auto"], pending: int, plan: Plan, world: distributed.World) -> int:

@@ -114,13 +114,14 @@ class CIRLVLM(CIRMethod):
         self.connector = build_connector(params.connector, self.vision.hidden_size, hidden)
         if connector_file is not None:
             load_model(self.connector, str(connector_file))
+        vocabulary = len(self.tokenizer)
         added = self._ensure_vocabulary([params.query_task_prompt, params.target_task_prompt, EMBEDDING_TOKEN])
         self.embedding_token_id = self.tokenizer.convert_tokens_to_ids(EMBEDDING_TOKEN)
         if params.backbone.source == "pretrained" and params.backbone.lora_rank > 0:
             for tensor in self.language_model.parameters():
                 tensor.requires_grad_(False)
             self.language_model = with_lora(self.language_model, params.backbone)
-        self.embedding_row = self._trainable_embedding_row(EMBEDDING_TOKEN in added)
+        self.embedding_row = self._trainable_embedding_row(vocabulary if EMBEDDING_TOKEN in added else None)
         self.pool: PromptPool | None = None
         if params.soft_prompt != "off":
             size = params.pool_size if params.soft_prompt == "pool" else 1
@@ -212,23 +213,24 @@ class CIRLVLM(CIRMethod):
                 own = self.tokenizer.convert_tokens_to_ids(word) if word == EMBEDDING_TOKEN else None
                 if (unk is not None and unk in ids) or (word == EMBEDDING_TOKEN and (ids != [own] or own == unk)):
                     unknown.append(word)
-        self.original_vocabulary = len(self.tokenizer)
         if unknown:
             self.tokenizer.add_tokens(sorted(set(unknown)), special_tokens=False)
             if len(self.tokenizer) > self.language_model.get_input_embeddings().num_embeddings:
                 self.language_model.resize_token_embeddings(len(self.tokenizer))
         return set(unknown)
 
-    def _trainable_embedding_row(self, new_token: bool) -> nn.Parameter | None:
+    def _trainable_embedding_row(self, new_after: int | None) -> nn.Parameter | None:
         """[EMB]'s input embedding as a float32 parameter of its own when the LM's embedding table
         is frozen (LoRA), so the token the embedding is read at is learned; None when the table
-        trains (the row trains with it). A token new to the checkpoint starts at the mean of the
-        vocabulary's rows (as transformers' ``resize_token_embeddings`` initialises new rows),
-        not at the untrained padding row its id may fall on."""
+        trains (the row trains with it). A token new to the checkpoint (``new_after``: the
+        vocabulary's size before it was added) starts at the mean of the vocabulary's rows, as
+        transformers' ``resize_token_embeddings`` initialises new rows, not at the untrained
+        padding row its id may fall on."""
         table = self.language_model.get_input_embeddings().weight
         if table.requires_grad:
             return None
-        start = table[: self.original_vocabulary].mean(0, dtype=torch.float32) if new_token else table[self.embedding_token_id].float()
+        start = (table[:new_after].mean(0, dtype=torch.float32) if new_after is not None
+                 else table[self.embedding_token_id].float())
         return nn.Parameter(start.detach().clone())
 
     def _token_ids(self, text: str) -> torch.Tensor:
