@@ -142,3 +142,16 @@ def test_dual_encoder_methods_train_from_siglip_and_a_half_precision_clip(name, 
         with torch.no_grad():
             target = method.encode_target(split.images.load([t.target for t in split.triplets[:2]]))
         assert target.dtype == torch.float32 and torch.allclose(target.norm(dim=-1), torch.ones(2), atol=1e-3)
+
+
+def test_only_a_half_precision_tower_hands_back_float32_features(tmp_path: Path):
+    """A float32 tower's features stay as autocast computed them (bf16), so tiny runs are unchanged;
+    a tower kept in fp16 runs outside autocast and hands back float32."""
+    from harness.backbones.dual_encoder import DualEncoder
+
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    for dtype, expected in ((torch.float32, torch.bfloat16), (torch.float16, torch.float32)):
+        encoder = DualEncoder.from_directory(stand_ins.save_clip(tmp_path / str(dtype), dtype))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            assert encoder.image_features(images).dtype == expected
+            assert encoder.text_features(["remove the blue square"]).dtype == expected

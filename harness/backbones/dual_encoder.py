@@ -122,7 +122,7 @@ class DualEncoder(nn.Module):
             pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
         pixels = (pixels - self.mean) / self.std
         with in_weights_dtype(self.image_tower) as dtype:
-            return _as_computed(_pooled(self.model.get_image_features(pixel_values=pixels.to(dtype))))
+            return _as_computed(_pooled(self.model.get_image_features(pixel_values=pixels.to(dtype))), dtype)
 
     def text_features(self, texts: list[str]) -> torch.Tensor:
         ids, mask, _ = self._tokenize(texts, placeholder=None)
@@ -138,8 +138,8 @@ class DualEncoder(nn.Module):
     def _text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         device = self.mean.device
         kwargs = {} if self.siglip else {"attention_mask": to_device(mask, device)}  # SigLIP was trained without a mask
-        with in_weights_dtype(self.text_tower):
-            return _as_computed(_pooled(self.model.get_text_features(input_ids=to_device(ids, device), **kwargs)))
+        with in_weights_dtype(self.text_tower) as dtype:
+            return _as_computed(_pooled(self.model.get_text_features(input_ids=to_device(ids, device), **kwargs)), dtype)
 
     def _tokenize(self, texts: list[str], placeholder: str | None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """Token ids (BOS and EOS added by hand, so one rule serves our word-level tokenizers and
@@ -211,10 +211,10 @@ class DualEncoder(nn.Module):
 _NO_PROJECTION = nn.Identity()
 
 
-def _as_computed(features: torch.Tensor) -> torch.Tensor:
-    """Features of a half-precision tower in float32, so they can meet the run's autocast; a
-    float32 tower's features stay as autocast computed them."""
-    return features.float() if features.dtype in HALF_DTYPES else features
+def _as_computed(features: torch.Tensor, weights: torch.dtype) -> torch.Tensor:
+    """Features of a tower kept in half precision in float32, so they can meet the run's autocast;
+    a float32 tower's features stay as autocast computed them (bf16 under bf16 autocast)."""
+    return features.float() if weights in HALF_DTYPES else features
 
 
 def _pooled(output) -> torch.Tensor:
