@@ -29,7 +29,7 @@ from torch import nn
 from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params
-from harness.methods.base import MethodContext, MethodParams, TripletBatch, info_nce
+from harness.methods.base import MethodContext, MethodParams, TripletBatch
 from harness.methods.dual_encoder import DualEncoderMethod
 from harness.registry import register_method
 
@@ -140,14 +140,16 @@ class Clip4Cir(DualEncoderMethod):
             return self.combiner(image, text)
         return F.normalize(image + text, dim=-1)  # element_wise_sum: the raw features, then normalised
 
-    def loss(self, batch: TripletBatch) -> torch.Tensor:
+    def loss_inputs(self, batch: TripletBatch) -> dict[str, torch.Tensor]:
         if self.stage == 2:  # frozen encoders: features without a graph, as CLIP4Cir's precomputed ones
             with torch.no_grad():
                 image = self.encoder.image_features(batch.reference_images)
                 text = self.encoder.text_features(batch.captions)
                 target = F.normalize(self.encoder.image_features(batch.target_images), dim=-1)
-            query = self.combiner(image, text)
-        else:
-            query = self.encode_query(batch.reference_images, batch.captions)
-            target = self.encode_target(batch.target_images)
-        return info_nce(query, target, self.params.temperature, self.params.symmetric_loss)
+            return {"query": self.combiner(image, text), "target": target}
+        return super().loss_inputs(batch)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``encoders`` (what stage 1 tunes) and ``combiner`` (stage 2)."""
+        return {"encoders": [p for m in self._trained_modules() if m is not self.combiner for p in m.parameters()],
+                "combiner": list(self.combiner.parameters()) if self.params.stage1_fraction < 1 else []}

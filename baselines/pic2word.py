@@ -78,10 +78,15 @@ class Pic2Word(TextualInversionMethod):
     def invert(self, features: torch.Tensor) -> torch.Tensor:
         return self.mapping(features)
 
-    def loss(self, batch: ImageBatch | TripletBatch) -> torch.Tensor:
+    def loss_inputs(self, batch: ImageBatch | TripletBatch) -> dict[str, torch.Tensor]:
         if isinstance(batch, TripletBatch):
-            return super().loss(batch)
+            return super().loss_inputs(batch)
         features, token = self.pseudo_word(batch.images)
         text = F.normalize(self.encoder.prompt_features([self.params.train_prompt] * len(batch.names), token), dim=-1)
+        return {"text": text, "image": F.normalize(features, dim=-1)}
+
+    def loss_from(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "query" in inputs:  # supervised: triplets
+            return super().loss_from(inputs)
         temperature = float(1.0 / self.encoder.logit_scale())
-        return info_nce(text, F.normalize(features, dim=-1), temperature, symmetric=True)
+        return info_nce(inputs["text"], inputs["image"], temperature, symmetric=True)

@@ -47,6 +47,7 @@ from torch import nn
 from tqdm import tqdm
 
 from harness.backbones.dual_encoder import DualEncoder
+from harness.backbones.loading import probing
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params, scene_descriptions
 from harness.device import to_device
@@ -152,11 +153,11 @@ def associate(encoder: DualEncoder, features: torch.Tensor, concepts: list[str],
 
 
 def gpt_loss(encoder: DualEncoder, tokens: torch.Tensor, phrases: tuple[list[str], list[str]]) -> torch.Tensor:
-    """L_gpt: 1 - cos(text feature of the phrase, of the phrase with the concept as $)."""
+    """L_gpt per item: 1 - cos(text feature of the phrase, of the phrase with the concept as $)."""
     with torch.no_grad():
         reference = encoder.text_features(phrases[0])
     inverted = encoder.prompt_features(phrases[1], tokens, placeholder="$")
-    return (1 - F.cosine_similarity(inverted, reference, dim=-1)).mean()
+    return 1 - F.cosine_similarity(inverted, reference, dim=-1)
 
 
 @register_method("searle", family="textual_inversion", paper="Baldrati et al., ICCV 2023",
@@ -198,19 +199,25 @@ class Searle(TextualInversionMethod):
     def invert(self, features: torch.Tensor) -> torch.Tensor:
         return self.phi(features)
 
-    def loss(self, batch: ImageBatch | TripletBatch) -> torch.Tensor:
+    def loss_inputs(self, batch: ImageBatch | TripletBatch) -> dict[str, torch.Tensor]:
         if isinstance(batch, TripletBatch):
-            return super().loss(batch)
+            return super().loss_inputs(batch)
         features, predicted = self.pseudo_word(batch.images)
         rows = to_device(torch.tensor([self._oti_row[name] for name in batch.names]), predicted.device)
-        distil = info_nce(F.normalize(predicted, dim=-1), F.normalize(self.oti_tokens[rows], dim=-1),
-                          self.params.distil_temperature, symmetric=True)
-        if self.params.distil_gpt_weight == 0:
+        inputs = {"predicted": F.normalize(predicted, dim=-1), "oti": F.normalize(self.oti_tokens[rows], dim=-1)}
+        if self.params.distil_gpt_weight > 0:
+            top = associate(self.encoder, features, self.concept_phrases.concepts, self.params.phi_top_k)
+            concepts = [self.concept_phrases.concepts[int(row[self._rng.randrange(top.shape[1])])] for row in top]
+            inputs["regulariser"] = gpt_loss(self.encoder, predicted, self.concept_phrases.sample(concepts, self._rng))
+        return inputs
+
+    def loss_from(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "query" in inputs:  # supervised: triplets
+            return super().loss_from(inputs)
+        distil = info_nce(inputs["predicted"], inputs["oti"], self.params.distil_temperature, symmetric=True)
+        if "regulariser" not in inputs:
             return distil
-        top = associate(self.encoder, features, self.concept_phrases.concepts, self.params.phi_top_k)
-        concepts = [self.concept_phrases.concepts[int(row[self._rng.randrange(top.shape[1])])] for row in top]
-        regulariser = gpt_loss(self.encoder, predicted, self.concept_phrases.sample(concepts, self._rng))
-        return distil + self.params.distil_gpt_weight * regulariser
+        return distil + self.params.distil_gpt_weight * inputs["regulariser"].mean()
 
 
 # ---------------------------------------------------------------------- OTI
@@ -230,7 +237,11 @@ def _oti_key(method: Searle, context: MethodContext) -> str:
 
 def ensure_oti(method: Searle, context: MethodContext) -> tuple[list[str], torch.Tensor, dict]:
     """(image names, their OTI tokens [N, w], the OTI report), cached under
-    ``<cache>/searle/oti-<key>/`` and built (atomically) when absent."""
+    ``<cache>/searle/oti-<key>/`` and built (atomically) when absent; zeros, never cached, when
+    the method is built for its structure only (harness.backbones.loading.structure_probe)."""
+    if probing():  # built for its structure (harness plan): random weights, nothing to invert or cache
+        names = sorted(context.train_split.images.paths)[: method.params.oti_images]
+        return names, torch.zeros(len(names), method.encoder.token_width), {}
     directory = cache_dir() / "searle" / f"oti-{_oti_key(method, context)}"
     if not (directory / "oti.json").is_file():
         staging = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
@@ -283,7 +294,7 @@ def _invert(method: Searle, context: MethodContext) -> tuple[list[str], torch.Te
             loss = weight_cos * loss_cos
             if weight_gpt > 0:
                 picked = [concepts[int(row[rng.randrange(top.shape[1])])] for row in top]
-                loss = loss + weight_gpt * gpt_loss(encoder, token, method.concept_phrases.sample(picked, rng))
+                loss = loss + weight_gpt * gpt_loss(encoder, token, method.concept_phrases.sample(picked, rng)).mean()
             loss = loss / (weight_cos + weight_gpt)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -135,8 +135,14 @@ class ReportConfig(BaseModel):
                                                              description="what the report is written as")
 
 
-#: (section, field) of settings that decide what is kept, not what is computed: left out of run ids
-ID_NEUTRAL: tuple[tuple[str, str], ...] = (("train", "keep_checkpoint"),)
+#: (section, field) of settings that decide what is kept or how a step is laid out in memory, not
+#: what is computed: left out of run ids (a run resumes under other memory settings)
+ID_NEUTRAL: tuple[tuple[str, str], ...] = (
+    ("train", "keep_checkpoint"), ("train", "checkpoint_every"), ("train", "micro_batch_size"),
+    ("train", "gradient_checkpointing"))
+#: (section, field) of settings added after run ids were first given out: left out of a run id while
+#: at their default, so the runs made before keep their ids (and cached results)
+ID_LATER: tuple[tuple[str, str], ...] = (("train", "group_lr"),)
 
 
 class RunConfig(BaseModel):
@@ -153,10 +159,15 @@ class RunConfig(BaseModel):
 
     def run_id(self) -> str:
         """Stable id: short hash of the resolved config (key order independent), without the
-        settings that cannot change a result (``ID_NEUTRAL``)."""
+        settings that cannot change a result (``ID_NEUTRAL``) and the later ones at their
+        default (``ID_LATER``)."""
         resolved = self.model_dump(mode="json")
         for section, key in ID_NEUTRAL:
             resolved.get(section, {}).pop(key, None)
+        for section, key in ID_LATER:
+            default = type(getattr(self, section)).model_fields[key].get_default(call_default_factory=True)
+            if getattr(getattr(self, section), key) == default:
+                resolved[section].pop(key)
         blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

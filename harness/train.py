@@ -5,7 +5,10 @@
 Every method trains through this loop, so a comparison differs only in the method. The data
 order comes from a generator seeded by (seed, epoch), so a run is deterministic on CPU for a
 given seed. A checkpoint (model as safetensors; optimizer, scheduler, RNG and position with
-``torch.save``, read back with ``weights_only=True``) is written atomically after each epoch.
+``torch.save``, read back with ``weights_only=True``) is written atomically after each epoch
+and, with ``checkpoint_every``, every N steps. Memory: ``micro_batch_size`` (GradCache, exact
+in-batch negatives) and ``gradient_checkpointing``; ``group_lr`` gives parameter groups their
+own learning rates.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from tqdm import tqdm
 from harness import distributed
 from harness.checkpoint import load_trained_weights, save_trained_weights
 from harness.data.triplet import CIRSplit
+from harness.activation_memory import enable_gradient_checkpointing
 from harness.device import Precision, autocast, resolve_precision, to_device
 from harness.errors import HarnessError
+from harness.grad_cache import cached_backward, check_splittable
 from harness.methods.base import CIRMethod, ImageBatch, TripletBatch
 
 
@@ -58,6 +63,21 @@ class TrainConfig(BaseModel):
     keep_checkpoint: bool = Field(
         True, description="keep checkpoints/last once the run's result is written (what `harness score` and a later "
         "evaluation read); false removes it, e.g. in sweeps. Not part of the run id")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="compute each step in micro-batches of this many items per process, GradCache-style "
+        "(harness.grad_cache): the loss still contrasts the whole batch, so the step equals the plain one up to float "
+        "rounding, for a second forward pass; per-item random draws (dropout) differ. null: the whole batch at once. "
+        "Not part of the run id")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute the transformer layers' activations in the backward pass instead of keeping "
+        "them (transformers' gradient checkpointing, non-reentrant) in every trained model of the method. Not part of "
+        "the run id")
+    group_lr: dict[str, float] = Field(
+        default_factory=dict, description="learning rate per parameter group of the method (CIR-LVLM: new, "
+        "language_model, vision; clip4cir: encoders, combiner; any other method: all); groups not named use lr")
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="also write the checkpoint every this many steps (null: after each epoch only). Not "
+        "part of the run id")
     gather_negatives: bool = Field(
         True, description="under torchrun: every rank's items are negatives of the contrastive loss, so the step equals "
         "the single-process step of the global batch; false: each rank contrasts its own share only (cheaper)")
@@ -143,6 +163,46 @@ def batch_rows(num_items: int, config: TrainConfig, seed: int, steps: int) -> li
     return rows[:steps]
 
 
+@dataclass(frozen=True)
+class Position:
+    """Where a run stands: steps done, passes finished, batches done in the current pass and
+    their losses (a checkpoint inside a pass resumes there)."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    pass_losses: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, state: dict[str, Any]) -> Position:
+        return cls(int(state["step"]), int(state["epoch"]), int(state.get("batch_in_pass", 0)),
+                   tuple(float(v) for v in state.get("pass_losses", [])))
+
+    def advanced(self) -> Position:
+        return Position(self.step + 1, self.epoch, self.batch + 1)
+
+    def next_pass(self) -> Position:
+        return Position(self.step, self.epoch + 1, 0)
+
+
+def build_optimizer(method: CIRMethod, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over ``method.optimizer_parameters()``: one group at ``lr``, or with ``group_lr`` the
+    method's parameter groups, each at its own learning rate (unnamed groups at ``lr``)."""
+    if not config.group_lr:
+        return torch.optim.AdamW(method.optimizer_parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    groups = method.parameter_groups()
+    unknown = sorted(set(config.group_lr) - set(groups))
+    if unknown:
+        raise HarnessError(f"train.group_lr names {', '.join(unknown)}, which {method.method_name} does not have",
+                           field="train.group_lr", fix=f"name one of its groups: {', '.join(sorted(groups))}")
+    grouped = {id(p) for group in groups.values() for p in group}
+    if grouped != {id(p) for p in method.optimizer_parameters()}:
+        raise ValueError(f"{type(method).__name__}.parameter_groups() does not cover optimizer_parameters() exactly")
+    return torch.optim.AdamW([{"params": params, "lr": config.group_lr.get(name, config.lr), "group": name}
+                              for name, params in groups.items() if params],
+                             lr=config.lr, weight_decay=config.weight_decay)
+
+
 def train(
     method: CIRMethod,
     split: CIRSplit,
@@ -179,13 +239,17 @@ def train(
         raise ValueError(f"{len(source)} training {source.unit} are fewer than one batch of {config.batch_size}")
 
     method.to(device).train()
-    optimizer_parameters = method.optimizer_parameters()
+    optimizer = build_optimizer(method, config)
+    optimizer_parameters = [p for group in optimizer.param_groups for p in group["params"]]
     clipped = list(method.parameters())  # listed once: walking the module tree every step costs a small model ~1%
-    optimizer = torch.optim.AdamW(optimizer_parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, config.warmup_ratio))
+    micro_batch = config.micro_batch_size
+    if micro_batch is not None:
+        check_splittable(method)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(method)
     order_rng = torch.Generator().manual_seed(seed)
-    step = 0
-    epoch = 0
+    position = Position()
     found = resume and checkpoint_dir is not None and (checkpoint_dir / "last" / "state.pt").is_file()
     state = load_checkpoint(checkpoint_dir, method) if found and world.is_main else None  # type: ignore[arg-type]
     state = distributed.broadcast_object(state)  # rank 0 reads; the ranks need no shared filesystem
@@ -196,54 +260,67 @@ def train(
         order_rng.set_state(state["order_rng"])
         _restore_rng(state)
         method.load_training_state(state.get("method", {}))
-        step, epoch = int(state["step"]), int(state["epoch"])
+        position = Position.of(state)
         summary.loss_per_epoch = [float(v) for v in state.get("loss_per_epoch", [])]
-        summary.resumed_from_step = step
+        summary.resumed_from_step = position.step
     if world.rank > 0:  # dropout and other draws differ between ranks, as they differ between items of one batch
-        torch.manual_seed(seed + 7919 * world.rank + step)
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {method.method_name}", unit="step", disable=not progress,
-               leave=False)
+        torch.manual_seed(seed + 7919 * world.rank + position.step)
+    bar = tqdm(total=total_steps, initial=position.step, desc=f"train {method.method_name}", unit="step",
+               disable=not progress, leave=False)
     live_loss = torch.device(device).type == "cpu"
+
+    def save(pass_start: torch.Tensor, pass_losses: list[torch.Tensor]) -> None:
+        """Checkpoint at ``position``: the pass's data order is redrawn from ``pass_start`` on resume."""
+        if checkpoint_dir is not None and config.checkpoint:
+            if world.is_main:
+                save_checkpoint(checkpoint_dir, method, optimizer, scheduler, pass_start, position,
+                                summary.loss_per_epoch, [float(v) for v in pass_losses])
+            distributed.barrier()
+
     start = time.perf_counter()
     with distributed.training_scope(config.gather_negatives):
-        while step < total_steps:
-            epoch_losses: list[torch.Tensor] = []  # kept on the device: no host-device sync per step on a GPU
-            for rows in pass_batches(len(source), config.batch_size, order_rng):
-                if step >= total_steps:
+        while position.step < total_steps:
+            pass_start = order_rng.get_state()  # what a checkpoint inside this pass restores
+            batches = pass_batches(len(source), config.batch_size, order_rng)
+            pass_losses = [torch.tensor(v) for v in position.pass_losses]  # on the device: one sync per epoch on a GPU
+            for rows in batches[position.batch:]:
+                if position.step >= total_steps:
                     break
                 batch = source.batch(distributed.shard_rows(rows, world), device)
-                method.begin_step(step, total_steps)
-                with autocast(device, precision):
-                    loss = method.loss(batch)
+                method.begin_step(position.step, total_steps)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if micro_batch is not None and micro_batch < len(batch):
+                    loss = cached_backward(method, batch, micro_batch, lambda: autocast(device, precision))
+                else:
+                    with autocast(device, precision):
+                        loss = method.loss(batch)
+                    loss.backward()
                 distributed.average_gradients(optimizer_parameters)
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(clipped, config.grad_clip)
                 optimizer.step()
                 scheduler.step()
-                step += 1
-                epoch_losses.append(_global_mean(loss.detach(), world))
+                position = position.advanced()
+                pass_losses.append(_global_mean(loss.detach(), world))
                 if live_loss:  # on a CPU reading the loss costs nothing; on a GPU it waits for the step
-                    bar.set_postfix(loss=f"{float(epoch_losses[-1]):.3f}", epoch=epoch + 1, refresh=False)
+                    bar.set_postfix(loss=f"{float(pass_losses[-1]):.3f}", epoch=position.epoch + 1, refresh=False)
                 bar.update()
-            epoch += 1
-            losses = [float(value) for value in torch.stack(epoch_losses).cpu()]  # one sync per epoch
+                every = config.checkpoint_every
+                if every and position.step % every == 0 and position.step < total_steps and position.batch < len(batches):
+                    save(pass_start, pass_losses)
+            position = position.next_pass()
+            losses = [float(value) for value in torch.stack(pass_losses).cpu()]  # one sync per epoch
             summary.loss_per_epoch.append(float(np.mean(losses)))
             summary.final_loss = losses[-1]
-            bar.set_postfix(loss=f"{summary.loss_per_epoch[-1]:.3f} (epoch mean)", epoch=epoch, refresh=False)
-            if checkpoint_dir is not None and config.checkpoint:
-                if world.is_main:
-                    save_checkpoint(checkpoint_dir, method, optimizer, scheduler, order_rng, epoch, step,
-                                    summary.loss_per_epoch)
-                distributed.barrier()
+            bar.set_postfix(loss=f"{summary.loss_per_epoch[-1]:.3f} (epoch mean)", epoch=position.epoch, refresh=False)
+            save(order_rng.get_state(), [])
             if on_epoch is not None:
-                on_epoch(epoch, method)
+                on_epoch(position.epoch, method)
                 method.train()
     bar.close()
     summary.seconds = time.perf_counter() - start
-    summary.steps = step
-    summary.epochs = epoch
+    summary.steps = position.step
+    summary.epochs = position.epoch
     method.eval()
     return summary
 
@@ -322,14 +399,15 @@ def save_checkpoint(
     method: CIRMethod,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    order_rng: torch.Generator,
-    epoch: int,
-    step: int,
+    order_rng_state: torch.Tensor,
+    position: Position,
     loss_per_epoch: list[float] | None = None,
+    pass_losses: list[float] | None = None,
 ) -> Path:
     """Write ``directory/last`` atomically: model.safetensors (what the run trains, with the frozen
-    base weights' digest: harness.checkpoint) + state.pt (optimizer, scheduler, data order,
-    torch / numpy / python RNG states, position, losses so far)."""
+    base weights' digest: harness.checkpoint) + state.pt (optimizer, scheduler, the data-order
+    generator's state at the start of the current pass, torch / numpy / python RNG states,
+    position, losses so far)."""
     directory.mkdir(parents=True, exist_ok=True)
     staging = directory / f".last.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -338,13 +416,15 @@ def save_checkpoint(
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "order_rng": order_rng.get_state(),
+        "order_rng": order_rng_state,
         "torch_rng": torch.get_rng_state(),
         "numpy_rng": torch.from_numpy(np.random.get_state(legacy=False)["state"]["key"].astype(np.int64)),
         "numpy_rng_pos": int(np.random.get_state(legacy=False)["state"]["pos"]),
         "python_rng": random.getstate(),
-        "epoch": epoch,
-        "step": step,
+        "epoch": position.epoch,
+        "step": position.step,
+        "batch_in_pass": position.batch,
+        "pass_losses": list(pass_losses or []),
         "loss_per_epoch": list(loss_per_epoch or []),
         "method": method.training_state(),
     }

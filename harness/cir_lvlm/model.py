@@ -20,7 +20,9 @@ top-k, selection features, connector type) are parameters of this one class.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +33,7 @@ from safetensors.torch import load_model
 from torch import nn
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 
+from harness.backbones.loading import pretrained_model
 from harness.backbones.language import (
     decoder,
     language_model_from_directory,
@@ -123,6 +126,7 @@ class CIRLVLM(CIRMethod):
             self.language_model = with_lora(self.language_model, params.backbone)
         self.embedding_row = self._trainable_embedding_row(vocabulary if EMBEDDING_TOKEN in added else None)
         self.pool: PromptPool | None = None
+        self._whole_batch_moments: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         if params.soft_prompt != "off":
             size = params.pool_size if params.soft_prompt == "pool" else 1
             top_k = params.top_k if params.soft_prompt == "pool" else 1
@@ -169,7 +173,7 @@ class CIRLVLM(CIRMethod):
             if not (directory / "config.json").is_file():
                 raise HarnessError("no config.json in the LVLM directory", file=directory, field="method.params.backbone.lvlm_dir",
                                    fix="point it at a LLaVA-style save_pretrained() directory")
-            model = AutoModelForImageTextToText.from_pretrained(directory, local_files_only=True)
+            model = pretrained_model(AutoModelForImageTextToText, directory)
             inner = getattr(model, "model", model)
             if hasattr(inner, "visual") and hasattr(inner, "language_model") and not _is_deepstack(inner.visual):
                 # Qwen2-VL / Qwen2.5-VL: the merger already maps patches to the LM width.
@@ -244,36 +248,44 @@ class CIRLVLM(CIRMethod):
         """Token embeddings in float32 (segments are joined in float32, then cast to the LM's dtype)."""
         return self.language_model.get_input_embeddings()(ids).float()
 
+    def _visual_prompt_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The connector's visual prompt tokens of ``images``, float32 [B, N, hidden]."""
+        features = self.vision(to_device(images, self.head.weight.device))
+        with full_precision(features.device):
+            # float32 connector: the prompt pool selects on the mean visual token, whose instance-to-instance
+            # spread (std ~0.007 on the toy model) bf16 rounding at the tokens' magnitude would erase
+            return self.connector(features.float())
+
+    def _caption_embeds(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token embeddings [B, T, hidden], mask [B, T]) of the captions, right-padded."""
+        device = self.head.weight.device
+        tokens = self.tokenizer(captions, add_special_tokens=False, padding=True, truncation=True,
+                                max_length=self.params.max_caption_tokens, return_tensors="pt")
+        return self._embed(to_device(tokens["input_ids"], device)), to_device(tokens["attention_mask"], device).float()
+
     def build_inputs(
         self, images: torch.Tensor, captions: list[str] | None
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[int, int]], torch.Tensor]:
-        """(inputs_embeds, attention_mask, layout, key_loss) of a query (captions given) or a
-        target (captions None). ``layout`` maps each segment to its [start, end) positions."""
+        """(inputs_embeds, attention_mask, layout, key_loss per item) of a query (captions given)
+        or a target (captions None). ``layout`` maps each segment to its [start, end) positions."""
         side = "target" if captions is None else "query"
         batch = images.shape[0]
         device = self.head.weight.device
-        features = self.vision(to_device(images, device))
-        with full_precision(device):
-            # float32 connector: the prompt pool selects on the mean visual token, whose instance-to-instance
-            # spread (std ~0.007 on the toy model) bf16 rounding at the tokens' magnitude would erase
-            visual = self.connector(features.float())
+        visual = self._visual_prompt_tokens(images)
         segments: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         task = to_device(self._task_ids[side], device)
         segments.append(("task", self._embed(task).unsqueeze(0).expand(batch, -1, -1), torch.ones(batch, len(task), device=device)))
         segments.append(("image", visual, torch.ones(visual.shape[:2], device=device)))
         caption_embeds = caption_mask = None
         if captions is not None:
-            tokens = self.tokenizer(captions, add_special_tokens=False, padding=True, truncation=True,
-                                    max_length=self.params.max_caption_tokens, return_tensors="pt")
-            caption_mask = to_device(tokens["attention_mask"], device).float()
-            caption_embeds = self._embed(to_device(tokens["input_ids"], device))
+            caption_embeds, caption_mask = self._caption_embeds(captions)
             segments.append(("caption", caption_embeds, caption_mask))
-        key_loss = torch.zeros((), device=device)
+        key_loss = torch.zeros(batch, device=device)
         if self.pool is not None and (side == "query" or self.params.target_soft_prompt):
-            feature = self._selection_feature(visual, caption_embeds, caption_mask)
-            prompts, key_loss, _ = self.pool(feature)
+            raw = self._raw_selection(visual, caption_embeds, caption_mask)
+            prompts, key_loss, _ = self.pool(self._standardised(raw, side))
             if self.params.soft_prompt == "universal":
-                key_loss = torch.zeros((), device=device)
+                key_loss = torch.zeros(batch, device=device)
             segments.append(("soft_prompt", prompts, torch.ones(prompts.shape[:2], device=device)))
         if self.embedding_row is not None:
             emb = self.embedding_row.view(1, 1, -1).expand(batch, 1, -1)
@@ -288,22 +300,59 @@ class CIRLVLM(CIRMethod):
         mask = torch.cat([mask for _, _, mask in segments], dim=1)
         return inputs, mask, layout, key_loss
 
-    def _selection_feature(self, visual, caption_embeds, caption_mask) -> torch.Tensor:
-        """The query feature that picks soft prompts: the standardised mean visual prompt token
-        and/or mean caption embedding, concatenated and detached (L2P uses frozen features).
-        A side without a caption (a target) contributes the running mean, i.e. zeros."""
-        parts = []
+    def _raw_selection(self, visual, caption_embeds, caption_mask) -> dict[str, torch.Tensor | None]:
+        """The detached features that pick soft prompts, per part: the mean visual prompt token
+        and/or the mean caption embedding (L2P selects on frozen features); None for the caption
+        part of a side without one (a target)."""
+        raw: dict[str, torch.Tensor | None] = {}
         for part in self.selection_parts:
             if part == "visual":
-                feature = visual.mean(1)
+                raw[part] = visual.mean(1).detach().float()
             elif caption_embeds is not None:
                 mask = caption_mask.unsqueeze(-1)
-                feature = (caption_embeds * mask).sum(1) / mask.sum(1).clamp(min=1)
+                raw[part] = ((caption_embeds * mask).sum(1) / mask.sum(1).clamp(min=1)).detach().float()
             else:
-                parts.append(torch.zeros_like(visual[:, 0]))
+                raw[part] = None
+        return raw
+
+    def _standardised(self, raw: dict[str, torch.Tensor | None], side: str) -> torch.Tensor:
+        """The selection feature: each part standardised (with the whole batch's moments inside
+        ``whole_batch``) and concatenated; a missing part contributes the running mean, i.e. zeros."""
+        parts = []
+        for part, feature in raw.items():
+            if feature is None:
+                parts.append(torch.zeros_like(next(f for f in raw.values() if f is not None)))
                 continue
-            parts.append(self.standardisers[part](feature.detach().float()))
+            moments = self._whole_batch_moments.get((side, part))
+            standardiser = self.standardisers[part]
+            parts.append(standardiser(feature) if moments is None else standardiser(feature, moments))
         return torch.cat(parts, dim=-1)
+
+    @contextlib.contextmanager
+    def whole_batch(self, batch: TripletBatch, parts: list[TripletBatch]) -> Iterator[None]:
+        """Micro-batches standardise their selection features with the whole batch's moments, as
+        one batch does (and the running moments are updated once per side, as one batch updates
+        them): the selection features of every part are computed first, without a graph. This
+        costs one more vision + connector forward per micro-batch."""
+        if self.pool is None or not self.params.standardise_selection or not self.training:
+            yield
+            return
+        sides = ["query", "target"] if self.params.target_soft_prompt else ["query"]
+        with torch.no_grad():
+            raws = {side: [self._raw_selection(self._visual_prompt_tokens(part.target_images if side == "target"
+                                                                          else part.reference_images),
+                                               *(self._caption_embeds(part.captions) if side == "query"
+                                                 else (None, None)))
+                           for part in parts] for side in sides}
+            for side in sides:
+                for name in self.selection_parts:
+                    if raws[side][0][name] is not None:
+                        features = torch.cat([raw[name] for raw in raws[side]])
+                        self._whole_batch_moments[(side, name)] = self.standardisers[name].observe(features)
+        try:
+            yield
+        finally:
+            self._whole_batch_moments = {}
 
     def _encode(self, images: torch.Tensor, captions: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, mask, _, key_loss = self.build_inputs(images, captions)
@@ -317,7 +366,7 @@ class CIRLVLM(CIRMethod):
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
         with in_weights_dtype(self.language_model) as dtype:
             return self.language_model(inputs_embeds=inputs.to(dtype), attention_mask=mask.long(),
-                                       position_ids=positions, **kwargs)
+                                       position_ids=positions, use_cache=False, **kwargs)
 
     # ------------------------------------------------------------------ the method interface
 
@@ -327,14 +376,31 @@ class CIRLVLM(CIRMethod):
     def encode_target(self, images: torch.Tensor) -> torch.Tensor:
         return self._encode(images, None)[0]
 
-    def loss(self, batch: TripletBatch) -> torch.Tensor:
+    def loss_inputs(self, batch: TripletBatch) -> dict[str, torch.Tensor]:
         query, query_key_loss = self._encode(batch.reference_images, batch.captions)
         target, target_key_loss = self._encode(batch.target_images, None)
+        return {"query": query, "target": target, "key_loss": query_key_loss + target_key_loss}
+
+    def loss_from(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """InfoNCE + ``key_loss_weight`` x the mean key loss (query side, plus the target's own
+        when it selects a soft prompt)."""
         temperature = float(self.params.temperature)
         if self.params.learnable_temperature:
             temperature = 1.0 / self.log_inverse_temperature.clamp(max=math.log(100.0)).exp()
-        contrastive = info_nce(query, target, temperature, self.params.symmetric_loss)
-        return contrastive + self.params.key_loss_weight * (query_key_loss + target_key_loss)
+        contrastive = info_nce(inputs["query"], inputs["target"], temperature, self.params.symmetric_loss)
+        return contrastive + self.params.key_loss_weight * inputs["key_loss"].mean()
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``new`` (connector, prompt pool, [EMB] row, head, temperature: trained from scratch),
+        ``language_model`` (its LoRA adapters, or all of it when no adapter) and ``vision`` (when
+        the tower trains): what ``train.group_lr`` sets apart."""
+        trained = {id(p) for p in self.optimizer_parameters()}
+        groups: dict[str, list[nn.Parameter]] = {
+            "language_model": [p for p in self.language_model.parameters() if id(p) in trained],
+            "vision": [p for p in self.vision.parameters() if id(p) in trained]}
+        taken = {id(p) for group in groups.values() for p in group}
+        groups["new"] = [p for p in self.optimizer_parameters() if id(p) not in taken]
+        return groups
 
     def statistics(self) -> dict[str, Any]:
         return {} if self.pool is None else self.pool.usage_statistics()

@@ -1,10 +1,11 @@
 """The instance-specific soft prompt: a learnable prompt pool with keys (L2P-style).
 
     pool = PromptPool(pool_size=10, length=4, dim=128, top_k=1)
-    prompts, key_loss, selected = pool(query_feature)   # [B, k*L, dim], scalar, [B, k]
+    prompts, key_loss, selected = pool(query_feature)   # [B, k*L, dim], [B], [B, k]
 
 The query feature picks the ``top_k`` prompts whose keys are closest by cosine; the key loss
-1 - cos(query, selected key) pulls selected keys towards the queries that chose them.
+1 - cos(query, selected key) (per item, averaged over its k prompts) pulls selected keys
+towards the queries that chose them.
 Selection details are NOT FOUND in the paper; this follows Learning-to-Prompt (Wang et al.,
 CVPR 2022), as docs/assumptions.md records. ``RunningStandardiser`` is this harness's
 addition for the query features (see the method's ``standardise_selection``). Usage counts
@@ -35,17 +36,27 @@ class RunningStandardiser(nn.Module):
         self.register_buffer("var", torch.ones(dim))
         self.register_buffer("batches", torch.zeros((), dtype=torch.long))
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self.training and features.shape[0] > 1:
-            mean, var = batch_moments(features)  # over the global batch under torchrun
-            with torch.no_grad():
-                weight = 1.0 if int(self.batches) == 0 else self.momentum
-                self.mean.lerp_(mean.detach(), weight)
-                self.var.lerp_(var.detach(), weight)
-                self.batches += 1
+    def forward(self, features: torch.Tensor, moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Standardised ``features``; ``moments`` (from ``observe`` of the whole batch) stand in
+        for the batch's own when ``features`` are one micro-batch of it."""
+        if moments is not None:
+            mean, var = moments
+        elif self.training and features.shape[0] > 1:
+            mean, var = self.observe(features)
         else:
             mean, var = self.mean, self.var
         return (features - mean) / (var + self.eps).sqrt()
+
+    def observe(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch moments of ``features`` (over the global batch under torchrun), folded into
+        the running ones."""
+        mean, var = batch_moments(features)
+        with torch.no_grad():
+            weight = 1.0 if int(self.batches) == 0 else self.momentum
+            self.mean.lerp_(mean.detach(), weight)
+            self.var.lerp_(var.detach(), weight)
+            self.batches += 1
+        return mean, var
 
 
 class PromptPool(nn.Module):
@@ -70,7 +81,7 @@ class PromptPool(nn.Module):
             similarity = F.normalize(query_feature.float(), dim=-1) @ F.normalize(self.keys.float(), dim=-1).T
         selected = similarity.topk(self.top_k, dim=-1).indices
         prompts = self.prompts[selected].flatten(1, 2)
-        key_loss = (1.0 - similarity.gather(1, selected)).mean()
+        key_loss = (1.0 - similarity.gather(1, selected)).mean(1)
         if not self.training:
             self.usage += torch.bincount(selected.flatten(), minlength=self.pool_size).to(self.usage)
         return prompts, key_loss, selected

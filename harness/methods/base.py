@@ -6,8 +6,12 @@ A method is a ``torch.nn.Module`` with
   as the image store holds them; the method does its own preprocessing) and relative
   captions, L2-normalised;
 - ``encode_target(images) -> Tensor[B, D]``: candidate images, L2-normalised;
-- ``loss(batch) -> Tensor``: in-batch InfoNCE between query and target embeddings by
-  default; a method adds its own terms by overriding it.
+- ``loss_inputs(batch) -> dict[str, Tensor]`` and ``loss_from(inputs) -> Tensor``: the loss
+  in two halves, per-item tensors (row i belongs to item i: the query and target embeddings
+  by default) and the batch loss computed from them (in-batch InfoNCE by default). A method
+  adds its own terms by overriding both; ``loss(batch)`` is their composition. The split is
+  what lets the shared loop micro-batch a step with exact in-batch negatives
+  (harness.grad_cache).
 
 A method trains on triplets by default; one that learns from images alone (zero-shot
 textual inversion) sets ``training_data = "images"`` and gets ``ImageBatch``es of the
@@ -20,6 +24,7 @@ Each method declares a typed pydantic parameter model ``Params`` (subclass of
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -67,6 +72,14 @@ class TripletBatch:
     captions: list[str]
     target_images: torch.Tensor
 
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def part(self, start: int, stop: int) -> TripletBatch:
+        """Items ``start``..``stop - 1`` (a micro-batch)."""
+        return TripletBatch(self.reference_images[start:stop], self.captions[start:stop],
+                            self.target_images[start:stop])
+
 
 @dataclass
 class ImageBatch:
@@ -74,6 +87,13 @@ class ImageBatch:
 
     images: torch.Tensor
     names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def part(self, start: int, stop: int) -> ImageBatch:
+        """Items ``start``..``stop - 1`` (a micro-batch)."""
+        return ImageBatch(self.images[start:stop], self.names[start:stop])
 
 
 def info_nce(query: torch.Tensor, target: torch.Tensor, temperature: float, symmetric: bool = False) -> torch.Tensor:
@@ -142,10 +162,33 @@ class CIRMethod(nn.Module):
     def begin_step(self, step: int, total_steps: int) -> None:
         """Called by the shared loop before step ``step`` (0-based) of ``total_steps``."""
 
-    def loss(self, batch: TripletBatch) -> torch.Tensor:
-        query = self.encode_query(batch.reference_images, batch.captions)
-        target = self.encode_target(batch.target_images)
-        return info_nce(query, target, self.params.temperature, self.params.symmetric_loss)
+    def loss(self, batch: TripletBatch | ImageBatch) -> torch.Tensor:
+        """The training loss of ``batch``: ``loss_from(loss_inputs(batch))``. Override the two
+        halves, not this, or micro-batching (``train.micro_batch_size``) is refused."""
+        return self.loss_from(self.loss_inputs(batch))
+
+    def loss_inputs(self, batch: TripletBatch | ImageBatch) -> dict[str, torch.Tensor]:
+        """Per-item tensors the loss is computed from (row i is item i's): by default the
+        query and target embeddings. Every random draw of a step happens here, so a
+        micro-batch recomputed with the same random state gives the same tensors."""
+        return {"query": self.encode_query(batch.reference_images, batch.captions),
+                "target": self.encode_target(batch.target_images)}
+
+    def loss_from(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch loss from ``loss_inputs``' tensors (in-batch InfoNCE by default): the only
+        place items meet, so it sees the whole batch even when the inputs came in micro-batches."""
+        return info_nce(inputs["query"], inputs["target"], self.params.temperature, self.params.symmetric_loss)
+
+    def whole_batch(self, batch: TripletBatch | ImageBatch, parts: list[TripletBatch | ImageBatch]):
+        """A context in which ``loss_inputs`` of each micro-batch in ``parts`` computes what it
+        would compute inside the whole ``batch``: for a method whose items depend on batch
+        statistics (CIR-LVLM's standardised prompt selection). Nothing by default."""
+        return contextlib.nullcontext()
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``optimizer_parameters`` split into named groups that ``train.group_lr`` can give a
+        learning rate of their own (e.g. new modules vs adapters); one group by default."""
+        return {"all": self.optimizer_parameters()}
 
     def statistics(self) -> dict[str, Any]:
         """Method-specific figures gathered during evaluation (e.g. prompt-pool usage)."""
