@@ -141,6 +141,40 @@ def run(
 
 @app.command()
 @user_errors
+def plan(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (e.g. ablations/paper/cirr.yaml).")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting (as in `harness run`).")] = None,
+    gpus: Annotated[int, typer.Option("--gpus", min=1, help="World size: processes (GPUs) under torchrun sharing "
+                                      "each batch; each holds a full copy of the model.")] = 1,
+    precision: Annotated[str, typer.Option("--precision", help="bf16 (a GPU's autocast; what precision: auto "
+                                           "gives on one) or fp32.")] = "bf16",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (bytes).")] = False,
+) -> None:
+    """Memory per GPU of every run of an experiment: parameters, trained parameters, weights,
+    gradients, AdamW state and the activations a training step keeps, for the batch share (or
+    micro-batch) of one GPU. Activations are measured on this machine from each checkpoint's
+    config at one and two layers (random weights, no weight file read) and extrapolated to the
+    full depth; captions as long as the method reads. Transient buffers of the backward pass
+    and allocator slack come on top. Try train.micro_batch_size and train.gradient_checkpointing."""
+    from harness.memory_estimate import HEADER, estimate_specs, table_row
+    from harness.runner import plan_experiment
+
+    if precision not in ("bf16", "fp32"):
+        raise HarnessError(f"--precision {precision!r} is not bf16 or fp32", field="--precision", fix="give bf16 or fp32")
+    experiment = plan_experiment(config, set_ or [])
+    estimates = estimate_specs(experiment.specs, gpus, precision)
+    if as_json:
+        typer.echo(json.dumps([e.to_json() for e in estimates], indent=2))
+        return
+    typer.echo(f"experiment {experiment.experiment.experiment}: {gpus} GPU(s), {precision}; per GPU")
+    typer.echo("| " + " | ".join(HEADER) + " |")
+    typer.echo("|" + "---|" * len(HEADER))
+    for estimate in estimates:
+        typer.echo("| " + " | ".join(table_row(estimate)) + " |")
+
+
+@app.command()
+@user_errors
 def pretrain(
     config: Annotated[Path, typer.Argument(help="Experiment YAML whose runs start from stage 0.")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting (as in `harness run`).")] = None,

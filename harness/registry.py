@@ -104,3 +104,18 @@ def build_method(name: str, params: MethodParams | dict[str, Any], context: Meth
     method = info.cls(params, context)
     upcast_trained(method.optimizer_parameters())
     return method
+
+
+def build_run_method(config: Any, train_split: Any, progress: bool = False) -> CIRMethod:
+    """The method of a run (a ``RunConfig``) as `harness run` builds it: seeded by the run's seed,
+    told the image size, the training captions and the dataset's key (its warm starts' cache)."""
+    import torch
+
+    from harness.data.datasets import dataset_key
+    from harness.data.synthetic.captions import template_corpus
+
+    torch.manual_seed(config.seed)
+    context = MethodContext(image_size=config.dataset.image_size,
+                            corpus=[t.caption for t in train_split.triplets] + template_corpus(),
+                            train_split=train_split, dataset_key=dataset_key(config.dataset), progress=progress)
+    return build_method(config.method.name, config.method.params, context)

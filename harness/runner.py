@@ -29,14 +29,12 @@ import yaml
 from harness import distributed
 from harness.config import ExperimentConfig, RunSpec, expand, load_experiment
 from harness.data.datasets import DatasetConfig, dataset_key, load_dataset
-from harness.data.synthetic.captions import template_corpus
 from harness.data.triplet import CIRSplit
 from harness.device import resolve_device
 from harness.environment import environment
 from harness.errors import HarnessError, RunsFailed, WorkerError
 from harness.evaluate import evaluate
-from harness.methods.base import MethodContext
-from harness.registry import build_method
+from harness.registry import build_run_method
 from harness.report import FORMATS, write_report
 from harness.results import (
     RunResult,
@@ -100,10 +98,7 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
         train_split = splits.get(config.dataset, config.dataset.train_split)
         eval_split = splits.get(config.dataset, config.dataset.eval_split)
         seed_everything(config.seed)
-        context = MethodContext(image_size=config.dataset.image_size,
-                                corpus=[t.caption for t in train_split.triplets] + template_corpus(),
-                                train_split=train_split, dataset_key=dataset_key(config.dataset), progress=progress)
-        method = build_method(config.method.name, config.method.params, context)
+        method = build_run_method(config, train_split, progress)
     tokenizer = getattr(method, "tokenizer", None)
     if tokenizer is not None and main:
         tokenizer.save_pretrained(str(run_dir / "tokenizer"))

@@ -144,7 +144,7 @@ QWEN_VISION = {
 
 
 def save_qwen_vl(directory: Path, version: str = "qwen2_5_vl", dtype: torch.dtype = torch.bfloat16,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, layers: int = 2, vision_depth: int = 1) -> Path:
     """A Qwen2-VL / Qwen2.5-VL checkpoint in miniature: bf16, Qwen2Tokenizer with the vision
     specials and a chat template, the vocabulary padded past the tokenizer, M-RoPE sections, and
     Qwen2VLImageProcessor's files (dynamic resolution between min_pixels and max_pixels)."""
@@ -160,10 +160,11 @@ def save_qwen_vl(directory: Path, version: str = "qwen2_5_vl", dtype: torch.dtyp
     torch.manual_seed(seed)
     tokenizer = qwen2_tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIALS}
-    text = WIDTH | {"num_hidden_layers": 2, "num_key_value_heads": 2, "vocab_size": _padded(len(tokenizer)),
+    text = WIDTH | {"num_hidden_layers": layers, "num_key_value_heads": 2, "vocab_size": _padded(len(tokenizer)),
                     "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}}
-    config = config_class(text_config=text, vision_config=QWEN_VISION[version], image_token_id=ids["<|image_pad|>"],
+    vision = QWEN_VISION[version] | {"depth": vision_depth}
+    config = config_class(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
                           vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
     _save(model_class(config), tokenizer, directory, dtype)
     (directory / "preprocessor_config.json").write_text(json.dumps({
@@ -179,14 +180,16 @@ def _dual_encoder_text_config(tokenizer) -> dict:
                     "pad_token_id": tokenizer.pad_token_id}
 
 
-def save_clip(directory: Path, dtype: torch.dtype = torch.float16, seed: int = 0, image_size: int = 32) -> Path:
+def save_clip(directory: Path, dtype: torch.dtype = torch.float16, seed: int = 0, image_size: int = 32,
+              layers: int = 1) -> Path:
     """A whole CLIPModel (fp16, as openai/clip-* ship on the hub's fp16 branches) with a CLIPTokenizer."""
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(seed)
     tokenizer = clip_tokenizer(directory)
-    config = CLIPConfig(text_config=_dual_encoder_text_config(tokenizer), projection_dim=16,
-                        vision_config=WIDTH | {"num_hidden_layers": 1, "image_size": image_size, "patch_size": 8})
+    config = CLIPConfig(text_config=_dual_encoder_text_config(tokenizer) | {"num_hidden_layers": layers},
+                        projection_dim=16,
+                        vision_config=WIDTH | {"num_hidden_layers": layers, "image_size": image_size, "patch_size": 8})
     _save(CLIPModel(config), tokenizer, directory, dtype)
     (directory / "preprocessor_config.json").write_text(json.dumps(_clip_image_processor(image_size)))
     return directory

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
+from harness.backbones.loading import pretrained_model
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params, clip_request, ensure_stage0_clip
 from harness.backbones.vision import TINY_MEAN, TINY_STD, preprocessor_stats
@@ -53,7 +54,7 @@ class DualEncoder(nn.Module):
         if not (directory / "config.json").is_file():
             raise HarnessError("no config.json in the dual-encoder directory", file=directory, field=field,
                                fix="point it at a CLIP or SigLIP save_pretrained() directory")
-        model = AutoModel.from_pretrained(directory, local_files_only=True)
+        model = pretrained_model(AutoModel, directory)
         if not (hasattr(model, "text_model") and hasattr(model, "vision_model")):
             raise HarnessError(f"{type(model).__name__} has no text and vision towers", file=directory, field=field,
                                fix="give a whole CLIP or SigLIP checkpoint (CLIPModel / SiglipModel), not one tower")

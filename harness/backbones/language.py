@@ -23,6 +23,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from harness.backbones.loading import pretrained_model
 from harness.backbones.params import BackboneParams
 from harness.errors import HarnessError
 
@@ -58,7 +59,7 @@ def language_model_from_directory(
     if not (directory / "config.json").is_file():
         raise HarnessError("no config.json in the language model directory", file=directory, field=field,
                            fix="point it at a save_pretrained() directory")
-    model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
+    model = pretrained_model(AutoModelForCausalLM, directory)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or directory, local_files_only=True, padding_side="right")
     return model, tokenizer
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, CLIPVisionConfig, CLIPVisionModel
 
+from harness.backbones.loading import pretrained_model
 from harness.backbones.params import BackboneParams
 from harness.device import in_weights_dtype
 from harness.errors import HarnessError
@@ -68,7 +69,7 @@ class VisionTower(nn.Module):
             raise HarnessError("no config.json in the vision checkpoint directory", file=directory,
                                field="backbone.vision_dir", fix="point it at a save_pretrained() directory")
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
-        model = AutoModel.from_pretrained(directory, local_files_only=True)
+        model = pretrained_model(AutoModel, directory, role="vision")
         vision = getattr(model, "vision_model", model)
         vision_config = getattr(config, "vision_config", config)
         if mean is None:
