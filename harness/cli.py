@@ -296,21 +296,40 @@ def sweep(
 
 
 def _run_split(run_dir: Path):
-    """(result, split annotations, rankings) of a finished run directory."""
-    import yaml
-
-    from harness.config import RunConfig
+    """(result, split annotations, rankings) of a finished run directory (or of an evaluation
+    folder `harness eval` wrote)."""
     from harness.data.datasets import dataset_root, read_split
-    from harness.results import read_rankings, read_result
+    from harness.results import read_rankings
+    from harness.run_folder import FIX, read_run_config, read_run_result
 
-    for name in ("config.yaml", "result.json", "rankings.jsonl.gz"):
-        if not (run_dir / name).is_file():
-            raise HarnessError(f"no {name} here", file=run_dir, fix="give a finished run's folder: <output>/<experiment>/runs/<run id>")
-    config = RunConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
-    result = read_result(run_dir / "result.json")
+    config = read_run_config(run_dir)
+    result = read_run_result(run_dir)
+    if not (run_dir / "rankings.jsonl.gz").is_file():
+        raise HarnessError("no rankings.jsonl.gz here", file=run_dir, fix=FIX)
     split, _ = read_split(config.dataset.name, dataset_root(config.dataset, progress=False), result.split,
                           config.dataset.image_size, config.dataset.categories)  # annotations suffice: images may be absent
     return result, split, read_rankings(run_dir / "rankings.jsonl.gz")
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run's folder: <output>/<experiment>/runs/<run id>.")],
+    split: Annotated[str, typer.Option("--split", help="The split of the run's dataset to evaluate on (CIRR: val, "
+                                       "test1; FashionIQ / Shoes: val, test; CIRCO: val, test).")] = "test1",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Evaluate a finished run's checkpoint on another split, without training again: the
+    method is rebuilt from the run's config.yaml, its trained weights loaded from
+    checkpoints/last, and the split evaluated under the run's protocol. Results go to
+    <run>/eval/<split>/ (config.yaml, result.json, rankings.jsonl.gz), a run folder of its own
+    for `harness score` and `harness submit`; the run's result and the reports are untouched."""
+    from harness.reevaluate import evaluate_run, evaluation_dir
+    from harness.runner import headline
+
+    result = evaluate_run(run_dir, split, progress=not quiet and sys.stderr.isatty())
+    line = headline(result.metrics) if result.metrics else "no targets in this split: submit the rankings"
+    typer.echo(f"{result.label} on {result.dataset} {split}: {line} -> {evaluation_dir(run_dir, split)}")
 
 
 @app.command()
@@ -382,7 +401,8 @@ def score(
 @app.command()
 @user_errors
 def submit(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run on CIRR test1 (or val) or CIRCO.")],
+    run_dir: Annotated[Path, typer.Argument(help="A finished run on CIRR test1 (or val) or CIRCO, or its evaluation "
+                                            "folder from `harness eval` (<run>/eval/test1).")],
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the files (default: <run>/submission).")] = None,
 ) -> None:
     """Write the test-server submission files of a run (CIRR: recall and recall_subset; CIRCO),

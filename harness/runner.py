@@ -14,7 +14,6 @@ writes files and talks to mlflow.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -31,18 +30,11 @@ from harness.config import ExperimentConfig, RunSpec, expand, load_experiment
 from harness.data.datasets import DatasetConfig, dataset_key, load_dataset
 from harness.data.triplet import CIRSplit
 from harness.device import resolve_device
-from harness.environment import environment
 from harness.errors import HarnessError, RunsFailed, WorkerError
-from harness.evaluate import evaluate
+from harness.recording import evaluate_and_record
 from harness.registry import build_run_method
 from harness.report import FORMATS, write_report
-from harness.results import (
-    RunResult,
-    atomic_write_text,
-    read_result,
-    write_rankings,
-    write_result,
-)
+from harness.results import RunResult, atomic_write_text, read_result
 from harness.tables import results_table
 from harness.tracking import Tracker
 from harness.train import seed_everything, train
@@ -104,53 +96,10 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: boo
         tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     summary = train(method, train_split, config.train, config.seed, run_dir / "checkpoints", device, progress,
                     on_epoch=on_epoch)
-    protocol, eval_config = config.eval.resolved(config.dataset.name)
-    evaluation = evaluate(method, eval_split, eval_config, device, progress)
-    if main:
-        write_rankings(run_dir / "rankings.jsonl.gz", evaluation.rankings)
-    result = RunResult(
-        run_id=spec.run_id,
-        experiment=config.experiment,
-        label=spec.label,
-        method=config.method.name,
-        dataset=config.dataset.name,
-        split=config.dataset.eval_split,
-        seed=config.seed,
-        metrics=evaluation.metrics,
-        metrics_by_edit_type=evaluation.metrics_by_edit_type,
-        metrics_by_category=evaluation.metrics_by_category,
-        num_queries=evaluation.num_queries,
-        num_gallery=evaluation.num_gallery,
-        protocol={
-            "gallery": (eval_config.gallery if eval_config.gallery != "split_file"
-                        else "category_split_file" if evaluation.metrics_by_category else "split_file"),
-            "averaging": "category_mean" if evaluation.metrics_by_category and eval_config.category_mean else "queries",
-            "preset": protocol,
-            "explicit": sorted(set(config.eval.model_fields_set) & {"ks", "subset_ks", "remove_reference", "map_ks", "gallery",
-                                                                   "target_field", "category_mean"}),
-            "remove_reference": eval_config.remove_reference,
-            "target_field": "target_soft" if eval_config.target_field == "soft" else "target_hard",
-            "ks": eval_config.ks,
-            "subset_ks": eval_config.subset_ks,
-            "map_ks": eval_config.map_ks,
-            "tie_break": "gallery_index",
-            "dropped_queries": int(eval_split.info.get("dropped_queries", 0)),
-            "dropped_gallery_images": int(eval_split.info.get("dropped_gallery_images", 0)),
-        },
-        parameters=method.parameter_counts(),
-        train=summary.to_json(),
-        timings=evaluation.timings,
-        config=config.model_dump(mode="json"),
-        environment={**environment(device), "precision": {"train": summary.precision, "eval": evaluation.precision}},
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        method_statistics={**method.statistics(), **evaluation.diagnostics},
-        examples=evaluation.examples,
-        rankings_file="rankings.jsonl.gz",
-    )
-    if main:
-        write_result(run_dir / "result.json", result)
-        if not config.train.keep_checkpoint:
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    result = evaluate_and_record(run_dir, config, spec.run_id, spec.label, method, eval_split, summary.to_json(),
+                                 device, progress)
+    if main and not config.train.keep_checkpoint:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     distributed.barrier()
     return result
 

@@ -1,0 +1,84 @@
+"""Evaluate a trained method and write what a run folder holds: rankings.jsonl.gz and result.json.
+
+    result = evaluate_and_record(run_dir, config, run_id, label, method, eval_split, train_summary, device)
+
+Shared by `harness run` (right after training) and `harness eval` (a finished run's checkpoint
+on another split), so both folders have one layout and one result schema.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness import distributed
+from harness.config import RunConfig
+from harness.data.triplet import CIRSplit
+from harness.environment import environment
+from harness.evaluate import Evaluation, EvalConfig, evaluate
+from harness.methods.base import CIRMethod
+from harness.results import RunResult, write_rankings, write_result
+
+
+def evaluate_and_record(run_dir: Path, config: RunConfig, run_id: str, label: str, method: CIRMethod,
+                        eval_split: CIRSplit, train_summary: dict[str, Any], device: torch.device,
+                        progress: bool = True) -> RunResult:
+    """Evaluate ``method`` on ``eval_split`` under ``config``'s protocol; rank 0 writes the
+    rankings and result.json into ``run_dir``. Returns the result on every rank."""
+    protocol, eval_config = config.eval.resolved(config.dataset.name)
+    evaluation = evaluate(method, eval_split, eval_config, device, progress)
+    main = distributed.current().is_main
+    if main:
+        write_rankings(run_dir / "rankings.jsonl.gz", evaluation.rankings)
+    result = RunResult(
+        run_id=run_id,
+        experiment=config.experiment,
+        label=label,
+        method=config.method.name,
+        dataset=config.dataset.name,
+        split=config.dataset.eval_split,
+        seed=config.seed,
+        metrics=evaluation.metrics,
+        metrics_by_edit_type=evaluation.metrics_by_edit_type,
+        metrics_by_category=evaluation.metrics_by_category,
+        num_queries=evaluation.num_queries,
+        num_gallery=evaluation.num_gallery,
+        protocol=protocol_record(config, protocol, eval_config, evaluation, eval_split),
+        parameters=method.parameter_counts(),
+        train=train_summary,
+        timings=evaluation.timings,
+        config=config.model_dump(mode="json"),
+        environment={**environment(device),
+                     "precision": {"train": train_summary.get("precision", "fp32"), "eval": evaluation.precision}},
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        method_statistics={**method.statistics(), **evaluation.diagnostics},
+        examples=evaluation.examples,
+        rankings_file="rankings.jsonl.gz",
+    )
+    if main:
+        write_result(run_dir / "result.json", result)
+    return result
+
+
+def protocol_record(config: RunConfig, protocol: str | None, eval_config: EvalConfig, evaluation: Evaluation,
+                    eval_split: CIRSplit) -> dict[str, Any]:
+    """The protocol a result was computed under, as `harness score` needs it to recompute it."""
+    return {
+        "gallery": (eval_config.gallery if eval_config.gallery != "split_file"
+                    else "category_split_file" if evaluation.metrics_by_category else "split_file"),
+        "averaging": "category_mean" if evaluation.metrics_by_category and eval_config.category_mean else "queries",
+        "preset": protocol,
+        "explicit": sorted(set(config.eval.model_fields_set) & {"ks", "subset_ks", "remove_reference", "map_ks", "gallery",
+                                                               "target_field", "category_mean"}),
+        "remove_reference": eval_config.remove_reference,
+        "target_field": "target_soft" if eval_config.target_field == "soft" else "target_hard",
+        "ks": eval_config.ks,
+        "subset_ks": eval_config.subset_ks,
+        "map_ks": eval_config.map_ks,
+        "tie_break": "gallery_index",
+        "dropped_queries": int(eval_split.info.get("dropped_queries", 0)),
+        "dropped_gallery_images": int(eval_split.info.get("dropped_gallery_images", 0)),
+    }

@@ -1,0 +1,52 @@
+"""Evaluate a finished run's checkpoint on another split without training again.
+
+    result = evaluate_run(run_dir, "test1")   # -> <run_dir>/eval/test1/{config.yaml, result.json, rankings.jsonl.gz}
+
+The evaluation folder has a run folder's layout, so `harness score` and `harness submit` read it
+as they read a run (`harness submit <run_dir>/eval/test1`). The run's own result.json, its
+rankings and the experiment's reports are left untouched; evaluating again replaces only that
+split's folder (written atomically, file by file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from harness.data.datasets import load_dataset
+from harness.device import resolve_device
+from harness.errors import HarnessError
+from harness.recording import evaluate_and_record
+from harness.registry import build_run_method
+from harness.results import RunResult, atomic_write_text
+from harness.run_folder import read_run_config, read_run_result
+from harness.train import load_checkpoint
+
+
+def evaluation_dir(run_dir: Path, split: str) -> Path:
+    return Path(run_dir) / "eval" / split
+
+
+def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> RunResult:
+    """Rebuild the run's method, load its checkpoint, evaluate it on ``split`` of its dataset
+    under its protocol and write ``<run_dir>/eval/<split>/``."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    finished = read_run_result(run_dir)
+    trained = int(finished.train.get("steps", 0)) > 0
+    if trained and not (run_dir / "checkpoints" / "last" / "model.safetensors").is_file():
+        raise HarnessError("the run kept no checkpoint", file=run_dir / "checkpoints", field="train.keep_checkpoint",
+                           fix="run it again with train.keep_checkpoint: true (the default)")
+    config = config.model_copy(update={"dataset": config.dataset.model_copy(update={"eval_split": split})})
+    device = resolve_device(config.eval.device)
+    train_split = load_dataset(config.dataset, config.dataset.train_split, progress)
+    eval_split = load_dataset(config.dataset, split, progress)
+    method = build_run_method(config, train_split, progress)
+    if trained:
+        load_checkpoint(run_dir / "checkpoints", method)
+    out = evaluation_dir(run_dir, split)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return evaluate_and_record(out, config, finished.run_id, finished.label, method, eval_split, finished.train,
+                               device, progress)

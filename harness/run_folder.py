@@ -1,0 +1,47 @@
+"""A finished run's folder read back (config.yaml, result.json), with one-line errors.
+
+    config = read_run_config(run_dir)
+    result = read_run_result(run_dir)
+
+A run folder is the harness's own output, but it may have been copied, edited or cut short:
+a missing or malformed file is a HarnessError naming it, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from harness.config import RunConfig, validate_model
+from harness.errors import HarnessError
+from harness.results import RunResult
+
+FIX = "give a finished run's folder: <output>/<experiment>/runs/<run id>"
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    path = _required(run_dir, "config.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise HarnessError(f"not YAML ({type(error).__name__})", file=path, fix="re-run the run, or restore the file") from None
+    return validate_model(RunConfig, data, file=str(path))
+
+
+def read_run_result(run_dir: Path) -> RunResult:
+    path = _required(run_dir, "result.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise HarnessError(f"not JSON ({error.__class__.__name__})", file=path,
+                           fix="delete it and run the experiment again (the run resumes from its checkpoint)") from None
+    return validate_model(RunResult, data, file=str(path))
+
+
+def _required(run_dir: Path, name: str) -> Path:
+    path = Path(run_dir) / name
+    if not path.is_file():
+        raise HarnessError(f"no {name} here", file=run_dir, fix=FIX)
+    return path
