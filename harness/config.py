@@ -126,7 +126,8 @@ class ReportConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dir: str | None = Field(None, description="report folder root; default <output>/<experiment>/report (ablations use reports/)")
+    dir: str | None = Field(None, description="report folder root, beside the results root when relative (output_dir/../dir); "
+                            "default <output>/<experiment>/report (ablations use reports/)")
     x: str | None = Field(None, description="config path on the plot's x axis; inferred when one method parameter varies")
     published: list[PublishedRow] = Field(default_factory=list, description="published numbers, labelled as such")
     baseline: str | None = Field(None, description="run label (e.g. 'cir_lvlm(pool_size=1)') every run is tested "
@@ -159,8 +160,8 @@ class RunConfig(BaseModel):
 
     def run_id(self) -> str:
         """Stable id: short hash of the resolved config (key order independent), without the
-        settings that cannot change a result (``ID_NEUTRAL``) and the later ones at their
-        default (``ID_LATER``)."""
+        settings that cannot change a result (``ID_NEUTRAL``), the later ones at their default
+        (``ID_LATER``), and paths by their last component (``_located_by_name``)."""
         resolved = self.model_dump(mode="json")
         for section, key in ID_NEUTRAL:
             resolved.get(section, {}).pop(key, None)
@@ -168,8 +169,20 @@ class RunConfig(BaseModel):
             default = type(getattr(self, section)).model_fields[key].get_default(call_default_factory=True)
             if getattr(getattr(self, section), key) == default:
                 resolved[section].pop(key)
+        resolved = _located_by_name(resolved)
         blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _located_by_name(value: Any, key: str = "") -> Any:
+    """``value`` with every path setting (``dataset.root``, the ``*_dir`` of backbones) reduced
+    to its last component: a run id names data and checkpoints by their folder, so moving them,
+    or running from another working directory, keeps the ids (and the finished runs)."""
+    if isinstance(value, dict):
+        return {k: _located_by_name(v, k) for k, v in value.items()}
+    if isinstance(value, str) and (key == "root" or key.endswith("_dir")) and value:
+        return Path(value.rstrip("/")).name or value
+    return value
 
 
 class ExperimentConfig(BaseModel):
@@ -229,9 +242,14 @@ class RunSpec:
 def _short(value: Any) -> str:
     if isinstance(value, dict) and "name" in value:
         params = flatten(value.get("params") or {})
-        inside = ", ".join(f"{k}={v}" for k, v in params.items())
+        inside = ", ".join(f"{k}={_named(v)}" for k, v in params.items())
         return f"{value['name']}({inside})" if inside else str(value["name"])
-    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return json.dumps(value) if isinstance(value, (dict, list)) else _named(value)
+
+
+def _named(value: Any) -> Any:
+    """A path shown by its last component in labels (a checkpoint's folder name, not where it lies)."""
+    return Path(value).name if isinstance(value, str) and "/" in value.rstrip("/") else value
 
 
 # ---------------------------------------------------------------- loading
@@ -347,12 +365,46 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
 
 
 def load_experiment(path: Path, overrides: list[str] | None = None) -> tuple[ExperimentConfig, dict[str, Any]]:
-    """Load, merge and validate an experiment file; return it with the raw merged mapping."""
-    raw = apply_overrides(load_raw(Path(path)), overrides or [], str(path))
+    """Load, merge and validate an experiment file; return it with the raw merged mapping.
+    When the grid sweeps whole methods, a ``method.*`` override goes into each of them
+    (``method.params.*`` into those that have the parameter)."""
+    raw = load_raw(Path(path))
+    swept = raw.get("grid", {}).get("method") if isinstance(raw.get("grid"), dict) else None
+    late = [o for o in overrides or [] if o.startswith("method.")] if isinstance(swept, list) and "method" not in raw else []
+    raw = apply_overrides(raw, [o for o in overrides or [] if o not in late], str(path))
+    if late:
+        raw["grid"]["method"] = override_grid_methods(swept, late, str(path))
     experiment = validate_model(ExperimentConfig, raw, file=str(path))
     if experiment.method is not None:
         _validate_method(experiment.method, file=str(path), prefix="method")
     return experiment, raw
+
+
+def override_grid_methods(methods: list[Any], overrides: list[str], file: str) -> list[Any]:
+    """The grid's method entries with ``method.*`` overrides applied: ``method.params.<field>...``
+    to the methods whose parameters have ``<field>`` (an error when none has it), anything else
+    to every method."""
+    methods = [copy.deepcopy(m) if isinstance(m, dict) else {"name": m} for m in methods]
+    for item in overrides:
+        path = item.split("=", 1)[0].strip()
+        keys = path.split(".")
+        takers = methods
+        if len(keys) > 2 and keys[1] == "params":
+            takers = [m for m in methods if keys[2] in _parameter_fields(m.get("name"))]
+            if not takers:
+                names = ", ".join(str(m.get("name")) for m in methods)
+                raise HarnessError(f"no method of the grid ({names}) has a parameter '{keys[2]}'", file=file,
+                                   field=f"--set {path}", fix="check the name with `harness list`")
+        for method in takers:
+            method.update(apply_overrides(method, [item[len("method."):]], file))
+    return methods
+
+
+def _parameter_fields(name: Any) -> set[str]:
+    try:
+        return set(get_method(str(name)).params.model_fields)
+    except HarnessError:
+        return set()
 
 
 # ---------------------------------------------------------------- expansion
@@ -396,7 +448,7 @@ def _describe(point: dict[str, Any]) -> str:
         if key in ("method", "method.name"):
             parts.append(_short(value))
         elif isinstance(value, dict) and "name" not in value:
-            inside = ", ".join(f"{k}={v}" for k, v in flatten(value).items())
+            inside = ", ".join(f"{k}={_named(v)}" for k, v in flatten(value).items())
             parts.append(f"{key.split('.')[-1]}({inside})")
         else:
             parts.append(f"{key}={_short(value)}")

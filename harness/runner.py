@@ -140,9 +140,7 @@ def run_experiment(
 def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progress: bool, echo,
               overwrite: str, world: distributed.World, jobs: int | Literal["auto"] = 1) -> list[RunResult]:
     if world.is_main:
-        plan.output.mkdir(parents=True, exist_ok=True)
-        manifest = {"experiment": plan.experiment.model_dump(mode="json"), "runs": [spec.run_id for spec in plan.specs]}
-        atomic_write_text(plan.output / "experiment.json", json.dumps(manifest, indent=2))
+        write_manifest(plan)
     tracker = None
     tracking = plan.experiment.tracking
     if tracking.enabled and world.is_main:
@@ -317,6 +315,24 @@ def warm_starts_first(pending: list[tuple[int, RunSpec]]) -> list[tuple[int, Run
     return first + [item for item in pending if item[0] not in chosen]
 
 
+def write_manifest(plan: Plan) -> None:
+    """experiment.json: the experiment's settings and its runs, those of earlier invocations
+    (still on disk) first, so a partial re-run (a --set, a smaller grid) adds to the report
+    instead of replacing it. Delete runs/<id> to drop a run from it."""
+    plan.output.mkdir(parents=True, exist_ok=True)
+    earlier: list[str] = []
+    path = plan.output / "experiment.json"
+    if path.is_file():
+        try:
+            earlier = [str(r) for r in json.loads(path.read_text(encoding="utf-8")).get("runs", [])]
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            log.warning("%s is unreadable; it is rewritten with this invocation's runs", path)
+    kept = [run_id for run_id in earlier if (plan.output / "runs" / run_id).is_dir()]
+    runs = list(dict.fromkeys([*kept, *(spec.run_id for spec in plan.specs)]))
+    manifest = {"experiment": plan.experiment.model_dump(mode="json"), "runs": runs}
+    atomic_write_text(path, json.dumps(manifest, indent=2))
+
+
 def report_experiment(output: Path, out: Path | None = None, formats: list[str] | None = None) -> Path:
     """(Re)build the report of ``<output_dir>/<experiment>`` from its results JSON files (and
     the rankings beside them) only."""
@@ -334,10 +350,21 @@ def report_experiment(output: Path, out: Path | None = None, formats: list[str] 
         raise HarnessError("no finished runs to report", file=output / "runs", fix="run the experiment first")
     report = experiment.get("report") or {}
     if out is None:
-        out = Path(report["dir"]) / experiment["experiment"] if report.get("dir") else output / "report"
+        out = report_dir(output, report.get("dir"), experiment["experiment"])
     return write_report(results, out, title=experiment["experiment"], description=experiment.get("description", ""),
                         x=report.get("x"), published=report.get("published") or [], runs_dir=output / "runs",
                         baseline=report.get("baseline"), formats=formats or report.get("formats") or FORMATS)
+
+
+def report_dir(output: Path, configured: str | None, experiment: str) -> Path:
+    """Where an experiment's report goes: ``<output>/report`` by default; a relative
+    ``report.dir`` sits beside the results root (``<output_dir>/../<dir>/<experiment>``), so
+    `harness run X --output /scratch/runs` reports to /scratch/<dir>, never into the working
+    directory (with the default output_dir ``runs``: ./<dir>/<experiment>)."""
+    if not configured:
+        return output / "report"
+    folder = Path(configured)
+    return (folder if folder.is_absolute() else output.parent.parent / folder) / experiment
 
 
 def describe_plan(plan: Plan) -> list[dict[str, Any]]:

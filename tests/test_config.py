@@ -184,3 +184,36 @@ def test_environment_variables_fill_paths(tmp_path: Path, monkeypatch: pytest.Mo
     path.write_text(BASE.replace("{name: synthetic}", "{name: cirr, root: '${NOT_SET_ANYWHERE}'}"))
     line = _error_line(tmp_path, path.read_text())
     assert "environment variable NOT_SET_ANYWHERE is not set" in line and "dataset.root" in line
+
+
+GRID_METHODS = """experiment: demo
+train: {epochs: 1, batch_size: 8}
+grid:
+  method:
+    - {name: cir_lvlm, params: {backbone: {source: pretrained, lvlm_dir: /mnt/shared/checkpoints/qwen2.5-vl-7b}}}
+    - {name: sum}
+"""
+
+
+def test_set_reaches_the_methods_a_grid_sweeps(tmp_path: Path):
+    config = write_yaml(tmp_path / "exp.yaml", GRID_METHODS)
+    specs = expand(*load_experiment(config, ["method.params.pool_size=3", "method.params.temperature=0.2"]), "x")
+    lvlm, summed = (s.config.method for s in specs)
+    assert lvlm.params["pool_size"] == 3 and lvlm.params["temperature"] == 0.2
+    assert summed.params["temperature"] == 0.2 and "pool_size" not in summed.params  # sum has no prompt pool
+    assert lvlm.params["backbone"]["lvlm_dir"] == "/mnt/shared/checkpoints/qwen2.5-vl-7b"  # the entry was merged into
+    with pytest.raises(HarnessError, match=r"--set method.params.pool_sise: no method of the grid \(cir_lvlm, sum\)"):
+        load_experiment(config, ["method.params.pool_sise=3"])
+
+
+def test_labels_name_checkpoints_by_their_folder_and_ids_survive_a_move(tmp_path: Path):
+    config = write_yaml(tmp_path / "exp.yaml", GRID_METHODS)
+    [lvlm, _] = expand(*load_experiment(config), "x")
+    assert lvlm.label == "cir_lvlm(backbone.source=pretrained, backbone.lvlm_dir=qwen2.5-vl-7b)"
+    moved = write_yaml(tmp_path / "moved.yaml", GRID_METHODS.replace("/mnt/shared/checkpoints/", "/scratch/me/"))
+    assert expand(*load_experiment(moved), "x")[0].run_id == lvlm.run_id
+    other = write_yaml(tmp_path / "other.yaml", GRID_METHODS.replace("qwen2.5-vl-7b", "qwen2.5-vl-3b"))
+    assert expand(*load_experiment(other), "x")[0].run_id != lvlm.run_id
+    data = write_yaml(tmp_path / "data.yaml", BASE)
+    here = expand(*load_experiment(data, ["dataset.root=/data/cirr"]), "x")[0].run_id
+    assert expand(*load_experiment(data, ["dataset.root=/elsewhere/cirr/"]), "x")[0].run_id == here

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -330,3 +331,21 @@ def test_the_per_run_line_shows_the_protocols_own_headline_metrics():
     assert headline({"recall_at_1": 9.14, "recall_subset_at_1": 33.4, "avg": 30.0}) == "R@1 9.1  Rs@1 33.4"
     assert headline({"recall_at_10": 41.2, "recall_at_50": 66.0}) == "R@10 41.2  R@50 66.0"  # FashionIQ: no R@1
     assert headline({"map_at_5": 12.0, "map_at_10": 13.5, "map_at_25": 14.0}) == "mAP@5 12.0  mAP@10 13.5"  # CIRCO
+
+
+def test_a_partial_rerun_adds_to_the_report_which_sits_beside_the_results_root(tmp_path: Path, monkeypatch):
+    """The second invocation runs one more method: experiment.json and the report keep the first
+    one's run. A relative report.dir lands beside the --output root, not in the working directory."""
+    from harness.runner import run_experiment
+
+    monkeypatch.chdir(tmp_path)
+    text = EXPERIMENT.replace("epochs: 2", "epochs: 1") + "report: {dir: reports}\n"
+    config = write_yaml(tmp_path / "partial.yaml", text)
+    output = tmp_path / "scratch" / "runs"
+    run_experiment(config, ["grid={method.name: [image_only]}"], output=output, progress=False, echo=lambda *_: None)
+    run_experiment(config, ["grid={method.name: [sum]}"], output=output, progress=False, echo=lambda *_: None)
+    manifest = json.loads((output / "tiny" / "experiment.json").read_text())
+    assert len(manifest["runs"]) == 2
+    report = (tmp_path / "scratch" / "reports" / "tiny" / "report.md").read_text()
+    assert "image_only" in report and "sum" in report
+    assert not (tmp_path / "reports").exists()
