@@ -155,3 +155,48 @@ def test_only_a_half_precision_tower_hands_back_float32_features(tmp_path: Path)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             assert encoder.image_features(images).dtype == expected
             assert encoder.text_features(["remove the blue square"]).dtype == expected
+
+
+def test_the_checkpoint_connector_is_llavas_own_projector_trained_on(split, tmp_path: Path):
+    from transformers import LlavaForConditionalGeneration
+
+    directory = stand_ins.save_llava15(tmp_path / "llava", torch.float16)
+    method = _lvlm({"lvlm_dir": str(directory)}, split, connector={"type": "checkpoint"})
+    projector = LlavaForConditionalGeneration.from_pretrained(directory).model.multi_modal_projector
+    for (name, ours), (_, theirs) in zip(method.connector.state_dict().items(), projector.state_dict().items(), strict=True):
+        assert ours.dtype == torch.float32 and torch.equal(ours, theirs.float()), name  # trained: float32 master copy
+    with torch.no_grad():
+        _, _, layout, _ = method.build_inputs(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), ["a", "b"])
+    assert layout["image"][1] - layout["image"][0] == 9  # one token per patch (3 x 3), no resampling
+    assert {id(p) for p in method.connector.parameters()} <= {id(p) for p in method.parameter_groups()["new"]}
+    before = [p.detach().clone() for p in method.connector.parameters()]
+    train(method, split, TrainConfig(max_steps=2, batch_size=4, checkpoint=False, precision="fp32"), seed=0,
+          progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(before, method.connector.parameters()))
+
+
+def test_qwens_merged_patch_tokens_get_their_mrope_grid_positions(split, tmp_path: Path):
+    from harness.cir_lvlm.model import mrope_positions
+
+    positions = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 6, 7]])  # 2 text, 2 x 2 image, 1 text, padding, 1 text
+    rows = mrope_positions(positions, (2, 6), 2)
+    assert rows[:, 0].tolist() == [[0, 1, 2, 2, 2, 2, 4, 4, 5],   # temporal: the image's start
+                                   [0, 1, 2, 2, 3, 3, 4, 4, 5],   # height: start + row
+                                   [0, 1, 2, 3, 2, 3, 4, 4, 5]]   # width: start + column; then start + 2
+    directory = stand_ins.save_qwen_vl(tmp_path / "q25", "qwen2_5_vl", torch.bfloat16)
+    method = _lvlm({"lvlm_dir": str(directory)}, split, connector={"type": "checkpoint"})
+    assert method.mrope_grid == 64 // 16 and isinstance(method.connector, torch.nn.Identity)
+    summary = train(method, split, TrainConfig(max_steps=2, batch_size=4, checkpoint=False), seed=0, progress=False)
+    assert summary.steps == 2 and all(torch.isfinite(torch.tensor(summary.loss_per_epoch)))
+    queries = _lvlm({"lvlm_dir": str(directory)}, split)
+    assert queries.mrope_grid is None  # learnable queries have no grid: 1-D positions
+
+
+def test_the_checkpoint_connector_needs_an_lvlm_and_low_resolution_is_named(split, tmp_path: Path, capsys):
+    backbone = {"vision_dir": str(stand_ins.save_clip(tmp_path / "clip", torch.float16)),
+                "language_dir": str(stand_ins.save_llama(tmp_path / "llama", torch.bfloat16))}
+    with pytest.raises(HarnessError, match="connector.type.*needs an LVLM checkpoint"):
+        _lvlm(backbone, split, connector={"type": "checkpoint"})
+    build_method("cir_lvlm", LVLM_PARAMS | {"backbone": {"source": "pretrained", **backbone}},
+                 MethodContext(16, stand_ins.CORPUS))
+    assert "dataset.image_size 16 is below the vision tower's 32 px" in capsys.readouterr().err

@@ -3,6 +3,10 @@
 - ``queries`` (the paper's): learnable query embeddings cross-attend to the vision features
   (Q-Former / resampler style) and become ``num_queries`` "sentence-level prompt" tokens.
 - ``mlp``: one projected token per vision feature, LLaVA-1.5 style (Linear-GELU-Linear).
+- ``checkpoint``: the LVLM's own vision-language alignment, as it was trained: LLaVA's
+  ``multi_modal_projector`` (trained further) on every patch feature, Qwen2-VL's merger (already
+  inside its vision tower) as is; one visual token per (merged) patch, Qwen's at their M-RoPE
+  grid positions. Needs ``backbone.lvlm_dir``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ class ConnectorParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Literal["queries", "mlp"] = Field("queries", description="queries: learnable-query cross-attention (paper); mlp: LLaVA-style")
+    type: Literal["queries", "mlp", "checkpoint"] = Field(
+        "queries", description="queries: learnable-query cross-attention (paper); mlp: a new LLaVA-style projector; "
+        "checkpoint: the LVLM's own projector / merger, one token per patch (lvlm_dir only)")
     num_queries: int = Field(16, ge=1, description="learnable queries (type=queries)")
     heads: int = Field(4, ge=1, description="cross-attention heads (type=queries)")
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -112,11 +113,16 @@ class CIRLVLM(CIRMethod):
 
     def __init__(self, params: CIRLVLMParams, context: MethodContext):
         super().__init__(params, context)
-        self.vision, self.language_model, self.tokenizer, connector_file = self._backbones(params, context)
+        self.vision, self.language_model, self.tokenizer, connector_file, projector = self._backbones(params, context)
         hidden = self.language_model.get_input_embeddings().embedding_dim
-        self.connector = build_connector(params.connector, self.vision.hidden_size, hidden)
+        if params.connector.type == "checkpoint":
+            self.connector = checkpoint_connector(projector)
+        else:
+            self.connector = build_connector(params.connector, self.vision.hidden_size, hidden)
         if connector_file is not None:
             load_model(self.connector, str(connector_file))
+        self.mrope_grid = self._mrope_grid(params)
+        warn_low_resolution(context.image_size, self.vision)
         vocabulary = len(self.tokenizer)
         added = self._ensure_vocabulary([params.query_task_prompt, params.target_task_prompt, EMBEDDING_TOKEN])
         self.embedding_token_id = self.tokenizer.convert_tokens_to_ids(EMBEDDING_TOKEN)
@@ -149,7 +155,8 @@ class CIRLVLM(CIRMethod):
     # ------------------------------------------------------------------ construction
 
     def _backbones(self, params: CIRLVLMParams, context: MethodContext):
-        """(vision tower, LM decoder, tokenizer, connector weights or None) for the source."""
+        """(vision tower, LM decoder, tokenizer, connector weights or None, the checkpoint's own
+        projector or None) for the source."""
         backbone = params.backbone
         if backbone.source == "pretrained":
             return self._pretrained(backbone, context.image_size)
@@ -162,10 +169,10 @@ class CIRLVLM(CIRMethod):
             vision = VisionTower.from_directory(directory / "vision")
             lm, tokenizer = language_model_from_directory(directory / "language_model", field="stage0",
                                                           tokenizer_dir=directory / "tokenizer")
-            return vision, decoder(lm), tokenizer, directory / "connector.safetensors"
+            return vision, decoder(lm), tokenizer, directory / "connector.safetensors", None
         tokenizer = train_lvlm_tokenizer([*context.corpus, params.query_task_prompt, params.target_task_prompt])
         vision = VisionTower.tiny(backbone, context.image_size)
-        return vision, decoder(tiny_language_model(backbone, tokenizer)), tokenizer, None
+        return vision, decoder(tiny_language_model(backbone, tokenizer)), tokenizer, None, None
 
     def _pretrained(self, backbone: BackboneParams, image_size: int):
         if backbone.lvlm_dir:
@@ -179,6 +186,7 @@ class CIRLVLM(CIRMethod):
                 # Qwen2-VL / Qwen2.5-VL: the merger already maps patches to the LM width.
                 mean, std = preprocessor_stats(directory, inner.visual.config)
                 vision = QwenVisionTower(inner.visual, image_size, mean, std)
+                projector = nn.Identity()  # the merger is the tower's last module
             elif hasattr(inner, "vision_tower") and hasattr(inner, "language_model"):
                 vision_config = inner.vision_tower.config
                 mean, std = preprocessor_stats(directory, vision_config)
@@ -188,6 +196,7 @@ class CIRLVLM(CIRMethod):
                                        field="method.params.backbone.lvlm_dir", fix="use a single-layer LLaVA checkpoint")
                 vision = VisionTower(inner.vision_tower, int(vision_config.image_size), mean, std, feature_layer=layer,
                                      drop_cls=model.config.vision_feature_select_strategy == "default")
+                projector = inner.multi_modal_projector
             else:
                 raise HarnessError(f"{type(model).__name__} is neither LLaVA-style (vision_tower + language_model) "
                                    "nor Qwen2-VL-style (visual + language_model)",
@@ -198,11 +207,19 @@ class CIRLVLM(CIRMethod):
         elif backbone.vision_dir and backbone.language_dir:
             vision = VisionTower.from_directory(backbone.vision_dir)
             lm, tokenizer = language_model_from_directory(backbone.language_dir, field="method.params.backbone.language_dir")
-            language = decoder(lm)
+            language, projector = decoder(lm), None
         else:
             raise HarnessError("source 'pretrained' needs lvlm_dir, or vision_dir and language_dir",
                                field="method.params.backbone", fix="set the local checkpoint directories")
-        return vision, language, with_pad_token(tokenizer), None
+        return vision, language, with_pad_token(tokenizer), None, projector
+
+    def _mrope_grid(self, params: CIRLVLMParams) -> int | None:
+        """Side of the merged-patch grid whose tokens get M-RoPE positions (Qwen2-VL's merger
+        tokens as the checkpoint lays them out); None where positions are 1-D."""
+        rope = getattr(getattr(self.language_model, "config", None), "rope_parameters", None) or {}
+        if params.connector.type != "checkpoint" or "mrope_section" not in rope or not isinstance(self.vision, QwenVisionTower):
+            return None
+        return self.vision.image_size // (self.vision.patch * self.vision.merge)
 
     def _ensure_vocabulary(self, texts: list[str]) -> set[str]:
         """Add words the tokenizer maps to [UNK] (and the [EMB] token), growing the LM's input
@@ -355,15 +372,18 @@ class CIRLVLM(CIRMethod):
             self._whole_batch_moments = {}
 
     def _encode(self, images: torch.Tensor, captions: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, mask, _, key_loss = self.build_inputs(images, captions)
-        hidden = self._language_model(inputs, mask).last_hidden_state
+        inputs, mask, layout, key_loss = self.build_inputs(images, captions)
+        hidden = self._language_model(inputs, mask, layout).last_hidden_state
         with full_precision(hidden.device):  # the embedding itself stays float32
             return F.normalize(self.head(hidden[:, -1].float()), dim=-1), key_loss
 
-    def _language_model(self, inputs: torch.Tensor, mask: torch.Tensor, **kwargs):
+    def _language_model(self, inputs: torch.Tensor, mask: torch.Tensor, layout: dict[str, tuple[int, int]], **kwargs):
         """The LM over assembled float32 inputs, in its weights' dtype (a half-precision checkpoint
-        computes as released; a float32 one under the run's autocast)."""
+        computes as released; a float32 one under the run's autocast). Padding inside the sequence
+        takes no position; Qwen's merged patch tokens get their M-RoPE grid positions."""
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+        if self.mrope_grid is not None:
+            positions = mrope_positions(positions, layout["image"], self.mrope_grid)
         with in_weights_dtype(self.language_model) as dtype:
             return self.language_model(inputs_embeds=inputs.to(dtype), attention_mask=mask.long(),
                                        position_ids=positions, use_cache=False, **kwargs)
@@ -422,7 +442,7 @@ class CIRLVLM(CIRMethod):
         previous = model.config._attn_implementation
         model.set_attn_implementation("eager")  # fused kernels do not return attention weights
         try:
-            output = self._language_model(inputs, mask, output_attentions=True)
+            output = self._language_model(inputs, mask, layout, output_attentions=True)
         finally:
             model.set_attn_implementation(previous)
         attention = torch.stack([a.float() for a in output.attentions]).mean(dim=(0, 2))  # [B, T, T]
@@ -437,6 +457,42 @@ class CIRLVLM(CIRMethod):
 
     def statistics_counters(self) -> list[torch.Tensor]:
         return [] if self.pool is None else [self.pool.usage]
+
+
+def checkpoint_connector(projector: nn.Module | None) -> nn.Module:
+    """The LVLM's own alignment (``connector.type: checkpoint``): LLaVA's projector, trained on,
+    or identity after Qwen's merger, which its vision tower already applies."""
+    if projector is None:
+        raise HarnessError("connector type 'checkpoint' needs an LVLM checkpoint with its own projector",
+                           field="method.params.connector.type",
+                           fix="set backbone.lvlm_dir (LLaVA, Qwen2-VL, Qwen2.5-VL), or use type queries or mlp")
+    return projector.requires_grad_(True)
+
+
+def mrope_positions(positions: torch.Tensor, image: tuple[int, int], grid: int) -> torch.Tensor:
+    """[3, B, T] M-RoPE position ids (temporal, height, width) from 1-D ``positions`` [B, T]: as
+    Qwen2-VL's get_rope_index lays out one still image, the image's g x g merged tokens starting at
+    position s sit at (s, s + row, s + column), and the tokens after it continue from s + g."""
+    start, stop = image
+    if stop - start != grid * grid:
+        raise ValueError(f"{stop - start} visual tokens are not a {grid} x {grid} grid")
+    index = torch.arange(grid * grid, device=positions.device)
+    first = positions[:, start : start + 1]
+    rows = positions.unsqueeze(0).repeat(3, 1, 1)
+    rows[0, :, start:stop] = first
+    rows[1, :, start:stop] = first + index // grid
+    rows[2, :, start:stop] = first + index % grid
+    rows[:, :, stop:] -= grid * grid - grid
+    return rows
+
+
+def warn_low_resolution(image_size: int, vision: nn.Module) -> None:
+    """One line on stderr when the images are smaller than the tower's resolution (they are
+    upsampled to it): e.g. a config still at the embedded benchmark's 64 px on real data."""
+    tower = int(getattr(vision, "image_size", 0) or 0)
+    if tower and image_size < tower:
+        print(f"note: dataset.image_size {image_size} is below the vision tower's {tower} px; images are upsampled "
+              f"(set dataset.image_size: {tower} for real data)", file=sys.stderr)
 
 
 def with_pad_token(tokenizer):
