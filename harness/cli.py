@@ -116,8 +116,9 @@ def run(
         "never: also leave unfinished runs alone; always: recompute every run.")] = "only-missing",  # type: ignore[assignment]
     jobs: Annotated[str, typer.Option(
         "--jobs", help="Runs trained at once, each in its own process with its share of the CPU cores as torch threads. "
-        "auto: one per core on a CPU (tiny models use a second thread poorly: 1.2x more steps on 2 cores), one on a "
-        "GPU. Under bf16 the last bits of a run depend on its thread count.")] = "auto",
+        "auto: one per core on a CPU (tiny models use a second thread poorly: 1.2x more steps on 2 cores), one per "
+        "GPU on a GPU machine, each process given its own GPU (more jobs than GPUs share them round-robin). Under "
+        "bf16 the last bits of a run depend on its thread count.")] = "auto",
 ) -> None:
     """Train and evaluate every run of an experiment (grid x seeds) and print a results table.
 

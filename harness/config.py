@@ -136,14 +136,24 @@ class ReportConfig(BaseModel):
                                                              description="what the report is written as")
 
 
-#: (section, field) of settings that decide what is kept or how a step is laid out in memory, not
-#: what is computed: left out of run ids (a run resumes under other memory settings)
-ID_NEUTRAL: tuple[tuple[str, str], ...] = (
-    ("train", "keep_checkpoint"), ("train", "checkpoint_every"), ("train", "micro_batch_size"),
-    ("train", "gradient_checkpointing"))
-#: (section, field) of settings added after run ids were first given out: left out of a run id while
-#: at their default, so the runs made before keep their ids (and cached results)
-ID_LATER: tuple[tuple[str, str], ...] = (("train", "group_lr"),)
+#: dotted paths of settings that decide what is kept or how a step is computed (memory layout,
+#: attention kernel), not what: left out of run ids (a run resumes under other such settings)
+ID_NEUTRAL: tuple[str, ...] = (
+    "train.keep_checkpoint", "train.checkpoint_every", "train.micro_batch_size", "train.gradient_checkpointing",
+    "method.params.backbone.attn_implementation")
+#: dotted paths of settings added after run ids were first given out, with their defaults: left
+#: out of a run id while at the default, so the runs made before keep their ids (and results)
+ID_LATER: dict[str, Any] = {"train.group_lr": {}}
+
+
+def _drop_path(resolved: dict[str, Any], path: str, only_if: Any = ...) -> None:
+    """Remove ``path`` (a.b.c) from nested ``resolved``, or only when it equals ``only_if``."""
+    *parents, last = path.split(".")
+    node: Any = resolved
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, dict) and last in node and (only_if is ... or node[last] == only_if):
+        del node[last]
 
 
 class RunConfig(BaseModel):
@@ -163,12 +173,10 @@ class RunConfig(BaseModel):
         settings that cannot change a result (``ID_NEUTRAL``), the later ones at their default
         (``ID_LATER``), and paths by their last component (``_located_by_name``)."""
         resolved = self.model_dump(mode="json")
-        for section, key in ID_NEUTRAL:
-            resolved.get(section, {}).pop(key, None)
-        for section, key in ID_LATER:
-            default = type(getattr(self, section)).model_fields[key].get_default(call_default_factory=True)
-            if getattr(getattr(self, section), key) == default:
-                resolved[section].pop(key)
+        for path in ID_NEUTRAL:
+            _drop_path(resolved, path)
+        for path, default in ID_LATER.items():
+            _drop_path(resolved, path, only_if=default)
         resolved = _located_by_name(resolved)
         blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -25,13 +25,24 @@ if TYPE_CHECKING:
 _SPLITS = None  # the worker's loaded datasets, kept across the runs it is dealt
 
 
-def _start_worker(threads: int) -> None:
+def _start_worker(threads: int, gpus=None) -> None:
+    """Set up a worker: its torch threads and, on a machine with GPUs, the one GPU it trains on
+    (taken from ``gpus``, a queue of device numbers, before CUDA starts in this process)."""
+    import os
+
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
     import torch
 
     from harness.cli import configure_process
 
     configure_process()
     torch.set_num_threads(threads)
+
+
+def gpu_slots(jobs: int, gpus: int) -> list[int]:
+    """The GPU of each of ``jobs`` workers: one each while there are enough, then shared round-robin."""
+    return [worker % gpus for worker in range(jobs)] if gpus > 0 else []
 
 
 def _run(spec: RunSpec, run_dir) -> RunResult:
@@ -51,18 +62,25 @@ def _run(spec: RunSpec, run_dir) -> RunResult:
 
 def run_in_processes(pending: list[tuple[int, RunSpec]], plan: Plan, jobs: int,
                      started: Callable[[int, RunSpec], None], ended: Callable[[int, RunSpec, RunResult], None],
-                     progress: bool, failed: Callable[[int, RunSpec, BaseException], None] | None = None) -> None:
+                     progress: bool, failed: Callable[[int, RunSpec, BaseException], None] | None = None,
+                     gpus: int = 0) -> None:
     """Run ``pending`` ((number, spec) in plan order) ``jobs`` at a time; ``started`` and
     ``ended`` are called in this process as each run is handed out and as it finishes, and
-    ``failed`` (which may re-raise) when a run raised."""
+    ``failed`` (which may re-raise) when a run raised. With ``gpus`` > 0 each worker sees one GPU
+    (CUDA_VISIBLE_DEVICES), worker i GPU i mod gpus."""
     from harness.runner import parallel_threads
 
     context = multiprocessing.get_context("spawn")
+    slots = None
+    if gpus > 0:
+        slots = context.Queue()
+        for gpu in gpu_slots(jobs, gpus):
+            slots.put(gpu)
     queue = list(pending)
     running: dict[Future, tuple[int, RunSpec]] = {}
     bar = tqdm(total=len(pending), desc="runs", unit="run", disable=not progress)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_worker,
-                             initargs=(parallel_threads(jobs),)) as pool:
+                             initargs=(parallel_threads(jobs), slots)) as pool:
         try:
             while queue or running:
                 while queue and len(running) < jobs:

@@ -103,7 +103,24 @@ def build_method(name: str, params: MethodParams | dict[str, Any], context: Meth
         params = info.params.model_validate(params)
     method = info.cls(params, context)
     upcast_trained(method.optimizer_parameters())
+    backbone = getattr(params, "backbone", None)
+    if getattr(backbone, "attn_implementation", None):
+        set_attention(method, backbone.attn_implementation)
     return method
+
+
+def set_attention(method: CIRMethod, implementation: str) -> None:
+    """Every transformers model inside ``method`` computes attention with ``implementation``."""
+    from transformers import PreTrainedModel
+
+    for module in method.modules():
+        if isinstance(module, PreTrainedModel):
+            try:
+                module.set_attn_implementation(implementation)
+            except (ImportError, ValueError) as error:
+                raise HarnessError(f"{type(module).__name__} cannot use {implementation}: {str(error).splitlines()[0]}",
+                                   field="method.params.backbone.attn_implementation",
+                                   fix="use sdpa or eager, or install what it names") from None
 
 
 def build_run_method(config: Any, train_split: Any, progress: bool = False) -> CIRMethod:

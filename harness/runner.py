@@ -200,7 +200,8 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
 
             echo(f"{len(pending)} runs, {count} at a time ({parallel_threads(count)} torch thread(s) each; --jobs)")
             prepare_caches(plan, [spec for _, spec in pending], splits)
-            run_in_processes(warm_starts_first(pending), plan, count, started, ended, progress, failed)
+            run_in_processes(warm_starts_first(pending), plan, count, started, ended, progress, failed,
+                             gpus=plan_gpus(plan))
         else:
             for number, spec in pending:
                 started(number, spec)
@@ -262,16 +263,22 @@ def record_failure(run_dir: Path, error: Exception) -> str:
 def resolve_jobs(jobs: int | Literal["auto"], pending: int, plan: Plan, world: distributed.World) -> int:
     """How many runs train at once. ``auto``: on a CPU, one per core (a tiny model gains little
     from a second thread: two 1-thread CIR-LVLM runs made 1.2x the steps of one 2-thread run);
-    on a GPU or under torchrun, one."""
+    with GPUs, one per GPU (each worker is given its own); under torchrun, one."""
     if world.distributed or pending <= 1:
         if jobs not in ("auto", 1) and world.distributed:
             raise HarnessError("--jobs cannot be combined with torchrun (the ranks already share each run)",
                                field="--jobs", fix="drop --jobs, or run without torchrun")
         return 1
     if jobs == "auto":
-        devices = {resolve_device(spec.config.eval.device).type for spec in plan.specs}
-        return 1 if devices != {"cpu"} else max(1, min(pending, os.cpu_count() or 1))
+        gpus = plan_gpus(plan)
+        return max(1, min(pending, gpus if gpus else os.cpu_count() or 1))
     return max(1, min(int(jobs), pending))
+
+
+def plan_gpus(plan: Plan) -> int:
+    """GPUs the runs of ``plan`` can be spread over (0 when they run on the CPU)."""
+    devices = {resolve_device(spec.config.eval.device).type for spec in plan.specs}
+    return torch.cuda.device_count() if "cuda" in devices else 0
 
 
 def parallel_threads(jobs: int) -> int:

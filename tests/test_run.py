@@ -349,3 +349,18 @@ def test_a_partial_rerun_adds_to_the_report_which_sits_beside_the_results_root(t
     report = (tmp_path / "scratch" / "reports" / "tiny" / "report.md").read_text()
     assert "image_only" in report and "sum" in report
     assert not (tmp_path / "reports").exists()
+
+
+def test_jobs_on_a_gpu_machine_give_each_worker_its_own_gpu(monkeypatch):
+    """The assignment, and the worker set-up that makes it (CUDA_VISIBLE_DEVICES before CUDA starts);
+    the spread itself needs GPUs (none here)."""
+    import queue
+
+    from harness.parallel import _start_worker, gpu_slots
+
+    assert gpu_slots(4, 2) == [0, 1, 0, 1] and gpu_slots(2, 8) == [0, 1] and gpu_slots(3, 0) == []
+    slots: queue.Queue = queue.Queue()
+    slots.put(3)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    _start_worker(torch.get_num_threads(), slots)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"

@@ -178,3 +178,20 @@ def _batch(split, size: int):
     triplets = [t for t in split.triplets if t.target is not None][:size]
     return TripletBatch(split.images.load([t.reference for t in triplets]), [t.caption for t in triplets],
                         split.images.load([t.target for t in triplets]))
+
+
+def test_the_attention_kernel_is_a_backbone_setting_outside_the_run_id(split, tmp_path: Path):
+    from harness.config import RunConfig
+
+    params = TINY_LVLM | {"backbone": TINY_LVLM["backbone"] | {"attn_implementation": "eager"}}
+    method = _build("cir_lvlm", split, **params)
+    from transformers import PreTrainedModel
+
+    models = [m for m in method.modules() if isinstance(m, PreTrainedModel)]
+    assert models and all(m.config._attn_implementation == "eager" for m in models)
+    with pytest.raises(HarnessError, match="backbone.attn_implementation: .*cannot use flash_attention_2"):
+        _build("cir_lvlm", split, **TINY_LVLM | {"backbone": TINY_LVLM["backbone"] | {"attn_implementation":
+                                                                                       "flash_attention_2"}})
+    run = {"experiment": "x", "method": {"name": "cir_lvlm", "params": TINY_LVLM}}
+    eager = run | {"method": {"name": "cir_lvlm", "params": params}}
+    assert RunConfig.model_validate(run).run_id() == RunConfig.model_validate(eager).run_id()

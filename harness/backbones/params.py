@@ -33,6 +33,9 @@ class BackboneParams(BaseModel):
     lora_rank: int = Field(8, ge=0, description="pretrained: LoRA rank on the LM (0 = full fine-tune); TRACE/ReCALL use LoRA")
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        None, description="attention kernel of every transformers model of the method (flash_attention_2 needs the "
+        "flash-attn package and a GPU); null: transformers' default (SDPA where it applies). Not part of the run id")
     freeze_vision: bool | None = Field(
         None, description="freeze the vision tower (default: frozen when it starts pretrained or warm-started, as TRACE; "
         "trained when built from scratch)")
