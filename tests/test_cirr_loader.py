@@ -195,3 +195,27 @@ def test_dropping_missing_images_drops_them_from_the_image_store_too(tiny_benchm
     assert kept.info["dropped_queries"] >= 1 and len(kept.images.paths) == len(split.images.paths) - 1
     names = build_method("image_only", {"start": "scratch"}, MethodContext(64, [])).training_images(kept)
     assert gone not in names
+
+
+def test_a_large_load_is_decoded_once_into_a_mapped_file_and_a_broken_one_is_redone(tiny_benchmark, monkeypatch):
+    """No per-image copies beside the mapped file (a gallery is never in memory twice); a cache
+    file cut short is decoded again with a warning, never a traceback."""
+    import numpy as np
+    import torch
+
+    from harness.data import triplet as triplets
+    from harness.data.cirr import load_cirr_split
+
+    monkeypatch.setattr(triplets, "DISK_CACHE_MIN", 8)
+    store = load_cirr_split(tiny_benchmark, "val").images
+    names = sorted(store.paths)[20:36]
+    images = store.load(names)
+    assert not store._cache  # decoded straight into the file, not kept image by image
+    disk = store._disk_file(names)
+    assert isinstance(np.load(disk, mmap_mode="r"), np.memmap) and images.shape[0] == 16
+    assert torch.equal(images[3], store.read(names[3]))
+    expected = images.clone()
+    del images  # unmapped before the file is cut (a mapped page past the end would fault)
+    disk.write_bytes(disk.read_bytes()[:100])  # cut short (a full disk, a copy interrupted)
+    again = load_cirr_split(tiny_benchmark, "val").images.load(names)
+    assert torch.equal(again, expected)
