@@ -33,7 +33,8 @@ from harness.config import SweepConfig
 from harness.errors import HarnessError
 from harness.evaluate import evaluate
 from harness.results import RunResult, atomic_write_text
-from harness.runner import _SplitCache, execute_run, plan_experiment
+from harness.parallel import gpu_slots
+from harness.runner import _SplitCache, execute_run, plan_experiment, plan_gpus
 from harness.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -152,8 +153,10 @@ def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Pat
         if missing and workers > 1:
             shares = [missing // workers + (index < missing % workers) for index in range(workers)]
             context = multiprocessing.get_context("spawn")
+            slots = gpu_slots(workers, plan_gpus(plan))  # on a GPU machine a worker per GPU, round-robin beyond
             processes = [context.Process(target=_worker, args=(config_path, overrides, output, share, index,
-                                                               tracker.parent_run_id if tracker else None, workers))
+                                                               tracker.parent_run_id if tracker else None, workers,
+                                                               slots[index] if slots else None))
                          for index, share in enumerate(shares) if share]
             for process in processes:
                 process.start()
@@ -193,9 +196,11 @@ def _report(plan, trials: list[optuna.trial.FrozenTrial]) -> Path:
 
 
 def _worker(config_path: Path, overrides, output, trials: int, index: int, parent_run_id: str | None,
-            workers: int = 1) -> None:
+            workers: int = 1, gpu: int | None = None) -> None:
     """One worker process: ``trials`` trials of the shared study (its sampler seeded apart), with
-    its share of the CPU cores as torch threads (as `harness run --jobs`)."""
+    its share of the CPU cores as torch threads and its own GPU if any (as `harness run --jobs`)."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)  # before CUDA starts in this process
     import torch
 
     from harness.runner import parallel_threads
