@@ -143,7 +143,7 @@ ID_NEUTRAL: tuple[str, ...] = (
     "method.params.backbone.attn_implementation")
 #: dotted paths of settings added after run ids were first given out, with their defaults: left
 #: out of a run id while at the default, so the runs made before keep their ids (and results)
-ID_LATER: dict[str, Any] = {"train.group_lr": {}}
+ID_LATER: dict[str, Any] = {"train.group_lr": {}, "dataset.resize": "squash"}
 
 
 def _drop_path(resolved: dict[str, Any], path: str, only_if: Any = ...) -> None:

@@ -219,3 +219,29 @@ def test_a_large_load_is_decoded_once_into_a_mapped_file_and_a_broken_one_is_red
     disk.write_bytes(disk.read_bytes()[:100])  # cut short (a full disk, a copy interrupted)
     again = load_cirr_split(tiny_benchmark, "val").images.load(names)
     assert torch.equal(again, expected)
+
+
+def test_images_become_square_by_squash_crop_or_pad():
+    """crop: CLIPImageProcessor's shortest side + centre crop; pad: LLaVA-1.5's expand2square."""
+    import numpy as np
+    from PIL import Image
+
+    from harness.data.triplet import squared
+
+    wide = np.zeros((20, 40, 3), dtype=np.uint8)
+    wide[:, 5:35] = 200  # a bright centre, dark sides
+    image = Image.fromarray(wide)
+    crop = np.asarray(squared(image, 10, "crop"))
+    assert crop.shape == (10, 10, 3) and crop.min() >= 190  # only the bright centre is kept
+    pad = np.asarray(squared(image, 10, "pad"))
+    assert pad.shape == (10, 10, 3) and pad[0, 5].tolist() == [150, 150, 150]  # padded with the mean colour (3/4 x 200)
+    assert np.asarray(squared(image, 10, "squash")).shape == (10, 10, 3)
+    square = Image.fromarray(np.full((10, 10, 3), 7, dtype=np.uint8))
+    assert all(np.array_equal(np.asarray(squared(square, 10, mode)), np.asarray(square)) for mode in ("crop", "pad"))
+
+
+def test_the_resize_setting_reaches_the_image_store(tiny_benchmark):
+    from harness.data.datasets import DatasetConfig, load_dataset
+
+    split = load_dataset(DatasetConfig(name="cirr", root=str(tiny_benchmark), resize="pad"), "val", progress=False)
+    assert split.images.resize == "pad"

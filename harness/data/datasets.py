@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -54,6 +54,10 @@ class DatasetConfig(BaseModel):
     train_split: str = "train"
     eval_split: str = "val"
     image_size: int = Field(64, ge=16, le=1024, description="images are resized to this square side")
+    resize: Literal["squash", "crop", "pad"] = Field(
+        "squash", description="how an image becomes square: squash (stretch to the square, the embedded benchmark's "
+        "images are square already), crop (shortest side to image_size, centre crop: CLIPImageProcessor's resize + "
+        "center_crop), pad (pad to a square with the mean colour, then resize: LLaVA-1.5's expand2square)")
     categories: tuple[str, ...] = Field(FASHIONIQ_CATEGORIES, description="FashionIQ categories to load")
     allow_missing_images: bool = Field(
         False, description="drop queries (and gallery entries) whose image files are missing instead of refusing to "
@@ -141,6 +145,7 @@ def load_dataset(config: DatasetConfig, split: str, progress: bool = True) -> CI
     """Load one split of the configured dataset; any problem is a HarnessError naming the first."""
     root = dataset_root(config, progress)
     loaded, problems = read_split(config.name, root, split, config.image_size, config.categories)
+    loaded.images.resize = config.resize
     if problems and config.allow_missing_images:
         loaded, problems = drop_missing_images(loaded, problems)
     if problems:
@@ -163,6 +168,6 @@ def drop_missing_images(split: CIRSplit, problems: list[str]) -> tuple[CIRSplit,
             "dropped_gallery_images": len(split.gallery) - len(gallery)}
     remaining = [p for p in problems if "is missing" not in p]  # every loader words a missing file so
     images = ImageStore({name: path for name, path in split.images.paths.items() if name in present},
-                        split.images.image_size)
+                        split.images.image_size, split.images.resize)
     return (dataclasses.replace(split, triplets=kept, gallery=gallery, galleries=galleries, images=images, info=info),
             remaining)

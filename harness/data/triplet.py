@@ -53,12 +53,31 @@ PARALLEL_DECODE_MIN = 64
 DISK_CACHE_MIN = 1024
 
 
+def squared(image: Image.Image, side: int, mode: str = "squash") -> Image.Image:
+    """``image`` as a ``side`` x ``side`` RGB square: stretched (squash), shortest side resized then
+    centre-cropped (crop, as CLIPImageProcessor), or padded to a square with its mean colour then
+    resized (pad, LLaVA-1.5's expand2square). Bicubic resampling throughout."""
+    width, height = image.size
+    if mode == "crop" and width != height:
+        scale = side / min(width, height)
+        image = image.resize((max(side, round(width * scale)), max(side, round(height * scale))), Image.Resampling.BICUBIC)
+        left, top = (image.size[0] - side) // 2, (image.size[1] - side) // 2
+        return image.crop((left, top, left + side, top + side))
+    if mode == "pad" and width != height:
+        mean = tuple(int(v) for v in np.asarray(image).reshape(-1, 3).mean(0))
+        square = Image.new("RGB", (max(width, height),) * 2, mean)
+        square.paste(image, ((square.size[0] - width) // 2, (square.size[1] - height) // 2))
+        image = square
+    return image if image.size == (side, side) else image.resize((side, side), Image.Resampling.BICUBIC)
+
+
 class ImageStore:
     """Maps image names to files and decodes them once into a uint8 tensor cache."""
 
-    def __init__(self, paths: dict[str, Path], image_size: int):
+    def __init__(self, paths: dict[str, Path], image_size: int, resize: str = "squash"):
         self.paths = paths
         self.image_size = image_size
+        self.resize = resize  # squash | crop | pad (DatasetConfig.resize)
         self._cache: dict[str, torch.Tensor] = {}
 
     def __contains__(self, name: str) -> bool:
@@ -73,8 +92,7 @@ class ImageStore:
         except (OSError, UnidentifiedImageError) as error:
             raise HarnessError(f"cannot read image {name!r}: {error}", file=path,
                                fix="replace the file or remove it from the split") from None
-        if image.size != (self.image_size, self.image_size):
-            image = image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
+        image = squared(image, self.image_size, self.resize)
         return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
 
     def decode(self, name: str) -> torch.Tensor:
@@ -145,7 +163,8 @@ class ImageStore:
 
         from harness.paths import cache_dir
 
-        digest = hashlib.sha256(f"v1:{self.image_size}".encode())
+        digest = hashlib.sha256(f"v1:{self.image_size}".encode() if self.resize == "squash"
+                                else f"v2:{self.image_size}:{self.resize}".encode())
         for name in names:
             path = self.paths[name]
             try:
