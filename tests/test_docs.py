@@ -34,9 +34,9 @@ def test_the_method_in_adding_a_method_trains(tiny_benchmark: Path, tmp_path: Pa
     config = RunConfig.model_validate({"experiment": "docs", "method": {
         "name": "gated_sum", "params": {"backbone": {"source": "pretrained", "vision_dir": str(clip)}}}})
     method = build_run_method(config, split)
-    before = float(method.gate)
+    before = float(method.gate.detach())
     summary = train(method, split, TrainConfig(max_steps=2, batch_size=16, checkpoint=False), seed=0, progress=False)
-    assert summary.steps == 2 and float(method.gate) != before
+    assert summary.steps == 2 and float(method.gate.detach()) != before
     assert [name for name, p in method.named_parameters() if p.requires_grad] == ["gate"]
     with torch.no_grad():
         query = method.encode_query(split.images.load([split.triplets[0].reference]), [split.triplets[0].caption])
