@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared accelerator check of issue 8: `harness bench` on a lent GPU machine, written as a
+# The prepared accelerator check of issues 8 and 15: `harness bench` on a lent GPU machine, written as a
 # reference file named after the GPU (reports/bench/<gpu>-<precision>.md and .json).
 #
 # That machine has python3 with torch, transformers, tokenizers, safetensors, peft, typer, tqdm,
@@ -29,3 +29,10 @@ PYTHON=${PYTHON:-python3}
 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
 set -o pipefail
 "$PYTHON" -m harness bench --retrieval --out "$OUT" --quiet "$@" 2>&1 | tee "$OUT/bench.log"
+# issue 15: one CIR-LVLM run from a tiny bf16 Qwen2.5-VL stand-in on the GPU (plain, checkpointing,
+# checkpointing + micro-batches), with the step's peak CUDA memory beside harness plan's estimate
+if "$PYTHON" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+  "$PYTHON" benchmarks/device_lvlm_check.py --out "$OUT" 2>&1 | tee "$OUT/lvlm_check.log"
+else
+  echo "no CUDA: the CIR-LVLM check runs on a GPU only (on a CPU: benchmarks/device_lvlm_check.py --device cpu)"
+fi
