@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
-import os
 import sys
 from collections import Counter
 from enum import Enum
@@ -29,6 +27,7 @@ import typer
 
 from harness import __version__
 from harness.errors import HarnessError
+from harness.process import configure_process
 
 
 class Overwrite(str, Enum):
@@ -47,15 +46,6 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate the embedded benchmark or check a dataset on disk.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-
-def quiet_libraries() -> None:
-    """Silence transformers' per-load progress bars and reports (our own bars show progress)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
 
 
 def user_errors(command):
@@ -89,13 +79,6 @@ def main(
 ) -> None:
     """cir-harness: train, evaluate and compare Composed Image Retrieval methods under one loop."""
     configure_process()
-
-
-def configure_process() -> None:
-    """Logging and library settings of a harness process (the CLI's, and each --jobs worker's)."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    quiet_libraries()
 
 
 @app.command()

@@ -34,7 +34,7 @@ def _start_worker(threads: int, gpus=None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
     import torch
 
-    from harness.cli import configure_process
+    from harness.process import configure_process
 
     configure_process()
     torch.set_num_threads(threads)
@@ -48,10 +48,10 @@ def gpu_slots(jobs: int, gpus: int) -> list[int]:
 def _run(spec: RunSpec, run_dir) -> RunResult:
     global _SPLITS
     from harness.errors import HarnessError, WorkerError
-    from harness.runner import _SplitCache, execute_run
+    from harness.runner import SplitCache, execute_run
 
     if _SPLITS is None:
-        _SPLITS = _SplitCache(False)
+        _SPLITS = SplitCache(False)
     try:
         return execute_run(spec, run_dir, _SPLITS, progress=False)
     except HarnessError as error:

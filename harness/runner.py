@@ -61,7 +61,7 @@ def plan_experiment(config_path: Path, overrides: list[str] | None = None, outpu
     return Plan(experiment, specs, root / experiment.experiment)
 
 
-class _SplitCache:
+class SplitCache:
     """Loaded splits shared by the runs of one process (decoded images are reused)."""
 
     def __init__(self, progress: bool):
@@ -75,7 +75,7 @@ class _SplitCache:
         return self.splits[key]
 
 
-def execute_run(spec: RunSpec, run_dir: Path, splits: _SplitCache, progress: bool = True, on_epoch=None) -> RunResult:
+def execute_run(spec: RunSpec, run_dir: Path, splits: SplitCache, progress: bool = True, on_epoch=None) -> RunResult:
     """Train and evaluate one run; write config.yaml, rankings and result.json."""
     config = spec.config
     main = distributed.current().is_main
@@ -149,7 +149,7 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
             {"config_file": str(config_path), "overrides": " ".join(overrides or []), "runs": len(plan.specs)},
             name=plan.experiment.experiment,
         )
-    splits = _SplitCache(progress)
+    splits = SplitCache(progress)
     finished: dict[str, RunResult] = {}
     status = "FAILED"
     failures: list[str] = []
@@ -286,7 +286,7 @@ def parallel_threads(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def prepare_caches(plan: Plan, specs: list[RunSpec], splits: _SplitCache) -> None:
+def prepare_caches(plan: Plan, specs: list[RunSpec], splits: SplitCache) -> None:
     """Build what concurrent runs would otherwise race to build: the datasets (a generated
     benchmark is rendered here, once). They are read here too, so a broken annotation file stops
     the job with its own error before any worker starts. Stage-0 warm starts are built by the

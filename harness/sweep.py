@@ -34,7 +34,7 @@ from harness.errors import HarnessError
 from harness.evaluate import evaluate
 from harness.results import RunResult, atomic_write_text
 from harness.parallel import gpu_slots
-from harness.runner import _SplitCache, execute_run, plan_experiment, plan_gpus
+from harness.runner import SplitCache, execute_run, plan_experiment, plan_gpus
 from harness.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -203,8 +203,10 @@ def _worker(config_path: Path, overrides, output, trials: int, index: int, paren
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)  # before CUDA starts in this process
     import torch
 
+    from harness.process import configure_process
     from harness.runner import parallel_threads
 
+    configure_process()
     torch.set_num_threads(parallel_threads(workers))
     plan = _plan(config_path, overrides, output)
     study = _open_study(plan, plan.experiment.sweep, seed_offset=index)
@@ -220,7 +222,7 @@ def _optimize(study: optuna.Study, plan, config_path: Path, overrides, output, t
               echo) -> None:
     sweep = plan.experiment.sweep
     single = len(sweep.objectives) == 1
-    splits = _SplitCache(progress)
+    splits = SplitCache(progress)
 
     def objective(trial: optuna.Trial):
         values = {path: _suggest(trial, path, dimension) for path, dimension in sweep.space.items()}
