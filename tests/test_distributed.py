@@ -51,7 +51,8 @@ def _result(output: Path) -> dict:
 def test_torchrun_with_two_cpu_ranks_gives_the_metrics_of_one_process(tmp_path: Path):
     """Training shards each global batch over two gloo ranks (gathered negatives, averaged
     gradients, global batch statistics), evaluation deals whole batches to the ranks and
-    gathers the embeddings: the same metrics, prompt usage and (to float rounding) losses."""
+    gathers the embeddings: the same metrics, prompt usage and (to float rounding) losses; and
+    again with each rank's share computed in micro-batches (GradCache over gathered negatives)."""
     config = write_yaml(tmp_path / "ddp.yaml", EXPERIMENT)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     harness = [sys.executable, "-m", "harness", "run", str(config), "--quiet"]
@@ -70,3 +71,10 @@ def test_torchrun_with_two_cpu_ranks_gives_the_metrics_of_one_process(tmp_path: 
     assert sharded["train"]["steps"] == single["train"]["steps"] == 8
     assert sharded["train"]["loss_per_epoch"] == pytest.approx(single["train"]["loss_per_epoch"], rel=1e-5)
     assert two.stdout.count("[1/1] cir_lvlm") == 1  # rank 0 alone prints and writes
+    micro = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            *harness[1:], "--output", str(tmp_path / "micro"), "--set", "train.micro_batch_size=4"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert micro.returncode == 0, micro.stderr[-3000:]
+    cached = _result(tmp_path / "micro")  # GradCache on each rank's share, negatives gathered over the ranks
+    assert cached["metrics"] == single["metrics"]
+    assert cached["train"]["loss_per_epoch"] == pytest.approx(single["train"]["loss_per_epoch"], rel=1e-5)
