@@ -227,7 +227,8 @@ def _oti_key(method: Searle, context: MethodContext) -> str:
     params = method.params
     backbone = (params.backbone.vision_dir if params.backbone.source == "pretrained"
                 else {"tiny": params.backbone.tiny_key(), "stage0": params.stage0.model_dump()})
-    blob = json.dumps({"version": OTI_VERSION, "dataset": context.dataset_key, "backbone": backbone,
+    images = hashlib.sha256("\n".join(sorted(context.train_split.images.paths)).encode()).hexdigest()[:16]
+    blob = json.dumps({"version": OTI_VERSION, "dataset": context.dataset_key, "backbone": backbone, "images": images,
                        "concepts": method.concept_phrases.concepts, "templates": list(params.templates),
                        "oti": params.model_dump(include={"oti_images", "oti_steps", "oti_lr", "oti_weight_decay",
                                                          "oti_ema", "oti_top_k", "oti_gpt_weight", "oti_seed"})},

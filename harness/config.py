@@ -368,7 +368,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
             value = yaml.safe_load(text) if text else ""
         except yaml.YAMLError:
             value = text
-        set_path(data, path.strip(), value, file=file, field="--set")
+        path = path.strip()
+        if path.startswith("grid.") and len(path) > len("grid."):  # grid keys are dotted paths themselves
+            grid = data.setdefault("grid", {})
+            if not isinstance(grid, dict):
+                raise HarnessError("grid is not a mapping", file=file, field="--set", fix="write grid: {path: [values]}")
+            grid[path[len("grid."):]] = copy.deepcopy(value)
+            continue
+        set_path(data, path, value, file=file, field="--set")
     return data
 
 

@@ -393,3 +393,18 @@ def test_batch_rows_are_the_batches_the_loop_draws(split, monkeypatch):
     assert len(drawn) == len(planned) == 5
     assert all(torch.equal(a, b) for a, b in zip(drawn, planned, strict=True))
     assert not torch.equal(torch.sort(planned[0]).values, torch.sort(planned[3]).values)  # a new pass, a new order
+
+
+def test_searles_oti_cache_key_follows_the_images_it_may_draw_from(split):
+    """A store with images dropped as missing (allow_missing_images) inverts other images: another key."""
+    import dataclasses
+
+    from baselines.searle import _oti_key
+    from harness.data.triplet import ImageStore
+
+    method = _build("searle", split, **OTI)
+    context = MethodContext(64, [], train_split=split, dataset_key="baselines-test")
+    kept = dict(list(split.images.paths.items())[1:])
+    fewer = dataclasses.replace(split, images=ImageStore(kept, split.images.image_size))
+    assert _oti_key(method, context) != _oti_key(method, dataclasses.replace(context, train_split=fewer))
+    assert _oti_key(method, context) == _oti_key(method, dataclasses.replace(context, corpus=["other"]))

@@ -217,3 +217,13 @@ def test_labels_name_checkpoints_by_their_folder_and_ids_survive_a_move(tmp_path
     data = write_yaml(tmp_path / "data.yaml", BASE)
     here = expand(*load_experiment(data, ["dataset.root=/data/cirr"]), "x")[0].run_id
     assert expand(*load_experiment(data, ["dataset.root=/elsewhere/cirr/"]), "x")[0].run_id == here
+
+
+def test_set_addresses_a_grid_key_whole(tmp_path: Path):
+    """`--set grid.method.name=[sum]` replaces the sweep over the key path method.name (grid keys are
+    dotted paths themselves), leaving the grid's other keys."""
+    text = BASE + "grid:\n  method.name: [image_only, sum]\n  train.lr: [0.001, 0.002]\n"
+    config = write_yaml(tmp_path / "exp.yaml", text)
+    experiment, raw = load_experiment(config, ["grid.method.name=[sum]"])
+    assert experiment.grid == {"method.name": ["sum"], "train.lr": [0.001, 0.002]}
+    assert len(expand(experiment, raw, "x")) == 2
