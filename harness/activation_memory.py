@@ -6,7 +6,7 @@
     saved.bytes
 
 The count is device-independent (a tensor's size does not depend on where it lives), which is
-why `harness plan`'s estimate can be checked on CPU (harness.plan).
+why `harness plan`'s estimate can be checked on CPU (harness.memory_estimate).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a run needs per GPU: weights, gradients, AdamW state and the activations a step keeps.
 
-    estimate = estimate_run(spec, splits, world_size=8)
-    print(estimate.table_row())
+    estimate = estimate_run(spec, train_split, world_size=8)
+    print(table_row(estimate))
 
 The activation figure is measured, not modelled: the method is built from its checkpoints'
 config.json at one and two transformer layers per role (harness.backbones.loading.
@@ -148,20 +148,17 @@ def sizes(method: CIRMethod, activation_bytes_per_item: float) -> Measurement:
 
 def estimate_specs(specs: list[RunSpec], world_size: int, precision: str) -> list[MemoryEstimate]:
     """One estimate per distinct run of ``specs`` (seeds do not change memory)."""
-    from harness.data.datasets import load_dataset
+    from harness.runner import SplitCache
 
-    splits: dict[str, CIRSplit] = {}
+    splits = SplitCache(progress=False)
     estimates, seen = [], set()
     for spec in specs:
         key = spec.config.model_copy(update={"seed": 0}).model_dump_json()
         if key in seen:
             continue
         seen.add(key)
-        dataset = spec.config.dataset
-        split_key = dataset.model_dump_json()
-        if split_key not in splits:
-            splits[split_key] = load_dataset(dataset, dataset.train_split, progress=False)
-        estimates.append(estimate_run(spec, splits[split_key], world_size, precision))
+        train_split = splits.get(spec.config.dataset, spec.config.dataset.train_split)
+        estimates.append(estimate_run(spec, train_split, world_size, precision))
     return estimates
 
 

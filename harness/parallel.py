@@ -27,17 +27,10 @@ _SPLITS = None  # the worker's loaded datasets, kept across the runs it is dealt
 
 def _start_worker(threads: int, gpus=None) -> None:
     """Set up a worker: its torch threads and, on a machine with GPUs, the one GPU it trains on
-    (taken from ``gpus``, a queue of device numbers, before CUDA starts in this process)."""
-    import os
-
-    if gpus is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
-    import torch
-
+    (taken from ``gpus``, a queue of device numbers)."""
     from harness.process import configure_process
 
-    configure_process()
-    torch.set_num_threads(threads)
+    configure_process(threads, gpus.get() if gpus is not None else None)
 
 
 def gpu_slots(jobs: int, gpus: int) -> list[int]:

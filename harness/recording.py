@@ -3,7 +3,8 @@
     result = evaluate_and_record(run_dir, config, run_id, label, method, eval_split, train_summary, device)
 
 Shared by `harness run` (right after training) and `harness eval` (a finished run's checkpoint
-on another split), so both folders have one layout and one result schema.
+on another split), so both folders have one layout and one result schema; ``write_run_config``
+writes the config.yaml beside them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from harness.data.triplet import CIRSplit
 from harness.environment import environment
 from harness.evaluate import Evaluation, EvalConfig, evaluate
 from harness.methods.base import CIRMethod
-from harness.results import RunResult, write_rankings, write_result
+from harness.results import RunResult, atomic_write_text, write_rankings, write_result
+
+
+def write_run_config(run_dir: Path, config: RunConfig) -> None:
+    """<run_dir>/config.yaml: the resolved config a run (or an evaluation) was made with."""
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
 def evaluate_and_record(run_dir: Path, config: RunConfig, run_id: str, label: str, method: CIRMethod,

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from harness.data.datasets import load_dataset
 from harness.device import resolve_device
 from harness.errors import HarnessError
-from harness.recording import evaluate_and_record
+from harness.recording import evaluate_and_record, write_run_config
 from harness.registry import build_run_method
-from harness.results import RunResult, atomic_write_text
+from harness.results import RunResult
 from harness.run_folder import read_run_config, read_run_result
 from harness.train import load_checkpoint
 
@@ -46,7 +44,6 @@ def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> RunResult:
     if trained:
         load_checkpoint(run_dir / "checkpoints", method)
     out = evaluation_dir(run_dir, split)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    write_run_config(out, config)
     return evaluate_and_record(out, config, finished.run_id, finished.label, method, eval_split, finished.train,
                                device, progress)

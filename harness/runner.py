@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 
 from harness import distributed
 from harness.config import ExperimentConfig, RunSpec, expand, load_experiment
@@ -31,7 +30,7 @@ from harness.data.datasets import DatasetConfig, dataset_key, load_dataset
 from harness.data.triplet import CIRSplit
 from harness.device import resolve_device
 from harness.errors import HarnessError, RunsFailed, WorkerError
-from harness.recording import evaluate_and_record
+from harness.recording import evaluate_and_record, write_run_config
 from harness.registry import build_run_method
 from harness.report import FORMATS, write_report
 from harness.results import RunResult, atomic_write_text, read_result
@@ -81,8 +80,7 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: SplitCache, progress: bool
     main = distributed.current().is_main
     progress = progress and main
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        write_run_config(run_dir, config)
     if config.train.num_threads is not None:
         torch.set_num_threads(config.train.num_threads)
     device = resolve_device(config.eval.device)

@@ -199,15 +199,10 @@ def _worker(config_path: Path, overrides, output, trials: int, index: int, paren
             workers: int = 1, gpu: int | None = None) -> None:
     """One worker process: ``trials`` trials of the shared study (its sampler seeded apart), with
     its share of the CPU cores as torch threads and its own GPU if any (as `harness run --jobs`)."""
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)  # before CUDA starts in this process
-    import torch
-
     from harness.process import configure_process
     from harness.runner import parallel_threads
 
-    configure_process()
-    torch.set_num_threads(parallel_threads(workers))
+    configure_process(parallel_threads(workers), gpu)
     plan = _plan(config_path, overrides, output)
     study = _open_study(plan, plan.experiment.sweep, seed_offset=index)
     tracker = None

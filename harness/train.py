@@ -29,9 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from harness import distributed
+from harness.activation_memory import enable_gradient_checkpointing
 from harness.checkpoint import load_trained_weights, save_trained_weights
 from harness.data.triplet import CIRSplit
-from harness.activation_memory import enable_gradient_checkpointing
 from harness.device import Precision, autocast, resolve_precision, to_device
 from harness.errors import HarnessError
 from harness.grad_cache import cached_backward, check_splittable

@@ -240,8 +240,19 @@ def test_images_become_square_by_squash_crop_or_pad():
     assert all(np.array_equal(np.asarray(squared(square, 10, mode)), np.asarray(square)) for mode in ("crop", "pad"))
 
 
-def test_the_resize_setting_reaches_the_image_store(tiny_benchmark):
+def test_the_resize_setting_reaches_the_image_store(tiny_benchmark, tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
     from harness.data.datasets import DatasetConfig, load_dataset
+    from harness.data.triplet import ImageStore, squared
 
     split = load_dataset(DatasetConfig(name="cirr", root=str(tiny_benchmark), resize="pad"), "val", progress=False)
     assert split.images.resize == "pad"
+    wide = np.zeros((20, 40, 3), dtype=np.uint8)
+    wide[:, 5:35] = 200
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    decoded = {mode: ImageStore({"wide": tmp_path / "wide.png"}, 10, mode).read("wide") for mode in ("squash", "crop")}
+    expected = torch.from_numpy(np.asarray(squared(Image.fromarray(wide), 10, "crop")).copy()).permute(2, 0, 1)
+    assert torch.equal(decoded["crop"], expected) and not torch.equal(decoded["crop"], decoded["squash"])
