@@ -140,7 +140,7 @@ class ReportConfig(BaseModel):
 #: attention kernel), not what: left out of run ids (a run resumes under other such settings)
 ID_NEUTRAL: tuple[str, ...] = (
     "train.keep_checkpoint", "train.checkpoint_every", "train.micro_batch_size", "train.gradient_checkpointing",
-    "method.params.backbone.attn_implementation")
+    "method.params.backbone.attn_implementation", "eval.gallery_on_disk")
 #: dotted paths of settings added after run ids were first given out, with their defaults: left
 #: out of a run id while at the default, so the runs made before keep their ids (and results)
 ID_LATER: dict[str, Any] = {"train.group_lr": {}, "dataset.resize": "squash"}

@@ -33,6 +33,7 @@ from harness.device import (
 )
 from harness.diagnostics import intent_scores
 from harness.embedding_cache import embedding_key, load_embeddings, save_embeddings
+from harness.embedding_file import EmbeddingFile
 from harness.errors import HarnessError
 from harness.methods.base import CIRMethod
 from harness.metrics import (
@@ -90,6 +91,10 @@ class EvalConfig(BaseModel):
                                   "runs (harness.embedding_cache; methods with a trained target side never hit it)")
     diagnostic_queries: int = Field(64, ge=0, description="queries a method's own diagnostics read (CIR-LVLM: where "
                                     "its prompts attend); 0 skips them")
+    gallery_on_disk: int | None = Field(
+        100_000, ge=1, description="galleries of at least this many images have their embeddings written to a file "
+        "a batch at a time and scored from it block by block (bounded memory for CIRCO-size galleries); null: always "
+        "in RAM. Does not change any number")
     save_top: int = Field(50, ge=1, description="length of the per-query ranking kept on disk")
     max_queries: int | None = Field(None, ge=1, description="evaluate the first N queries only (quick runs)")
 
@@ -129,22 +134,29 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _encode_in_batches(encode, count: int, batch_size: int, desc: str, progress: bool,
-                       device: torch.device) -> tuple[torch.Tensor, list[float]]:
+                       device: torch.device, store: EmbeddingFile | None = None) -> tuple[torch.Tensor, list[float]]:
     """([count, D] embeddings, ms per item of each full batch). On a GPU the batches are timed
     with CUDA events and copied back asynchronously, so the host never waits for the device
-    inside the loop (one sync at its end). Under torchrun each rank encodes its deal of whole
-    batches and the ranks gather them back in order, so every row is computed as in a single
-    process."""
+    inside the loop (one sync at its end). With a ``store`` (one process) each batch goes to its
+    file as it comes and the result is backed by that file. Under torchrun each rank encodes
+    its deal of whole batches and the ranks gather them back in order, in RAM, so every row is
+    computed as in a single process."""
     chunks, marks = [], []
+    store = store if not distributed.current().distributed else None
     starts = distributed.batch_starts(count, batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
         began = _mark(device)
         chunk = encode(start, min(count, start + batch_size)).float()
         if len(chunk) == batch_size:  # a short last batch would skew the per-item figure
             marks.append((began, _mark(device)))
-        chunks.append(to_host(chunk))
+        if store is not None:
+            store.write(start, chunk)  # a copy to the host, so the device waits here (a disk write anyway)
+        else:
+            chunks.append(to_host(chunk))
     _synchronize(device)
     per_item = [1000 * _elapsed(began, ended) / batch_size for began, ended in marks]
+    if store is not None:
+        return store.tensor(), per_item
     if not distributed.current().distributed:
         return (torch.cat(chunks) if chunks else torch.empty(0)), per_item
     dim = distributed.broadcast_object(chunks[0].shape[1] if chunks else 0)
@@ -214,13 +226,21 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate ``method`` on ``split`` with the shared protocol. Under torchrun the ranks share
     the encoding of gallery and queries and each scores the gathered embeddings (timings are
-    rank 0's wall clock of the shared work)."""
-    device = device or resolve_device(config.device)
-    progress = progress and distributed.current().is_main
-    method.to(device).eval()
+    rank 0's wall clock of the shared work). A gallery of ``gallery_on_disk`` images or more
+    keeps its embeddings in a scratch file (harness.embedding_file), removed afterwards."""
     triplets: list[Triplet] = split.triplets[: config.max_queries] if config.max_queries else list(split.triplets)
     if config.gallery == "query_images":
         split = _query_image_gallery(split, triplets)
+    large = config.gallery_on_disk is not None and len(split.gallery) >= config.gallery_on_disk
+    with EmbeddingFile(len(split.gallery)) as store:
+        return _evaluate(method, split, triplets, config, device, progress, store if large else None)
+
+
+def _evaluate(method: CIRMethod, split: CIRSplit, triplets: list[Triplet], config: EvalConfig,
+              device: torch.device | None, progress: bool, store: EmbeddingFile | None) -> Evaluation:
+    device = device or resolve_device(config.device)
+    progress = progress and distributed.current().is_main
+    method.to(device).eval()
     gallery = split.gallery
     index = {name: i for i, name in enumerate(gallery)}
 
@@ -263,7 +283,7 @@ def evaluate(
         gallery_embeddings = cached
     else:
         gallery_embeddings, _ = _encode_in_batches(encode_gallery, len(gallery), config.batch_size, "gallery",
-                                                   progress, device)
+                                                   progress, device, store)
         if cache_key is not None and distributed.current().is_main:
             save_embeddings(cache_key, gallery_embeddings)
     _synchronize(device)

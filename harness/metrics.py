@@ -75,7 +75,20 @@ def subset_ranks(
     -1 for padding). The reference is always removed, as in CLIP4Cir's
     ``compute_cirr_val_metrics``; CIRR sets leave 5 candidates."""
     member_scores = scores.gather(1, subset_index.clamp(min=0))
-    target_score = scores[torch.arange(scores.shape[0]), target_index].unsqueeze(1)
+    target_score = scores[torch.arange(scores.shape[0]), target_index]
+    return subset_ranks_of_members(member_scores, subset_index, target_score, target_index, reference_index)
+
+
+def subset_ranks_of_members(
+    member_scores: torch.Tensor,
+    subset_index: torch.Tensor,
+    target_score: torch.Tensor,
+    target_index: torch.Tensor,
+    reference_index: torch.Tensor,
+) -> torch.Tensor:
+    """``subset_ranks`` from the members' scores [Q, S] and the targets' [Q] alone (what blockwise
+    scoring keeps of a gallery it never holds whole)."""
+    target_score = target_score.unsqueeze(1)
     candidate = (subset_index >= 0) & (subset_index != reference_index.unsqueeze(1))
     ahead = (member_scores > target_score) | ((member_scores == target_score) & (subset_index < target_index.unsqueeze(1)))
     return (ahead & candidate).sum(dim=1)

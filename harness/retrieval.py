@@ -34,6 +34,12 @@ def _ordered(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch
     return values.gather(1, order)[:, :k], indices.gather(1, order)[:, :k]
 
 
+def merge_top_k(best: tuple[torch.Tensor, torch.Tensor], block: tuple[torch.Tensor, torch.Tensor],
+                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best (value desc, index asc) of two (values, indices) top lists of the same queries."""
+    return _ordered(torch.cat([best[0], block[0]], 1), torch.cat([best[1], block[1]], 1), k)
+
+
 def block_top_k(scores: torch.Tensor, k: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of a [q, g] score block with exact tie-breaking by index (global = local + offset)."""
     k = min(k, scores.shape[1])
@@ -64,8 +70,7 @@ def top_k_torch(queries: torch.Tensor, gallery: torch.Tensor, k: int, query_bloc
             if best_values is None:
                 best_values, best_indices = values, indices
             else:
-                best_values, best_indices = _ordered(torch.cat([best_values, values], 1),
-                                                     torch.cat([best_indices, indices], 1), k)
+                best_values, best_indices = merge_top_k((best_values, best_indices), (values, indices), k)
         all_values.append(best_values)
         all_indices.append(best_indices)
     if not all_values:

@@ -1,27 +1,33 @@
-"""Score queries against the gallery a block of queries at a time: top lists, target ranks and
-image-set ranks, each exactly what the full-matrix functions of harness.metrics give.
+"""Score queries against the gallery a block at a time: top lists, target ranks and image-set
+ranks, each exactly what the full-matrix functions of harness.metrics give.
 
     scored = score_blockwise(query_embeddings, gallery_embeddings, depth=50, exclude=reference_index,
                              targets=target_index, subset_index=members, allowed=category_mask)
 
-Memory is bounded by ``max_scores`` similarities at a time (64 MiB of float32 by default), so
-a gallery of a million images is ranked without a queries x gallery matrix; a small benchmark
-is one block. Ties are broken by the lower gallery index everywhere (harness.metrics' rule);
-top lists come from ``topk`` with the tie rule made exact (harness.retrieval), not a full sort.
+Memory is bounded by ``max_scores`` similarities at a time (64 MiB of float32 by default) and
+the gallery is read ``gallery_block`` rows at a time, so a gallery of a million images (its
+embeddings in RAM or in a memory-mapped file, harness.embedding_file) is ranked without a
+queries x gallery matrix; a small benchmark is one block. A gallery of several blocks is read
+twice per block of queries: the first pass takes each target's and set member's score from the
+very block computation the second pass ranks against, so ranks stay exact. Ties are broken by
+the lower gallery index everywhere (harness.metrics' rule); top lists come from ``topk`` with
+the tie rule made exact (harness.retrieval), not a full sort.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
-from harness.metrics import subset_ranks, target_ranks
-from harness.retrieval import block_top_k
+from harness.metrics import subset_ranks_of_members
+from harness.retrieval import block_top_k, merge_top_k
 
 #: similarities held at once (float32): 2**24 = 64 MiB
 MAX_SCORES = 2**24
+#: gallery rows scored at once; a larger gallery is read (from RAM or disk) a block at a time
+GALLERY_BLOCK = 2**16
 
 
 @dataclass
@@ -34,6 +40,19 @@ class Scored:
     subset_order: torch.Tensor | None  # [Q, S] set members but the reference, best first; -1 padding
 
 
+@dataclass
+class _Query:
+    """One block of queries: rows lo..hi with their own slices of the per-query inputs."""
+
+    lo: int
+    hi: int
+    exclude: torch.Tensor | None
+    targets: torch.Tensor | None
+    members: torch.Tensor | None
+    reference: torch.Tensor | None
+    allowed: torch.Tensor | None  # [hi - lo, G] bool
+
+
 def score_blockwise(
     queries: torch.Tensor,
     gallery: torch.Tensor,
@@ -44,6 +63,7 @@ def score_blockwise(
     reference: torch.Tensor | None = None,
     allowed: Callable[[int, int], torch.Tensor] | None = None,
     max_scores: int = MAX_SCORES,
+    gallery_block: int | None = None,
 ) -> Scored:
     """Rank ``gallery`` [G, D] for each of ``queries`` [Q, D] by inner product.
 
@@ -51,42 +71,115 @@ def score_blockwise(
     ``targets`` [Q]: the target's gallery index, for ``ranks``. ``subset_index`` [Q, S] (-1
     padded) with ``reference`` [Q]: image sets, for ``subset`` and ``subset_order``.
     ``allowed(lo, hi)`` -> [hi - lo, G] bool: the candidates of queries lo..hi (category
-    galleries); the others are never ranked."""
+    galleries); the others are never ranked. ``gallery_block``: rows per gallery block
+    (default ``GALLERY_BLOCK``)."""
     count, size = queries.shape[0], gallery.shape[0]
-    block = max(1, min(max(count, 1), max_scores // max(size, 1)))
+    gallery_block = gallery_block or GALLERY_BLOCK
+    spans = [(g0, min(size, g0 + max(1, gallery_block))) for g0 in range(0, size, max(1, gallery_block))]
+    block = max(1, min(max(count, 1), max_scores // max(1, min(size, gallery_block))))
     depth = min(depth, size)
-    tops, ranks, subsets, orders = [], [], [], []
-    gallery_t = gallery.T.contiguous()
+    sets = subset_index is not None and targets is not None and reference is not None
+    parts: dict[str, list[torch.Tensor]] = {"top": [], "ranks": [], "subset": [], "order": []}
+    transposed = _transposed_blocks(gallery, spans)
     for lo in range(0, count, block):
         hi = min(count, lo + block)
-        scores = queries[lo:hi] @ gallery_t
-        if allowed is not None:
-            scores.masked_fill_(~allowed(lo, hi), float("-inf"))
-        excluded = None
-        if exclude is not None:
-            excluded = exclude[lo:hi]
-            rows = (excluded >= 0).nonzero().squeeze(1)
-            scores[rows, excluded[rows]] = float("-inf")
-        if targets is not None:
-            ranks.append(target_ranks(scores, targets[lo:hi], excluded))
-        if subset_index is not None and targets is not None and reference is not None:
-            subsets.append(subset_ranks(scores, subset_index[lo:hi], targets[lo:hi], reference[lo:hi]))
-            orders.append(_member_order(scores, subset_index[lo:hi], reference[lo:hi]))
+        rows = _Query(lo, hi, *(None if x is None else x[lo:hi] for x in (exclude, targets)),
+                      subset_index[lo:hi] if sets else None, reference[lo:hi] if sets else None,
+                      allowed(lo, hi) if allowed is not None else None)
+        top, ranks, member_scores = _score_query_block(queries[lo:hi], transposed, spans, rows, depth)
+        parts["top"].append(top)
+        if ranks is not None:
+            parts["ranks"].append(ranks)
+        if member_scores is not None:
+            target_scores, scores = member_scores
+            parts["subset"].append(subset_ranks_of_members(scores, rows.members, target_scores, rows.targets,
+                                                           rows.reference))
+            parts["order"].append(_member_order(scores, rows.members, rows.reference))
+    joined = {name: torch.cat(values) if values else None for name, values in parts.items()}
+    top = joined["top"] if joined["top"] is not None else torch.empty(0, depth, dtype=torch.long)
+    return Scored(top=top, ranks=joined["ranks"], subset=joined["subset"], subset_order=joined["order"])
+
+
+def _transposed_blocks(gallery: torch.Tensor, spans: list[tuple[int, int]]) -> Callable[[int], torch.Tensor]:
+    """block i -> its [D, rows] float32 transpose, contiguous; a one-block gallery is transposed
+    once, a larger one per use (it may be a memory-mapped file that must not be read whole)."""
+    if len(spans) == 1:
+        whole = gallery.float().T.contiguous()
+        return lambda i: whole
+    return lambda i: gallery[spans[i][0] : spans[i][1]].float().T.contiguous()
+
+
+def _blocks(queries: torch.Tensor, transposed: Callable[[int], torch.Tensor], spans: list[tuple[int, int]],
+            rows: _Query) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first gallery index, masked similarities [q, rows]) of each gallery block."""
+    for i, (g0, g1) in enumerate(spans):
+        scores = queries @ transposed(i)
+        if rows.allowed is not None:
+            scores.masked_fill_(~rows.allowed[:, g0:g1], float("-inf"))
+        if rows.exclude is not None:
+            local = rows.exclude - g0
+            inside = ((rows.exclude >= 0) & (local >= 0) & (local < g1 - g0)).nonzero().squeeze(1)
+            scores[inside, local[inside]] = float("-inf")
+        yield g0, scores
+
+
+def _score_query_block(queries, transposed, spans, rows: _Query, depth: int):
+    """(top [q, depth], target ranks or None, (target scores, member scores) or None) of one
+    block of queries. One gallery block is scored once; several are scored twice (see the module)."""
+    cached = next(_blocks(queries, transposed, spans, rows)) if len(spans) == 1 else None
+
+    def blocks() -> Iterator[tuple[int, torch.Tensor]]:
+        return iter([cached]) if cached is not None else _blocks(queries, transposed, spans, rows)
+
+    picked = _picked_scores(blocks(), rows) if rows.targets is not None else None
+    best: tuple[torch.Tensor, torch.Tensor] | None = None
+    ahead = torch.zeros(rows.hi - rows.lo, dtype=torch.long)
+    for g0, scores in blocks():
+        if picked is not None:
+            ahead += _ahead(scores, g0, picked[0], rows)
         if depth:
-            values, indices = block_top_k(scores, depth, 0)
-            tops.append(indices.masked_fill(values == float("-inf"), -1))
-        else:
-            tops.append(torch.empty(hi - lo, 0, dtype=torch.long))
-    top = torch.cat(tops) if tops else torch.empty(0, depth, dtype=torch.long)
-    return Scored(top=top, ranks=torch.cat(ranks) if ranks else None, subset=torch.cat(subsets) if subsets else None,
-                  subset_order=torch.cat(orders) if orders else None)
+            values, indices = block_top_k(scores, depth, g0)
+            best = (values, indices) if best is None else merge_top_k(best, (values, indices), depth)
+    if best is None:
+        top = torch.empty(rows.hi - rows.lo, 0, dtype=torch.long)
+    else:
+        top = best[1].masked_fill(best[0] == float("-inf"), -1)
+    members = (picked[0], picked[1]) if picked is not None and rows.members is not None else None
+    return top, (ahead if picked is not None else None), members
 
 
-def _member_order(scores: torch.Tensor, members: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+def _picked_scores(blocks: Iterator[tuple[int, torch.Tensor]], rows: _Query) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(each query's target score [q], its set members' scores [q, S] or None), read off the
+    masked blocks (padding members get -inf)."""
+    targets = rows.targets
+    target_scores = torch.full((len(targets),), float("nan"))
+    member_scores = None if rows.members is None else torch.full(rows.members.shape, float("-inf"))
+    for g0, scores in blocks:
+        g1 = g0 + scores.shape[1]
+        inside = ((targets >= g0) & (targets < g1)).nonzero().squeeze(1)
+        target_scores[inside] = scores[inside, targets[inside] - g0]
+        if member_scores is not None:
+            r, c = ((rows.members >= g0) & (rows.members < g1)).nonzero(as_tuple=True)
+            member_scores[r, c] = scores[r, rows.members[r, c] - g0]
+    return target_scores, member_scores
+
+
+def _ahead(scores: torch.Tensor, g0: int, target_scores: torch.Tensor, rows: _Query) -> torch.Tensor:
+    """Candidates of this block ranked before each query's target (higher score, or equal with
+    a lower index), the excluded image never counted: harness.metrics.target_ranks per block."""
+    columns = torch.arange(g0, g0 + scores.shape[1]).unsqueeze(0)
+    target = target_scores.unsqueeze(1)
+    ahead = (scores > target) | ((scores == target) & (columns < rows.targets.unsqueeze(1)))
+    if rows.exclude is not None:
+        ahead &= columns != rows.exclude.unsqueeze(1)
+    return ahead.sum(dim=1)
+
+
+def _member_order(member_scores: torch.Tensor, members: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Each row's set members other than its reference, best first (ties by gallery index), -1
     padded at the end: what CIRR's recall_subset submission lists."""
     candidate = (members >= 0) & (members != reference.unsqueeze(1))
-    values = scores.gather(1, members.clamp(min=0)).masked_fill(~candidate, float("-inf"))
+    values = member_scores.masked_fill(~candidate, float("-inf"))
     keys = members.masked_fill(~candidate, torch.iinfo(torch.long).max)
     order = torch.argsort(keys, dim=1, stable=True)  # index ascending first ...
     values, keys = values.gather(1, order), keys.gather(1, order)

@@ -95,6 +95,33 @@ def test_checkpoint_restores_the_trained_model(finished):
     assert evaluation.metrics == result.metrics
 
 
+def test_a_gallery_on_disk_scored_in_blocks_gives_the_same_evaluation(finished, monkeypatch):
+    """eval.gallery_on_disk: the gallery's embeddings go to a scratch file a batch at a time, are
+    scored from it in several blocks, and the file is gone afterwards; nothing else changes."""
+    from harness import embedding_file, scoring
+    from harness.paths import cache_dir
+
+    _, output, _ = finished
+    run = next(p for p in (output / "runs").iterdir() if read_result(p / "result.json").method == "image_only")
+    result = read_result(run / "result.json")
+    split = load_cirr_split(Path(_dataset_root(result.config)), "val")
+    method = build_method("image_only", result.config["method"]["params"], MethodContext(64, []))
+    load_checkpoint(run / "checkpoints", method)
+    config = EvalConfig.model_validate(result.config["eval"])
+    in_ram = evaluate(method, split, config, progress=False)
+    written: list[int] = []
+    write = embedding_file.EmbeddingFile.write
+    monkeypatch.setattr(embedding_file.EmbeddingFile, "write",
+                        lambda self, start, chunk: (written.append(len(chunk)), write(self, start, chunk)))
+    monkeypatch.setattr(scoring, "GALLERY_BLOCK", 7)
+    on_disk = evaluate(method, split, config.model_copy(update={"gallery_on_disk": 1, "embedding_cache": False,
+                                                                "batch_size": 16}), progress=False)
+    assert sum(written) == in_ram.num_gallery and len(written) > 1  # batch by batch into the file
+    assert on_disk.metrics == in_ram.metrics
+    assert on_disk.rankings == in_ram.rankings
+    assert not any((cache_dir() / "scratch").glob("*.npy"))  # the scratch file is removed
+
+
 def _dataset_root(config: dict) -> str:
     from harness.data.datasets import DatasetConfig, dataset_root
 

@@ -20,7 +20,8 @@ def _embeddings(queries: int, gallery: int, seed: int, ties: bool) -> tuple[torc
 
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("max_scores", [7, 64, 2**24])  # several blocks of queries, or one
-def test_blockwise_equals_the_full_matrix(ties: bool, max_scores: int):
+@pytest.mark.parametrize("gallery_block", [6, 13, 2**16])  # several blocks of the gallery (a ragged last one), or one
+def test_blockwise_equals_the_full_matrix(ties: bool, max_scores: int, gallery_block: int):
     queries, gallery = _embeddings(23, 40, seed=1, ties=ties)
     generator = torch.Generator().manual_seed(2)
     reference = torch.randint(0, 40, (23,), generator=generator)
@@ -31,7 +32,7 @@ def test_blockwise_equals_the_full_matrix(ties: bool, max_scores: int):
                                       torch.randint(0, 40, (3,), generator=generator)]) for i in range(23)])
     members[5, 4] = -1  # a shorter set
     scored = score_blockwise(queries, gallery, 10, exclude=reference, targets=targets, subset_index=members,
-                             reference=reference, max_scores=max_scores)
+                             reference=reference, max_scores=max_scores, gallery_block=gallery_block)
     scores = queries @ gallery.T
     assert torch.equal(scored.top, ranking(scores, reference, top=10))
     assert torch.equal(scored.ranks, target_ranks(scores, targets, reference))
@@ -51,7 +52,7 @@ def test_category_galleries_never_rank_other_categories():
         return torch.stack([columns if category[row] == 0 else ~columns for row in range(lo, hi)])
 
     scored = score_blockwise(queries, gallery, 8, allowed=allowed, targets=torch.tensor([0, 1, 2, 5, 6, 7]),
-                             max_scores=24)
+                             max_scores=24, gallery_block=4)
     for row in range(6):
         kept = [int(i) for i in scored.top[row] if i >= 0]
         assert len(kept) == (5 if category[row] == 0 else 7)
