@@ -57,7 +57,8 @@ def llama_tokenizer():
     """A LlamaTokenizer (<unk> <s> </s>, metaspace BPE) with no pad token, as LLaMA-2/3 and Mistral ship."""
     from transformers import LlamaTokenizer
 
-    vocab, merges = _bpe(pre_tokenizers.Metaspace(), ["<unk>", "<s>", "</s>"])
+    # the chat template's own words are in any real LLaMA vocabulary
+    vocab, merges = _bpe(pre_tokenizers.Metaspace(), ["<unk>", "<s>", "</s>"], sorted(set("USERASSISTANT:")))
     tokenizer = LlamaTokenizer(vocab=vocab, merges=merges, padding_side="right")
     assert tokenizer.pad_token is None
     return tokenizer

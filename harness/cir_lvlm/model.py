@@ -44,6 +44,7 @@ from harness.backbones.language import (
 from harness.backbones.params import BackboneParams
 from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0
 from harness.backbones.vision import QwenVisionTower, VisionTower, preprocessor_stats
+from harness.cir_lvlm.chat import ChatTemplate, chat_frame
 from harness.cir_lvlm.connector import ConnectorParams, build_connector
 from harness.cir_lvlm.prompt_pool import PromptPool, RunningStandardiser
 from harness.device import full_precision, in_weights_dtype, to_device
@@ -91,6 +92,10 @@ class CIRLVLMParams(MethodParams):
     embed_dim: int = Field(256, ge=8, description="embedding width after the projection (NOT FOUND)")
     learnable_temperature: bool = Field(False, description="learn the InfoNCE temperature (starts at `temperature`)")
     max_caption_tokens: int = Field(32, ge=4, description="captions are truncated to this many tokens")
+    chat_template: ChatTemplate = Field(
+        "auto", description="frame the instruction with the checkpoint's chat template and its image between the "
+        "vision delimiters (harness.cir_lvlm.chat); auto: when the checkpoint has a template (instruction-tuned), "
+        "never for tiny backbones; on: require one; off: the bare instruction")
 
 
 def stage0_request(params: CIRLVLMParams, dataset_key: str) -> Stage0Request:
@@ -113,6 +118,7 @@ class CIRLVLM(CIRMethod):
 
     def __init__(self, params: CIRLVLMParams, context: MethodContext):
         super().__init__(params, context)
+        self._chat_source: tuple[Any, Path | None] = (None, None)  # (LVLM config, directory) of a checkpoint
         self.vision, self.language_model, self.tokenizer, connector_file, projector = self._backbones(params, context)
         hidden = self.language_model.get_input_embeddings().embedding_dim
         if params.connector.type == "checkpoint":
@@ -126,6 +132,7 @@ class CIRLVLM(CIRMethod):
         vocabulary = len(self.tokenizer)
         added = self._ensure_vocabulary([params.query_task_prompt, params.target_task_prompt, EMBEDDING_TOKEN])
         self.embedding_token_id = self.tokenizer.convert_tokens_to_ids(EMBEDDING_TOKEN)
+        self.chat = chat_frame(self.tokenizer, params.chat_template, *self._chat_source)
         if params.backbone.source == "pretrained" and params.backbone.lora_rank > 0:
             for tensor in self.language_model.parameters():
                 tensor.requires_grad_(False)
@@ -204,10 +211,12 @@ class CIRLVLM(CIRMethod):
                                    fix="give vision_dir and language_dir separately")
             language = inner.language_model
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, padding_side="right")
+            self._chat_source = (model.config, directory)
         elif backbone.vision_dir and backbone.language_dir:
             vision = VisionTower.from_directory(backbone.vision_dir)
             lm, tokenizer = language_model_from_directory(backbone.language_dir, field="method.params.backbone.language_dir")
             language, projector = decoder(lm), None
+            self._chat_source = (None, Path(backbone.language_dir))
         else:
             raise HarnessError("source 'pretrained' needs lvlm_dir, or vision_dir and language_dir",
                                field="method.params.backbone", fix="set the local checkpoint directories")
@@ -255,8 +264,9 @@ class CIRLVLM(CIRMethod):
         return nn.Parameter(start.detach().clone())
 
     def _token_ids(self, text: str) -> torch.Tensor:
+        """The task prompt's ids, after BOS unless a chat frame's head carries it."""
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None and self.chat is None else []
         return torch.tensor(bos + ids if self.params.task_prompt else bos, dtype=torch.long)
 
     # ------------------------------------------------------------------ input assembly
@@ -289,10 +299,13 @@ class CIRLVLM(CIRMethod):
         batch = images.shape[0]
         device = self.head.weight.device
         visual = self._visual_prompt_tokens(images)
+        chat = self.chat
         segments: list[tuple[str, torch.Tensor, torch.Tensor]] = []
-        task = to_device(self._task_ids[side], device)
-        segments.append(("task", self._embed(task).unsqueeze(0).expand(batch, -1, -1), torch.ones(batch, len(task), device=device)))
+        self._add_tokens(segments, "chat_head", chat.head if chat else [], batch)
+        self._add_tokens(segments, "task", self._task_ids[side].tolist(), batch)
+        self._add_tokens(segments, "vision_open", chat.vision_open if chat else [], batch)
         segments.append(("image", visual, torch.ones(visual.shape[:2], device=device)))
+        self._add_tokens(segments, "vision_close", chat.vision_close if chat else [], batch)
         caption_embeds = caption_mask = None
         if captions is not None:
             caption_embeds, caption_mask = self._caption_embeds(captions)
@@ -304,6 +317,7 @@ class CIRLVLM(CIRMethod):
             if self.params.soft_prompt == "universal":
                 key_loss = torch.zeros(batch, device=device)
             segments.append(("soft_prompt", prompts, torch.ones(prompts.shape[:2], device=device)))
+        self._add_tokens(segments, "chat_tail", chat.tail if chat else [], batch)
         if self.embedding_row is not None:
             emb = self.embedding_row.view(1, 1, -1).expand(batch, 1, -1)
         else:
@@ -316,6 +330,15 @@ class CIRLVLM(CIRMethod):
         inputs = torch.cat([embeds for _, embeds, _ in segments], dim=1)
         mask = torch.cat([mask for _, _, mask in segments], dim=1)
         return inputs, mask, layout, key_loss
+
+    def _add_tokens(self, segments: list[tuple[str, torch.Tensor, torch.Tensor]], name: str, ids: list[int],
+                    batch: int) -> None:
+        """Append the fixed tokens ``ids`` as segment ``name`` (nothing when there are none)."""
+        if not ids:
+            return
+        device = self.head.weight.device
+        embeds = self._embed(torch.tensor(ids, dtype=torch.long, device=device))
+        segments.append((name, embeds.unsqueeze(0).expand(batch, -1, -1), torch.ones(batch, len(ids), device=device)))
 
     def _raw_selection(self, visual, caption_embeds, caption_mask) -> dict[str, torch.Tensor | None]:
         """The detached features that pick soft prompts, per part: the mean visual prompt token
