@@ -19,7 +19,8 @@ from harness.cli import SIZES
 from harness.data.cirr import load_cirr_split
 from harness.data.synthetic.generate import SyntheticConfig, write_benchmark
 from harness.environment import environment
-from harness.evaluate import EvalConfig, evaluate
+from harness.evaluate import evaluate
+from harness.protocol import EvalConfig
 from harness.methods.base import MethodContext
 from harness.registry import build_method
 from harness.train import TrainConfig, seed_everything, train

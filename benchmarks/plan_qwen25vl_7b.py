@@ -1,6 +1,6 @@
 """`harness plan` for CIR-LVLM on Qwen2.5-VL-7B at the paper's batch of 512, on 1 and 8 GPUs.
 
-    .venv/bin/python benchmarks/plan_qwen25vl_7b.py [--out DIR]
+    .venv/bin/python benchmarks/plan_qwen25vl_7b.py [--out DIR] [--image-size PX]
 
 No 7B checkpoint is needed: the script writes a directory holding Qwen2.5-VL-7B-Instruct's
 architecture (its config.json values: 28 decoder layers of width 3584, MLP 18944, 28 query and
@@ -32,7 +32,7 @@ VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_head
 
 EXPERIMENT = """
 experiment: qwen25vl_7b_plan
-dataset: {{name: synthetic, synthetic: {{seed: 5, num_train: 64, num_val: 16, num_test: 8}}}}
+dataset: {{name: synthetic, image_size: {image_size}, synthetic: {{seed: 5, num_train: 64, num_val: 16, num_test: 8}}}}
 method:
   name: cir_lvlm
   params:
@@ -68,12 +68,15 @@ def write_architecture(directory: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="where the architecture directory goes (default: temp)")
+    parser.add_argument("--image-size", type=int, default=224,
+                        help="image side in px (224: CIRR-scale images as Qwen's processor sees them at least; "
+                        "the 18.6 GiB figure in the README was at 64)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         root = args.out or Path(temporary)
         directory = write_architecture(root / "qwen2.5-vl-7b-architecture")
         config = root / "plan.yaml"
-        config.write_text(EXPERIMENT.format(directory=directory))
+        config.write_text(EXPERIMENT.format(directory=directory, image_size=args.image_size))
         harness = [sys.executable, "-m", "harness"]
         for settings in ([], ["--set", "train.gradient_checkpointing=true"],
                          ["--set", "train.gradient_checkpointing=true", "--set", "train.micro_batch_size=64"]):

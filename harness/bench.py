@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 from harness.device import autocast, resolve_device, resolve_precision
 from harness.environment import cpu_model
-from harness.evaluate import EvalConfig, evaluate, peak_memory_mb, reset_peak_memory
+from harness.evaluate import evaluate, peak_memory_mb, reset_peak_memory
+from harness.protocol import EvalConfig
 from harness.results import atomic_write_text
 
 ALL_METHODS = ("image_only", "text_only", "sum", "clip4cir", "pic2word", "searle", "cir_lvlm")

@@ -141,7 +141,7 @@ def plan(
     full depth; captions as long as the method reads. Transient buffers of the backward pass
     and allocator slack come on top. Try train.micro_batch_size and train.gradient_checkpointing."""
     from harness.memory_estimate import HEADER, estimate_specs, table_row
-    from harness.runner import plan_experiment
+    from harness.executor import plan_experiment
 
     if precision not in ("bf16", "fp32"):
         raise HarnessError(f"--precision {precision!r} is not bf16 or fp32", field="--precision", fix="give bf16 or fp32")
@@ -171,7 +171,7 @@ def pretrain(
     from harness.backbones.stage0 import ensure_stage0, ensure_stage0_clip
     from harness.data.datasets import dataset_key, load_dataset
     from harness.registry import get_method
-    from harness.runner import plan_experiment
+    from harness.executor import plan_experiment
 
     plan = plan_experiment(config, set_ or [])
     seen: set[tuple[str, bool]] = set()
@@ -331,22 +331,16 @@ def score(
     compared with the metrics the evaluation wrote (exit 1 if they differ). Given files (a
     rankings.jsonl.gz, or CIRR recall / recall_subset / CIRCO submission files, merged by pair
     id), --dataset, --root and --split say what they rank. The rankings format is documented
-    in harness/score.py."""
+    in harness/rescore.py."""
     from harness.data.datasets import read_split
-    from harness.evaluate import EvalConfig
+    from harness.protocol import EvalConfig
     from harness.results import read_rankings
-    from harness.score import score as score_rankings
+    from harness.rescore import score as score_rankings
     from harness.submission import read_submission
 
     if len(sources) == 1 and sources[0].is_dir():
         result, loaded, entries = _run_split(sources[0])
-        protocol_fields = {k: result.protocol[k] for k in ("ks", "subset_ks", "map_ks", "remove_reference")
-                           if k in result.protocol}
-        if result.protocol.get("target_field") == "target_soft":
-            protocol_fields["target_field"] = "soft"
-        if result.protocol.get("averaging") == "queries":
-            protocol_fields["category_mean"] = False
-        metrics, by_category = score_rankings(entries, loaded, EvalConfig(**protocol_fields), file=str(sources[0]))
+        metrics, by_category = score_rankings(entries, loaded, result.protocol.eval_config(), file=str(sources[0]))
         expected = result.metrics
     else:
         if not (dataset and root and split):
@@ -360,7 +354,7 @@ def score(
             for entry in entries:
                 merged.setdefault(int(entry["pairid"]), {}).update(entry)
         from harness.data.datasets import DATASETS
-        from harness.evaluate import PROTOCOLS
+        from harness.protocol import PROTOCOLS
 
         if dataset not in DATASETS:
             raise HarnessError(f"unknown dataset {dataset!r}", field="--dataset", fix=f"use one of {', '.join(DATASETS)}")

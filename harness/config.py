@@ -37,8 +37,7 @@ from pydantic import (
 
 from harness.data.datasets import DatasetConfig
 from harness.errors import HarnessError, did_you_mean
-from harness.evaluate import EvalConfig
-from harness.mappings import flatten
+from harness.protocol import EvalConfig
 from harness.registry import get_method
 from harness.train import TrainConfig
 
@@ -144,6 +143,17 @@ ID_NEUTRAL: tuple[str, ...] = (
 #: dotted paths of settings added after run ids were first given out, with their defaults: left
 #: out of a run id while at the default, so the runs made before keep their ids (and results)
 ID_LATER: dict[str, Any] = {"train.group_lr": {}, "dataset.resize": "squash"}
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> leaf value; an empty mapping is kept as a leaf."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _drop_path(resolved: dict[str, Any], path: str, only_if: Any = ...) -> None:

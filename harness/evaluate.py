@@ -15,101 +15,28 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from harness import distributed
 from harness.data.triplet import CIRSplit, Triplet
 from harness.device import (
-    Precision,
     autocast,
     resolve_device,
     resolve_precision,
     to_device,
     to_host,
 )
-from harness.diagnostics import intent_scores
+from harness.intent import intent_scores
 from harness.embedding_cache import embedding_key, load_embeddings, save_embeddings
 from harness.embedding_file import EmbeddingFile
-from harness.errors import HarnessError
 from harness.methods.base import CIRMethod
-from harness.metrics import (
-    category_mean,
-    cirr_metrics,
-    map_at_k,
-    metrics_by_category,
-    with_soft_recall,
-)
+from harness.metrics import cirr_metrics
+from harness.protocol import EvalConfig, metrics_from_ranks
 from harness.scoring import score_blockwise
 
-#: Published protocols as named presets (docs/sources.md). A preset fills
-#: the fields an experiment leaves unset; a field set explicitly wins and is recorded as such.
-PROTOCOLS: dict[str, dict[str, Any]] = {
-    "cirr": {"ks": [1, 5, 10, 50], "subset_ks": [1, 2, 3], "remove_reference": True},  # + Avg, set members
-    "fashioniq": {"ks": [10, 50], "subset_ks": [], "remove_reference": False},  # per category, then their mean
-    "shoes": {"ks": [1, 10, 50], "subset_ks": [], "remove_reference": True},
-    "circo": {"ks": [5, 10, 25, 50], "subset_ks": [], "remove_reference": False, "map_ks": [5, 10, 25, 50]},
-}
-#: The protocol of each dataset when the experiment names none.
-DATASET_PROTOCOLS = {"synthetic": "cirr", "cirr": "cirr", "fashioniq": "fashioniq", "shoes": "shoes", "circo": "circo"}
-
-
-class EvalConfig(BaseModel):
-    """Evaluation protocol and batching. Unset protocol fields come from ``protocol`` (by
-    default the dataset's own: CIRR's for the embedded benchmark)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    protocol: Literal["cirr", "fashioniq", "shoes", "circo"] | None = Field(
-        None, description="named published protocol filling the fields left unset; null: the dataset's own")
-
-    ks: list[int] = Field([1, 5, 10, 50], description="K of Recall@K")
-    subset_ks: list[int] = Field([1, 2, 3], description="K of Recall_subset@K (image sets only)")
-    map_ks: list[int] = Field([], description="K of mAP@K over every ground truth (CIRCO)")
-    batch_size: int = Field(256, ge=1, description="images or queries per encoder call")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
-    precision: Precision = Field("auto", description="encoders under bf16 autocast where the hardware multiplies bf16 "
-                                 "natively, else fp32 (as train.precision); scores and ranks are always fp32")
-    remove_reference: bool = Field(True, description="drop the reference from its own candidates (CIRR)")
-    target_field: Literal["hard", "soft"] = Field(
-        "hard", description="hard: Recall@K of target_hard (CLIP4Cir lineage); soft: CIRPLANT's soft Recall@K over "
-        "CIRR's target_soft scores (Recall_subset stays hard)")
-    category_mean: bool = Field(True, description="with category galleries (FashionIQ): average each metric over "
-                                "the categories (canonical); false: over all queries")
-    gallery: Literal["split_file", "query_images"] = Field(
-        "split_file", description="split_file: every image of the split (canonical); query_images: only the "
-        "references and targets of the evaluated queries (the VAL / TIRG protocol for FashionIQ; not comparable)")
-    warmup_batches: int = Field(1, ge=0, description="untimed encoder calls before timing")
-    latency_queries: int = Field(32, ge=0, description="queries timed one at a time (encode + score + rank) for the "
-                                 "batch-1 latency p50 / p95; 0 skips it")
-    examples: int = Field(4, ge=0, description="queries whose reference, caption, top-5 and target the result keeps "
-                          "(with image paths) for the report's example grid")
-    embedding_cache: bool = Field(True, description="reuse the gallery embeddings of a frozen target encoder across "
-                                  "runs (harness.embedding_cache; methods with a trained target side never hit it)")
-    diagnostic_queries: int = Field(64, ge=0, description="queries a method's own diagnostics read (CIR-LVLM: where "
-                                    "its prompts attend); 0 skips them")
-    gallery_on_disk: int | None = Field(
-        100_000, ge=1, description="galleries of at least this many images have their embeddings written to a file "
-        "a batch at a time and scored from it block by block (bounded memory for CIRCO-size galleries); null: always "
-        "in RAM. Does not change any number")
-    save_top: int = Field(50, ge=1, description="length of the per-query ranking kept on disk")
-    max_queries: int | None = Field(None, ge=1, description="evaluate the first N queries only (quick runs)")
-
-    def resolved(self, dataset: str) -> tuple[str, EvalConfig]:
-        """(protocol name, this config with the preset's values where a field was left unset)."""
-        name = self.protocol or DATASET_PROTOCOLS.get(dataset, "cirr")
-        preset = {key: value for key, value in PROTOCOLS[name].items() if key not in self.model_fields_set}
-        return name, self.model_copy(update=preset)
-
-    @field_validator("ks", "subset_ks", "map_ks")
-    @classmethod
-    def _positive_sorted(cls, ks: list[int]) -> list[int]:
-        if any(k < 1 for k in ks):
-            raise ValueError("every K must be >= 1")
-        return sorted(set(ks))
 
 
 @dataclass
@@ -236,77 +163,143 @@ def evaluate(
         return _evaluate(method, split, triplets, config, device, progress, store if large else None)
 
 
+@dataclass
+class _Queries:
+    """What one evaluation encodes: the gallery, its index, and the queries' images and captions."""
+
+    triplets: list[Triplet]
+    gallery: list[str]
+    index: dict[str, int]
+    reference_index: torch.Tensor  # [Q] gallery row of each reference, -1 outside the gallery
+    gallery_images: torch.Tensor
+    reference_images: torch.Tensor
+    captions: list[str]
+    load_seconds: float
+
+
+@dataclass
+class _Encoders:
+    """The method's two encoders over the loaded images, under the evaluation's precision."""
+
+    method: CIRMethod
+    queries: _Queries
+    device: torch.device
+    precision: str
+
+    def gallery(self, lo: int, hi: int) -> torch.Tensor:
+        with autocast(self.device, self.precision):
+            return self.method.encode_target(to_device(self.queries.gallery_images[lo:hi], self.device))
+
+    def query(self, lo: int, hi: int) -> torch.Tensor:
+        with autocast(self.device, self.precision):
+            return self.method.encode_query(to_device(self.queries.reference_images[lo:hi], self.device),
+                                            self.queries.captions[lo:hi])
+
+
 def _evaluate(method: CIRMethod, split: CIRSplit, triplets: list[Triplet], config: EvalConfig,
               device: torch.device | None, progress: bool, store: EmbeddingFile | None) -> Evaluation:
     device = device or resolve_device(config.device)
     progress = progress and distributed.current().is_main
     method.to(device).eval()
-    gallery = split.gallery
-    index = {name: i for i, name in enumerate(gallery)}
-
-    reference_index = torch.tensor([index.get(t.reference, -1) for t in triplets], dtype=torch.long)  # -1: outside
-    start = time.perf_counter()
-    gallery_images = split.images.load(gallery)
-    reference_images = _reference_images(split, triplets, reference_index, gallery_images)
-    load_seconds = time.perf_counter() - start
-    captions = [method.query_text(t) for t in triplets]
-
-    precision = resolve_precision(config.precision, device)
-
-    def encode_gallery(lo: int, hi: int) -> torch.Tensor:
-        with autocast(device, precision):
-            return method.encode_target(to_device(gallery_images[lo:hi], device))
-
-    def encode_queries(lo: int, hi: int) -> torch.Tensor:
-        with autocast(device, precision):
-            return method.encode_query(to_device(reference_images[lo:hi], device), captions[lo:hi])
-
-    start = time.perf_counter()
-    cache_key = embedding_key(method, split, device, precision) if config.embedding_cache else None
-    cached = load_embeddings(cache_key) if cache_key is not None else None
-    hit = cached is not None and cached.shape[0] == len(gallery)
-    if distributed.current().distributed:  # the ranks follow rank 0's cache (they need no shared filesystem)
-        hit = distributed.broadcast_object(hit)
-        cached = distributed.broadcast_object(cached if distributed.current().is_main else None) if hit else None
-    lookup_seconds = time.perf_counter() - start  # counted in the gallery phase
-
-    for _ in range(config.warmup_batches):
-        if not hit:  # a cached gallery is not encoded, so its encoder needs no warm-up
-            encode_gallery(0, min(len(gallery), config.batch_size))
-        encode_queries(0, min(len(triplets), config.batch_size))
-    _synchronize(device)
+    queries = _load_queries(method, split, triplets)
+    encoders = _Encoders(method, queries, device, resolve_precision(config.precision, device))
+    cache_key, cached, lookup_seconds = _cached_gallery(method, split, device, encoders.precision, config)
+    _warm_up(encoders, config, gallery=cached is None)
     method.reset_statistics()  # what the method gathers (e.g. prompt usage) covers the timed pass only
 
     window = reset_peak_memory(device)
     start = time.perf_counter() - lookup_seconds
-    if hit:
-        gallery_embeddings = cached
-    else:
-        gallery_embeddings, _ = _encode_in_batches(encode_gallery, len(gallery), config.batch_size, "gallery",
-                                                   progress, device, store)
-        if cache_key is not None and distributed.current().is_main:
-            save_embeddings(cache_key, gallery_embeddings)
+    gallery_embeddings = cached if cached is not None else _encode_gallery(encoders, config, progress, store, cache_key)
     _synchronize(device)
     gallery_seconds = time.perf_counter() - start
-
     start = time.perf_counter()
-    query_embeddings, batch_ms = _encode_in_batches(encode_queries, len(triplets), config.batch_size, "queries",
+    query_embeddings, batch_ms = _encode_in_batches(encoders.query, len(triplets), config.batch_size, "queries",
                                                     progress, device)
     _synchronize(device)
     query_seconds = time.perf_counter() - start
-    for counter in method.statistics_counters():
-        distributed.sum_across_ranks(counter)
-    counted = [counter.clone() for counter in method.statistics_counters()]
-    batch1_ms = _batch1_latency(encode_queries, gallery_embeddings, min(config.latency_queries, len(triplets)), device)
-    diagnostics = (method.diagnostics(reference_images[: config.diagnostic_queries].to(device),
-                                      captions[: config.diagnostic_queries]) if config.diagnostic_queries and triplets
-                   else {})
-    for counter, value in zip(method.statistics_counters(), counted):  # extra passes leave the statistics alone
-        counter.copy_(value)
+    batch1_ms, diagnostics = _extra_passes(encoders, gallery_embeddings, config)
     peak_mb, peak_kind = peak_memory_mb(device, window)
 
     start = time.perf_counter()
-    exclude = reference_index if config.remove_reference else None
+    scored, metrics, by_type, by_category = _score(split, queries, query_embeddings, gallery_embeddings, config)
+    scoring_seconds = time.perf_counter() - start
+    rankings = _rankings(split, queries, scored, query_embeddings, gallery_embeddings, config, metrics)
+    seconds = {"image_load_s": queries.load_seconds, "gallery_encode_s": gallery_seconds,
+               "query_encode_s": query_seconds, "scoring_s": scoring_seconds}
+    timings = _timings(seconds, len(queries.gallery), len(triplets), config, cached is not None, batch_ms, batch1_ms,
+                       peak_mb)
+    return Evaluation(metrics, by_type, len(triplets), len(queries.gallery), timings, rankings, by_category,
+                      _examples(split, queries, rankings, config), {"peak_memory": peak_kind, **diagnostics},
+                      encoders.precision)
+
+
+def _load_queries(method: CIRMethod, split: CIRSplit, triplets: list[Triplet]) -> _Queries:
+    """Decode the gallery (once) and the references outside it; the captions the method reads."""
+    index = {name: i for i, name in enumerate(split.gallery)}
+    reference_index = torch.tensor([index.get(t.reference, -1) for t in triplets], dtype=torch.long)  # -1: outside
+    start = time.perf_counter()
+    gallery_images = split.images.load(split.gallery)
+    reference_images = _reference_images(split, triplets, reference_index, gallery_images)
+    load_seconds = time.perf_counter() - start
+    return _Queries(triplets, split.gallery, index, reference_index, gallery_images, reference_images,
+                    [method.query_text(t) for t in triplets], load_seconds)
+
+
+def _cached_gallery(method: CIRMethod, split: CIRSplit, device: torch.device, precision: str,
+                    config: EvalConfig) -> tuple[str | None, torch.Tensor | None, float]:
+    """(cache key or None, the cached gallery embeddings or None, seconds the lookup took)."""
+    start = time.perf_counter()
+    cache_key = embedding_key(method, split, device, precision) if config.embedding_cache else None
+    cached = load_embeddings(cache_key) if cache_key is not None else None
+    hit = cached is not None and cached.shape[0] == len(split.gallery)
+    if distributed.current().distributed:  # the ranks follow rank 0's cache (they need no shared filesystem)
+        hit = distributed.broadcast_object(hit)
+        cached = distributed.broadcast_object(cached if distributed.current().is_main else None) if hit else None
+    return cache_key, cached if hit else None, time.perf_counter() - start
+
+
+def _warm_up(encoders: _Encoders, config: EvalConfig, gallery: bool) -> None:
+    """Untimed encoder calls (a cached gallery is not encoded, so its encoder needs none)."""
+    for _ in range(config.warmup_batches):
+        if gallery:
+            encoders.gallery(0, min(len(encoders.queries.gallery), config.batch_size))
+        encoders.query(0, min(len(encoders.queries.triplets), config.batch_size))
+    _synchronize(encoders.device)
+
+
+def _encode_gallery(encoders: _Encoders, config: EvalConfig, progress: bool, store: EmbeddingFile | None,
+                    cache_key: str | None) -> torch.Tensor:
+    """The gallery's embeddings, saved to the embedding cache when the target encoder is frozen."""
+    embeddings, _ = _encode_in_batches(encoders.gallery, len(encoders.queries.gallery), config.batch_size, "gallery",
+                                       progress, encoders.device, store)
+    if cache_key is not None and distributed.current().is_main:
+        save_embeddings(cache_key, embeddings)
+    return embeddings
+
+
+def _extra_passes(encoders: _Encoders, gallery_embeddings: torch.Tensor,
+                  config: EvalConfig) -> tuple[list[float], dict[str, Any]]:
+    """(batch-1 latency samples, the method's diagnostics), leaving the method's statistics of the
+    timed pass as they were (summed over ranks first)."""
+    method, queries = encoders.method, encoders.queries
+    for counter in method.statistics_counters():
+        distributed.sum_across_ranks(counter)
+    counted = [counter.clone() for counter in method.statistics_counters()]
+    batch1_ms = _batch1_latency(encoders.query, gallery_embeddings, min(config.latency_queries, len(queries.triplets)),
+                                encoders.device)
+    count = config.diagnostic_queries
+    diagnostics = (method.diagnostics(queries.reference_images[:count].to(encoders.device), queries.captions[:count])
+                   if count and queries.triplets else {})
+    for counter, value in zip(method.statistics_counters(), counted):
+        counter.copy_(value)
+    return batch1_ms, diagnostics
+
+
+def _score(split: CIRSplit, queries: _Queries, query_embeddings: torch.Tensor, gallery_embeddings: torch.Tensor,
+           config: EvalConfig):
+    """(scored, metrics, metrics per edit type, metrics per category) under the protocol."""
+    triplets, index = queries.triplets, queries.index
+    exclude = queries.reference_index if config.remove_reference else None
     target_index = subset_index = None
     if split.has_targets and triplets:
         target_index = torch.tensor([index[t.target] for t in triplets], dtype=torch.long)  # type: ignore[index]
@@ -319,37 +312,27 @@ def _evaluate(method: CIRMethod, split: CIRSplit, triplets: list[Triplet], confi
     wants_map = bool(config.map_ks) and target_index is not None and any(t.ground_truths for t in triplets)
     depth = max([config.save_top, *(config.ks if soft else []), *(config.map_ks if wants_map else [])])
     scored = score_blockwise(query_embeddings, gallery_embeddings, depth, exclude, target_index, subset_index,
-                             reference_index, _category_galleries(split, triplets, index) if split.galleries else None)
-    top = scored.top[:, : config.save_top]
-    metrics: dict[str, float] = {}
-    by_type: dict[str, dict[str, float]] = {}
-    by_category: dict[str, dict[str, float]] = {}
-    ranks, subset = scored.ranks, scored.subset
-    if ranks is not None:
-        metrics = cirr_metrics(ranks, config.ks, subset, config.subset_ks)
-        by_type = _metrics_by_edit_type(triplets, ranks, subset, config)
-        if soft:
-            if not all(t.soft_targets for t in triplets):
-                raise HarnessError("eval.target_field soft needs target_soft labels (CIRR val)", field="eval.target_field",
-                                   fix="use target_field: hard for this dataset")
-            deep = scored.top[:, : max(config.ks)].tolist()
-            metrics = with_soft_recall(metrics, [[gallery[i] for i in row if i >= 0] for row in deep],
-                                       [dict(t.soft_targets) for t in triplets], config.ks)
-        if wants_map:
-            relevant = [{index[g] for g in (t.ground_truths or (t.target,))} for t in triplets]
-            metrics |= map_at_k(scored.top[:, : max(config.map_ks)], relevant, config.map_ks)
-        if split.galleries:
-            by_category = metrics_by_category(ranks, [t.category for t in triplets], config.ks, config.subset_ks)
-            if config.category_mean:  # the FashionIQ protocol: each metric averaged over the categories
-                metrics = category_mean(by_category, metrics)
-    scoring_seconds = time.perf_counter() - start
+                             queries.reference_index,
+                             _category_galleries(split, triplets, index) if split.galleries else None)
+    if scored.ranks is None:
+        return scored, {}, {}, {}
+    top_names = [[queries.gallery[i] for i in row if i >= 0] for row in scored.top.tolist()]
+    metrics, by_category = metrics_from_ranks(config, triplets, scored.ranks, scored.subset, top_names,
+                                              bool(split.galleries))
+    return scored, metrics, _metrics_by_edit_type(triplets, scored.ranks, scored.subset, config), by_category
 
-    rankings = []
-    top_lists = top.tolist()
+
+def _rankings(split: CIRSplit, queries: _Queries, scored, query_embeddings: torch.Tensor,
+              gallery_embeddings: torch.Tensor, config: EvalConfig, metrics: dict[str, float]) -> list[dict[str, Any]]:
+    """Each query's saved entry (top list, target and subset ranks, intent scores); the intent
+    metrics join ``metrics``."""
+    gallery, index = queries.gallery, queries.index
+    top_lists = scored.top[:, : config.save_top].tolist()
     subset_lists = scored.subset_order.tolist() if scored.subset_order is not None else None
-    rank_list = ranks.tolist() if ranks is not None else None
-    subset_rank_list = subset.tolist() if subset is not None else None
-    for row, t in enumerate(triplets):
+    rank_list = scored.ranks.tolist() if scored.ranks is not None else None
+    subset_rank_list = scored.subset.tolist() if scored.subset is not None else None
+    rankings = []
+    for row, t in enumerate(queries.triplets):
         entry: dict[str, Any] = {"pairid": t.pairid, "top": [gallery[i] for i in top_lists[row] if i >= 0]}
         if rank_list is not None:
             entry["target_rank"] = rank_list[row]
@@ -364,40 +347,57 @@ def _evaluate(method: CIRMethod, split: CIRSplit, triplets: list[Triplet], confi
         if t.category is not None:
             entry["category"] = t.category
         rankings.append(entry)
-    intent = intent_scores(split, [(t, entry["top"][0] if entry["top"] else None) for t, entry in zip(triplets, rankings)])
-    if intent is not None and split.has_targets:
-        for entry, scores in zip(rankings, intent):
-            entry.update(scores)
-        for name in ("intent_fidelity", "visual_retention"):
-            values = [s[name] for s in intent if s[name] is not None]
-            if values:
-                metrics[name] = 100.0 * sum(values) / len(values)
-    examples = [{"pairid": t.pairid, "caption": captions[row], "reference": t.reference, "target": t.target,
-                 "top": rankings[row]["top"][:5],
-                 "paths": {name: str(split.images.paths[name])
-                           for name in sorted({t.reference, t.target, *rankings[row]["top"][:5]} - {None})
-                           if name in split.images.paths}}
-                for row, t in enumerate(triplets[: config.examples])]
+    _add_intent_scores(split, queries.triplets, rankings, metrics)
+    return rankings
 
-    queries = max(1, len(triplets))
-    timings = {
-        "image_load_s": load_seconds,
-        "gallery_encode_s": gallery_seconds,
-        "query_encode_s": query_seconds,
-        "scoring_s": scoring_seconds,
-        "gallery_encode_ms_per_image": 1000 * gallery_seconds / max(1, len(gallery)),
-        "query_encode_ms_per_query": 1000 * query_seconds / queries,
-        "scoring_ms_per_query": 1000 * scoring_seconds / queries,
-        "encode_and_score_ms_per_query": 1000 * (query_seconds + scoring_seconds) / queries,
-        "queries_per_second": queries / max(query_seconds + scoring_seconds, 1e-9),
-        "gallery_from_cache": float(hit),
+
+def _add_intent_scores(split: CIRSplit, triplets: list[Triplet], rankings: list[dict[str, Any]],
+                       metrics: dict[str, float]) -> None:
+    """Intent fidelity and visual retention of each query's top-1 (where the split knows its
+    scenes), per query in its entry and averaged into ``metrics``."""
+    intent = intent_scores(split, [(t, entry["top"][0] if entry["top"] else None) for t, entry in zip(triplets, rankings)])
+    if intent is None or not split.has_targets:
+        return
+    for entry, scores in zip(rankings, intent):
+        entry.update(scores)
+    for name in ("intent_fidelity", "visual_retention"):
+        values = [s[name] for s in intent if s[name] is not None]
+        if values:
+            metrics[name] = 100.0 * sum(values) / len(values)
+
+
+def _examples(split: CIRSplit, queries: _Queries, rankings: list[dict[str, Any]],
+              config: EvalConfig) -> list[dict[str, Any]]:
+    """The first queries' caption, reference, top-5 and target, with image paths (report grid)."""
+    examples = []
+    for row, t in enumerate(queries.triplets[: config.examples]):
+        top = rankings[row]["top"][:5]
+        names = sorted({t.reference, t.target, *top} - {None})
+        examples.append({"pairid": t.pairid, "caption": queries.captions[row], "reference": t.reference,
+                         "target": t.target, "top": top,
+                         "paths": {name: str(split.images.paths[name]) for name in names if name in split.images.paths}})
+    return examples
+
+
+def _timings(seconds: dict[str, float], gallery: int, count: int, config: EvalConfig, from_cache: bool,
+             batch_ms: list[float], batch1_ms: list[float], peak_mb: float) -> dict[str, float]:
+    """Each phase's seconds, per image / query figures and latency percentiles."""
+    queries = max(1, count)
+    scoring = seconds["scoring_s"]
+    encode_and_score = seconds["query_encode_s"] + scoring
+    return {
+        **seconds,
+        "gallery_encode_ms_per_image": 1000 * seconds["gallery_encode_s"] / max(1, gallery),
+        "query_encode_ms_per_query": 1000 * seconds["query_encode_s"] / queries,
+        "scoring_ms_per_query": 1000 * scoring / queries,
+        "encode_and_score_ms_per_query": 1000 * encode_and_score / queries,
+        "queries_per_second": queries / max(encode_and_score, 1e-9),
+        "gallery_from_cache": float(from_cache),
         "eval_batch_size": float(config.batch_size),
-        **_percentiles([ms + 1000 * scoring_seconds / queries for ms in batch_ms], "ms_per_query_eval_batch"),
+        **_percentiles([ms + 1000 * scoring / queries for ms in batch_ms], "ms_per_query_eval_batch"),
         **_percentiles(batch1_ms, "ms_per_query_batch1"),
         "peak_memory_mb": peak_mb,
     }
-    return Evaluation(metrics, by_type, len(triplets), len(gallery), timings, rankings, by_category, examples,
-                      {"peak_memory": peak_kind, **diagnostics}, precision)
 
 
 def _reference_images(split: CIRSplit, triplets: list[Triplet], rows: torch.Tensor,

@@ -148,7 +148,7 @@ def sizes(method: CIRMethod, activation_bytes_per_item: float) -> Measurement:
 
 def estimate_specs(specs: list[RunSpec], world_size: int, precision: str) -> list[MemoryEstimate]:
     """One estimate per distinct run of ``specs`` (seeds do not change memory)."""
-    from harness.runner import SplitCache
+    from harness.executor import SplitCache
 
     splits = SplitCache(progress=False)
     estimates, seen = [], set()

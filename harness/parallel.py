@@ -20,7 +20,7 @@ from tqdm import tqdm
 if TYPE_CHECKING:
     from harness.config import RunSpec
     from harness.results import RunResult
-    from harness.runner import Plan
+    from harness.executor import Plan
 
 _SPLITS = None  # the worker's loaded datasets, kept across the runs it is dealt
 
@@ -41,7 +41,7 @@ def gpu_slots(jobs: int, gpus: int) -> list[int]:
 def _run(spec: RunSpec, run_dir) -> RunResult:
     global _SPLITS
     from harness.errors import HarnessError, WorkerError
-    from harness.runner import SplitCache, execute_run
+    from harness.executor import SplitCache, execute_run
 
     if _SPLITS is None:
         _SPLITS = SplitCache(False)
@@ -61,7 +61,7 @@ def run_in_processes(pending: list[tuple[int, RunSpec]], plan: Plan, jobs: int,
     ``ended`` are called in this process as each run is handed out and as it finishes, and
     ``failed`` (which may re-raise) when a run raised. With ``gpus`` > 0 each worker sees one GPU
     (CUDA_VISIBLE_DEVICES), worker i GPU i mod gpus."""
-    from harness.runner import parallel_threads
+    from harness.executor import parallel_threads
 
     context = multiprocessing.get_context("spawn")
     slots = None

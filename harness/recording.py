@@ -19,8 +19,9 @@ from harness import distributed
 from harness.config import RunConfig
 from harness.data.triplet import CIRSplit
 from harness.environment import environment
-from harness.evaluate import Evaluation, EvalConfig, evaluate
+from harness.evaluate import evaluate
 from harness.methods.base import CIRMethod
+from harness.protocol import ProtocolRecord
 from harness.results import RunResult, atomic_write_text, write_rankings, write_result
 
 
@@ -55,7 +56,8 @@ def evaluate_and_record(run_dir: Path, config: RunConfig, run_id: str, label: st
         metrics_by_category=evaluation.metrics_by_category,
         num_queries=evaluation.num_queries,
         num_gallery=evaluation.num_gallery,
-        protocol=protocol_record(config, protocol, eval_config, evaluation, eval_split),
+        protocol=ProtocolRecord.of(config.eval, protocol, eval_config, bool(evaluation.metrics_by_category),
+                                   eval_split.info),
         parameters=method.parameter_counts(),
         train=train_summary,
         timings=evaluation.timings,
@@ -70,24 +72,3 @@ def evaluate_and_record(run_dir: Path, config: RunConfig, run_id: str, label: st
     if main:
         write_result(run_dir / "result.json", result)
     return result
-
-
-def protocol_record(config: RunConfig, protocol: str | None, eval_config: EvalConfig, evaluation: Evaluation,
-                    eval_split: CIRSplit) -> dict[str, Any]:
-    """The protocol a result was computed under, as `harness score` needs it to recompute it."""
-    return {
-        "gallery": (eval_config.gallery if eval_config.gallery != "split_file"
-                    else "category_split_file" if evaluation.metrics_by_category else "split_file"),
-        "averaging": "category_mean" if evaluation.metrics_by_category and eval_config.category_mean else "queries",
-        "preset": protocol,
-        "explicit": sorted(set(config.eval.model_fields_set) & {"ks", "subset_ks", "remove_reference", "map_ks", "gallery",
-                                                               "target_field", "category_mean"}),
-        "remove_reference": eval_config.remove_reference,
-        "target_field": "target_soft" if eval_config.target_field == "soft" else "target_hard",
-        "ks": eval_config.ks,
-        "subset_ks": eval_config.subset_ks,
-        "map_ks": eval_config.map_ks,
-        "tie_break": "gallery_index",
-        "dropped_queries": int(eval_split.info.get("dropped_queries", 0)),
-        "dropped_gallery_images": int(eval_split.info.get("dropped_gallery_images", 0)),
-    }

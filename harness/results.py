@@ -5,6 +5,9 @@
 
 Results files are the source of truth for reports; mlflow mirrors them. Files are written to
 a temporary file in the same folder and renamed, so a crash never leaves half a file.
+Schema 2 types the protocol record (harness.protocol.ProtocolRecord); a schema-1 file is read
+and upgraded (its protocol dict is validated as that record). A file that is not a result
+is one line naming it, the field and the fix (HarnessError), never a traceback.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SCHEMA_VERSION = 1
+from harness.errors import HarnessError
+from harness.protocol import ProtocolRecord
+
+SCHEMA_VERSION = 2
 
 
 class RunResult(BaseModel):
@@ -27,7 +33,7 @@ class RunResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     run_id: str
     experiment: str
     label: str = Field(description="readable grid point, e.g. 'method=sum'")
@@ -41,7 +47,7 @@ class RunResult(BaseModel):
         default_factory=dict, description="FashionIQ: per category; `metrics` then holds the category mean")
     num_queries: int
     num_gallery: int
-    protocol: dict[str, Any]
+    protocol: ProtocolRecord
     parameters: dict[str, int]
     train: dict[str, Any]
     timings: dict[str, float]
@@ -86,7 +92,26 @@ def write_result(path: Path, result: RunResult) -> None:
 
 
 def read_result(path: Path) -> RunResult:
-    return RunResult.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    """The result at ``path``, a schema-1 file upgraded; a file that is not one is a HarnessError."""
+    fix = "delete the run folder's result.json and run the same command again (the run is redone or resumed)"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HarnessError(f"not JSON, cannot be read as a result ({type(error).__name__}: {error})", file=path, fix=fix) from None
+    if isinstance(data, dict) and data.get("schema_version") == 1:
+        data = upgrade_v1(data)
+    try:
+        return RunResult.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise HarnessError(f"not a result of schema {SCHEMA_VERSION}: {first['msg']}", file=path, field=where,
+                           fix=fix) from None
+
+
+def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 result as schema 2: the same fields, its protocol dict now a typed record."""
+    return {**data, "schema_version": 2}
 
 
 def write_rankings(path: Path, rankings: Iterable[dict[str, Any]]) -> None:

@@ -9,14 +9,13 @@ a missing or malformed file is a HarnessError naming it, never a traceback.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
 
 from harness.config import RunConfig, validate_model
 from harness.errors import HarnessError
-from harness.results import RunResult
+from harness.results import RunResult, read_result
 
 FIX = "give a finished run's folder: <output>/<experiment>/runs/<run id>"
 
@@ -31,13 +30,8 @@ def read_run_config(run_dir: Path) -> RunConfig:
 
 
 def read_run_result(run_dir: Path) -> RunResult:
-    path = _required(run_dir, "result.json")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise HarnessError(f"not JSON ({error.__class__.__name__})", file=path,
-                           fix="delete it and run the experiment again (the run resumes from its checkpoint)") from None
-    return validate_model(RunResult, data, file=str(path))
+    """The folder's result.json (an older schema upgraded), or a HarnessError naming it."""
+    return read_result(_required(run_dir, "result.json"))
 
 
 def _required(run_dir: Path, name: str) -> Path:

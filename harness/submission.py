@@ -6,7 +6,7 @@
 
 (the formats of CIRR's demo_files and CIRCO's submission_examples). Every query of the split
 must be ranked, names unique and in the gallery, the reference absent from CIRR's lists.
-``read_submission`` turns such a file back into rankings entries for ``harness.score``.
+``read_submission`` turns such a file back into rankings entries for ``harness.rescore``.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from harness.errors import HarnessError
 from harness.evaluate import evaluate
 from harness.results import RunResult, atomic_write_text
 from harness.parallel import gpu_slots
-from harness.runner import SplitCache, execute_run, plan_experiment, plan_gpus
+from harness.executor import SplitCache, execute_run, plan_experiment, plan_gpus
 from harness.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ def _worker(config_path: Path, overrides, output, trials: int, index: int, paren
     """One worker process: ``trials`` trials of the shared study (its sampler seeded apart), with
     its share of the CPU cores as torch threads and its own GPU if any (as `harness run --jobs`)."""
     from harness.process import configure_process
-    from harness.runner import parallel_threads
+    from harness.executor import parallel_threads
 
     configure_process(parallel_threads(workers), gpu)
     plan = _plan(config_path, overrides, output)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.mappings import flatten
+from harness.config import flatten
 from harness.results import RunResult
 
 log = logging.getLogger(__name__)

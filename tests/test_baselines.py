@@ -16,7 +16,7 @@ from harness.data.cirr import load_cirr_split
 from harness.methods.base import ImageBatch, MethodContext
 from harness.registry import build_method, get_method
 from harness.results import read_result
-from harness.text import train_lvlm_tokenizer
+from harness.tokenization import train_lvlm_tokenizer
 from harness.train import TrainConfig, train, training_source
 
 from .conftest import write_yaml
@@ -343,7 +343,8 @@ def test_gallery_embeddings_of_a_frozen_encoder_are_cached_and_invalidated(split
     import os
 
     from harness.embedding_cache import embedding_key
-    from harness.evaluate import EvalConfig, evaluate
+    from harness.evaluate import evaluate
+    from harness.protocol import EvalConfig
 
     monkeypatch.setenv("CIR_HARNESS_CACHE", os.environ["CIR_HARNESS_CACHE"])
     method = _build("pic2word", split)

@@ -86,7 +86,7 @@ def test_a_template_kept_only_by_the_processor_is_found_and_on_needs_one(tmp_pat
 
 
 def test_tiny_backbones_are_never_framed():
-    from harness.text import train_lvlm_tokenizer
+    from harness.tokenization import train_lvlm_tokenizer
 
     tokenizer = train_lvlm_tokenizer(stand_ins.CORPUS)
     assert chat_frame(tokenizer, "auto") is None

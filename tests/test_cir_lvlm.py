@@ -19,7 +19,7 @@ from transformers import (
 from harness.data.cirr import load_cirr_split
 from harness.methods.base import MethodContext
 from harness.registry import build_method
-from harness.text import train_lvlm_tokenizer
+from harness.tokenization import train_lvlm_tokenizer
 from harness.train import TrainConfig, train
 
 CORPUS = ["add a small red circle in the top left", "remove the blue square", "paint the green star red"]

@@ -13,7 +13,8 @@ from PIL import Image
 from harness.data.circo import read_circo_split
 from harness.data.triplet import CIRSplit, ImageStore, Triplet
 from harness.errors import HarnessError
-from harness.evaluate import EvalConfig, evaluate
+from harness.evaluate import evaluate
+from harness.protocol import EvalConfig
 from harness.metrics import map_at_k
 
 from .circo_format import write_circo_annotations

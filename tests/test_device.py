@@ -50,7 +50,8 @@ def test_every_batch_reaches_the_device_through_to_device(tiny_benchmark: Path, 
     import harness.evaluate as evaluate_module
     import harness.train as train_module
     from harness.data.cirr import load_cirr_split
-    from harness.evaluate import EvalConfig, evaluate
+    from harness.evaluate import evaluate
+    from harness.protocol import EvalConfig
     from harness.methods.base import MethodContext
     from harness.registry import build_method
     from harness.train import TrainConfig, train

@@ -14,7 +14,8 @@ from PIL import Image
 from harness.data.fashioniq import read_fashioniq_split
 from harness.data.triplet import CIRSplit, ImageStore, Triplet
 from harness.errors import HarnessError
-from harness.evaluate import EvalConfig, evaluate
+from harness.evaluate import evaluate
+from harness.protocol import EvalConfig
 from harness.methods.base import CIRMethod, MethodContext, MethodParams
 
 from .conftest import FIXTURES

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.report import findings
+from harness.reporting.report import findings
 from harness.results import RunResult
 
 
@@ -59,7 +59,7 @@ def test_plots_of_methods_with_one_setting_each_draw_every_method(tmp_path):
 
 
 def test_published_numbers_get_their_own_labelled_table(tmp_path):
-    from harness.report import write_report
+    from harness.reporting.report import write_report
 
     results = [_result("a", "a", seed, 10.0) for seed in (0, 1)]
     for r in results:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
+from harness.errors import HarnessError
 from harness.results import (
     RunResult,
     atomic_write_text,
@@ -34,21 +34,36 @@ def test_round_trip_and_schema_version(tmp_path: Path):
     path = tmp_path / "result.json"
     write_result(path, _result())
     data = json.loads(path.read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert {"metrics", "config", "seed", "environment", "timings", "parameters", "protocol"} <= set(data)
     assert read_result(path) == _result()
 
 
-def test_schema_refuses_unknown_version_and_fields(tmp_path: Path):
+def test_schema_refuses_unknown_version_fields_and_broken_files_in_one_line(tmp_path: Path):
     path = tmp_path / "result.json"
     write_result(path, _result())
     data = json.loads(path.read_text())
-    path.write_text(json.dumps({**data, "schema_version": 2}))
-    with pytest.raises(ValidationError):
+    for broken, field in (({**data, "schema_version": 3}, "schema_version"), ({**data, "surprise": 1}, "surprise"),
+                          ({**data, "protocol": {"gallery": "everything"}}, "protocol.gallery")):
+        path.write_text(json.dumps(broken))
+        with pytest.raises(HarnessError) as error:
+            read_result(path)
+        assert error.value.file == str(path) and error.value.field == field and "\n" not in str(error.value)
+    path.write_text('{"schema_version": 2, "run_id": ')  # cut off mid-write by something else
+    with pytest.raises(HarnessError, match="not JSON, cannot be read as a result.*JSONDecodeError"):
         read_result(path)
-    path.write_text(json.dumps({**data, "surprise": 1}))
-    with pytest.raises(ValidationError):
-        read_result(path)
+
+
+def test_a_schema_1_result_is_upgraded(tmp_path: Path):
+    """A result.json written by the schema-1 harness (committed as it was written) reads as
+    schema 2 with its protocol typed, and `harness score` can use it."""
+    fixture = Path(__file__).parent / "fixtures" / "results" / "v1_result.json"
+    assert json.loads(fixture.read_text())["schema_version"] == 1
+    result = read_result(fixture)
+    assert result.schema_version == 2 and result.protocol.preset == "cirr" and result.protocol.remove_reference
+    assert result.protocol.eval_config().ks == [1, 5, 10, 50] and result.metrics["recall_at_1"] >= 0
+    write_result(tmp_path / "result.json", result)
+    assert read_result(tmp_path / "result.json") == result
 
 
 def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

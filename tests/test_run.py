@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.data.cirr import load_cirr_split
-from harness.evaluate import EvalConfig, evaluate
+from harness.evaluate import evaluate
+from harness.protocol import EvalConfig
 from harness.methods.base import MethodContext
 from harness.registry import build_method
 from harness.results import read_rankings, read_result

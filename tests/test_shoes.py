@@ -118,6 +118,6 @@ tracking: {{enabled: false}}
     assert result.exit_code == 0, result.output
     [path] = (tmp_path / "out" / "shoes" / "runs").glob("*/result.json")
     run = read_result(path)
-    assert run.protocol["preset"] == "shoes" and run.protocol["remove_reference"] is True
+    assert run.protocol.preset == "shoes" and run.protocol.remove_reference is True
     assert set(run.metrics) == {"recall_at_1", "recall_at_10", "recall_at_50"}  # no image sets on Shoes
     assert run.num_queries == 23 and run.num_gallery == 24

@@ -12,7 +12,8 @@ import torch
 from harness.activation_memory import SavedTensors, enable_gradient_checkpointing
 from harness.data.cirr import load_cirr_split
 from harness.errors import HarnessError
-from harness.evaluate import EvalConfig, evaluate
+from harness.evaluate import evaluate
+from harness.protocol import EvalConfig
 from harness.methods.base import CIRMethod, MethodContext
 from harness.registry import build_method
 from harness.train import TrainConfig, build_optimizer, train

@@ -13,9 +13,9 @@ from harness.cli import app
 from harness.config import RunConfig
 from harness.data.cirr import read_cirr_split
 from harness.data.datasets import dataset_root
-from harness.evaluate import EvalConfig
+from harness.protocol import EvalConfig
 from harness.results import read_result
-from harness.score import score
+from harness.rescore import score
 from harness.submission import circo_submission, cirr_submission, read_submission
 
 from .conftest import FIXTURES

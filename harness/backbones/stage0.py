@@ -49,7 +49,7 @@ from harness.data.triplet import CIRSplit
 from harness.device import Precision, autocast, full_precision, resolve_precision
 from harness.errors import HarnessError
 from harness.paths import cache_dir, file_lock
-from harness.text import (
+from harness.tokenization import (
     EMBEDDING_TOKEN,
     QUERY_TASK_PROMPT,
     TARGET_TASK_PROMPT,

@@ -57,14 +57,14 @@ from harness.methods.base import (
     info_nce,
 )
 from harness.registry import register_method
-from harness.text import (
+from harness.tokenization import (
     EMBEDDING_TOKEN,
     QUERY_TASK_PROMPT,
     TARGET_TASK_PROMPT,
     train_lvlm_tokenizer,
 )
 
-# Default task prompts (harness.text): NOT FOUND in the paper (only that query and target
+# Default task prompts (harness.tokenization): NOT FOUND in the paper (only that query and target
 # prompts differ); worded in the "... in one word:" style of LVLM embedding work (E5-V, Jiang
 # et al. 2024; TRACE's <|emb|> token, arXiv 2603.02929) - an assumption.
 

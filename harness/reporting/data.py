@@ -8,7 +8,6 @@ per-query values recomputed from each run's rankings file (never from a model).
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -18,13 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from harness.protocol import per_query_value
 from harness.reporting.stats import weights_for
 from harness.results import RunResult, read_rankings
 
-_RECALL = re.compile(r"recall_at_(\d+)$")
-_SUBSET = re.compile(r"recall_subset_at_(\d+)$")
-#: Metrics stored per query in the rankings (as fractions).
-_PER_QUERY_FIELDS = ("intent_fidelity", "visual_retention")
 
 
 def config_value(config: dict[str, Any], path: str) -> Any:
@@ -35,24 +31,6 @@ def config_value(config: dict[str, Any], path: str) -> Any:
             return None
         node = node[key]
     return node
-
-
-def query_value(entry: dict[str, Any], metric: str) -> float | None:
-    """One query's contribution to ``metric`` in percent, from its rankings entry; None where
-    the entry cannot give it (the metric then gets no per-query statistics)."""
-    if match := _RECALL.match(metric):
-        rank = entry.get("target_rank")
-        return None if rank is None else 100.0 * (rank < int(match.group(1)))
-    if match := _SUBSET.match(metric):
-        rank = entry.get("subset_rank")
-        return None if rank is None else 100.0 * (rank < int(match.group(1)))
-    if metric == "avg":
-        parts = [query_value(entry, "recall_at_5"), query_value(entry, "recall_subset_at_1")]
-        return None if None in parts else (parts[0] + parts[1]) / 2  # type: ignore[operator]
-    if metric in _PER_QUERY_FIELDS:
-        value = entry.get(metric)
-        return None if value is None else 100.0 * float(value)
-    return None
 
 
 @dataclass
@@ -123,19 +101,19 @@ class Group:
                 reference = entries
             elif ids != [e["pairid"] for e in reference]:
                 return self._keep(metric, None)
-            column = [query_value(e, metric) for e in entries]
+            column = [per_query_value(e, metric) for e in entries]
             if all(v is None for v in column) or metric not in run.metrics:
                 return self._keep(metric, None)
             columns.append(column)
             valid = [(v, e.get("category")) for v, e in zip(column, entries) if v is not None]
-            weighted = run.protocol.get("averaging") == "category_mean"
+            weighted = run.protocol.averaging == "category_mean"
             weights, _ = weights_for([c for _, c in valid] if weighted else None, len(valid))
             if not math.isclose(float(np.dot([v for v, _ in valid], weights)), run.metrics[metric], abs_tol=1e-3):
                 return self._keep(metric, None)
         assert reference is not None
         keep = [i for i in range(len(reference)) if all(column[i] is not None for column in columns)]
         values = np.array([[column[i] for i in keep] for column in columns], dtype=float).mean(axis=0)
-        weighted = self.runs[0].protocol.get("averaging") == "category_mean"
+        weighted = self.runs[0].protocol.averaging == "category_mean"
         categories = [reference[i].get("category") for i in keep]
         weights, strata = weights_for(categories if weighted else None, len(keep))
         return self._keep(metric, PerQuery([reference[i]["pairid"] for i in keep], values, weights, strata,

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from harness.protocol import title  # noqa: E402
 from harness.reporting.data import Group, config_value  # noqa: E402
 from harness.reporting.stats import bootstrap_ci  # noqa: E402
 from harness.results import atomic_write_bytes  # noqa: E402
@@ -24,10 +25,6 @@ from harness.results import atomic_write_bytes  # noqa: E402
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
 STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 6, "xtick.labelsize": 6,
          "ytick.labelsize": 6, "axes.grid": True, "grid.alpha": 0.3, "savefig.dpi": 200}
-TITLES = {"recall_at_1": "R@1", "recall_at_5": "R@5", "recall_at_10": "R@10", "recall_at_50": "R@50",
-          "recall_subset_at_1": "Rs@1", "avg": "Avg", "intent_fidelity": "intent fidelity",
-          "visual_retention": "visual retention"}
-
 
 def save(figure: Any, out: Path, stem: str) -> str:
     """Write ``stem``.png and ``stem``.pdf atomically; return the stem."""
@@ -60,7 +57,7 @@ def recall_vs_parameter(groups: Sequence[Group], x: str, main: str | None, metri
                 continue
             means = [g.mean_std(metric)[0] for _, g in points]  # type: ignore[index]
             axis.plot([p for p, _ in points], means, marker="o", markersize=3, color=colour,
-                      label=f"{main or 'runs'} {TITLES.get(metric, metric)}")
+                      label=f"{main or 'runs'} {title(metric)}")
             bands = [(p, g.per_query(metric)) for p, g in points]
             if all(q is not None for _, q in bands):
                 intervals = [bootstrap_ci(q.values, q.weights, q.strata) for _, q in bands]  # type: ignore[union-attr]
@@ -70,7 +67,7 @@ def recall_vs_parameter(groups: Sequence[Group], x: str, main: str | None, metri
                 stats = group.mean_std(metric)
                 if stats is not None:
                     axis.axhline(stats[0], color=colour, linestyle=("--", ":", "-.")[line % 3], linewidth=0.7,
-                                 label=f"{group.label} {TITLES.get(metric, metric)}")
+                                 label=f"{group.label} {title(metric)}")
         if numeric:
             values = sorted(set(xs))
             if len(values) > 2 and values[0] > 0 and values[-1] / values[0] >= 10:
@@ -107,7 +104,7 @@ def pareto(groups: Sequence[Group], metric: str, out: Path) -> str | None:
                   label="Pareto front")
         batch1 = any(g.timing("ms_per_query_batch1_p50") is not None for g in groups)
         axis.set_xlabel("ms / query" + (" (batch 1, p50)" if batch1 else " (eval pass)"))
-        axis.set_ylabel(f"{TITLES.get(metric, metric)} (%)")
+        axis.set_ylabel(f"{title(metric)} (%)")
         axis.legend(frameon=False)
         return save(figure, out, "pareto")
 
@@ -136,7 +133,7 @@ def by_edit_type(groups: Sequence[Group], metric: str, out: Path) -> str | None:
             means = [np.mean([r.metrics_by_edit_type.get(t, {}).get(metric, np.nan) for r in group.runs]) for t in order]
             axis.bar(np.arange(len(order)) + index * width - 0.4 + width / 2, means, width, label=group.label)
         axis.set_xticks(np.arange(len(order)), order)
-        axis.set_ylabel(f"{TITLES.get(metric, metric)} (%)")
+        axis.set_ylabel(f"{title(metric)} (%)")
         axis.legend(ncols=min(4, len(groups)), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
         return save(figure, out, "recall_by_edit_type")
 

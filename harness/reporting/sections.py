@@ -14,9 +14,8 @@ from typing import Any
 from harness.reporting.data import Group, config_value
 from harness.reporting.stats import ALPHA, PairedTest, bootstrap_ci, holm, paired_test
 from harness.reporting.tables import Cell, Table, fmt, mean_std_text
-from harness.tables import COLUMNS
-
-TITLES = dict(COLUMNS) | {"intent_fidelity": "intent fidelity", "visual_retention": "visual retention"}
+from harness.protocol import TABLE_METRICS
+from harness.protocol import title as metric_title
 #: Metrics a report tests, in order of preference (the first two the runs have per query).
 HEADLINE = ("recall_at_1", "recall_subset_at_1", "recall_at_10", "recall_at_50", "recall_at_5")
 EDIT_ORDER = ("add", "remove", "recolour", "resize", "move", "replace", "compound")
@@ -58,7 +57,7 @@ def compare(groups: Sequence[Group], baseline: Group, metric: str, alpha: float 
 
 def main_table(groups: Sequence[Group]) -> Table:
     """Methods x the protocol's metrics, mean ± std over seeds; best bold, second underlined."""
-    metrics = [key for key, _ in COLUMNS if any(g.mean_std(key) for g in groups)]
+    metrics = [key for key in TABLE_METRICS if any(g.mean_std(key) for g in groups)]
     rows = []
     for group in groups:
         row = [Cell(group.label), Cell(",".join(map(str, group.seeds)))]
@@ -66,7 +65,7 @@ def main_table(groups: Sequence[Group]) -> Table:
             stats = group.mean_std(metric)
             row.append(Cell(mean_std_text(group.values(metric)), None if stats is None else stats[0]))
         rows.append(row)
-    table = Table("Main results", ["run", "seeds", *(TITLES[m] for m in metrics)], rows, name="main",
+    table = Table("Main results", ["run", "seeds", *(metric_title(m) for m in metrics)], rows, name="main",
                   caption="Metrics in %, mean ± std over seeds; best in bold, second underlined.",
                   csv_header=["run", "seeds", *metrics])
     return table.mark_best({2 + i: "max" for i in range(len(metrics))})
@@ -77,7 +76,7 @@ def statistics_table(groups: Sequence[Group], comparisons: Sequence[Comparison])
     difference to the baseline with its interval, and the paired test's p-value."""
     header, csv_header = ["run", "queries"], ["run", "queries"]
     for comparison in comparisons:
-        title = TITLES[comparison.metric]
+        title = metric_title(comparison.metric)
         header += [f"{title} [95% CI]", f"Δ {title} [95% CI]", "p"]
         csv_header += [comparison.metric, f"{comparison.metric}_ci_low", f"{comparison.metric}_ci_high",
                        f"delta_{comparison.metric}", f"delta_{comparison.metric}_ci_low",
@@ -134,9 +133,9 @@ def ablation_table(groups: Sequence[Group], main: str | None, x: str | None, met
         pass
     name = x.split(".")[-1].replace("_", " ")
     comparison = compare(variants, variants[0], metrics[0], alpha) if metrics else None
-    header = [name, *(TITLES[m] for m in metrics)]
+    header = [name, *(metric_title(m) for m in metrics)]
     if comparison:
-        header += [f"Δ {TITLES[metrics[0]]} vs {name} = {config_value(variants[0].runs[0].config, x)}", "p"]
+        header += [f"Δ {metric_title(metrics[0])} vs {name} = {config_value(variants[0].runs[0].config, x)}", "p"]
     rows = []
     for group in variants:
         row = [Cell(str(config_value(group.runs[0].config, x)))]
@@ -214,8 +213,8 @@ def edit_type_table(groups: Sequence[Group], metric: str) -> Table | None:
         rows.append(row)
     counts = groups[0].runs[0].metrics_by_edit_type
     header = ["run", *(f"{t} ({int(counts[t]['num_queries'])})" if t in counts else t for t in order)]
-    table = Table(f"{TITLES[metric]} per edit type", header, rows, name="edit_types",
-                  caption=f"{TITLES[metric]} in %, mean over seeds, per edit type of the query (queries in brackets).",
+    table = Table(f"{metric_title(metric)} per edit type", header, rows, name="edit_types",
+                  caption=f"{metric_title(metric)} in %, mean over seeds, per edit type of the query (queries in brackets).",
                   csv_header=["run", *order])
     return table.mark_best({1 + i: "max" for i in range(len(order))})
 
@@ -254,7 +253,7 @@ def summary(comparisons: Sequence[Comparison], groups: Sequence[Group]) -> list[
              f"({'/'.join(map(str, seeds))} seeds per run), against **{comparisons[0].baseline}**; "
              f"significant means p < {ALPHA} after Holm's correction.", ""]
     for comparison in comparisons:
-        title = TITLES[comparison.metric]
+        title = metric_title(comparison.metric)
         above = [f"{label} ({t.difference:+.1f})" for label, t in comparison.tests.items()
                  if comparison.significant[label] and t.difference > 0]
         below = [f"{label} ({t.difference:+.1f})" for label, t in comparison.tests.items()

@@ -3,6 +3,7 @@
     table = Table("Main results", ["run", "R@1"], rows=[[Cell("sum"), Cell("20.5 ± 0.4", 20.5)]])
     table.mark_best({1: "max"})      # best bold, second underlined, as papers do
     table.markdown(); table.latex(); table.csv(); table.html()
+    results_table(results)           # the plain Markdown table `harness run` prints (mean ± std over seeds)
 
 A cell keeps its text and, for numbers, the value the CSV writes and the marks compare.
 """
@@ -12,9 +13,14 @@ from __future__ import annotations
 import csv
 import html
 import io
+import statistics
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from harness.protocol import table_columns
+from harness.results import RunResult
 
 
 @dataclass
@@ -127,3 +133,37 @@ def mean_std_text(values: Sequence[float], digits: int = 1) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def results_table(results: Sequence[RunResult]) -> str:
+    """One row per grid point (label), metrics as mean ± std over its seeds."""
+    groups: dict[str, list[RunResult]] = defaultdict(list)
+    for result in results:
+        groups[result.label].append(result)
+    columns = table_columns({key for r in results for key in r.metrics})
+    header = ["run", "seeds", *(title for _, title in columns), "params (trainable)", "train s", "ms/query"]
+    rows = []
+    for label, group in groups.items():
+        rows.append([
+            label,
+            ",".join(str(r.seed) for r in group),
+            *(_cell([r.metrics[key] for r in group if key in r.metrics]) for key, _ in columns),
+            f"{group[0].parameters['total'] / 1e6:.2f}M ({group[0].parameters['trainable'] / 1e6:.2f}M)",
+            f"{statistics.mean(r.train.get('seconds', 0.0) for r in group):.0f}",
+            f"{statistics.mean(r.timings['encode_and_score_ms_per_query'] for r in group):.2f}",
+        ])
+    return markdown_table(header, rows)

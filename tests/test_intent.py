@@ -1,9 +1,9 @@
-"""Intent fidelity and visual retention read off scene graphs (harness.diagnostics)."""
+"""Intent fidelity and visual retention read off scene graphs (harness.intent)."""
 
 from __future__ import annotations
 
 from harness.data.synthetic.scene import SceneObject, apply_edits, edit_from_json, make_scene
-from harness.diagnostics import score_retrieved
+from harness.intent import score_retrieved
 
 REFERENCE = make_scene([SceneObject((0, 0), "circle", "red", "small"), SceneObject((1, 1), "square", "blue", "large"),
                         SceneObject((2, 2), "star", "green", "small")])

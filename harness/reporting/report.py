@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.mappings import flatten
+from harness.config import flatten
 from harness.reporting.data import load_groups
 from harness.reporting.sections import (
     ablation_table,
@@ -41,7 +41,7 @@ from harness.reporting.sections import (
 from harness.reporting.stats import RESAMPLES
 from harness.reporting.tables import Cell, Table, latex_escape
 from harness.results import RunResult, atomic_write_text
-from harness.tables import COLUMNS, markdown_table
+from harness.protocol import TABLE_METRICS, title
 
 PLOT_METRICS = ("recall_at_1", "recall_at_5", "recall_subset_at_1")
 
@@ -67,7 +67,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def csv_text(results: Sequence[RunResult]) -> str:
     stream = io.StringIO()
     writer = csv.writer(stream)
-    keys = [key for key, _ in COLUMNS if any(key in r.metrics for r in results)]  # the dataset's own metrics
+    keys = [key for key in TABLE_METRICS if any(key in r.metrics for r in results)]  # the dataset's own metrics
     writer.writerow(["run_id", "label", "method", "seed", *keys, "params_total", "params_trainable",
                      "ms_per_query", "train_s"])
     for r in results:
@@ -123,7 +123,6 @@ def findings(results: Sequence[RunResult], metrics: Sequence[str] = ("recall_at_
     groups: dict[str, list[RunResult]] = defaultdict(list)
     for r in results:
         groups[r.label].append(r)
-    titles = dict(COLUMNS)
     metrics = [m for m in metrics if any(m in r.metrics for r in results)]  # e.g. no Rsubset on Shoes
     if not metrics:
         return []
@@ -132,13 +131,13 @@ def findings(results: Sequence[RunResult], metrics: Sequence[str] = ("recall_at_
     others = {label: group for label, group in groups.items() if group[0].method != main}
     if main is None or not others:
         for metric in metrics:
-            lines.append(f"- {titles.get(metric, metric)}, best first: {_ranking(groups, metric)}")
+            lines.append(f"- {title(metric)}, best first: {_ranking(groups, metric)}")
         return [*lines, ""]
     for metric in metrics:
         best_label = max(ours, key=lambda label: _mean_std([r.metrics.get(metric, 0.0) for r in ours[label]])[0])
         best, best_std = _mean_std([r.metrics.get(metric, 0.0) for r in ours[best_label]])
         spread = [_mean_std([r.metrics.get(metric, 0.0) for r in group])[0] for group in ours.values()]
-        lines.append(f"- {titles.get(metric, metric)}: {main} ranges {min(spread):.1f}-{max(spread):.1f} over its "
+        lines.append(f"- {title(metric)}: {main} ranges {min(spread):.1f}-{max(spread):.1f} over its "
                      f"{len(ours)} settings (best {best_label}: {best:.1f} ± {best_std:.1f}).")
         for label, group in others.items():
             mean, std = _mean_std([r.metrics.get(metric, 0.0) for r in group])
@@ -148,38 +147,6 @@ def findings(results: Sequence[RunResult], metrics: Sequence[str] = ("recall_at_
                          + ("" if resolved else ", within the seed spread (not resolved)"))
     lines.append("")
     return lines
-
-
-def published_table(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Published numbers as their own table, labelled: not measured by this harness."""
-    if not rows:
-        return []
-    keys = [key for key, _ in COLUMNS if any(key in row["metrics"] for row in rows)]
-    keys += sorted({key for row in rows for key in row["metrics"]} - set(keys))
-    titles = dict(COLUMNS)
-    table = markdown_table(["published (not measured here)", *(titles.get(k, k) for k in keys), "source"],
-                           [[row["method"], *(f"{row['metrics'][k]:.2f}" if k in row["metrics"] else "-" for k in keys),
-                             row["source"]] for row in rows])
-    return ["Published numbers, for scale only: other models, data and hardware than the runs above.", "", table, ""]
-
-
-def _protocol_text(protocol: dict[str, Any]) -> str:
-    """One phrase naming the protocol a result was scored with (older results lack some keys)."""
-    parts = [f"preset {protocol['preset']}"] if protocol.get("preset") else []
-    if protocol.get("explicit"):
-        parts.append(f"set explicitly: {', '.join(protocol['explicit'])}")
-    gallery = {"split_file": "split file", "category_split_file": "each category's split file",
-               "query_images": "the queries' own images (VAL protocol)"}.get(
-        protocol.get("gallery", "split_file"), protocol.get("gallery"))
-    parts += [f"gallery = {gallery}", f"reference removed = {protocol.get('remove_reference')}"]
-    if protocol.get("averaging") == "category_mean":
-        parts.append("metrics averaged over categories")
-    parts.append("ties broken by gallery index")
-    if protocol.get("dropped_queries"):
-        parts.append(f"{protocol['dropped_queries']} queries dropped for missing images")
-    return ", ".join(parts)
-
-
 
 
 FORMATS = ("md", "html", "tex", "csv")
@@ -246,7 +213,7 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     queries = first.num_queries
     seeds = sorted({r.seed for r in results})
     setup = (f"Dataset `{first.dataset}` ({first.split} split: {queries} queries, {first.num_gallery} gallery images); "
-             f"protocol: {_protocol_text(first.protocol)}; seeds {', '.join(map(str, seeds))}. Metrics in %, mean ± std "
+             f"protocol: {first.protocol.description()}; seeds {', '.join(map(str, seeds))}. Metrics in %, mean ± std "
              f"over seeds unless marked; intervals are 95% bootstrap intervals over the {queries} queries "
              f"({RESAMPLES} resamples).")
     hardware = first.environment.get("hardware", {})
@@ -277,10 +244,9 @@ def _notes(results: Sequence[RunResult]) -> list[str]:
 def _published(rows: Sequence[dict[str, Any]]) -> Table | None:
     if not rows:
         return None
-    keys = [key for key, _ in COLUMNS if any(key in row["metrics"] for row in rows)]
+    keys = [key for key in TABLE_METRICS if any(key in row["metrics"] for row in rows)]
     keys += sorted({key for row in rows for key in row["metrics"]} - set(keys))
-    titles = dict(COLUMNS)
-    return Table("Published numbers (not measured here)", ["method", *(titles.get(k, k) for k in keys), "source"],
+    return Table("Published numbers (not measured here)", ["method", *(title(k) for k in keys), "source"],
                  [[Cell(row["method"]), *(Cell(f"{row['metrics'][k]:.2f}", row["metrics"][k]) if k in row["metrics"]
                                           else Cell("-") for k in keys), Cell(row["source"])] for row in rows],
                  caption="For scale only: other models, data and hardware than the runs above.", name="published",

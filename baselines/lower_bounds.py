@@ -34,7 +34,7 @@ from harness.device import to_device
 from harness.methods.base import MethodContext, MethodParams
 from harness.methods.dual_encoder import DualEncoderMethod
 from harness.registry import register_method
-from harness.text import train_word_tokenizer
+from harness.tokenization import train_word_tokenizer
 
 #: Pixel normalisation (x / 255 - mean) / std, as in the prototype runs (docs/assumptions.md).
 PIXEL_MEAN, PIXEL_STD = 0.5, 0.25

@@ -1,4 +1,4 @@
-"""Metrics from saved rankings and the annotations alone, with no model (`harness score`).
+"""Re-scoring: metrics from saved rankings and the annotations alone, with no model (`harness score`).
 
 A rankings file (``rankings.jsonl.gz``, one JSON object per query, in evaluation order):
 
@@ -23,15 +23,7 @@ import torch
 
 from harness.data.triplet import CIRSplit
 from harness.errors import HarnessError
-from harness.evaluate import EvalConfig
-from harness.metrics import (
-    category_mean,
-    cirr_metrics,
-    map_at_k,
-    metrics_by_category,
-    recall_at_k,
-    with_soft_recall,
-)
+from harness.protocol import EvalConfig, metrics_from_ranks
 
 
 def score(entries: Iterable[dict[str, Any]], split: CIRSplit, config: EvalConfig,
@@ -67,25 +59,8 @@ def score(entries: Iterable[dict[str, Any]], split: CIRSplit, config: EvalConfig
     if ranks is None and subset is None:
         raise HarnessError("the rankings have neither 'top' nor 'subset_top' lists", file=file,
                            fix="give a rankings.jsonl.gz or a submission file")
-    metrics: dict[str, float] = {}
-    if ranks is not None:
-        metrics = cirr_metrics(ranks, config.ks, subset, config.subset_ks)
-    else:
-        metrics = {f"recall_subset_at_{k}": v for k, v in recall_at_k(subset, config.subset_ks).items()}
-    if ranks is not None and config.target_field == "soft":
-        metrics = with_soft_recall(metrics, [e["top"] for e in entries], [dict(t.soft_targets) for t in triplets],
-                                   config.ks)
-    if ranks is not None and config.map_ks and any(t.ground_truths for t in triplets):
-        names: dict[str, int] = {}
-        top = torch.tensor([[names.setdefault(n, len(names)) for n in e["top"][: max(config.map_ks)]] for e in entries])
-        relevant = [{names.setdefault(g, len(names)) for g in (t.ground_truths or (t.target,))} for t in triplets]
-        metrics |= map_at_k(top, relevant, config.map_ks)
-    by_category: dict[str, dict[str, float]] = {}
-    if split.galleries and ranks is not None:
-        by_category = metrics_by_category(ranks, [t.category for t in triplets], config.ks, config.subset_ks)
-        if config.category_mean:
-            metrics = category_mean(by_category, metrics)
-    return metrics, by_category
+    top_names = [e["top"] for e in entries] if ranks is not None else None
+    return metrics_from_ranks(config, triplets, ranks, subset, top_names, bool(split.galleries))
 
 
 def _position(ranked: list[str], name: str | None) -> int:

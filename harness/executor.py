@@ -1,0 +1,99 @@
+"""The run executor: an experiment planned into runs, and one run trained, evaluated and recorded.
+
+    plan = plan_experiment(Path("ablations/reference.yaml"))
+    result = execute_run(plan.specs[0], plan.run_dir(plan.specs[0]), SplitCache(progress=True))
+
+Shared by the sequential loop (harness.runner), the ``--jobs`` workers (harness.parallel) and
+sweep trials (harness.sweep), none of which imports another for it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness import distributed
+from harness.config import ExperimentConfig, RunSpec, expand, load_experiment
+from harness.data.datasets import DatasetConfig, load_dataset
+from harness.data.triplet import CIRSplit
+from harness.device import resolve_device
+from harness.recording import evaluate_and_record, write_run_config
+from harness.registry import build_run_method
+from harness.results import RunResult
+from harness.train import seed_everything, train
+
+
+@dataclass
+class Plan:
+    """An expanded experiment ready to run."""
+
+    experiment: ExperimentConfig
+    specs: list[RunSpec]
+    output: Path
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.output / "runs" / spec.run_id
+
+
+def plan_experiment(config_path: Path, overrides: list[str] | None = None, output: Path | None = None) -> Plan:
+    experiment, raw = load_experiment(config_path, overrides)
+    specs = expand(experiment, raw, str(config_path))
+    root = Path(output) if output is not None else Path(experiment.output_dir)
+    return Plan(experiment, specs, root / experiment.experiment)
+
+
+class SplitCache:
+    """Loaded splits shared by the runs of one process (decoded images are reused)."""
+
+    def __init__(self, progress: bool):
+        self.progress = progress
+        self.splits: dict[tuple[str, str], CIRSplit] = {}
+
+    def get(self, config: DatasetConfig, split: str) -> CIRSplit:
+        key = (config.model_dump_json(), split)
+        if key not in self.splits:
+            self.splits[key] = load_dataset(config, split, self.progress)
+        return self.splits[key]
+
+
+def execute_run(spec: RunSpec, run_dir: Path, splits: SplitCache, progress: bool = True, on_epoch=None) -> RunResult:
+    """Train and evaluate one run; write config.yaml, rankings and result.json."""
+    config = spec.config
+    main = distributed.current().is_main
+    progress = progress and main
+    if main:
+        write_run_config(run_dir, config)
+    if config.train.num_threads is not None:
+        torch.set_num_threads(config.train.num_threads)
+    device = resolve_device(config.eval.device)
+    with distributed.main_first():  # rank 0 generates the dataset and stage 0; the others read the cache
+        train_split = splits.get(config.dataset, config.dataset.train_split)
+        eval_split = splits.get(config.dataset, config.dataset.eval_split)
+        seed_everything(config.seed)
+        method = build_run_method(config, train_split, progress)
+    tokenizer = getattr(method, "tokenizer", None)
+    if tokenizer is not None and main:
+        tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+    summary = train(method, train_split, config.train, config.seed, run_dir / "checkpoints", device, progress,
+                    on_epoch=on_epoch)
+    result = evaluate_and_record(run_dir, config, spec.run_id, spec.label, method, eval_split, summary.to_json(),
+                                 device, progress)
+    if main and not config.train.keep_checkpoint:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    distributed.barrier()
+    return result
+
+
+def parallel_threads(jobs: int) -> int:
+    """torch threads of each of ``jobs`` concurrent runs: the cores shared out."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def plan_gpus(plan: Plan) -> int:
+    """GPUs the runs of ``plan`` can be spread over (0 when they run on the CPU)."""
+    devices = {resolve_device(spec.config.eval.device).type for spec in plan.specs}
+    return torch.cuda.device_count() if "cuda" in devices else 0
