@@ -28,9 +28,9 @@ from torch import nn
 
 from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.params import BackboneParams
-from harness.backbones.stage0 import Stage0Params
+from harness.stage0 import Stage0Params
 from harness.methods.base import MethodContext, MethodParams, TripletBatch
-from harness.methods.dual_encoder import DualEncoderMethod
+from harness.methods.dual_encoder_methods import DualEncoderMethod
 from harness.registry import register_method
 
 

@@ -27,12 +27,12 @@ from transformers import BertConfig, BertModel, CLIPVisionModel
 
 from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.params import BackboneParams
-from harness.backbones.stage0 import Stage0Params
+from harness.stage0 import Stage0Params
 from harness.backbones.vision import tiny_vision_config
 from harness.data.synthetic.captions import template_corpus
 from harness.device import to_device
 from harness.methods.base import MethodContext, MethodParams
-from harness.methods.dual_encoder import DualEncoderMethod
+from harness.methods.dual_encoder_methods import DualEncoderMethod
 from harness.registry import register_method
 from harness.tokenization import train_word_tokenizer
 

@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from harness.backbones.params import BackboneParams
-from harness.backbones.stage0 import Stage0Params
+from harness.stage0 import Stage0Params
 from harness.methods.base import (
     ImageBatch,
     MethodContext,
@@ -28,7 +28,7 @@ from harness.methods.base import (
     TripletBatch,
     info_nce,
 )
-from harness.methods.dual_encoder import TextualInversionMethod
+from harness.methods.dual_encoder_methods import TextualInversionMethod
 from harness.registry import register_method
 
 

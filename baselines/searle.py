@@ -49,7 +49,7 @@ from tqdm import tqdm
 from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.loading import probing
 from harness.backbones.params import BackboneParams
-from harness.backbones.stage0 import Stage0Params, scene_descriptions
+from harness.stage0 import Stage0Params, scene_descriptions
 from harness.device import to_device
 from harness.errors import HarnessError
 from harness.methods.base import (
@@ -59,7 +59,7 @@ from harness.methods.base import (
     TripletBatch,
     info_nce,
 )
-from harness.methods.dual_encoder import TextualInversionMethod
+from harness.methods.dual_encoder_methods import TextualInversionMethod
 from harness.paths import cache_dir
 from harness.registry import register_method
 

@@ -140,51 +140,80 @@ def full_evaluation(method, root: Path, image_size: int, batch_size: int, precis
 def bench_method(name: str, config: BenchConfig, split, eval_split, root: Path, device: torch.device,
                  peak_flops: dict[str, float]) -> dict[str, Any]:
     """Every figure of one method (see the module docstring)."""
-    from harness.data.datasets import DatasetConfig, load_dataset
     from harness.methods.base import MethodContext
     from harness.registry import build_method
-    from harness.train import TrainConfig, batch_rows, train, training_source
 
     torch.manual_seed(0)
     context = MethodContext(split.images.image_size, [t.caption for t in split.triplets], train_split=split,
                             dataset_key="bench")
     method = build_method(name, BENCH_PARAMS.get(name, {}), context).to(device)
+    precision = resolve_precision(config.precision, device)  # type: ignore[arg-type]
+    latency = _latency(method, config, eval_split, device, precision)
+    evaluation = _evaluation_loop(method, config, split, eval_split, root, device, precision)
+    training = _training_loop(method, config, split, root, device, precision)
+    queries_per_s = 1000 / latency["ms_per_query_eval_batch_p50"]
+    return {"parameters": method.parameter_counts(), **latency, "queries_per_s": queries_per_s,
+            "model_flop_utilisation": latency["flops_per_query"] * queries_per_s / peak_flops[precision],
+            **evaluation, **training}
+
+
+def _latency(method, config: BenchConfig, eval_split, device: torch.device, precision: str) -> dict[str, Any]:
+    """Query latency at batch 1 and at the evaluation batch, peak memory, and FLOPs per query."""
     n = config.eval_batch_size
     triplets = eval_split.triplets[:n]
     references = eval_split.images.load([t.reference for t in triplets]).to(device)
     captions = [method.query_text(t) for t in triplets]
     method.begin_step(1, 2)  # CLIP4Cir: stage 2, queries through the Combiner
     method.eval()
-    precision = resolve_precision(config.precision, device)  # type: ignore[arg-type]
     with torch.inference_mode(), autocast(device, precision):
         window = reset_peak_memory(device)
         single = time_calls(lambda: method.encode_query(references[:1], captions[:1]), device, 5, config.batch1_repeats)
         batched = time_calls(lambda: method.encode_query(references[:n], captions[:n]), device, 2, config.batch_repeats)
         peak, peak_kind = peak_memory_mb(device, window)
-        # the bare encoders on preloaded tensors: the work of one evaluation (gallery + queries)
+    # FLOPs outside inference mode: the counter's module hooks need autograd-visible tensors
+    with autocast(device, precision):
+        flops = count_flops(lambda: method.encode_query(references[:1], captions[:1]))
+    return {"ms_per_query_batch1_p50": 1000 * percentile(single, 0.5),
+            "ms_per_query_batch1_p95": 1000 * percentile(single, 0.95),
+            "ms_per_query_eval_batch_p50": 1000 * percentile(batched, 0.5) / n,
+            "ms_per_query_eval_batch_p95": 1000 * percentile(batched, 0.95) / n,
+            "flops_per_query": flops, "peak_memory_mb": peak, "peak_memory": peak_kind}
+
+
+def _evaluation_loop(method, config: BenchConfig, split, eval_split, root: Path, device: torch.device,
+                     precision: str) -> dict[str, float]:
+    """The bare encoders on preloaded tensors (one evaluation's gallery and queries) against the
+    whole evaluation loop, interleaved so that a slow moment of the machine hits both sides."""
+    n = config.eval_batch_size
+    with torch.inference_mode(), autocast(device, precision):
         gallery = eval_split.images.load(eval_split.gallery).to(device)
-        all_refs = eval_split.images.load([t.reference for t in eval_split.triplets]).to(device)
-        all_caps = [method.query_text(t) for t in eval_split.triplets]
+        references = eval_split.images.load([t.reference for t in eval_split.triplets]).to(device)
+        captions = [method.query_text(t) for t in eval_split.triplets]
 
         def bare_evaluation() -> None:
             for lo in range(0, len(gallery), n):
                 method.encode_target(gallery[lo : lo + n])
-            for lo in range(0, len(all_refs), n):
-                method.encode_query(all_refs[lo : lo + n], all_caps[lo : lo + n])
+            for lo in range(0, len(references), n):
+                method.encode_query(references[lo : lo + n], captions[lo : lo + n])
 
         bare_evaluation()  # warm-up
-    bare_eval_s = full_eval_s = math.inf
-    for _ in range(config.loop_repeats):  # interleaved, so a slow moment of the machine hits both sides
+    bare_s = full_s = math.inf
+    for _ in range(config.loop_repeats):
         with torch.inference_mode(), autocast(device, precision):
-            bare_eval_s = min(bare_eval_s, time_calls(bare_evaluation, device, 0, 1)[0])
-        full_eval_s = min(full_eval_s, full_evaluation(method, root, split.images.image_size, n, precision, device))
-    # FLOPs outside inference mode: the counter's module hooks need autograd-visible tensors
-    with autocast(device, precision):
-        flops = count_flops(lambda: method.encode_query(references[:1], captions[:1]))
+            bare_s = min(bare_s, time_calls(bare_evaluation, device, 0, 1)[0])
+        full_s = min(full_s, full_evaluation(method, root, split.images.image_size, n, precision, device))
+    return {"eval_loop_efficiency": bare_s / full_s, "eval_loop_s": full_s, "eval_bare_s": bare_s}
 
-    # training: bare steps on the loop's own batches, preloaded, against the loop over the same batches
-    b = config.train_batch_size
-    train_config = TrainConfig(max_steps=config.train_steps, batch_size=b, checkpoint=False, precision=precision)
+
+def _training_loop(method, config: BenchConfig, split, root: Path, device: torch.device,
+                   precision: str) -> dict[str, float]:
+    """Bare optimizer steps on the loop's own batches, preloaded, against the shared loop over the
+    same batches (interleaved); the loop's one-off set-up is reported on its own."""
+    from harness.data.datasets import DatasetConfig, load_dataset
+    from harness.train import TrainConfig, batch_rows, train, training_source
+
+    train_config = TrainConfig(max_steps=config.train_steps, batch_size=config.train_batch_size, checkpoint=False,
+                               precision=precision)
 
     def fresh_train():
         return load_dataset(DatasetConfig(name="cirr", root=str(root), image_size=split.images.image_size), "train",
@@ -205,15 +234,14 @@ def bench_method(name: str, config: BenchConfig, split, eval_split, root: Path, 
 
     for _ in range(2):  # warm-up, for the loop below too
         step(batches[0])
-    loop_step_s = bare_step_s = math.inf
-    for _ in range(config.loop_repeats):  # interleaved, so a slow moment of the machine hits both sides
-        split_for_loop = fresh_train()
+    loop_s = bare_s = math.inf
+    for _ in range(config.loop_repeats):
         start = time.perf_counter()
-        summary = train(method, split_for_loop, train_config, seed=0, device=device, progress=False)
+        summary = train(method, fresh_train(), train_config, seed=0, device=device, progress=False)
         # the loop's steps (batches gathered, clipped, scheduled, logged) apart from its one-off set-up
         # (the training images loaded once per run, the optimizer built), which is reported on its own
-        loop_step_s = min(loop_step_s, summary.seconds / max(1, summary.steps))
-        train_setup_s = time.perf_counter() - start - summary.seconds
+        loop_s = min(loop_s, summary.seconds / max(1, summary.steps))
+        setup_s = time.perf_counter() - start - summary.seconds
         method.train()
         _sync(device)
         start = time.perf_counter()
@@ -221,29 +249,9 @@ def bench_method(name: str, config: BenchConfig, split, eval_split, root: Path, 
             method.begin_step(index, len(batches))  # as the loop (CLIP4Cir's stage 2 starts halfway)
             step(batch)
         _sync(device)
-        bare_step_s = min(bare_step_s, (time.perf_counter() - start) / len(batches))
-    counts = method.parameter_counts()
-    eval_ms = 1000 * percentile(batched, 0.5) / n
-    queries_per_s = 1000 / eval_ms
-    return {
-        "parameters": counts,
-        "ms_per_query_batch1_p50": 1000 * percentile(single, 0.5),
-        "ms_per_query_batch1_p95": 1000 * percentile(single, 0.95),
-        "ms_per_query_eval_batch_p50": eval_ms,
-        "ms_per_query_eval_batch_p95": 1000 * percentile(batched, 0.95) / n,
-        "queries_per_s": queries_per_s,
-        "flops_per_query": flops,
-        "model_flop_utilisation": flops * queries_per_s / peak_flops[precision],
-        "peak_memory_mb": peak,
-        "peak_memory": peak_kind,
-        "eval_loop_efficiency": bare_eval_s / full_eval_s,
-        "eval_loop_s": full_eval_s,
-        "eval_bare_s": bare_eval_s,
-        "train_loop_efficiency": bare_step_s / loop_step_s,
-        "train_loop_s_per_step": loop_step_s,
-        "train_setup_s": train_setup_s,
-        "train_bare_s_per_step": bare_step_s,
-    }
+        bare_s = min(bare_s, (time.perf_counter() - start) / len(batches))
+    return {"train_loop_efficiency": bare_s / loop_s, "train_loop_s_per_step": loop_s, "train_setup_s": setup_s,
+            "train_bare_s_per_step": bare_s}
 
 
 def bench_embedding_cache(split, root: Path, config: BenchConfig, device: torch.device,

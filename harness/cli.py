@@ -168,7 +168,7 @@ def pretrain(
     against scene descriptions; for CIR-LVLM then connector + LM describe images). Builds what
     every run of CONFIG starts from. Cached by (dataset, backbone, connector, settings, seed)
     and reused by every run; `harness run` triggers it by itself when needed."""
-    from harness.backbones.stage0 import ensure_stage0, ensure_stage0_clip
+    from harness.stage0 import ensure_stage0, ensure_stage0_clip
     from harness.data.datasets import dataset_key, load_dataset
     from harness.registry import get_method
     from harness.executor import plan_experiment
@@ -495,11 +495,7 @@ def data_check(
     or set members absent from the split. Exits 1 when a problem is found."""
     from tqdm import tqdm
 
-    from harness.data.circo import CIRCO_SPLITS
-    from harness.data.cirr import CIRR_SPLITS, annotation_dir
-    from harness.data.datasets import DATASETS, read_split
-    from harness.data.fashioniq import FASHIONIQ_SPLITS
-    from harness.data.shoes import SHOES_SPLITS
+    from harness.data.datasets import DATASETS, TABLE, read_split
 
     if dataset not in DATASETS:
         from harness.errors import did_you_mean
@@ -509,15 +505,7 @@ def data_check(
     if not root.is_dir():
         raise HarnessError("dataset root does not exist", file=root, field="--root", fix="give the dataset folder")
     problems_total = 0
-    if dataset == "shoes":
-        splits = split or [s for s in SHOES_SPLITS if (root / f"{s}_im_names.txt").is_file()]
-    elif dataset == "circo":
-        splits = split or [s for s in CIRCO_SPLITS if (root / "annotations" / f"{s}.json").is_file()]
-    elif dataset == "fashioniq":
-        splits = split or [s for s in FASHIONIQ_SPLITS if any((root / "captions").glob(f"cap.*.{s}.json"))]
-    else:
-        captions = annotation_dir(root) / "captions"
-        splits = split or [s for s in CIRR_SPLITS if (captions / f"cap.rc2.{s}.json").is_file()]
+    splits = split or TABLE[dataset].present_splits(root)
     if not splits:
         raise HarnessError("no annotation files found", file=root, field="--root",
                            fix="point --root at the dataset folder in its official layout")

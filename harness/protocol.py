@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from harness.data.datasets import default_protocol
 from harness.data.triplet import Triplet
 from harness.device import Precision
 from harness.errors import HarnessError
@@ -43,8 +44,6 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "shoes": {"ks": [1, 10, 50], "subset_ks": [], "remove_reference": True},
     "circo": {"ks": [5, 10, 25, 50], "subset_ks": [], "remove_reference": False, "map_ks": [5, 10, 25, 50]},
 }
-#: The protocol of each dataset when the experiment names none.
-DATASET_PROTOCOLS = {"synthetic": "cirr", "cirr": "cirr", "fashioniq": "fashioniq", "shoes": "shoes", "circo": "circo"}
 
 
 class EvalConfig(BaseModel):
@@ -90,7 +89,7 @@ class EvalConfig(BaseModel):
 
     def resolved(self, dataset: str) -> tuple[str, EvalConfig]:
         """(protocol name, this config with the preset's values where a field was left unset)."""
-        name = self.protocol or DATASET_PROTOCOLS.get(dataset, "cirr")
+        name = self.protocol or default_protocol(dataset)  # each dataset module declares its own
         preset = {key: value for key, value in PROTOCOLS[name].items() if key not in self.model_fields_set}
         return name, self.model_copy(update=preset)
 

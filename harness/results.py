@@ -97,7 +97,8 @@ def read_result(path: Path) -> RunResult:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HarnessError(f"not JSON, cannot be read as a result ({type(error).__name__}: {error})", file=path, fix=fix) from None
+        raise HarnessError(f"not JSON, cannot be read as a result ({type(error).__name__}: {error})", file=path,
+                           fix=fix) from None
     if isinstance(data, dict) and data.get("schema_version") == 1:
         data = upgrade_v1(data)
     try:

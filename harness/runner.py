@@ -73,81 +73,112 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
               overwrite: str, world: distributed.World, jobs: int | Literal["auto"] = 1) -> list[RunResult]:
     if world.is_main:
         write_manifest(plan)
-    tracker = None
-    tracking = plan.experiment.tracking
-    if tracking.enabled and world.is_main:
-        tracker = Tracker.open(tracking.uri, plan.output, plan.experiment.experiment)
-        tracker.start_parent(
-            {"config_file": str(config_path), "overrides": " ".join(overrides or []), "runs": len(plan.specs)},
-            name=plan.experiment.experiment,
-        )
+    tracker = _open_tracker(plan, config_path, overrides, world)
     splits = SplitCache(progress)
-    finished: dict[str, RunResult] = {}
+    events = _RunEvents(plan, echo, world, tracker)
     status = "FAILED"
-    failures: list[str] = []
     try:
-        pending: list[tuple[int, RunSpec]] = []
-        for number, spec in enumerate(plan.specs, 1):
-            run_dir = plan.run_dir(spec)
-            done = run_dir / "result.json"
-            head = f"[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed}"
-            if overwrite == "always" and run_dir.exists() and world.is_main:
-                shutil.rmtree(run_dir)
-            state = distributed.broadcast_object(
-                "finished" if done.is_file() else "left" if overwrite == "never" and run_dir.exists() else "run")
-            if state == "finished":
-                echo(f"{head}: finished earlier ({run_dir})")
-                if world.is_main:
-                    finished[spec.run_id] = read_result(done)
-            elif state == "left":
-                echo(f"{head}: unfinished, left as it is (--overwrite never) ({run_dir})")
-            else:
-                pending.append((number, spec))
-        count = resolve_jobs(jobs, len(pending), plan, world)
-
-        def started(number: int, spec: RunSpec) -> None:
-            run_dir = plan.run_dir(spec)
-            if (run_dir / "checkpoints" / "last" / "state.pt").is_file():
-                echo(f"[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed}: resuming from its last checkpoint")
-            echo(f"[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed} -> {run_dir}")
-
-        def ended(number: int, spec: RunSpec, result: RunResult) -> None:
-            if tracker is not None:
-                tracker.log_run(result, plan.run_dir(spec) / "result.json")
-            finished[spec.run_id] = result
-            echo(f"{'' if count == 1 else f'[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed}:'}"
-                 f"    {headline(result.metrics)}  train {result.train['seconds']:.0f}s")
-
-        def failed(number: int, spec: RunSpec, error: BaseException) -> None:
-            """One broken grid point is reported and the others still run (not under torchrun,
-            where the ranks must fail together)."""
-            if world.distributed or not isinstance(error, Exception):
-                raise error
-            line = f"{spec.label} seed={spec.config.seed}: {record_failure(plan.run_dir(spec), error)}"
-            failures.append(line)
-            echo(f"[{number}/{len(plan.specs)}] FAILED {line}")
-
-        if count > 1:
+        pending = _pending_runs(plan, overwrite, world, echo, events.finished)
+        events.count = resolve_jobs(jobs, len(pending), plan, world)
+        if events.count > 1:
             from harness.parallel import run_in_processes
 
-            echo(f"{len(pending)} runs, {count} at a time ({parallel_threads(count)} torch thread(s) each; --jobs)")
+            echo(f"{len(pending)} runs, {events.count} at a time ({parallel_threads(events.count)} torch thread(s) "
+                 "each; --jobs)")
             prepare_caches(plan, [spec for _, spec in pending], splits)
-            run_in_processes(warm_starts_first(pending), plan, count, started, ended, progress, failed,
-                             gpus=plan_gpus(plan))
+            run_in_processes(warm_starts_first(pending), plan, events.count, events.started, events.ended, progress,
+                             events.failed, gpus=plan_gpus(plan))
         else:
             for number, spec in pending:
-                started(number, spec)
+                events.started(number, spec)
                 try:
                     result = execute_run(spec, plan.run_dir(spec), splits, progress)
                 except Exception as error:  # noqa: BLE001 - reported and re-raised at the end
-                    failed(number, spec, error)
+                    events.failed(number, spec, error)
                     continue
-                ended(number, spec, result)
-        status = "FINISHED" if not failures else "FAILED"
+                events.ended(number, spec, result)
+        status = "FINISHED" if not events.failures else "FAILED"
     finally:
         if tracker is not None:
             tracker.finish(status)
-    results = [finished[spec.run_id] for spec in plan.specs if spec.run_id in finished]
+    return _conclude(plan, events, echo, world)
+
+
+def _open_tracker(plan: Plan, config_path: Path, overrides: list[str] | None,
+                  world: distributed.World) -> Tracker | None:
+    """The experiment's mlflow parent run (rank 0, when tracking is on)."""
+    tracking = plan.experiment.tracking
+    if not (tracking.enabled and world.is_main):
+        return None
+    tracker = Tracker.open(tracking.uri, plan.output, plan.experiment.experiment)
+    tracker.start_parent({"config_file": str(config_path), "overrides": " ".join(overrides or []),
+                          "runs": len(plan.specs)}, name=plan.experiment.experiment)
+    return tracker
+
+
+def _pending_runs(plan: Plan, overwrite: str, world: distributed.World, echo,
+                  finished: dict[str, RunResult]) -> list[tuple[int, RunSpec]]:
+    """The runs still to do, numbered; finished ones are read into ``finished`` and named."""
+    pending: list[tuple[int, RunSpec]] = []
+    for number, spec in enumerate(plan.specs, 1):
+        run_dir = plan.run_dir(spec)
+        done = run_dir / "result.json"
+        head = f"[{number}/{len(plan.specs)}] {spec.label} seed={spec.config.seed}"
+        if overwrite == "always" and run_dir.exists() and world.is_main:
+            shutil.rmtree(run_dir)
+        state = distributed.broadcast_object(
+            "finished" if done.is_file() else "left" if overwrite == "never" and run_dir.exists() else "run")
+        if state == "finished":
+            echo(f"{head}: finished earlier ({run_dir})")
+            if world.is_main:
+                finished[spec.run_id] = read_result(done)
+        elif state == "left":
+            echo(f"{head}: unfinished, left as it is (--overwrite never) ({run_dir})")
+        else:
+            pending.append((number, spec))
+    return pending
+
+
+class _RunEvents:
+    """What the loop says and keeps as runs start, end and fail (in this process or a worker's)."""
+
+    def __init__(self, plan: Plan, echo, world: distributed.World, tracker: Tracker | None):
+        self.plan, self.echo, self.world, self.tracker = plan, echo, world, tracker
+        self.finished: dict[str, RunResult] = {}
+        self.failures: list[str] = []
+        self.count = 1
+
+    def _head(self, number: int, spec: RunSpec) -> str:
+        return f"[{number}/{len(self.plan.specs)}] {spec.label} seed={spec.config.seed}"
+
+    def started(self, number: int, spec: RunSpec) -> None:
+        run_dir = self.plan.run_dir(spec)
+        if (run_dir / "checkpoints" / "last" / "state.pt").is_file():
+            self.echo(f"{self._head(number, spec)}: resuming from its last checkpoint")
+        self.echo(f"{self._head(number, spec)} -> {run_dir}")
+
+    def ended(self, number: int, spec: RunSpec, result: RunResult) -> None:
+        if self.tracker is not None:
+            self.tracker.log_run(result, self.plan.run_dir(spec) / "result.json")
+        self.finished[spec.run_id] = result
+        self.echo(f"{'' if self.count == 1 else self._head(number, spec) + ':'}"
+                  f"    {headline(result.metrics)}  train {result.train['seconds']:.0f}s")
+
+    def failed(self, number: int, spec: RunSpec, error: BaseException) -> None:
+        """One broken grid point is reported and the others still run (not under torchrun,
+        where the ranks must fail together)."""
+        if self.world.distributed or not isinstance(error, Exception):
+            raise error
+        line = f"{spec.label} seed={spec.config.seed}: {record_failure(self.plan.run_dir(spec), error)}"
+        self.failures.append(line)
+        self.echo(f"[{number}/{len(self.plan.specs)}] FAILED {line}")
+
+
+def _conclude(plan: Plan, events: _RunEvents, echo, world: distributed.World) -> list[RunResult]:
+    """The results in plan order; on rank 0 the results table, the report, and where they are.
+    Failed runs raise RunsFailed once the others are reported."""
+    failures = events.failures
+    results = [events.finished[spec.run_id] for spec in plan.specs if spec.run_id in events.finished]
     if not results:
         echo("no finished runs: nothing to report")
         if failures:
@@ -162,8 +193,9 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
     echo(table)
     echo("")
     echo(f"results: {plan.output / 'runs'}   report: {report}")
-    if tracker is not None:
-        echo(f"mlflow:  mlflow ui --backend-store-uri {tracking.uri or 'sqlite:///' + str((plan.output / 'mlflow.db').resolve())} --host 127.0.0.1")
+    if events.tracker is not None:
+        uri = plan.experiment.tracking.uri or "sqlite:///" + str((plan.output / "mlflow.db").resolve())
+        echo(f"mlflow:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
     if failures:
         raise RunsFailed(f"{len(failures)} of {len(plan.specs)} runs failed (first: {failures[0]})",
                          fix="fix the cause and run the same command again: finished runs are kept")

@@ -13,7 +13,7 @@ own learning rates.
 
 from __future__ import annotations
 
-import math
+import functools
 import os
 import random
 import shutil
@@ -34,6 +34,7 @@ from harness.checkpoint import load_trained_weights, save_trained_weights
 from harness.data.triplet import CIRSplit
 from harness.device import Precision, autocast, resolve_precision, to_device
 from harness.errors import HarnessError
+from harness.schedule import cosine_with_warmup
 from harness.grad_cache import cached_backward, check_splittable
 from harness.methods.base import CIRMethod, ImageBatch, TripletBatch
 
@@ -120,19 +121,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def cosine_with_warmup(total_steps: int, warmup_ratio: float):
-    """LR multiplier: linear warm-up, then cosine decay to 0."""
-    warmup = max(1, int(round(total_steps * warmup_ratio))) if warmup_ratio > 0 else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 def plan_steps(num_queries: int, config: TrainConfig) -> tuple[int, int]:
@@ -228,101 +216,148 @@ def train(
     progress = progress and world.is_main
     if world.distributed and config.batch_size % world.size:
         raise HarnessError(f"train.batch_size {config.batch_size} does not split over {world.size} ranks",
-                                       field="train.batch_size", fix=f"use a multiple of {world.size}")
+                           field="train.batch_size", fix=f"use a multiple of {world.size}")
     source = training_source(method, split, config)
-    precision = resolve_precision(config.precision, device)
-    summary = TrainSummary(precision=precision, threads=torch.get_num_threads())
+    summary = TrainSummary(precision=resolve_precision(config.precision, device), threads=torch.get_num_threads())
     per_epoch, total_steps = plan_steps(len(source), config)
     if total_steps == 0:
         return summary
     if per_epoch == 0:
         raise ValueError(f"{len(source)} training {source.unit} are fewer than one batch of {config.batch_size}")
-
-    method.to(device).train()
-    optimizer = build_optimizer(method, config)
-    optimizer_parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    clipped = list(method.parameters())  # listed once: walking the module tree every step costs a small model ~1%
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, config.warmup_ratio))
-    micro_batch = config.micro_batch_size
-    if micro_batch is not None:
-        check_splittable(method)
-    if config.gradient_checkpointing:
-        enable_gradient_checkpointing(method)
-    order_rng = torch.Generator().manual_seed(seed)
-    position = Position()
-    found = resume and checkpoint_dir is not None and (checkpoint_dir / "last" / "state.pt").is_file()
-    state = load_checkpoint(checkpoint_dir, method) if found and world.is_main else None  # type: ignore[arg-type]
-    state = distributed.broadcast_object(state)  # rank 0 reads; the ranks need no shared filesystem
-    distributed.broadcast_parameters(method)  # rank 0's weights (fresh or resumed) on every rank
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        order_rng.set_state(state["order_rng"])
-        _restore_rng(state)
-        method.load_training_state(state.get("method", {}))
-        position = Position.of(state)
-        summary.loss_per_epoch = [float(v) for v in state.get("loss_per_epoch", [])]
-        summary.resumed_from_step = position.step
-    if world.rank > 0:  # dropout and other draws differ between ranks, as they differ between items of one batch
-        torch.manual_seed(seed + 7919 * world.rank + position.step)
-    bar = tqdm(total=total_steps, initial=position.step, desc=f"train {method.method_name}", unit="step",
+    loop = _Loop.start(method, config, seed, torch.device(device), summary, total_steps, checkpoint_dir, resume)
+    bar = tqdm(total=total_steps, initial=loop.position.step, desc=f"train {method.method_name}", unit="step",
                disable=not progress, leave=False)
-    live_loss = torch.device(device).type == "cpu"
-
-    def save(pass_start: torch.Tensor, pass_losses: list[torch.Tensor]) -> None:
-        """Checkpoint at ``position``: the pass's data order is redrawn from ``pass_start`` on resume."""
-        if checkpoint_dir is not None and config.checkpoint:
-            if world.is_main:
-                save_checkpoint(checkpoint_dir, method, optimizer, scheduler, pass_start, position,
-                                summary.loss_per_epoch, [float(v) for v in pass_losses])
-            distributed.barrier()
-
     start = time.perf_counter()
     with distributed.training_scope(config.gather_negatives):
-        while position.step < total_steps:
-            pass_start = order_rng.get_state()  # what a checkpoint inside this pass restores
-            batches = pass_batches(len(source), config.batch_size, order_rng)
-            pass_losses = [torch.tensor(v) for v in position.pass_losses]  # on the device: one sync per epoch on a GPU
-            for rows in batches[position.batch:]:
-                if position.step >= total_steps:
-                    break
-                batch = source.batch(distributed.shard_rows(rows, world), device)
-                method.begin_step(position.step, total_steps)
-                optimizer.zero_grad(set_to_none=True)
-                if micro_batch is not None and micro_batch < len(batch):
-                    loss = cached_backward(method, batch, micro_batch, lambda: autocast(device, precision))
-                else:
-                    with autocast(device, precision):
-                        loss = method.loss(batch)
-                    loss.backward()
-                distributed.average_gradients(optimizer_parameters)
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(clipped, config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                position = position.advanced()
-                pass_losses.append(_global_mean(loss.detach(), world))
-                if live_loss:  # on a CPU reading the loss costs nothing; on a GPU it waits for the step
-                    bar.set_postfix(loss=f"{float(pass_losses[-1]):.3f}", epoch=position.epoch + 1, refresh=False)
-                bar.update()
-                every = config.checkpoint_every
-                if every and position.step % every == 0 and position.step < total_steps and position.batch < len(batches):
-                    save(pass_start, pass_losses)
-            position = position.next_pass()
-            losses = [float(value) for value in torch.stack(pass_losses).cpu()]  # one sync per epoch
-            summary.loss_per_epoch.append(float(np.mean(losses)))
-            summary.final_loss = losses[-1]
-            bar.set_postfix(loss=f"{summary.loss_per_epoch[-1]:.3f} (epoch mean)", epoch=position.epoch, refresh=False)
-            save(order_rng.get_state(), [])
+        while loop.position.step < total_steps:
+            loop.run_pass(source, bar)
             if on_epoch is not None:
-                on_epoch(position.epoch, method)
+                on_epoch(loop.position.epoch, method)
                 method.train()
     bar.close()
     summary.seconds = time.perf_counter() - start
-    summary.steps = position.step
-    summary.epochs = position.epoch
+    summary.steps = loop.position.step
+    summary.epochs = loop.position.epoch
     method.eval()
     return summary
+
+
+@dataclass
+class _Loop:
+    """The moving parts of one training run: its optimizer, schedule, data order and position."""
+
+    method: CIRMethod
+    config: TrainConfig
+    device: torch.device
+    summary: TrainSummary
+    total_steps: int
+    checkpoint_dir: Path | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    order_rng: torch.Generator
+    position: Position
+    world: distributed.World
+
+    @classmethod
+    def start(cls, method: CIRMethod, config: TrainConfig, seed: int, device: torch.device, summary: TrainSummary,
+              total_steps: int, checkpoint_dir: Path | None, resume: bool) -> _Loop:
+        """Set the method up for training, and resume from ``checkpoint_dir`` when asked and there."""
+        method.to(device).train()
+        optimizer = build_optimizer(method, config)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, config.warmup_ratio))
+        if config.micro_batch_size is not None:
+            check_splittable(method)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(method)
+        loop = cls(method, config, device, summary, total_steps, checkpoint_dir, optimizer, scheduler,
+                   torch.Generator().manual_seed(seed), Position(), distributed.current())
+        loop._resume(resume)
+        if loop.world.rank > 0:  # dropout and other draws differ between ranks, as between items of one batch
+            torch.manual_seed(seed + 7919 * loop.world.rank + loop.position.step)
+        return loop
+
+    def _resume(self, resume: bool) -> None:
+        """Rank 0 reads the last checkpoint (the ranks need no shared filesystem) and every rank
+        takes its weights, optimizer, schedule, RNG states and position."""
+        directory = self.checkpoint_dir
+        found = resume and directory is not None and (directory / "last" / "state.pt").is_file()
+        state = load_checkpoint(directory, self.method) if found and self.world.is_main else None  # type: ignore[arg-type]
+        state = distributed.broadcast_object(state)
+        distributed.broadcast_parameters(self.method)  # rank 0's weights (fresh or resumed) on every rank
+        if state is None:
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.order_rng.set_state(state["order_rng"])
+        _restore_rng(state)
+        self.method.load_training_state(state.get("method", {}))
+        self.position = Position.of(state)
+        self.summary.loss_per_epoch = [float(v) for v in state.get("loss_per_epoch", [])]
+        self.summary.resumed_from_step = self.position.step
+
+    def run_pass(self, source: TripletSource | ImageSource, bar: tqdm) -> None:
+        """One pass over the training data (or its rest, after a mid-pass resume), then the
+        epoch's checkpoint."""
+        pass_start = self.order_rng.get_state()  # what a checkpoint inside this pass restores
+        batches = pass_batches(len(source), self.config.batch_size, self.order_rng)
+        pass_losses = [torch.tensor(v) for v in self.position.pass_losses]  # on the device: one sync per epoch on a GPU
+        live_loss = self.device.type == "cpu"  # on a CPU reading the loss costs nothing; on a GPU it waits for the step
+        every = self.config.checkpoint_every
+        for rows in batches[self.position.batch:]:
+            if self.position.step >= self.total_steps:
+                break
+            pass_losses.append(_global_mean(self.step(source.batch(distributed.shard_rows(rows, self.world),
+                                                                   self.device)), self.world))
+            if live_loss:
+                bar.set_postfix(loss=f"{float(pass_losses[-1]):.3f}", epoch=self.position.epoch + 1, refresh=False)
+            bar.update()
+            step = self.position.step
+            if every and step % every == 0 and step < self.total_steps and self.position.batch < len(batches):
+                self.save(pass_start, pass_losses)
+        self.position = self.position.next_pass()
+        losses = [float(value) for value in torch.stack(pass_losses).cpu()]  # one sync per epoch
+        self.summary.loss_per_epoch.append(float(np.mean(losses)))
+        self.summary.final_loss = losses[-1]
+        bar.set_postfix(loss=f"{self.summary.loss_per_epoch[-1]:.3f} (epoch mean)", epoch=self.position.epoch,
+                        refresh=False)
+        self.save(self.order_rng.get_state(), [])
+
+    def step(self, batch) -> torch.Tensor:
+        """One optimizer step on ``batch`` (in micro-batches when set); the detached loss."""
+        method, config = self.method, self.config
+        precision = self.summary.precision
+        method.begin_step(self.position.step, self.total_steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        micro_batch = config.micro_batch_size
+        if micro_batch is not None and micro_batch < len(batch):
+            loss = cached_backward(method, batch, micro_batch, lambda: autocast(self.device, precision))
+        else:
+            with autocast(self.device, precision):
+                loss = method.loss(batch)
+            loss.backward()
+        distributed.average_gradients(self._optimized)
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self._clipped, config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.position = self.position.advanced()
+        return loss.detach()
+
+    @functools.cached_property
+    def _optimized(self) -> list[torch.nn.Parameter]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    @functools.cached_property
+    def _clipped(self) -> list[torch.nn.Parameter]:
+        return list(self.method.parameters())  # listed once: walking the module tree every step costs ~1%
+
+    def save(self, pass_start: torch.Tensor, pass_losses: list[torch.Tensor]) -> None:
+        """Checkpoint at the current position: the pass's data order is redrawn from ``pass_start`` on resume."""
+        if self.checkpoint_dir is not None and self.config.checkpoint:
+            if self.world.is_main:
+                save_checkpoint(self.checkpoint_dir, self.method, self.optimizer, self.scheduler, pass_start,
+                                self.position, self.summary.loss_per_epoch, [float(v) for v in pass_losses])
+            distributed.barrier()
 
 
 def _global_mean(loss: torch.Tensor, world: distributed.World) -> torch.Tensor:

@@ -235,7 +235,7 @@ def test_references_start_from_the_shared_stage0_clip(split):
 
 def test_dual_encoders_and_default_cir_lvlm_share_one_stage0_clip():
     from harness.backbones.params import BackboneParams
-    from harness.backbones.stage0 import Stage0Params, clip_request
+    from harness.stage0 import Stage0Params, clip_request
     from harness.cir_lvlm.model import CIRLVLMParams, stage0_request
 
     shared = clip_request("synthetic-x", BackboneParams(), Stage0Params())

@@ -274,7 +274,7 @@ def test_missing_pretrained_directory_is_a_user_error(tmp_path: Path):
 
 def test_building_stage0_leaves_the_callers_random_state_alone(tiny_benchmark: Path):
     from harness.backbones.params import BackboneParams
-    from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0
+    from harness.stage0 import Stage0Params, Stage0Request, ensure_stage0
 
     split = load_cirr_split(tiny_benchmark, "train")
     request = Stage0Request("rng-test", BackboneParams(**TINY), {"type": "queries", "num_queries": 4, "heads": 2},
@@ -291,7 +291,7 @@ def test_connector_variants_share_the_vision_phase_and_results_do_not_depend_on_
     tiny_benchmark: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from harness.backbones.params import BackboneParams
-    from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0
+    from harness.stage0 import Stage0Params, Stage0Request, ensure_stage0
 
     split = load_cirr_split(tiny_benchmark, "train")
     params = Stage0Params(vision_steps=3, caption_steps=3, vision_batch_size=8, caption_batch_size=8)
@@ -312,7 +312,7 @@ def test_connector_variants_share_the_vision_phase_and_results_do_not_depend_on_
 
 def test_optional_embed_phase_runs_and_keeps_existing_stage0_keys(tiny_benchmark: Path):
     from harness.backbones.params import BackboneParams
-    from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0
+    from harness.stage0 import Stage0Params, Stage0Request, ensure_stage0
 
     split = load_cirr_split(tiny_benchmark, "train")
     connector = {"type": "queries", "num_queries": 4, "heads": 2}

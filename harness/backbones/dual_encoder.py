@@ -25,7 +25,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from harness.backbones.loading import pretrained_model
 from harness.backbones.params import BackboneParams
-from harness.backbones.stage0 import Stage0Params, clip_request, ensure_stage0_clip
+from harness.stage0 import Stage0Params, clip_request, ensure_stage0_clip
 from harness.backbones.vision import TINY_MEAN, TINY_STD, preprocessor_stats
 from harness.device import HALF_DTYPES, in_weights_dtype, to_device
 from harness.errors import HarnessError

@@ -42,7 +42,7 @@ from harness.backbones.language import (
     with_lora,
 )
 from harness.backbones.params import BackboneParams
-from harness.backbones.stage0 import Stage0Params, Stage0Request, ensure_stage0
+from harness.stage0 import Stage0Params, Stage0Request, ensure_stage0
 from harness.backbones.vision import QwenVisionTower, VisionTower, preprocessor_stats
 from harness.cir_lvlm.chat import ChatTemplate, chat_frame
 from harness.cir_lvlm.connector import ConnectorParams, build_connector

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from harness.data.cirr import read_json
 from harness.data.triplet import CIRSplit, ImageStore, Triplet
+from harness.data.spec import DatasetSpec
 from harness.errors import HarnessError
 
 CIRCO_SPLITS = ("val", "test")
@@ -74,3 +75,10 @@ def read_circo_split(root: Path, split: str, image_size: int = 64) -> tuple[CIRS
                 problems.append(f"{annotations}: {field}.{role}: image file {IMAGES}/{int(name):012d}.jpg is missing")
         triplets.append(Triplet(query_id, reference, caption, target, ground_truths=truths))
     return CIRSplit("circo", split, root, triplets, list(paths), ImageStore(paths, image_size)), problems
+
+
+SPEC = DatasetSpec(
+    "circo", "CIRCO (Baldrati et al., ICCV 2023) from a local root: annotations/{val,test}.json, "
+    "unlabeled2017/ (the COCO 2017 unlabeled images, the gallery); mAP@K over every ground truth",
+    CIRCO_SPLITS, "circo", lambda root, split, size, _: read_circo_split(root, split, size),
+    lambda root, split: (root / "annotations" / f"{split}.json").is_file())

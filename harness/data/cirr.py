@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.triplet import CIRSplit, ImageStore, Triplet
+from harness.data.spec import DatasetSpec
 from harness.errors import HarnessError
 from harness.paths import Confiner
 
@@ -120,3 +121,9 @@ def _edit_types(root: Path, split: str) -> dict[int, str]:
     if not path.is_file():
         return {}
     return {int(entry["pairid"]): str(entry["edit_type"]) for entry in read_json(path, what="query edits file")}
+
+
+SPEC = DatasetSpec(
+    "cirr", "CIRR (Liu et al., ICCV 2021) from a local root in its official layout (captions/, image_splits/, images)",
+    CIRR_SPLITS, "cirr", lambda root, split, size, _: read_cirr_split(root, split, size),
+    lambda root, split: (annotation_dir(root) / "captions" / f"cap.rc2.{split}.json").is_file())

@@ -17,10 +17,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.data.circo import read_circo_split
-from harness.data.cirr import read_cirr_split
-from harness.data.fashioniq import FASHIONIQ_CATEGORIES, read_fashioniq_split
-from harness.data.shoes import read_shoes_split
+from harness.data.circo import SPEC as CIRCO_SPEC
+from harness.data.cirr import CIRR_SPLITS, read_cirr_split
+from harness.data.cirr import SPEC as CIRR_SPEC
+from harness.data.fashioniq import FASHIONIQ_CATEGORIES
+from harness.data.fashioniq import SPEC as FASHIONIQ_SPEC
+from harness.data.shoes import SPEC as SHOES_SPEC
+from harness.data.spec import DatasetSpec
 from harness.data.synthetic.generate import (
     GENERATOR_VERSION,
     SyntheticConfig,
@@ -32,16 +35,14 @@ from harness.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-DATASETS: dict[str, str] = {
-    "synthetic": "embedded benchmark: rendered scenes of shapes, template captions, CIRR layout, no download (default)",
-    "cirr": "CIRR (Liu et al., ICCV 2021) from a local root in its official layout (captions/, image_splits/, images)",
-    "fashioniq": "FashionIQ (Wu et al., CVPR 2021) from a local root: captions/cap.<category>.<split>.json, "
-                 "image_splits/, images/<asin>.png|jpg; categories dress, shirt, toptee; papers report val",
-    "circo": "CIRCO (Baldrati et al., ICCV 2023) from a local root: annotations/{val,test}.json, "
-             "unlabeled2017/ (the COCO 2017 unlabeled images, the gallery); mAP@K over every ground truth",
-    "shoes": "Shoes (Guo et al., NeurIPS 2018) from a local root: relative_captions_shoes.json, "
-             "{train,eval}_im_names.txt, womens_*/ images; splits train, eval",
-}
+#: Every dataset by name (``harness list``): each module declares its own ``SPEC``; adding a
+#: dataset is its module and one entry here (docs/architecture.md).
+SYNTHETIC = DatasetSpec(
+    "synthetic", "embedded benchmark: rendered scenes of shapes, template captions, CIRR layout, no download (default)",
+    CIRR_SPLITS, "cirr", lambda root, split, size, _: read_cirr_split(root, split, size, dataset="synthetic"),
+    CIRR_SPEC.annotation_present)
+TABLE: dict[str, DatasetSpec] = {spec.name: spec for spec in (SYNTHETIC, CIRR_SPEC, FASHIONIQ_SPEC, CIRCO_SPEC, SHOES_SPEC)}
+DATASETS: dict[str, str] = {name: spec.description for name, spec in TABLE.items()}
 
 
 class DatasetConfig(BaseModel):
@@ -132,13 +133,12 @@ def dataset_key(config: DatasetConfig) -> str:
 def read_split(name: str, root: Path, split: str, image_size: int = 64,
                categories: tuple[str, ...] = FASHIONIQ_CATEGORIES) -> tuple[CIRSplit, list[str]]:
     """One split of dataset ``name`` from ``root`` and the problems found (missing images, ...)."""
-    if name == "shoes":
-        return read_shoes_split(root, split, image_size)
-    if name == "circo":
-        return read_circo_split(root, split, image_size)
-    if name == "fashioniq":
-        return read_fashioniq_split(root, split, categories, image_size)
-    return read_cirr_split(root, split, image_size, dataset=name)
+    return TABLE[name].read(Path(root), split, image_size, categories)
+
+
+def default_protocol(name: str) -> str:
+    """The evaluation protocol dataset ``name`` is reported under (CIRR's for an unknown name)."""
+    return TABLE[name].protocol if name in TABLE else "cirr"
 
 
 def load_dataset(config: DatasetConfig, split: str, progress: bool = True) -> CIRSplit:

@@ -22,6 +22,7 @@ from pathlib import Path
 from harness.data.caption_join import join_captions
 from harness.data.cirr import read_json
 from harness.data.triplet import CIRSplit, ImageStore, Triplet
+from harness.data.spec import DatasetSpec
 from harness.errors import HarnessError
 
 FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
@@ -96,3 +97,11 @@ def read_fashioniq_split(root: Path, split: str, categories: tuple[str, ...] = F
     loaded = CIRSplit("fashioniq", split, root, triplets, list(gallery), ImageStore(paths, image_size),
                       galleries=galleries)
     return loaded, problems
+
+
+SPEC = DatasetSpec(
+    "fashioniq", "FashionIQ (Wu et al., CVPR 2021) from a local root: captions/cap.<category>.<split>.json, "
+    "image_splits/, images/<asin>.png|jpg; categories dress, shirt, toptee; papers report val",
+    FASHIONIQ_SPLITS, "fashioniq",
+    lambda root, split, size, categories: read_fashioniq_split(root, split, categories, size),
+    lambda root, split: any((root / "captions").glob(f"cap.*.{split}.json")))

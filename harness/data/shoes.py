@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness.data.cirr import read_json
 from harness.data.triplet import CIRSplit, ImageStore, Triplet
+from harness.data.spec import DatasetSpec
 from harness.errors import HarnessError
 
 SHOES_SPLITS = ("train", "eval")
@@ -82,3 +83,10 @@ def read_shoes_split(root: Path, split: str, image_size: int = 64) -> tuple[CIRS
     # e.g. 1 eval triplet of the full file: unreachable when the reference is removed from its gallery
     info = {"reference_is_target": sum(t.reference == t.target for t in triplets)}
     return CIRSplit("shoes", split, root, triplets, names, ImageStore(paths, image_size), info), problems
+
+
+SPEC = DatasetSpec(
+    "shoes", "Shoes (Guo et al., NeurIPS 2018) from a local root: relative_captions_shoes.json, "
+    "{train,eval}_im_names.txt, womens_*/ images; splits train, eval",
+    SHOES_SPLITS, "shoes", lambda root, split, size, _: read_shoes_split(root, split, size),
+    lambda root, split: (root / f"{split}_im_names.txt").is_file())

@@ -29,13 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from harness.data.caption_join import DEFAULT_CONVENTION, join_captions
-from harness.device import full_precision
-from harness.distributed import gather_across_ranks
+from harness.losses import info_nce  # noqa: F401  (re-exported: methods import it from here)
 
 
 class MethodParams(BaseModel):
@@ -94,24 +92,6 @@ class ImageBatch:
     def part(self, start: int, stop: int) -> ImageBatch:
         """Items ``start``..``stop - 1`` (a micro-batch)."""
         return ImageBatch(self.images[start:stop], self.names[start:stop])
-
-
-def info_nce(query: torch.Tensor, target: torch.Tensor, temperature: float, symmetric: bool = False) -> torch.Tensor:
-    """In-batch InfoNCE: row i of ``query`` should match row i of ``target`` (both normalised).
-
-    Under torchrun the negatives are every rank's rows (``train.gather_negatives``), so the
-    loss averaged over ranks is the single-process loss of the global batch. The similarities
-    are float32 even under bf16 autocast: at temperature 0.05 a logit of 20 carries a bf16
-    rounding error of about 0.06, as large as the differences the loss has to learn from."""
-    query, target = query.float(), target.float()
-    with full_precision(query.device):
-        targets, offset = gather_across_ranks(target)
-        labels = torch.arange(query.shape[0], device=query.device) + offset
-        loss = F.cross_entropy(query @ targets.T / temperature, labels)
-        if symmetric:
-            queries, _ = gather_across_ranks(query)
-            loss = (loss + F.cross_entropy(target @ queries.T / temperature, labels)) / 2
-    return loss
 
 
 class CIRMethod(nn.Module):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.backbones.dual_encoder import DualEncoder
-from harness.backbones.stage0 import clip_request
+from harness.stage0 import clip_request
 from harness.data.caption_join import ORDER_SEPARATOR
 from harness.methods.base import CIRMethod, MethodContext
 

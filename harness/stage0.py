@@ -55,7 +55,7 @@ from harness.tokenization import (
     TARGET_TASK_PROMPT,
     train_lvlm_tokenizer,
 )
-from harness.train import cosine_with_warmup
+from harness.schedule import cosine_with_warmup
 
 try:  # the name in transformers 5.24; earlier releases call the same function clip_loss
     from transformers.models.clip.modeling_clip import image_text_contrastive_loss
@@ -388,7 +388,7 @@ def _embed_step(tower, connector, language_model, tokenizer, images, encoded, ba
     hidden state: symmetric InfoNCE (temperature 0.05) over the batch."""
     import torch.nn.functional as F
 
-    from harness.methods.base import info_nce
+    from harness.losses import info_nce
 
     rows = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
     embed = language_model.get_input_embeddings()
