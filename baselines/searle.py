@@ -34,10 +34,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +59,7 @@ from harness.methods.base import (
     info_nce,
 )
 from harness.methods.dual_encoder_methods import TextualInversionMethod
-from harness.paths import cache_dir
+from harness.paths import cache_dir, cached_directory
 from harness.registry import register_method
 
 OTI_VERSION = 1
@@ -243,24 +242,14 @@ def ensure_oti(method: Searle, context: MethodContext) -> tuple[list[str], torch
     if probing():  # built for its structure (harness plan): random weights, nothing to invert or cache
         names = sorted(context.train_split.images.paths)[: method.params.oti_images]
         return names, torch.zeros(len(names), method.encoder.token_width), {}
-    directory = cache_dir() / "searle" / f"oti-{_oti_key(method, context)}"
-    if not (directory / "oti.json").is_file():
-        staging = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            with torch.random.fork_rng():
-                names, tokens, report = _invert(method, context)
-            save_file({"tokens": tokens.contiguous()}, str(staging / "tokens.safetensors"))
-            (staging / "names.json").write_text(json.dumps(names))
-            (staging / "oti.json").write_text(json.dumps(report, indent=2))
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            if not (directory / "oti.json").is_file():
-                raise
+    def build(staging: Path) -> None:
+        with torch.random.fork_rng():
+            names, tokens, report = _invert(method, context)
+        save_file({"tokens": tokens.contiguous()}, str(staging / "tokens.safetensors"))
+        (staging / "names.json").write_text(json.dumps(names))
+        (staging / "oti.json").write_text(json.dumps(report, indent=2))
+
+    directory = cached_directory(cache_dir() / "searle" / f"oti-{_oti_key(method, context)}", "oti.json", build)
     names = json.loads((directory / "names.json").read_text())
     return names, load_file(str(directory / "tokens.safetensors"))["tokens"], json.loads((directory / "oti.json").read_text())
 

@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="where the architecture directory goes (default: temp)")
     parser.add_argument("--image-size", type=int, default=224,
                         help="image side in px (224: CIRR-scale images as Qwen's processor sees them at least; "
-                        "the 18.6 GiB figure in the README was at 64)")
+                        "earlier figures were planned at 64)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         root = args.out or Path(temporary)

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness.paths import cache_dir
+from harness.paths import cache_dir, staged_file
 
 CACHE_VERSION = 2  # 2: the precision joined the key
 
@@ -59,10 +58,7 @@ def load_embeddings(key: str) -> torch.Tensor | None:
 
 
 def save_embeddings(key: str, embeddings: torch.Tensor) -> Path:
-    root = _root()
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{key}.safetensors"
-    staging = root / f".{key}.tmp-{os.getpid()}"
-    save_file({"embeddings": embeddings.contiguous()}, str(staging))
-    os.replace(staging, path)
+    path = _root() / f"{key}.safetensors"
+    with staged_file(path) as staging:
+        save_file({"embeddings": embeddings.contiguous()}, str(staging))
     return path

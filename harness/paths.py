@@ -1,10 +1,12 @@
-"""Paths that come from users: confine them to their root, find the cache directory."""
+"""Paths: confine users' paths to their root, find the cache directory, and write cache entries
+atomically under a lock (``staged_directory``, ``staged_file``, ``cached_directory``)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -89,3 +91,56 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def staged_directory(directory: Path) -> Iterator[Path]:
+    """Write a directory atomically: the block fills a fresh staging folder beside ``directory``,
+    which then takes its place (a previous one is moved aside first and removed after, so a
+    reader never sees a half-written folder); on an error the staging folder is removed and the
+    previous directory is left as it was."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if directory.exists():
+        old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+        os.replace(directory, old)
+        os.replace(staging, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, directory)
+
+
+@contextlib.contextmanager
+def staged_file(path: Path) -> Iterator[Path]:
+    """Write a file atomically: the block writes the staging path it is given (same suffix),
+    which is renamed onto ``path``; on an error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield staging
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
+def cached_directory(directory: Path, marker: str, build: Callable[[Path], None]) -> Path:
+    """``directory`` once it holds ``marker``: built by ``build(staging)`` when absent, under a
+    file lock, so that a process finding another building the same entry waits and then reads it."""
+    directory = Path(directory)
+    if (directory / marker).is_file():
+        return directory
+    with file_lock(directory.parent / f".{directory.name}.lock"):
+        if not (directory / marker).is_file():
+            with staged_directory(directory) as staging:
+                build(staging)
+    return directory

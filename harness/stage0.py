@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from harness.data.synthetic.scene import describe, scene_from_json
 from harness.data.triplet import CIRSplit
 from harness.device import Precision, autocast, full_precision, resolve_precision
 from harness.errors import HarnessError
-from harness.paths import cache_dir, file_lock
+from harness.paths import cache_dir, file_lock, staged_directory
 from harness.tokenization import (
     EMBEDDING_TOKEN,
     QUERY_TASK_PROMPT,
@@ -211,23 +210,13 @@ def ensure_stage0_clip(request: Stage0Request, train_split: CIRSplit, force: boo
 
 
 def _cached(directory: Path, marker: str, force: bool, build) -> Path:
-    """``directory`` holding ``marker``, built atomically by ``build(staging)`` when absent."""
+    """``directory`` holding ``marker``, built atomically by ``build(staging)`` when absent (the
+    caller holds the entry's lock); ``build`` returns the report the marker file holds."""
     if (directory / marker).is_file() and not force:
         return directory
-    staging = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with staged_directory(directory) as staging:
         report = build(staging)
         (staging / marker).write_text(json.dumps(report, indent=2))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if (directory / marker).is_file():  # a concurrent process finished first
-            return directory
-        raise
     return directory
 
 

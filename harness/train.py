@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from harness.checkpoint import load_trained_weights, save_trained_weights
 from harness.data.triplet import CIRSplit
 from harness.device import Precision, autocast, resolve_precision, to_device
 from harness.errors import HarnessError
+from harness.paths import staged_directory
 from harness.schedule import cosine_with_warmup
 from harness.grad_cache import cached_backward, check_splittable
 from harness.methods.base import CIRMethod, ImageBatch, TripletBatch
@@ -443,12 +443,17 @@ def save_checkpoint(
     base weights' digest: harness.checkpoint) + state.pt (optimizer, scheduler, the data-order
     generator's state at the start of the current pass, torch / numpy / python RNG states,
     position, losses so far)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    staging = directory / f".last.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    save_trained_weights(method, staging / "model.safetensors")
-    state = {
+    with staged_directory(directory / "last") as staging:
+        save_trained_weights(method, staging / "model.safetensors")
+        torch.save(_training_state(method, optimizer, scheduler, order_rng_state, position, loss_per_epoch,
+                                   pass_losses), staging / "state.pt")
+    return directory / "last"
+
+
+def _training_state(method: CIRMethod, optimizer, scheduler, order_rng_state: torch.Tensor, position: Position,
+                    loss_per_epoch: list[float] | None, pass_losses: list[float] | None) -> dict[str, Any]:
+    """What state.pt holds besides the weights."""
+    return {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "order_rng": order_rng_state,
@@ -463,16 +468,6 @@ def save_checkpoint(
         "loss_per_epoch": list(loss_per_epoch or []),
         "method": method.training_state(),
     }
-    torch.save(state, staging / "state.pt")
-    final = directory / "last"
-    if final.exists():
-        old = directory / f".last.old-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(staging, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, final)
-    return final
 
 
 def _restore_rng(state: dict[str, Any]) -> None:

@@ -57,3 +57,24 @@ def test_one_confiner_answers_many_paths_of_one_directory_alike(tree: Path):
     assert first == [(tree / r).resolve() for r in ("dev/a.png", "dev/link_in.png", "dev/missing.png")]
     with pytest.raises(HarnessError, match="link out of the dataset"):
         confine("dev/link_out.png", file="f", field="x")  # a cached directory does not let a link through
+
+
+def test_a_staged_directory_replaces_the_old_one_only_when_complete(tmp_path: Path):
+    from harness.paths import cached_directory, staged_directory
+
+    target = tmp_path / "entry"
+    with staged_directory(target) as staging:
+        (staging / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError):
+        with staged_directory(target) as staging:
+            (staging / "a.txt").write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert (target / "a.txt").read_text() == "first"  # the complete old entry stays
+    with staged_directory(target) as staging:
+        (staging / "b.txt").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]  # no staging or old folder left
+    built: list[Path] = []
+    for _ in range(2):  # the second call finds the marker and builds nothing
+        cached_directory(tmp_path / "cached", "done.json", lambda out: (built.append(out), (out / "done.json").write_text("{}")))
+    assert len(built) == 1 and (tmp_path / "cached" / "done.json").is_file()

@@ -31,7 +31,7 @@ from harness.data.synthetic.generate import (
 )
 from harness.data.triplet import CIRSplit, ImageStore
 from harness.errors import HarnessError, did_you_mean
-from harness.paths import cache_dir
+from harness.paths import cache_dir, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +95,14 @@ def synthetic_key(config: SyntheticConfig) -> str:
 
 
 def ensure_synthetic(config: SyntheticConfig, progress: bool = True) -> Path:
-    """The cached benchmark for ``config``, generated first when absent (safe under races)."""
+    """The cached benchmark for ``config``, generated first when absent (under its lock)."""
     root = cache_dir() / "datasets" / f"synthetic-{synthetic_key(config)}"
     if (root / "synthetic.json").is_file():
         return root
-    log.info("generating the embedded benchmark into %s", root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        write_benchmark(config, root, progress=progress)
-    except (FileExistsError, OSError):
-        if not (root / "synthetic.json").is_file():  # not a lost race: a real error
-            raise
+    with file_lock(root.parent / f".{root.name}.lock"):  # a process finding another generating it waits
+        if not (root / "synthetic.json").is_file():
+            log.info("generating the embedded benchmark into %s", root)
+            write_benchmark(config, root, progress=progress)
     return root
 
 

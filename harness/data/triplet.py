@@ -17,6 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from harness.errors import HarnessError
+from harness.paths import staged_file
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +135,9 @@ class ImageStore:
     def _decode_to_disk(self, names: list[str], disk: Path) -> None:
         """Decode ``names`` row by row into a .npy memory map beside ``disk``, then rename it into
         place (a crash leaves no half-written cache file)."""
-        disk.parent.mkdir(parents=True, exist_ok=True)
-        staging = disk.with_name(f".{disk.stem}.tmp-{os.getpid()}.npy")
         shape = (len(names), 3, self.image_size, self.image_size)
-        try:
+        with staged_file(disk) as staging:
             self._fill(np.lib.format.open_memmap(staging, mode="w+", dtype=np.uint8, shape=shape), names)
-            os.replace(staging, disk)
-        except BaseException:
-            staging.unlink(missing_ok=True)
-            raise
 
     def _fill(self, array: np.ndarray, names: list[str]) -> None:
         """Decode image i of ``names`` into row i of the mapped ``array`` (a thread per core)."""

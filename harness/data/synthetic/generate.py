@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ from harness.data.synthetic.scene import (
     scene_key,
     wrong_argument_edits,
 )
+from harness.paths import staged_directory
 
 GENERATOR_VERSION = 1
 SPLITS = ("train", "val", "test1")
@@ -294,11 +294,7 @@ def write_benchmark(config: SyntheticConfig, out: Path, workers: int | None = No
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(out)
     queries = generate_queries(config)
-    staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    with staged_directory(out) as staging:  # an empty folder already at ``out`` is replaced
         jobs = _write_annotations(config, queries, staging)
         for folder in {str(Path(job[2]).parent) for job in jobs}:
             (staging / folder).mkdir(parents=True, exist_ok=True)
@@ -314,12 +310,6 @@ def write_benchmark(config: SyntheticConfig, out: Path, workers: int | None = No
                 _render_job(job)
                 bar.update()
         bar.close()
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
