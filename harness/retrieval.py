@@ -1,5 +1,8 @@
 """Exact top-K retrieval by inner product that scales: blockwise scoring or faiss, same answer.
 
+The torch path is the evaluation's own ranking engine (harness.scoring.score_blockwise), so
+`harness bench --retrieval` measures the code the evaluation runs, against faiss.
+
     scores, indices = top_k(queries, gallery, k=50)                  # blockwise torch, bounded memory
     scores, indices = top_k(queries, gallery, k=50, backend="faiss") # faiss IndexFlatIP
 
@@ -15,6 +18,8 @@ from typing import Literal
 
 import torch
 
+from harness.scoring import ordered_top_k, score_blockwise
+
 Backend = Literal["auto", "torch", "faiss"]
 
 
@@ -26,56 +31,14 @@ def faiss_available() -> bool:
     return True
 
 
-def _ordered(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best (value desc, index asc) of each row of candidate pairs."""
-    order = torch.argsort(indices, dim=1, stable=True)  # index ascending first ...
-    values, indices = values.gather(1, order), indices.gather(1, order)
-    order = torch.argsort(values, dim=1, descending=True, stable=True)  # ... then value, keeping index order on ties
-    return values.gather(1, order)[:, :k], indices.gather(1, order)[:, :k]
-
-
-def merge_top_k(best: tuple[torch.Tensor, torch.Tensor], block: tuple[torch.Tensor, torch.Tensor],
-                k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best (value desc, index asc) of two (values, indices) top lists of the same queries."""
-    return _ordered(torch.cat([best[0], block[0]], 1), torch.cat([best[1], block[1]], 1), k)
-
-
-def block_top_k(scores: torch.Tensor, k: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of a [q, g] score block with exact tie-breaking by index (global = local + offset)."""
-    k = min(k, scores.shape[1])
-    values, local = scores.topk(k, dim=1)
-    # topk may pick any of several equal scores at the boundary: rows where a tie crosses it are
-    # redone with a stable full sort of the row (rare with real embeddings)
-    kth = values[:, -1:]
-    crossing = (scores == kth).sum(1) != (values == kth).sum(1)
-    if bool(crossing.any()):
-        rows = crossing.nonzero().squeeze(1)
-        order = torch.argsort(scores[rows], dim=1, descending=True, stable=True)[:, :k]
-        values[rows], local[rows] = scores[rows].gather(1, order), order
-    values, local = _ordered(values, local, k)
-    return values, local + offset
-
-
 def top_k_torch(queries: torch.Tensor, gallery: torch.Tensor, k: int, query_block: int = 1024,
                 gallery_block: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blockwise exact top-k: each query block scores the gallery block by block, keeps each
-    block's top-k and merges them (at most query_block x (gallery_block + k) values held)."""
+    """Blockwise exact top-k: the evaluation's own ranking engine (harness.scoring), each block of
+    ``query_block`` queries scoring the gallery ``gallery_block`` rows at a time."""
     k = min(k, gallery.shape[0])
-    all_values, all_indices = [], []
-    for q0 in range(0, queries.shape[0], query_block):
-        block = queries[q0 : q0 + query_block]
-        best_values = best_indices = None
-        for g0 in range(0, gallery.shape[0], gallery_block):
-            values, indices = block_top_k(block @ gallery[g0 : g0 + gallery_block].T, k, g0)
-            if best_values is None:
-                best_values, best_indices = values, indices
-            else:
-                best_values, best_indices = merge_top_k((best_values, best_indices), (values, indices), k)
-        all_values.append(best_values)
-        all_indices.append(best_indices)
-    if not all_values:
-        return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
-    return torch.cat(all_values), torch.cat(all_indices)
+    scored = score_blockwise(queries.float(), gallery.float(), k, max_scores=query_block * min(gallery_block, max(
+        1, gallery.shape[0])), gallery_block=gallery_block)
+    return scored.top_scores, scored.top
 
 
 def top_k_faiss(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +59,7 @@ def top_k_faiss(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[t
             rows = crossing.nonzero().squeeze(1)
             fixed_values, fixed_indices = top_k_torch(queries[rows], gallery, k)
             values[rows], indices[rows] = fixed_values, fixed_indices
-    return _ordered(values, indices, k)
+    return ordered_top_k(values, indices, k)
 
 
 def top_k(queries: torch.Tensor, gallery: torch.Tensor, k: int, backend: Backend = "auto",

@@ -11,7 +11,8 @@ queries x gallery matrix; a small benchmark is one block. A gallery of several b
 twice per block of queries: the first pass takes each target's and set member's score from the
 very block computation the second pass ranks against, so ranks stay exact. Ties are broken by
 the lower gallery index everywhere (harness.metrics' rule); top lists come from ``topk`` with
-the tie rule made exact (harness.retrieval), not a full sort.
+the tie rule made exact (``block_top_k``), not a full sort. harness.retrieval's torch top-K is
+this function too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 import torch
 
 from harness.metrics import subset_ranks_of_members
-from harness.retrieval import block_top_k, merge_top_k
 
 #: similarities held at once (float32): 2**24 = 64 MiB
 MAX_SCORES = 2**24
@@ -35,6 +35,7 @@ class Scored:
     """What the evaluation reads off the similarities."""
 
     top: torch.Tensor  # [Q, depth] gallery indices, best first; -1 past a query's candidates
+    top_scores: torch.Tensor  # [Q, depth] their similarities (-inf past a query's candidates)
     ranks: torch.Tensor | None  # [Q] 0-based rank of the target among the candidates
     subset: torch.Tensor | None  # [Q] rank of the target within its image set (reference removed)
     subset_order: torch.Tensor | None  # [Q, S] set members but the reference, best first; -1 padding
@@ -79,15 +80,16 @@ def score_blockwise(
     block = max(1, min(max(count, 1), max_scores // max(1, min(size, gallery_block))))
     depth = min(depth, size)
     sets = subset_index is not None and targets is not None and reference is not None
-    parts: dict[str, list[torch.Tensor]] = {"top": [], "ranks": [], "subset": [], "order": []}
+    parts: dict[str, list[torch.Tensor]] = {"top": [], "scores": [], "ranks": [], "subset": [], "order": []}
     transposed = _transposed_blocks(gallery, spans)
     for lo in range(0, count, block):
         hi = min(count, lo + block)
         rows = _Query(lo, hi, *(None if x is None else x[lo:hi] for x in (exclude, targets)),
                       subset_index[lo:hi] if sets else None, reference[lo:hi] if sets else None,
                       allowed(lo, hi) if allowed is not None else None)
-        top, ranks, member_scores = _score_query_block(queries[lo:hi], transposed, spans, rows, depth)
+        (top, top_scores), ranks, member_scores = _score_query_block(queries[lo:hi], transposed, spans, rows, depth)
         parts["top"].append(top)
+        parts["scores"].append(top_scores)
         if ranks is not None:
             parts["ranks"].append(ranks)
         if member_scores is not None:
@@ -97,7 +99,9 @@ def score_blockwise(
             parts["order"].append(_member_order(scores, rows.members, rows.reference))
     joined = {name: torch.cat(values) if values else None for name, values in parts.items()}
     top = joined["top"] if joined["top"] is not None else torch.empty(0, depth, dtype=torch.long)
-    return Scored(top=top, ranks=joined["ranks"], subset=joined["subset"], subset_order=joined["order"])
+    scores = joined["scores"] if joined["scores"] is not None else torch.empty(0, depth)
+    return Scored(top=top, top_scores=scores, ranks=joined["ranks"], subset=joined["subset"],
+                  subset_order=joined["order"])
 
 
 def _transposed_blocks(gallery: torch.Tensor, spans: list[tuple[int, int]]) -> Callable[[int], torch.Tensor]:
@@ -124,7 +128,7 @@ def _blocks(queries: torch.Tensor, transposed: Callable[[int], torch.Tensor], sp
 
 
 def _score_query_block(queries, transposed, spans, rows: _Query, depth: int):
-    """(top [q, depth], target ranks or None, (target scores, member scores) or None) of one
+    """((top [q, depth], their scores), target ranks or None, (target scores, member scores) or None) of one
     block of queries. One gallery block is scored once; several are scored twice (see the module)."""
     cached = next(_blocks(queries, transposed, spans, rows)) if len(spans) == 1 else None
 
@@ -141,9 +145,8 @@ def _score_query_block(queries, transposed, spans, rows: _Query, depth: int):
             values, indices = block_top_k(scores, depth, g0)
             best = (values, indices) if best is None else merge_top_k(best, (values, indices), depth)
     if best is None:
-        top = torch.empty(rows.hi - rows.lo, 0, dtype=torch.long)
-    else:
-        top = best[1].masked_fill(best[0] == float("-inf"), -1)
+        best = (torch.empty(rows.hi - rows.lo, 0), torch.empty(rows.hi - rows.lo, 0, dtype=torch.long))
+    top = (best[1].masked_fill(best[0] == float("-inf"), -1), best[0])
     members = (picked[0], picked[1]) if picked is not None and rows.members is not None else None
     return top, (ahead if picked is not None else None), members
 
@@ -186,3 +189,33 @@ def _member_order(member_scores: torch.Tensor, members: torch.Tensor, reference:
     order = torch.argsort(values, dim=1, descending=True, stable=True)  # ... then score, keeping index order on ties
     ordered = keys.gather(1, order)
     return ordered.masked_fill(ordered == torch.iinfo(torch.long).max, -1)
+
+
+def ordered_top_k(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best (value desc, index asc) of each row of candidate pairs."""
+    order = torch.argsort(indices, dim=1, stable=True)  # index ascending first ...
+    values, indices = values.gather(1, order), indices.gather(1, order)
+    order = torch.argsort(values, dim=1, descending=True, stable=True)  # ... then value, keeping index order on ties
+    return values.gather(1, order)[:, :k], indices.gather(1, order)[:, :k]
+
+
+def merge_top_k(best: tuple[torch.Tensor, torch.Tensor], block: tuple[torch.Tensor, torch.Tensor],
+                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best (value desc, index asc) of two (values, indices) top lists of the same queries."""
+    return ordered_top_k(torch.cat([best[0], block[0]], 1), torch.cat([best[1], block[1]], 1), k)
+
+
+def block_top_k(scores: torch.Tensor, k: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of a [q, g] score block with exact tie-breaking by index (global = local + offset)."""
+    k = min(k, scores.shape[1])
+    values, local = scores.topk(k, dim=1)
+    # topk may pick any of several equal scores at the boundary: rows where a tie crosses it are
+    # redone with a stable full sort of the row (rare with real embeddings)
+    kth = values[:, -1:]
+    crossing = (scores == kth).sum(1) != (values == kth).sum(1)
+    if bool(crossing.any()):
+        rows = crossing.nonzero().squeeze(1)
+        order = torch.argsort(scores[rows], dim=1, descending=True, stable=True)[:, :k]
+        values[rows], local[rows] = scores[rows].gather(1, order), order
+    values, local = ordered_top_k(values, local, k)
+    return values, local + offset

@@ -14,10 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("harness", "harness.errors", "harness.paths", "harness.device", "harness.distributed",
                     "harness.environment", "harness.process", "harness.schedule", "harness.losses", "harness.metrics",
-                    "harness.retrieval", "harness.activation_memory", "harness.embedding_file",
+                    "harness.activation_memory", "harness.embedding_file",
                     "harness.tokenization", "harness.reporting.stats")),
     ("data", ("harness.data",)),
-    ("contract", ("harness.protocol", "harness.results", "harness.scoring", "harness.intent",
+    ("contract", ("harness.protocol", "harness.results", "harness.scoring", "harness.retrieval", "harness.intent",
                   "harness.embedding_cache")),
     ("models", ("harness.backbones", "harness.stage0", "harness.cir_lvlm", "harness.methods", "harness.registry",
                 "harness.checkpoint", "baselines")),
