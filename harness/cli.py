@@ -168,38 +168,9 @@ def pretrain(
     against scene descriptions; for CIR-LVLM then connector + LM describe images). Builds what
     every run of CONFIG starts from. Cached by (dataset, backbone, connector, settings, seed)
     and reused by every run; `harness run` triggers it by itself when needed."""
-    from harness.stage0 import ensure_stage0, ensure_stage0_clip
-    from harness.data.datasets import dataset_key, load_dataset
-    from harness.registry import get_method
-    from harness.executor import plan_experiment
+    from harness.executor import build_warm_starts, plan_experiment
 
-    plan = plan_experiment(config, set_ or [])
-    seen: set[tuple[str, bool]] = set()
-    progress = sys.stderr.isatty()
-    for spec in plan.specs:
-        info = get_method(spec.config.method.name)
-        params = info.params.model_validate(spec.config.method.params)
-        for request, full in info.cls.warm_starts(params, dataset_key(spec.config.dataset)):
-            key = request.key() if full else request.vision_key()
-            if (key, full) in seen:
-                continue
-            seen.add((key, full))
-            split = load_dataset(spec.config.dataset, spec.config.dataset.train_split, progress=progress)
-            if full:
-                cached = request.built() and not force
-                directory = ensure_stage0(request, split, force=force, progress=progress)
-                report = json.loads((directory / "stage0.json").read_text())
-                timing = ("cached" if cached else
-                          f"vision {report['vision']['seconds']:.0f}s, describe {report['caption']['seconds']:.0f}s")
-                typer.echo(f"stage 0 (LVLM) {directory} ({timing}; final losses: vision {report['vision']['last_loss']}, "
-                           f"describe {report['caption']['last_loss']})")
-            else:
-                cached = request.built(full=False) and not force
-                directory = ensure_stage0_clip(request, split, force=force, progress=progress)
-                report = json.loads((directory / "vision.json").read_text())
-                timing = "cached" if cached else f"{report['vision']['seconds']:.0f}s"
-                typer.echo(f"stage 0 (CLIP) {directory} ({timing}; final loss {report['vision']['last_loss']})")
-    if not seen:
+    if not build_warm_starts(plan_experiment(config, set_ or []), typer.echo, force, sys.stderr.isatty()):
         typer.echo("no run of this experiment starts from stage 0 (tiny backbones with stage 0 enabled do)")
 
 
@@ -445,10 +416,6 @@ class Size(str, Enum):
     large = "large"
 
 
-#: Query counts (train, val, test1) of each --size preset.
-SIZES = {"tiny": (200, 100, 50), "small": (2000, 500, 200), "default": (10000, 1000, 500), "large": (40000, 3000, 1000)}
-
-
 @data_app.command("synthetic")
 @user_errors
 def data_synthetic(
@@ -467,7 +434,7 @@ def data_synthetic(
 
     from pydantic import ValidationError
 
-    from harness.data.synthetic.generate import SyntheticConfig, write_benchmark
+    from harness.data.synthetic.generate import SIZES, SyntheticConfig, write_benchmark
 
     train_n, val_n, test_n = SIZES[size.value]
     try:

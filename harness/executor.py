@@ -9,9 +9,11 @@ sweep trials (harness.sweep), none of which imports another for it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -97,3 +99,35 @@ def plan_gpus(plan: Plan) -> int:
     """GPUs the runs of ``plan`` can be spread over (0 when they run on the CPU)."""
     devices = {resolve_device(spec.config.eval.device).type for spec in plan.specs}
     return torch.cuda.device_count() if "cuda" in devices else 0
+
+
+def build_warm_starts(plan: Plan, echo: Callable[[str], None], force: bool = False, progress: bool = True) -> int:
+    """Build the stage-0 warm starts the runs of ``plan`` start from (`harness pretrain`), each
+    once, and ``echo`` a line as each is ready: where it is, how long it took or that it was
+    cached, its final losses. Returns how many there were."""
+    from harness.data.datasets import dataset_key
+    from harness.registry import get_method
+    from harness.stage0 import ensure_stage0, ensure_stage0_clip
+
+    seen: set[tuple[str, bool]] = set()
+    for spec in plan.specs:
+        info = get_method(spec.config.method.name)
+        params = info.params.model_validate(spec.config.method.params)
+        for request, full in info.cls.warm_starts(params, dataset_key(spec.config.dataset)):
+            if ((request.key() if full else request.vision_key()), full) in seen:
+                continue
+            seen.add((request.key() if full else request.vision_key(), full))
+            split = load_dataset(spec.config.dataset, spec.config.dataset.train_split, progress=progress)
+            cached = request.built(full) and not force
+            if full:
+                report = json.loads((ensure_stage0(request, split, force, progress) / "stage0.json").read_text())
+                timing = ("cached" if cached else
+                          f"vision {report['vision']['seconds']:.0f}s, describe {report['caption']['seconds']:.0f}s")
+                echo(f"stage 0 (LVLM) {request.directory()} ({timing}; final losses: vision "
+                             f"{report['vision']['last_loss']}, describe {report['caption']['last_loss']})")
+            else:
+                report = json.loads((ensure_stage0_clip(request, split, force, progress) / "vision.json").read_text())
+                timing = "cached" if cached else f"{report['vision']['seconds']:.0f}s"
+                echo(f"stage 0 (CLIP) {request.vision_directory()} ({timing}; final loss "
+                             f"{report['vision']['last_loss']})")
+    return len(seen)

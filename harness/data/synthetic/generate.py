@@ -287,6 +287,10 @@ def _dump_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, sort_keys=False), encoding="utf-8")
 
 
+#: Query counts (train, val, test1) of each `harness data synthetic --size` preset.
+SIZES = {"tiny": (200, 100, 50), "small": (2000, 500, 200), "default": (10000, 1000, 500), "large": (40000, 3000, 1000)}
+
+
 def write_benchmark(config: SyntheticConfig, out: Path, workers: int | None = None, progress: bool = True) -> Path:
     """Generate and write the benchmark to ``out`` atomically (a temporary folder renamed at
     the end), so an interrupted run never leaves a half-written benchmark behind."""
