@@ -258,7 +258,8 @@ def test_a_sweep_whose_worker_is_sigkilled_continues_on_rerun(tmp_path: Path):
             except Exception:  # the study is not created yet
                 continue
             finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+            # a trial killed before optuna gave it parameters has none to run again: wait until it has them
+            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.params]
             if finished and running:
                 os.killpg(worker.pid, signal.SIGKILL)
                 break
