@@ -3,7 +3,7 @@ result keeps of its protocol, the metric catalogue, and metrics from ranks.
 
     name, config = EvalConfig(protocol="fashioniq").resolved("fashioniq")
     metrics, by_category = metrics_from_ranks(config, triplets, ranks, subset, top_names, categories=True)
-    record = ProtocolRecord.of(config, name, ...)      # what result.json stores ...
+    record = ProtocolRecord.of(requested, name, config, categories, split.info)  # what result.json stores ...
     record.eval_config()                               # ... and what `harness score` recomputes with
     title("recall_subset_at_1"), per_query_value(entry, "recall_at_5")   # the catalogue
 

@@ -85,3 +85,17 @@ def test_ranks_invariant_to_gallery_order(queries: int, gallery: int, seed: int)
     top_before = ranking(scores, reference, top=5)
     top_after = permutation[ranking(permuted, inverse[reference], top=5)]
     assert torch.equal(top_before, top_after)
+
+
+def test_the_metric_catalogue_titles_and_per_query_values():
+    from harness.protocol import higher_is_better, per_query_value, table_columns, title
+
+    assert [title(k) for k in ("recall_at_10", "recall_subset_at_2", "map_at_25", "avg", "visual_retention")] == \
+        ["R@10", "Rs@2", "mAP@25", "Avg", "visual retention"]
+    assert title("recall_at_") == "recall_at_" and title("unknown_metric") == "unknown_metric"  # not catalogued
+    entry = {"target_rank": 3, "subset_rank": 0, "intent_fidelity": 0.5}
+    assert per_query_value(entry, "recall_at_3") == 0.0 and per_query_value(entry, "recall_at_4") == 100.0
+    assert per_query_value(entry, "avg") == 100.0  # (R@5 hit + Rs@1 hit) / 2
+    assert per_query_value(entry, "intent_fidelity") == 50.0 and per_query_value(entry, "map_at_5") is None
+    assert per_query_value({}, "recall_at_1") is None and higher_is_better("recall_at_1")
+    assert table_columns({"map_at_5", "recall_at_1", "intent_fidelity"}) == [("recall_at_1", "R@1"), ("map_at_5", "mAP@5")]
