@@ -434,9 +434,9 @@ def data_synthetic(
 
     from pydantic import ValidationError
 
-    from harness.data.synthetic.generate import SIZES, SyntheticConfig, write_benchmark
+    from harness.data.synthetic.generate import SIZE_PRESETS, SyntheticConfig, write_benchmark
 
-    train_n, val_n, test_n = SIZES[size.value]
+    train_n, val_n, test_n = SIZE_PRESETS[size.value]
     try:
         config = SyntheticConfig(seed=seed, num_train=train_n, num_val=val_n, num_test=test_n, image_size=image_size)
     except ValidationError as error:

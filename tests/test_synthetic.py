@@ -41,6 +41,27 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path, tiny_benchmark: Pa
     assert [q.caption for q in other["val"]] != [q.caption for q in generate_queries(TINY)["val"]]
 
 
+#: What generator version 1 writes for the tests' TINY settings: annotation bytes and decoded pixels
+#: (PNG bytes depend on the zlib build). Committed reports were made on version 1, so a change to
+#: the generator that alters this must come with a new version, never replace version 1.
+V1_TINY_DIGEST = "b9a672674af5efecb50bc28043731cdcc115e604986112de0410a1ccec7cdd86"
+
+
+def _content_digest(root: Path) -> str:
+    from PIL import Image
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(np.asarray(Image.open(path).convert("RGB")).tobytes() if path.suffix == ".png"
+                      else path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_version_1_reproduces_its_committed_digest(tiny_benchmark: Path):
+    assert _content_digest(tiny_benchmark) == V1_TINY_DIGEST
+
+
 def test_cirr_layout_and_fields(tiny_benchmark: Path):
     val = json.loads((tiny_benchmark / "captions" / "cap.rc2.val.json").read_text())
     assert set(val[0]) == {"pairid", "reference", "target_hard", "target_soft", "caption", "img_set"}

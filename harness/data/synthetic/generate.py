@@ -288,7 +288,7 @@ def _dump_json(path: Path, data: object) -> None:
 
 
 #: Query counts (train, val, test1) of each `harness data synthetic --size` preset.
-SIZES = {"tiny": (200, 100, 50), "small": (2000, 500, 200), "default": (10000, 1000, 500), "large": (40000, 3000, 1000)}
+SIZE_PRESETS = {"tiny": (200, 100, 50), "small": (2000, 500, 200), "default": (10000, 1000, 500), "large": (40000, 3000, 1000)}
 
 
 def write_benchmark(config: SyntheticConfig, out: Path, workers: int | None = None, progress: bool = True) -> Path:
