@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from harness import distributed
-from harness.config import ExperimentConfig, RunSpec, expand, load_experiment
+from harness.backbones.vision import processor_resize
+from harness.config import ExperimentConfig, RunConfig, RunSpec, expand, load_experiment
 from harness.data.datasets import DatasetConfig, load_dataset
 from harness.data.triplet import CIRSplit
 from harness.device import resolve_device
@@ -55,11 +56,24 @@ class SplitCache:
         self.progress = progress
         self.splits: dict[tuple[str, str], CIRSplit] = {}
 
-    def get(self, config: DatasetConfig, split: str) -> CIRSplit:
-        key = (config.model_dump_json(), split)
+    def get(self, config: DatasetConfig, split: str, resize: str | None = None) -> CIRSplit:
+        """The split, its images made square by ``resize`` (default: the dataset's setting)."""
+        key = (config.model_dump_json(), split, resize)
         if key not in self.splits:
-            self.splits[key] = load_dataset(config, split, self.progress)
+            self.splits[key] = load_dataset(config, split, self.progress, resize)
         return self.splits[key]
+
+
+def image_resize(config: RunConfig) -> str:
+    """How the run's images become square: ``dataset.resize``, or for ``auto`` what the run's
+    checkpoint's own image processor does (harness.backbones.vision.processor_resize); squash for
+    tiny backbones, which have no processor."""
+    if config.dataset.resize != "auto":
+        return config.dataset.resize
+    backbone = config.method.params.get("backbone") or {}
+    pretrained = backbone.get("source") == "pretrained"
+    directory = (backbone.get("lvlm_dir") or backbone.get("vision_dir")) if pretrained else None
+    return (processor_resize(Path(directory)) if directory else None) or "squash"
 
 
 def execute_run(spec: RunSpec, run_dir: Path, splits: SplitCache, progress: bool = True, on_epoch=None) -> RunResult:
@@ -73,8 +87,9 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: SplitCache, progress: bool
         torch.set_num_threads(config.train.num_threads)
     device = resolve_device(config.eval.device)
     with distributed.main_first():  # rank 0 generates the dataset and stage 0; the others read the cache
-        train_split = splits.get(config.dataset, config.dataset.train_split)
-        eval_split = splits.get(config.dataset, config.dataset.eval_split)
+        resize = image_resize(config)
+        train_split = splits.get(config.dataset, config.dataset.train_split, resize)
+        eval_split = splits.get(config.dataset, config.dataset.eval_split, resize)
         seed_everything(config.seed)
         method = build_run_method(config, train_split, progress)
     tokenizer = getattr(method, "tokenizer", None)
@@ -82,8 +97,9 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: SplitCache, progress: bool
         tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     summary = train(method, train_split, config.train, config.seed, run_dir / "checkpoints", device, progress,
                     on_epoch=on_epoch)
-    result = evaluate_and_record(run_dir, config, spec.run_id, spec.label, method, eval_split, summary.to_json(),
-                                 device, progress)
+    trained = summary.to_json() | {"image_resize": resize}  # the geometry every image of the run had
+    result = evaluate_and_record(run_dir, config, spec.run_id, spec.label, method, eval_split, trained, device,
+                                 progress)
     if main and not config.train.keep_checkpoint:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     distributed.barrier()

@@ -15,6 +15,7 @@ from pathlib import Path
 from harness.data.datasets import load_dataset
 from harness.device import resolve_device
 from harness.errors import HarnessError
+from harness.executor import image_resize
 from harness.recording import evaluate_and_record, write_run_config
 from harness.registry import build_run_method
 from harness.results import RunResult
@@ -38,8 +39,9 @@ def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> RunResult:
                            fix="run it again with train.keep_checkpoint: true (the default)")
     config = config.model_copy(update={"dataset": config.dataset.model_copy(update={"eval_split": split})})
     device = resolve_device(config.eval.device)
-    train_split = load_dataset(config.dataset, config.dataset.train_split, progress)
-    eval_split = load_dataset(config.dataset, split, progress)
+    resize = image_resize(config)
+    train_split = load_dataset(config.dataset, config.dataset.train_split, progress, resize)
+    eval_split = load_dataset(config.dataset, split, progress, resize)
     method = build_run_method(config, train_split, progress)
     if trained:
         load_checkpoint(run_dir / "checkpoints", method)

@@ -34,7 +34,7 @@ from harness.errors import HarnessError
 from harness.evaluate import evaluate
 from harness.results import RunResult, atomic_write_text
 from harness.parallel import gpu_slots
-from harness.executor import SplitCache, execute_run, plan_experiment, plan_gpus
+from harness.executor import SplitCache, execute_run, image_resize, plan_experiment, plan_gpus
 from harness.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ def _optimize(study: optuna.Study, plan, config_path: Path, overrides, output, t
         else:
             on_epoch = None
             if single and sweep.pruner != "none":
-                eval_split = splits.get(spec.config.dataset, spec.config.dataset.eval_split)
+                eval_split = splits.get(spec.config.dataset, spec.config.dataset.eval_split, image_resize(spec.config))
                 _, eval_config = spec.config.eval.resolved(spec.config.dataset.name)
 
                 def on_epoch(epoch: int, method) -> None:

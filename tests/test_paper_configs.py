@@ -77,6 +77,9 @@ def test_every_method_of_the_paper_config_runs_then_test1_is_evaluated_submitted
     results = [read_result(run / "result.json") for run in (world["out"] / "paper_cirr" / "runs").iterdir()]
     assert sorted(r.method for r in results) == ["cir_lvlm", "clip4cir", "pic2word", "searle", "sum"]
     assert all(r.train["steps"] == 2 and r.num_queries == 24 and "recall_at_1" in r.metrics for r in results)
+    # dataset.resize auto: each run's images as its checkpoint's processor makes them square
+    assert {r.method: r.train["image_resize"] for r in results} == {
+        "cir_lvlm": "pad", "clip4cir": "crop", "pic2word": "crop", "searle": "crop", "sum": "crop"}
     assert read_result(lvlm_run / "result.json").label == "cir_lvlm(temperature=0.02, backbone.source=pretrained, " \
                                                           "backbone.lvlm_dir=qwen2.5-vl-bf16, backbone.lora_rank=16)"
     _evaluate_submit_and_score(lvlm_run)

@@ -134,6 +134,29 @@ class QwenVisionTower(VisionTower):
         return merged.reshape(images.shape[0], -1, merged.shape[-1])
 
 
+def processor_resize(directory: Path) -> str | None:
+    """The square geometry (harness.data.triplet.squared) closest to the checkpoint's own image
+    processor, from its preprocessor_config.json: ``crop`` where it centre-crops (CLIPImageProcessor,
+    LLaVA-1.5's hf conversion), ``pad`` for Qwen2-VL's processor, which keeps the aspect ratio at a
+    dynamic resolution (a fixed square cannot; padding keeps the aspect and all the content: an
+    assumption), ``squash`` where it resizes to a fixed height and width (SigLIP); None without the
+    file."""
+    path = Path(directory) / "preprocessor_config.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise HarnessError(f"not JSON ({type(error).__name__})", file=path, field="dataset.resize",
+                           fix="restore the checkpoint's file, or set dataset.resize to squash, crop or pad") from None
+    if not isinstance(data, dict):
+        raise HarnessError("not a JSON object", file=path, field="dataset.resize",
+                           fix="restore the checkpoint's file, or set dataset.resize to squash, crop or pad")
+    if "Qwen2VL" in str(data.get("image_processor_type", "")):
+        return "pad"
+    return "crop" if data.get("do_center_crop") else "squash"
+
+
 def preprocessor_stats(directory: Path, config) -> tuple[tuple[float, ...], tuple[float, ...]]:
     path = directory / "preprocessor_config.json"
     if path.is_file():

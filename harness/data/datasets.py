@@ -55,10 +55,12 @@ class DatasetConfig(BaseModel):
     train_split: str = "train"
     eval_split: str = "val"
     image_size: int = Field(64, ge=16, le=1024, description="images are resized to this square side")
-    resize: Literal["squash", "crop", "pad"] = Field(
+    resize: Literal["squash", "crop", "pad", "auto"] = Field(
         "squash", description="how an image becomes square: squash (stretch to the square, the embedded benchmark's "
         "images are square already), crop (shortest side to image_size, centre crop: CLIPImageProcessor's resize + "
-        "center_crop), pad (pad to a square with the mean colour, then resize: LLaVA-1.5's expand2square)")
+        "center_crop), pad (pad to a square with the mean colour, then resize: LLaVA-1.5's expand2square), auto (each "
+        "run as its checkpoint's own image processor: harness.backbones.vision.processor_resize; squash for tiny "
+        "backbones)")
     categories: tuple[str, ...] = Field(FASHIONIQ_CATEGORIES, description="FashionIQ categories to load")
     allow_missing_images: bool = Field(
         False, description="drop queries (and gallery entries) whose image files are missing instead of refusing to "
@@ -138,11 +140,12 @@ def default_protocol(name: str) -> str:
     return TABLE[name].protocol if name in TABLE else "cirr"
 
 
-def load_dataset(config: DatasetConfig, split: str, progress: bool = True) -> CIRSplit:
-    """Load one split of the configured dataset; any problem is a HarnessError naming the first."""
+def load_dataset(config: DatasetConfig, split: str, progress: bool = True, resize: str | None = None) -> CIRSplit:
+    """Load one split of the configured dataset, its images made square by ``resize`` (default:
+    ``config.resize``, squash for auto); any problem is a HarnessError naming the first."""
     root = dataset_root(config, progress)
     loaded, problems = read_split(config.name, root, split, config.image_size, config.categories)
-    loaded.images.resize = config.resize
+    loaded.images.resize = resize or (config.resize if config.resize != "auto" else "squash")
     if problems and config.allow_missing_images:
         loaded, problems = drop_missing_images(loaded, problems)
     if problems:
