@@ -427,9 +427,12 @@ def data_synthetic(
     ] = Size.default,
     image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 64,
     workers: Annotated[int, typer.Option("--workers", help="Rendering processes.")] = 2,
+    version: Annotated[int, typer.Option("--version", help="Generator version: 1 (the first benchmark, kept "
+                                         "byte-identical) or 2 (reference-dependent families, recorded distractor "
+                                         "kinds, held-out phrasings, a per-query certificate).")] = 1,
 ) -> None:
     """Generate the embedded CIR benchmark in CIRR's layout (captions/, image_splits/, PNGs)
-    plus scene_graphs.json and per-query edit types."""
+    plus scene_graphs.json and per-query edit types (version 2: programs and certificates)."""
     import time
 
     from pydantic import ValidationError
@@ -438,9 +441,12 @@ def data_synthetic(
 
     train_n, val_n, test_n = SIZE_PRESETS[size.value]
     try:
-        config = SyntheticConfig(seed=seed, num_train=train_n, num_val=val_n, num_test=test_n, image_size=image_size)
+        config = SyntheticConfig(seed=seed, num_train=train_n, num_val=val_n, num_test=test_n, image_size=image_size,
+                                 version=version)
     except ValidationError as error:
-        raise HarnessError(error.errors()[0]["msg"], field="--image-size", fix="use a side between 16 and 512") from None
+        problem = error.errors()[0]
+        option = "--" + str(problem["loc"][0]).replace("_", "-")
+        raise HarnessError(problem["msg"], field=option, fix="see `harness data synthetic --help`") from None
     start = time.perf_counter()
     try:
         write_benchmark(config, out, workers=workers, progress=sys.stderr.isatty())
@@ -498,6 +504,12 @@ def data_check(
             typer.echo(f"  {what}: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
         for category, names in loaded.galleries.items():
             typer.echo(f"  {category}: gallery {len(names)} images")
+        if dataset == "synthetic" and name != "train" and (root / "scene_graphs.json").is_file():
+            from harness.data.synthetic.ceilings import format_rows, split_ceilings
+
+            typer.echo("  learning-free R@1 (perfect perception, no learning; see harness.data.synthetic.additive):")
+            for line in format_rows(split_ceilings(root, name)):
+                typer.echo(line)
         for problem in problems[:20]:
             typer.echo(f"  problem: {problem}")
         if len(problems) > 20:

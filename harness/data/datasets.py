@@ -92,7 +92,7 @@ class DatasetConfig(BaseModel):
 
 def synthetic_key(config: SyntheticConfig) -> str:
     """Cache key of a generated benchmark: hash of its settings and the generator version."""
-    blob = json.dumps({"version": GENERATOR_VERSION, **config.model_dump()}, sort_keys=True)
+    blob = json.dumps({"version": GENERATOR_VERSION, **config.settings()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

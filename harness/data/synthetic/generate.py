@@ -53,6 +53,8 @@ SPLITS = ("train", "val", "test1")
 #: Image folder per split, as CIRR names them.
 SPLIT_DIRS = {"train": "train", "val": "dev", "test1": "test1"}
 SET_SIZE = 6
+#: Settings added with generator version 2 (left out of version 1's manifest and cache key).
+VERSION_2_FIELDS = ("version", "group_size", "held_out_share", "reference_share")
 
 
 class SyntheticConfig(BaseModel):
@@ -69,6 +71,21 @@ class SyntheticConfig(BaseModel):
     compound_share: float = Field(0.25, ge=0.0, le=1.0, description="share of two-edit queries")
     reference_negatives: int = Field(2, ge=0, le=8, description="eval splits: extra scenes one edit from the reference")
     caption_negatives: int = Field(1, ge=0, le=4, description="eval splits: the caption's edit on a different base")
+    version: int = Field(1, ge=1, le=2, description="generator version: 1 (the first benchmark, kept byte-identical) "
+                         "or 2 (reference-dependent families, recorded distractors, certificates)")
+    group_size: int = Field(16, ge=6, le=24, description="version 2: images per val/test1 query group "
+                            "(reference, target, intent and retention distractors)")
+    held_out_share: float = Field(0.3, ge=0.0, le=1.0, description="version 2: share of val/test1 captions "
+                                  "phrased with held-out phrasings or synonyms")
+    reference_share: float = Field(0.5, ge=0.0, le=1.0, description="version 2: share of queries drawn from "
+                                   "the reference-dependent families (the rest from the classic ones)")
+
+    def settings(self) -> dict[str, object]:
+        """The settings that define the files: version 1's own fields only for version 1, so
+        its manifest and cache key stay what they were before version 2 existed."""
+        if self.version == 1:
+            return self.model_dump(exclude=set(VERSION_2_FIELDS))
+        return self.model_dump()
 
     def num_queries(self, split: str) -> int:
         return {"train": self.num_train, "val": self.num_val, "test1": self.num_test}[split]
@@ -85,9 +102,12 @@ class Query:
     edits: list[Edit]
     members: list[str]
     images: dict[str, Scene] = field(default_factory=dict)
+    record: dict[str, object] | None = None  # version 2: family, program, group kinds, certificate
 
     @property
     def edit_type(self) -> str:
+        if self.record is not None:
+            return str(self.record["family"])
         return "compound" if len(self.edits) > 1 else self.edits[0].type
 
 
@@ -252,6 +272,10 @@ def _hard_negatives(
 
 def generate_queries(config: SyntheticConfig) -> dict[str, list[Query]]:
     """All queries of all splits (scene graphs only, no pixels); deterministic in the seed."""
+    if config.version == 2:
+        from harness.data.synthetic.generate_v2 import generate_queries_v2
+
+        return generate_queries_v2(config)
     rng = np.random.default_rng([config.seed, GENERATOR_VERSION])
     used = _SceneRegistry()
     queries: dict[str, list[Query]] = {}
@@ -271,9 +295,9 @@ def image_relpath(split: str, name: str, set_id: int) -> str:
     return f"./{SPLIT_DIRS[split]}/{name}.png"
 
 
-def _render_job(job: tuple[int, int, str, Scene, int, str]) -> None:
-    seed, split_index, relpath, scene, image_index, root = job
-    rng = np.random.default_rng([seed, GENERATOR_VERSION, split_index, image_index])
+def _render_job(job: tuple[tuple[int, int], int, str, Scene, int, str]) -> None:
+    (seed, version), split_index, relpath, scene, image_index, root = job
+    rng = np.random.default_rng([seed, version, split_index, image_index])
     image = render_scene(scene, _render_job.image_size, rng)  # type: ignore[attr-defined]
     image.save(Path(root) / relpath, format="PNG", compress_level=6)
 
@@ -319,9 +343,9 @@ def write_benchmark(config: SyntheticConfig, out: Path, workers: int | None = No
 
 def _write_annotations(
     config: SyntheticConfig, queries: dict[str, list[Query]], root: Path
-) -> list[tuple[int, int, str, Scene, int, str]]:
+) -> list[tuple[tuple[int, int], int, str, Scene, int, str]]:
     """Write every JSON file; return the render jobs (one per image)."""
-    jobs: list[tuple[int, int, str, Scene, int, str]] = []
+    jobs: list[tuple[tuple[int, int], int, str, Scene, int, str]] = []
     scene_graphs: dict[str, list[dict[str, object]]] = {}
     counts: dict[str, dict[str, int]] = {}
     for split_index, split in enumerate(SPLITS):
@@ -346,18 +370,19 @@ def _write_annotations(
                     "edit_type": query.edit_type,
                     "edits": [e.to_json() for e in query.edits],
                     "target": query.target,
+                    **(query.record or {}),
                 }
             )
             for name, scene in query.images.items():
                 relpath = image_relpath(split, name, set_id)
                 image_split[name] = relpath
                 scene_graphs[name] = [obj.to_json() for obj in scene]
-                jobs.append((config.seed, split_index, relpath, scene, len(jobs), str(root)))
+                jobs.append(((config.seed, config.version), split_index, relpath, scene, len(jobs), str(root)))
         _dump_json(root / "captions" / f"cap.rc2.{split}.json", captions)
         _dump_json(root / "image_splits" / f"split.rc2.{split}.json", image_split)
         _dump_json(root / f"query_edits.rc2.{split}.json", edits)
         counts[split] = {"queries": len(captions), "images": len(image_split)}
     _dump_json(root / "scene_graphs.json", scene_graphs)
-    manifest = {"generator_version": GENERATOR_VERSION, "config": config.model_dump(), "counts": counts}
+    manifest = {"generator_version": config.version, "config": config.settings(), "counts": counts}
     (root / "synthetic.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return jobs

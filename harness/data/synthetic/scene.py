@@ -90,8 +90,9 @@ def cell_name(cell: tuple[int, int]) -> str:
 
 @dataclass(frozen=True)
 class Edit:
-    """One edit. ``subject`` is the (colour, shape) it acts on; ``new`` the added object or
-    the new attribute value (a colour, size, cell or shape)."""
+    """One edit. ``subject`` is the (colour, shape) it acts on; ``new`` the added object, the
+    new attribute value (a colour, size, cell or shape) or, for a ``swap`` (generator version 2
+    only), the (colour, shape) of the object it exchanges cells with."""
 
     type: str
     subject: tuple[str, str] | None = None
@@ -99,7 +100,10 @@ class Edit:
 
     def to_json(self) -> dict[str, object]:
         value: object = self.new
-        if isinstance(self.new, SceneObject):
+        if self.type == "swap":
+            colour, shape = _identity(self.new)
+            value = {"colour": colour, "shape": shape}
+        elif isinstance(self.new, SceneObject):
             value = self.new.to_json()
         elif isinstance(self.new, tuple):
             value = list(self.new)
@@ -109,6 +113,12 @@ class Edit:
 
 class EditNotApplicable(ValueError):
     """The edit cannot be applied to this scene (missing subject, occupied cell, ...)."""
+
+
+def _identity(value: object) -> tuple[str, str]:
+    """A swap's ``new``: the other object's (colour, shape)."""
+    assert isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, str) for v in value)
+    return (str(value[0]), str(value[1]))
 
 
 def _find(scene: Scene, subject: tuple[str, str] | None) -> SceneObject:
@@ -138,6 +148,11 @@ def apply_edit(scene: Scene, edit: Edit) -> Scene:
             new = replace(old, shape=str(edit.new))
         elif edit.type == "remove":
             new = None
+        elif edit.type == "swap":  # the subject and the other object exchange cells
+            other = _find(scene, _identity(edit.new))
+            objects.remove(other)
+            objects.append(replace(other, cell=old.cell))
+            new = replace(old, cell=other.cell)
         else:
             raise ValueError(f"unknown edit type {edit.type!r}")
         if new is not None:
@@ -168,6 +183,22 @@ def edited_identity(edit: Edit) -> tuple[str, str]:
     if edit.type == "replace":
         return (edit.subject[0], str(edit.new))
     return edit.subject
+
+
+#: Grid steps of the four directions (row, column).
+DIRECTIONS: dict[str, tuple[int, int]] = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
+
+
+def neighbour(cell: tuple[int, int], direction: str, steps: int = 1) -> tuple[int, int] | None:
+    """The cell ``steps`` cells from ``cell`` in ``direction``; None off the grid."""
+    d_row, d_col = DIRECTIONS[direction]
+    row, col = cell[0] + steps * d_row, cell[1] + steps * d_col
+    return (row, col) if 0 <= row < GRID and 0 <= col < GRID else None
+
+
+def find(scene: Scene, identity: tuple[str, str]) -> SceneObject:
+    """The object of ``scene`` with this (colour, shape); EditNotApplicable when absent."""
+    return _find(scene, identity)
 
 
 def random_object(rng: np.random.Generator, cell: tuple[int, int]) -> SceneObject:
@@ -292,7 +323,9 @@ def edit_from_json(data: dict) -> Edit:
     """Inverse of ``Edit.to_json``."""
     subject = None if data["subject"] is None else (str(data["subject"]["colour"]), str(data["subject"]["shape"]))
     new = data["new"]
-    if isinstance(new, dict):
+    if data["type"] == "swap":
+        new = (str(new["colour"]), str(new["shape"]))
+    elif isinstance(new, dict):
         new = object_from_json(new)
     elif isinstance(new, list):
         new = (int(new[0]), int(new[1]))
