@@ -181,8 +181,10 @@ class RunConfig(BaseModel):
     def run_id(self) -> str:
         """Stable id: short hash of the resolved config (key order independent), without the
         settings that cannot change a result (``ID_NEUTRAL``), the later ones at their default
-        (``ID_LATER``), and paths by their last component (``_located_by_name``)."""
+        (``ID_LATER``), the embedded benchmark's version-2 settings for version 1, and paths by
+        their last component (``_located_by_name``)."""
         resolved = self.model_dump(mode="json")
+        resolved["dataset"]["synthetic"] = self.dataset.synthetic.settings()  # version 1 without version 2's fields
         for path in ID_NEUTRAL:
             _drop_path(resolved, path)
         for path, default in ID_LATER.items():

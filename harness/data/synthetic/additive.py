@@ -8,9 +8,11 @@ image, each checkable on one image alone, see ``image_features``), over gallery 
 
     score(x) = alpha * sum_f w_f [f holds in x]  -  beta * |R (sym. diff.) x|  +  gamma * |ids(R) & ids(x)|
 
-where |R (sym. diff.) x| counts objects (cell, shape, colour, size) in one scene only and
-ids are the (colour, shape) pairs. Grid: alpha in {0, 1}, beta in {0, 0.25, 0.5, 1, 2},
-gamma in {0, 0.5, 1} (all-zero left out). The reference image itself is never ranked;
+where |R (sym. diff.) x| counts the object features in one scene only (each object's
+(cell, shape, colour, size) and its four projections that drop one attribute, so an object
+one attribute away is nearer than one two attributes away) and ids are the (colour, shape) pairs. Grid: alpha in {0, 1}, beta in {0} and 2^-6 ... 2^1,
+gamma in {0, 1/4, 1/2, 1} (all-zero left out); dyadic values keep sums of small integers exact,
+so ties are real ties. The reference image itself is never ranked;
 R@1 is the expectation under random tie-breaking.
 
 - ``needs_joint_reading``: no grid point ranks the target strictly first;
@@ -34,14 +36,24 @@ from harness.data.synthetic.reference_families import RELATIONS
 from harness.data.synthetic.scene import Scene, SceneObject, neighbour, scene_key
 
 ALPHAS = (0.0, 1.0)
-BETAS = (0.0, 0.25, 0.5, 1.0, 2.0)
-GAMMAS = (0.0, 0.5, 1.0)
+BETAS = (0.0, *(2.0 ** k for k in range(-6, 2)))
+GAMMAS = (0.0, 0.25, 0.5, 1.0)
 GRID: tuple[tuple[float, float, float], ...] = tuple(p for p in itertools.product(ALPHAS, BETAS, GAMMAS) if any(p))
 CHUNK = 256
 
 
 def _keys(obj: SceneObject) -> tuple[tuple[Any, ...], ...]:
     return (("id", obj.colour, obj.shape), ("shape", obj.shape))
+
+
+def object_features(scene: Scene) -> list[tuple[tuple[Any, ...], float]]:
+    """The features whose symmetric difference is the reference distance (see the docstring)."""
+    out = []
+    for obj in scene:
+        values = (obj.cell, obj.shape, obj.colour, obj.size)
+        out.append((("obj", *values), 1.0))
+        out += [(("proj", drop, *values[:drop], *values[drop + 1:]), 1.0) for drop in range(4)]
+    return out
 
 
 def image_features(scene: Scene) -> set[tuple[Any, ...]]:
@@ -72,7 +84,7 @@ def _matrix(rows: Iterable[Iterable[tuple[Any, float]]], vocab: dict[Any, int]) 
             indices.append(vocab.setdefault(key, len(vocab)))
             data.append(weight)
         indptr.append(len(indices))
-    return sparse.csr_matrix((np.asarray(data, np.float64), indices, indptr))
+    return sparse.csr_matrix((np.asarray(data, np.float32), indices, indptr))
 
 
 def _pad(matrix: sparse.csr_matrix, width: int) -> sparse.csr_matrix:
@@ -118,10 +130,10 @@ def certify(references: Sequence[Scene], facts: Sequence[list[Fact]], targets: S
     objects: dict[Any, int] = {}
     identities: dict[Any, int] = {}
     statements: dict[Any, int] = {}
-    g_obj = _matrix(([(("obj", o), 1.0) for o in scene] for scene in gallery), objects)
+    g_obj = _matrix((object_features(scene) for scene in gallery), objects)
     g_id = _matrix(([(o.identity, 1.0) for o in scene] for scene in gallery), identities)
     g_feat = _matrix(([(f, 1.0) for f in image_features(scene)] for scene in gallery), statements)
-    r_obj = _pad(_matrix(([(("obj", o), 1.0) for o in scene] for scene in references), objects), g_obj.shape[1])
+    r_obj = _pad(_matrix((object_features(scene) for scene in references), objects), g_obj.shape[1])
     r_id = _pad(_matrix(([(o.identity, 1.0) for o in scene] for scene in references), identities), g_id.shape[1])
     q_fact = _pad(_matrix(facts, statements), g_feat.shape[1])
     g_obj, g_id, g_feat = (_pad(m, len(v)) for m, v in ((g_obj, objects), (g_id, identities), (g_feat, statements)))

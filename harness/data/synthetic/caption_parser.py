@@ -24,50 +24,54 @@ FIXED: dict[str, dict[str, Any]] = {
 }
 
 
-def _words(lexicon: str) -> dict[str, Any]:
-    """Every surface word of a lexicon -> its value."""
-    return {word: value for value, (seen, held) in LEXICONS[lexicon].items() for word in (*seen, *held)}
+@cache
+def _words(lexicon: str, seen_only: bool = False) -> dict[str, Any]:
+    """Every surface word of a lexicon (only the seen ones with ``seen_only``) -> its value."""
+    return {word: value for value, (seen, held) in LEXICONS[lexicon].items()
+            for word in (seen if seen_only else (*seen, *held))}
 
 
-def _alt(lexicon: str, group: str | None) -> str:
-    body = "|".join(re.escape(w) for w in sorted(_words(lexicon), key=len, reverse=True))
+def _alt(lexicon: str, group: str | None, seen_only: bool) -> str:
+    body = "|".join(re.escape(w) for w in sorted(_words(lexicon, seen_only), key=len, reverse=True))
     return f"(?P<{group}>{body})" if group else f"(?:{body})"
 
 
-def _identity(name: str) -> str:
-    return f"the {_alt('colour', name + '__colour')} {_alt('shape', name + '__shape')}"
+def _identity(name: str, seen_only: bool) -> str:
+    return f"the {_alt('colour', name + '__colour', seen_only)} {_alt('shape', name + '__shape', seen_only)}"
 
 
-def _anchor() -> str:
-    return f"the (?:{_alt('colour', 'anchor__colour')} )?{_alt('shape', 'anchor__shape')}"
+def _anchor(seen_only: bool) -> str:
+    return f"the (?:{_alt('colour', 'anchor__colour', seen_only)} )?{_alt('shape', 'anchor__shape', seen_only)}"
 
 
-def _core_regex(text: str) -> re.Pattern[str]:
+def _core_regex(text: str, seen_only: bool) -> re.Pattern[str]:
     parts: list[str] = []
     for index, piece in enumerate(re.split(r"\{(\w+)\}", text)):
         if index % 2 == 0:
             parts.append(re.escape(piece))
         elif piece in ("subject", "other"):
-            parts.append(_identity(piece))
+            parts.append(_identity(piece, seen_only))
         elif piece == "anchor":
-            parts.append(_anchor())
+            parts.append(_anchor(seen_only))
         elif piece == "ref":
-            parts.append(f"the {_alt('thing', None)} {_alt('relation', 'relation')} {_anchor()}")
+            parts.append(f"the {_alt('thing', None, seen_only)} {_alt('relation', 'relation', seen_only)} "
+                         f"{_anchor(seen_only)}")
         elif piece == "object":
-            parts.append(f"an? {_alt('size', 'object__size')} {_alt('colour', 'object__colour')} "
-                         f"{_alt('shape', 'object__shape')} in the {_alt('cell', 'object__cell')}")
+            parts.append(f"an? {_alt('size', 'object__size', seen_only)} {_alt('colour', 'object__colour', seen_only)} "
+                         f"{_alt('shape', 'object__shape', seen_only)} in the {_alt('cell', 'object__cell', seen_only)}")
         elif piece == "a":
             parts.append("an?")
         elif piece in ("colourword", "thing"):
-            parts.append(_alt(piece, None))
+            parts.append(_alt(piece, None, seen_only))
         else:
-            parts.append(_alt(piece, piece))
+            parts.append(_alt(piece, piece, seen_only))
     return re.compile("".join(parts))
 
 
 @cache
-def _cores(core_style: str) -> list[tuple[str, re.Pattern[str]]]:
-    return [(name, _core_regex(text)) for name, cores in CORES.items() for style, text, _ in cores if style == core_style]
+def _cores(core_style: str, seen_only: bool) -> list[tuple[str, re.Pattern[str]]]:
+    return [(name, _core_regex(text, seen_only)) for name, cores in CORES.items()
+            for style, text, held in cores if style == core_style and not (seen_only and held)]
 
 
 def _slots(name: str, groups: dict[str, str | None]) -> dict[str, Any]:
@@ -99,31 +103,35 @@ def _slots(name: str, groups: dict[str, str | None]) -> dict[str, Any]:
     return out
 
 
-def _parse_core(text: str, core_style: str, classic_only: bool = False) -> list[dict[str, Any]]:
-    found = [_slots(name, match.groupdict()) for name, pattern in _cores(core_style)
+def _parse_core(text: str, core_style: str, seen_only: bool, classic_only: bool = False) -> list[dict[str, Any]]:
+    found = [_slots(name, match.groupdict()) for name, pattern in _cores(core_style, seen_only)
              if (not classic_only or name in CLASSIC_VARIANTS) and (match := pattern.fullmatch(text))]
     if not classic_only:
-        for joiner, _ in JOINERS[core_style]:
+        for joiner, held in JOINERS[core_style]:
+            if seen_only and held:
+                continue
             for at in (m.start() for m in re.finditer(re.escape(joiner), text)):
-                first = _parse_core(text[:at], core_style, True)
-                second = _parse_core(text[at + len(joiner):], core_style, True)
+                first = _parse_core(text[:at], core_style, seen_only, True)
+                second = _parse_core(text[at + len(joiner):], core_style, seen_only, True)
                 found += [{"family": "compound", "steps": [a, b]} for a in first for b in second]
     return found
 
 
-def parse(caption: str) -> list[dict[str, Any]]:
+def parse(caption: str, seen_only: bool = False) -> list[dict[str, Any]]:
     """Every program (as ``Program.to_json``) the caption can be read as; one when it is
-    unambiguous."""
+    unambiguous. ``seen_only``: read with the seen phrasings alone (none for a held-out caption)."""
     readings: list[dict[str, Any]] = []
     for style, frames in FRAMES.items():
-        for frame, _ in frames:
+        for frame, held in frames:
+            if seen_only and held:
+                continue
             before, after = frame.split("{c}")
             if not (caption.startswith(before) and caption.endswith(after)):
                 continue
             core = caption[len(before):len(caption) - len(after)]
-            for filler, _ in FILLERS:
-                if filler and not core.endswith(filler):
+            for filler, held_filler in FILLERS:
+                if (seen_only and held_filler) or (filler and not core.endswith(filler)):
                     continue
                 text = core[:len(core) - len(filler)] if filler else core
-                readings += [r for r in _parse_core(text, CORE_STYLE[style]) if r not in readings]
+                readings += [r for r in _parse_core(text, CORE_STYLE[style], seen_only) if r not in readings]
     return readings

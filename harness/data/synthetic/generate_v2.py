@@ -62,26 +62,21 @@ def pick_family(rng: np.random.Generator, reference_share: float) -> Family:
     return pool[int(rng.integers(len(pool)))]
 
 
-def _distinct(rng: np.random.Generator, candidates: list[Scene], fresh, taken: list[Scene], wanted: int) -> list[Scene]:
-    """Up to ``wanted`` of ``candidates`` in random order, new to ``fresh`` and to ``taken``."""
+def _distinct(rng: np.random.Generator, base: Scene, edit_lists: list[list[Edit]], fresh, taken: list[Scene],
+              wanted: int) -> list[Scene]:
+    """Up to ``wanted`` scenes made by applying ``edit_lists`` (in random order, each only when
+    needed) to ``base``, new to ``fresh`` and to ``taken``."""
     chosen: list[Scene] = []
-    for index in rng.permutation(len(candidates)):
+    for index in rng.permutation(len(edit_lists)):
         if len(chosen) == wanted:
             break
-        scene = candidates[int(index)]
+        try:
+            scene = apply_edits(base, edit_lists[int(index)])
+        except EditNotApplicable:
+            continue
         if fresh(scene, *taken, *chosen):
             chosen.append(scene)
     return chosen
-
-
-def _applied(scene: Scene, edit_lists: list[list[Edit]]) -> list[Scene]:
-    out = []
-    for edits in edit_lists:
-        try:
-            out.append(apply_edits(scene, edits))
-        except EditNotApplicable:
-            pass
-    return out
 
 
 def retention_edits(reference: Scene, target: Scene, rng: np.random.Generator) -> list[list[Edit]]:
@@ -122,8 +117,8 @@ def draw_query(rng: np.random.Generator, config, evaluation: bool, fresh) -> Dra
         if not (fresh(reference) and fresh(target, reference)):
             continue
         base = [reference, target]
-        intent = _distinct(rng, _applied(reference, family.misreadings(prog, reference)), fresh, base, n_intent)
-        retention = _distinct(rng, _applied(target, retention_edits(reference, target, rng)), fresh, base + intent,
+        intent = _distinct(rng, reference, family.misreadings(prog, reference), fresh, base, n_intent)
+        retention = _distinct(rng, target, retention_edits(reference, target, rng), fresh, base + intent,
                               n_retention + n_intent - len(intent))
         taken = base + intent + retention
         topped: list[Scene] = []

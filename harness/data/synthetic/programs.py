@@ -217,7 +217,12 @@ class Classic(Family):
         return [classic_edit(prog)]
 
     def misreadings(self, prog: Program, reference: Scene) -> list[list[Edit]]:
-        return _applicable(reference, [[v] for v in wrong_argument_edits(reference, classic_edit(prog))])
+        """The edit with a wrong argument, and the same edit on a wrong object."""
+        edit = classic_edit(prog)
+        lists = [[v] for v in wrong_argument_edits(reference, edit)]
+        lists += [[Edit(edit.type, obj.identity, edit.new)] for obj in reference
+                  if edit.subject is not None and obj.identity != edit.subject]
+        return _applicable(reference, lists)
 
     def facts(self, prog: Program) -> list[Fact]:
         return classic_facts(classic_edit(prog))

@@ -24,6 +24,7 @@ from harness.data.synthetic.programs import (
     program,
 )
 from harness.data.synthetic.scene import (
+    CELLS,
     COLOURS,
     DIRECTIONS,
     SHAPES,
@@ -217,11 +218,15 @@ class Swap(Family):
         other_attribute = "colour" if prog["attribute"] == "position" else "position"
         lists.append(self._swap(reference, prog["subject"], prog["other"], other_attribute))
         first, second = find(reference, prog["subject"]), find(reference, prog["other"])
-        if prog["attribute"] == "position":  # half done: one object moved, the other one dropped
+        if prog["attribute"] == "position":  # half done: one object moved, the other one dropped or sent elsewhere
             lists += [[Edit("remove", second.identity), Edit("move", first.identity, second.cell)],
                       [Edit("remove", first.identity), Edit("move", second.identity, first.cell)]]
-        else:  # half done: both take one colour
+            free = [cell for cell in CELLS if _free(reference, cell)]
+            lists += [[Edit("move", second.identity, cell), Edit("move", first.identity, second.cell)] for cell in free]
+        else:  # half done: both take one colour, or one takes a third colour
             lists += [[Edit("recolour", first.identity, second.colour)], [Edit("recolour", second.identity, first.colour)]]
+            lists += [[Edit("recolour", first.identity, second.colour), Edit("recolour", second.identity, c)]
+                      for c in COLOURS if c not in (first.colour, second.colour)]
         return _applicable(reference, lists)
 
     def facts(self, prog: Program) -> list[Fact]:
@@ -258,6 +263,9 @@ class CopyAttribute(Family):
         lists = [self._copy(source, subject, prog["attribute"]),  # the copy reversed
                  self._copy(subject, source, other_attribute)]
         lists += [self._copy(subject, obj, prog["attribute"]) for obj in _others(reference, subject, source)]
+        lists += [self._copy(obj, source, prog["attribute"]) for obj in _others(reference, subject, source)]  # wrong subject
+        if prog["attribute"] == "colour":  # the source's colour misjudged
+            lists += [[Edit("recolour", subject.identity, c)] for c in COLOURS if c not in (subject.colour, source.colour)]
         return _applicable(reference, lists)
 
     def facts(self, prog: Program) -> list[Fact]:
@@ -307,6 +315,9 @@ class Rule(Family):
         lists += [edits[:i] + edits[i + 1:] for i in range(len(edits))]  # one shape left out
         if prog["rule"] == "remove_colour":
             lists.append([e for e in edits if e.subject != anchor.identity])  # the anchor kept
+        else:  # the anchor's colour misjudged
+            lists += [[Edit("recolour", obj.identity, c) for obj in reference if obj.colour != c]
+                      for c in COLOURS if c != anchor.colour]
         return _applicable(reference, [e for e in lists if e])
 
     def facts(self, prog: Program) -> list[Fact]:
