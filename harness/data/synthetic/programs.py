@@ -17,8 +17,9 @@ Per family:
 - ``facts(program)``: what the caption states about the wanted image that can be checked on
   that image alone (see ``harness.data.synthetic.additive``).
 
-    >>> prog = FAMILIES["relative_move"].draw(rng, reference)      # harness.data.synthetic.families
-    >>> target = apply_edits(reference, FAMILIES[prog.family].resolve(prog, reference))
+    >>> family = FAMILIES["relative_move"]          # harness.data.synthetic.families
+    >>> prog = family.draw(rng, reference)
+    >>> target = apply_edits(reference, family.resolve(prog, reference))
 """
 
 from __future__ import annotations
@@ -29,9 +30,6 @@ from typing import Any
 import numpy as np
 
 from harness.data.synthetic.scene import (
-    COLOURS,
-    DIRECTIONS,
-    SIZES,
     Edit,
     EditNotApplicable,
     Scene,
@@ -39,7 +37,6 @@ from harness.data.synthetic.scene import (
     apply_edits,
     edited_identity,
     find,
-    neighbour,
     object_from_json,
     random_edit_of_type,
     wrong_argument_edits,
@@ -138,11 +135,6 @@ def _resolve_referent(scene: Scene, prog: Program, prefix: str = "anchor") -> Sc
 
 
 def _referent_fact(prog: Program, prefix: str = "anchor") -> tuple[Any, ...]:
-    shape = prog.get(f"{prefix}_shape")
-    return ("shape", shape) if shape is not None else ("id", *prog[prefix])
-
-
-def _source_key(prog: Program, prefix: str) -> tuple[Any, ...]:
     shape = prog.get(f"{prefix}_shape")
     return ("shape", shape) if shape is not None else ("id", *prog[prefix])
 
