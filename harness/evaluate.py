@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from harness import distributed
+from harness import distributed, group_metrics
 from harness.data.triplet import CIRSplit, Triplet
 from harness.device import (
     autocast,
@@ -53,6 +53,7 @@ class Evaluation:
     examples: list[dict[str, Any]] = field(default_factory=list)
     diagnostics: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
+    learning_free: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -230,7 +231,7 @@ def _evaluate(method: CIRMethod, split: CIRSplit, triplets: list[Triplet], confi
                        peak_mb)
     return Evaluation(metrics, by_type, len(triplets), len(queries.gallery), timings, rankings, by_category,
                       _examples(split, queries, rankings, config), {"peak_memory": peak_kind, **diagnostics},
-                      encoders.precision)
+                      encoders.precision, group_metrics.learning_free(split, triplets) if config.remove_reference else {})
 
 
 def _load_queries(method: CIRMethod, split: CIRSplit, triplets: list[Triplet]) -> _Queries:
@@ -348,6 +349,12 @@ def _rankings(split: CIRSplit, queries: _Queries, scored, query_embeddings: torc
             entry["category"] = t.category
         rankings.append(entry)
     _add_intent_scores(split, queries.triplets, rankings, metrics)
+    if rank_list is not None:
+        def group_scores(row: int, names: list[str]) -> list[float]:
+            return (query_embeddings[row] @ gallery_embeddings[[index[n] for n in names]].T).tolist()
+
+        if group_metrics.annotate(split, queries.triplets, rankings, group_scores):
+            metrics.update(group_metrics.group_metrics(rankings))
     return rankings
 
 

@@ -43,8 +43,8 @@ def intent_scores(split: CIRSplit, retrieved: list[tuple[Triplet, str | None]]) 
     edits_file = Path(split.root) / f"query_edits.rc2.{split.split}.json"
     if not graphs_file.is_file() or not edits_file.is_file():
         return None
-    graphs = _read_json(graphs_file, graphs_file.stat().st_mtime_ns)
-    edits = {entry["pairid"]: entry["edits"] for entry in _read_json(edits_file, edits_file.stat().st_mtime_ns)}
+    graphs = cached_json(graphs_file)
+    edits = {entry["pairid"]: entry["edits"] for entry in cached_json(edits_file)}
     scores = []
     for triplet, name in retrieved:
         if name is None or triplet.pairid not in edits or name not in graphs or triplet.reference not in graphs:
@@ -53,6 +53,11 @@ def intent_scores(split: CIRSplit, retrieved: list[tuple[Triplet, str | None]]) 
         reference = scene_from_json(graphs[triplet.reference])
         scores.append(score_retrieved(reference, edits[triplet.pairid], scene_from_json(graphs[name])))
     return scores
+
+
+def cached_json(path: Path) -> Any:
+    """``path`` parsed once per process and file version (see ``_read_json``)."""
+    return _read_json(Path(path), Path(path).stat().st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=8)
@@ -76,6 +81,7 @@ def score_retrieved(reference: Scene, edits_json: list[dict], retrieved: Scene) 
             produced = next(obj for obj in expected if obj.identity == edited_identity(edit))
             shown += produced in present
     touched = {edit.subject for edit in edits if edit.subject is not None}
+    touched |= {edit.new for edit in edits if edit.type == "swap"}  # a swap moves its partner too
     kept = [obj for obj in reference if obj.identity not in touched]
     return {"intent_fidelity": shown / len(edits),
             "visual_retention": sum(obj in present for obj in kept) / len(kept) if kept else None}

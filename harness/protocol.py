@@ -218,6 +218,22 @@ def _stored(field: str) -> Callable[[dict[str, Any], int | None], float | None]:
     return value
 
 
+def _rank_hit_where(flag: str, wanted: bool) -> Callable[[dict[str, Any], int | None], float | None]:
+    """R@K of the queries whose entry has ``flag`` == ``wanted`` (None for the others)."""
+    hit = _rank_hit("target_rank")
+
+    def value(entry: dict[str, Any], k: int | None) -> float | None:
+        return hit(entry, k) if entry.get(flag) is wanted else None
+    return value
+
+
+def _top1_is(kind: str) -> Callable[[dict[str, Any], int | None], float | None]:
+    def value(entry: dict[str, Any], k: int | None) -> float | None:
+        found = entry.get("top1_kind")
+        return None if found is None else 100.0 * (found == kind)
+    return value
+
+
 def _avg(entry: dict[str, Any], k: int | None) -> float | None:
     parts = [per_query_value(entry, "recall_at_5"), per_query_value(entry, "recall_subset_at_1")]
     return None if None in parts else (parts[0] + parts[1]) / 2  # type: ignore[operator]
@@ -249,6 +265,22 @@ CATALOGUE: tuple[MetricFamily, ...] = (
     MetricFamily("intent_fidelity", "intent fidelity", "top-1 carries the caption's edit", _stored("intent_fidelity")),
     MetricFamily("visual_retention", "visual retention", "top-1 keeps the reference's other content",
                  _stored("visual_retention")),
+    MetricFamily("recall_joint_at_{k}", "R@{k} joint", "R@K on the queries that need a joint reading of caption and "
+                 "reference (embedded benchmark v2)", _rank_hit_where("needs_joint_reading", True)),
+    MetricFamily("recall_rest_at_{k}", "R@{k} rest", "R@K on the queries an additive scorer can solve (v2)",
+                 _rank_hit_where("needs_joint_reading", False)),
+    MetricFamily("recall_group_at_{k}", "Rg@{k}", "target among the top K of its own image group, reference left "
+                 "out (v2)", _rank_hit("group_rank")),
+    MetricFamily("recall_held_out_at_{k}", "R@{k} held-out", "R@K on captions phrased with held-out phrasings or "
+                 "synonyms (v2)", _rank_hit_where("held_out", True)),
+    MetricFamily("recall_seen_at_{k}", "R@{k} seen", "R@K on captions phrased as in training (v2)",
+                 _rank_hit_where("held_out", False)),
+    *(MetricFamily(f"top1_{kind}", f"top-1 {kind.replace('_', '-')}", f"share of queries whose top-1 is {what} (v2)",
+                   _top1_is(kind), higher_is_better=False)
+      for kind, what in (("intent", "an intent distractor (a misreading of the caption)"),
+                         ("retention", "a retention distractor (the edit and one change more)"),
+                         ("topped_up", "a topped-up group member"),
+                         ("elsewhere", "outside the query's group"))),
 )
 #: metrics of the results tables, in column order (those a run has)
 TABLE_METRICS = ("recall_at_1", "recall_at_5", "recall_at_10", "recall_at_25", "recall_at_50", "recall_subset_at_1",

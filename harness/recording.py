@@ -68,6 +68,7 @@ def evaluate_and_record(run_dir: Path, config: RunConfig, run_id: str, label: st
         method_statistics={**method.statistics(), **evaluation.diagnostics},
         examples=evaluation.examples,
         rankings_file="rankings.jsonl.gz",
+        learning_free=evaluation.learning_free,
     )
     if main:
         write_result(run_dir / "result.json", result)

@@ -56,6 +56,9 @@ class RunResult(BaseModel):
     created_at: str
     method_statistics: dict[str, Any] = Field(default_factory=dict, description="e.g. prompt-pool usage")
     rankings_file: str | None = None
+    learning_free: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="embedded benchmark v2: R@1 of the learning-free scorers (perfect "
+        "perception, no learning) on the evaluated queries, all / joint-reading / the rest")
     examples: list[dict[str, Any]] = Field(
         default_factory=list, description="a few queries: caption, reference, top-5, target and image paths (report grid)")
 

@@ -14,6 +14,8 @@ from harness.data.synthetic.generate import SyntheticConfig, write_benchmark
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"  # real annotation files (sources and licences in its README)
 TINY = SyntheticConfig(seed=3, num_train=192, num_val=64, num_test=16)
+#: A small version-2 benchmark, large enough for its ceilings to be measured.
+V2 = SyntheticConfig(seed=3, num_train=150, num_val=200, num_test=120, version=2)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -29,6 +31,12 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 def tiny_benchmark(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small embedded benchmark on disk (192 train / 64 val / 16 test queries)."""
     return write_benchmark(TINY, tmp_path_factory.mktemp("bench") / "synthetic", workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def v2_benchmark(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small version-2 embedded benchmark on disk (150 train / 200 val / 120 test queries)."""
+    return write_benchmark(V2, tmp_path_factory.mktemp("v2") / "synthetic", workers=1, progress=False)
 
 
 @pytest.fixture(scope="session")

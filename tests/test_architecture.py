@@ -18,6 +18,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "harness.tokenization", "harness.reporting.stats")),
     ("data", ("harness.data",)),
     ("contract", ("harness.protocol", "harness.results", "harness.scoring", "harness.retrieval", "harness.intent",
+                  "harness.group_metrics",
                   "harness.embedding_cache")),
     ("models", ("harness.backbones", "harness.stage0", "harness.cir_lvlm", "harness.methods", "harness.registry",
                 "harness.checkpoint", "baselines")),

@@ -27,13 +27,9 @@ from harness.data.synthetic.scene import (
 )
 from harness.errors import HarnessError
 
-V2 = SyntheticConfig(seed=3, num_train=150, num_val=200, num_test=120, version=2)
+from .conftest import V2
+
 EVAL = ("val", "test1")
-
-
-@pytest.fixture(scope="module")
-def v2_benchmark(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_benchmark(V2, tmp_path_factory.mktemp("v2") / "synthetic", workers=1, progress=False)
 
 
 def _read(root: Path, name: str) -> list[dict] | dict:

@@ -240,3 +240,29 @@ def retrieval_examples(groups: Sequence[Group], out: Path, queries: int = 2, max
                     row[0].text(0.0, 1.45, f"“{example['caption']}”", transform=row[0].transAxes, fontsize=6,
                                 ha="left", va="bottom")
         return save(figure, out, "retrieval_examples")
+
+
+#: Top-1 kinds of the error figure, in stacking order, with their colours.
+TOP1_KINDS = (("recall_at_1", "target", "tab:green"), ("top1_intent", "intent distractor", "tab:red"),
+              ("top1_retention", "retention distractor", "tab:orange"), ("top1_topped_up", "topped-up member", "tab:gray"),
+              ("top1_elsewhere", "elsewhere", "tab:blue"))
+
+
+def top1_kinds(groups: Sequence[Group], out: Path) -> str | None:
+    """Stacked bars per run: the share of queries whose top-1 is the target or each kind of error."""
+    shown = [g for g in groups if g.mean_std("top1_intent")]
+    if not shown:
+        return None
+    with plt.rc_context(STYLE):
+        figure, axis = plt.subplots(figsize=(COLUMN_WIDTH, 0.4 + 0.22 * len(shown)))
+        left = np.zeros(len(shown))
+        for key, name, colour in TOP1_KINDS:
+            shares = np.array([(g.mean_std(key) or (0.0,))[0] for g in shown])
+            axis.barh(np.arange(len(shown)), shares, left=left, color=colour, label=name, height=0.7)
+            left += shares
+        axis.set_yticks(np.arange(len(shown)), [g.label for g in shown])
+        axis.invert_yaxis()
+        axis.set_xlim(0, 100)
+        axis.set_xlabel("queries (%)")
+        axis.legend(ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(shown) > 2 else -0.6), frameon=False)
+        return save(figure, out, "top1_kinds")

@@ -27,6 +27,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.config import flatten
 from harness.reporting.data import load_groups
+from harness.reporting.intent_sections import error_kinds_table, intent_table
 from harness.reporting.sections import (
     ablation_table,
     compare,
@@ -181,14 +182,15 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     x = x or infer_swept_parameter(results)
     main = _main_method(results)
     headline = headline_metrics(groups)
-    comparisons = [c for m in headline if (c := compare(groups, reference, m)) is not None]
+    tested = [*headline, *(["recall_joint_at_1"] if all(g.mean_std("recall_joint_at_1") for g in groups) else [])]
+    comparisons = [c for m in tested if (c := compare(groups, reference, m)) is not None]
     tables = [main_table(groups)]
     if comparisons:
         tables.append(statistics_table(groups, comparisons))
     tables += [t for t in (ablation_table(groups, main, x, headline or ["recall_at_1"]),) if t is not None]
     tables.append(efficiency_table(groups))
     tables += [t for t in (edit_type_table(groups, headline[0] if headline else "recall_at_1"),
-                           diagnostics_table(groups)) if t is not None]
+                           diagnostics_table(groups), intent_table(groups), error_kinds_table(groups)) if t is not None]
     figures = []
     metrics = [m for m in PLOT_METRICS if any(g.mean_std(m) for g in groups)]
     if x is not None:
@@ -202,6 +204,9 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
         (plots.by_edit_type(groups, headline[0] if headline else "recall_at_1", out), "Recall per edit type of the query."),
         (plots.intent_vs_retention(groups, out),
          "Intent fidelity against visual retention of each run's top-1 image (the target scores 100 on both)."),
+        (plots.top1_kinds(groups, out), "What each run's top-1 image is: the target, an intent distractor (a "
+         "misreading of the caption), a retention distractor (the edit and one unrequested change), a topped-up group "
+         "member, or an image outside the query's group."),
         (plots.prompt_usage(groups, out), "Prompt-pool usage on the evaluation queries (seed 0)."),
         (plots.attention_shares(groups, out),
          "Attention on visual and caption tokens from the soft prompt, the task prompt and [EMB] (the paper's Figure 5); "
@@ -346,7 +351,7 @@ def write_report(results: Sequence[RunResult], out: Path, title: str, descriptio
 
 
 #: Figures this generator (or an earlier one) writes; a rebuild removes those it no longer draws.
-_FIGURE_STEMS = re.compile(r"^(recall_vs_.+|pareto|recall_by_edit_type|intent_vs_retention|prompt_usage|"
+_FIGURE_STEMS = re.compile(r"^(recall_vs_.+|pareto|recall_by_edit_type|intent_vs_retention|top1_kinds|prompt_usage|"
                            r"attention_share|retrieval_examples)$")
 
 

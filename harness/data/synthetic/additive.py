@@ -105,6 +105,16 @@ class Certificate:
     def needs_joint_reading(self) -> np.ndarray:
         return ~self.strict.any(axis=1)
 
+    def scorers(self) -> dict[str, np.ndarray]:
+        """Per query expected R@1 (0-1) of each learning-free scorer, its grid point chosen on
+        all the queries certified together (one split)."""
+        means = self.r1.mean(axis=0)
+        alpha = np.array([p[0] for p in GRID])
+        best = int(np.flatnonzero(alpha == 1)[np.argmax(means[alpha == 1])])
+        reference = int(np.flatnonzero(alpha == 0)[np.argmax(means[alpha == 0])])
+        return {"oracle": self.oracle, "best_additive": self.r1[:, best],
+                "caption_only": self.r1[:, GRID.index((1.0, 0.0, 0.0))], "reference_only": self.r1[:, reference]}
+
     def ceilings(self, mask: np.ndarray | None = None, split_grid: np.ndarray | None = None) -> dict[str, float]:
         """Learning-free R@1 (percent) over the queries in ``mask``; the best grid points are
         chosen on the rows of ``split_grid`` (the whole split) so subsets share one scorer."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from harness.data.synthetic.captions import random_caption
+from harness.data.synthetic.query import SPLIT_DIRS, SPLITS, Query, SceneRegistry
 from harness.data.synthetic.render import render_scene
 from harness.data.synthetic.scene import (
     CELLS,
@@ -43,15 +43,11 @@ from harness.data.synthetic.scene import (
     random_edit_of_type,
     random_object,
     random_scene,
-    scene_key,
     wrong_argument_edits,
 )
 from harness.paths import staged_directory
 
 GENERATOR_VERSION = 1
-SPLITS = ("train", "val", "test1")
-#: Image folder per split, as CIRR names them.
-SPLIT_DIRS = {"train": "train", "val": "dev", "test1": "test1"}
 SET_SIZE = 6
 #: Settings added with generator version 2 (left out of version 1's manifest and cache key).
 VERSION_2_FIELDS = ("version", "group_size", "held_out_share", "reference_share")
@@ -91,40 +87,6 @@ class SyntheticConfig(BaseModel):
 
     def num_queries(self, split: str) -> int:
         return {"train": self.num_train, "val": self.num_val, "test1": self.num_test}[split]
-
-
-@dataclass
-class Query:
-    """One generated query with the scenes of its images."""
-
-    pairid: int
-    reference: str
-    target: str
-    caption: str
-    edits: list[Edit]
-    members: list[str]
-    images: dict[str, Scene] = field(default_factory=dict)
-    record: dict[str, object] | None = None  # version 2: family, program, group kinds, certificate
-
-    @property
-    def edit_type(self) -> str:
-        if self.record is not None:
-            return str(self.record["family"])
-        return "compound" if len(self.edits) > 1 else self.edits[0].type
-
-
-class _SceneRegistry:
-    """Keeps every scene key used so far, so no two images share a scene graph."""
-
-    def __init__(self) -> None:
-        self.keys: set[str] = set()
-
-    def fresh(self, scene: Scene, *others: Scene) -> bool:
-        key = scene_key(scene)
-        return key not in self.keys and all(key != scene_key(o) for o in others)
-
-    def add(self, scenes: list[Scene]) -> None:
-        self.keys.update(scene_key(s) for s in scenes)
 
 
 def _draw_edits(rng: np.random.Generator, reference: Scene, compound: bool) -> list[Edit]:
@@ -184,7 +146,7 @@ def _different_base(rng: np.random.Generator, reference: Scene, edits: list[Edit
 
 
 def _generate_query(
-    rng: np.random.Generator, config: SyntheticConfig, split: str, pairid: int, set_id: int, used: _SceneRegistry
+    rng: np.random.Generator, config: SyntheticConfig, split: str, pairid: int, set_id: int, used: SceneRegistry
 ) -> Query:
     evaluation = split != "train"
     while True:
@@ -244,7 +206,7 @@ def _hard_negatives(
     config: SyntheticConfig,
     reference: Scene,
     edits: list[Edit],
-    used: _SceneRegistry,
+    used: SceneRegistry,
     chosen: list[Scene],
 ) -> list[Scene] | None:
     extras: list[Scene] = []
@@ -279,7 +241,7 @@ def generate_queries(config: SyntheticConfig) -> dict[str, list[Query]]:
 
         return generate_queries_v2(config)
     rng = np.random.default_rng([config.seed, GENERATOR_VERSION])
-    used = _SceneRegistry()
+    used = SceneRegistry()
     queries: dict[str, list[Query]] = {}
     pairid = 0
     for split in SPLITS:

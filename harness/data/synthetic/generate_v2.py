@@ -24,6 +24,7 @@ from harness.data.synthetic.additive import certify
 from harness.data.synthetic.families import CLASSIC_FAMILIES, Family
 from harness.data.synthetic.phrasing import render
 from harness.data.synthetic.programs import Program
+from harness.data.synthetic.query import SPLIT_DIRS, SPLITS, Query, SceneRegistry
 from harness.data.synthetic.reference_families import REFERENCE_FAMILIES
 from harness.data.synthetic.scene import (
     CELLS,
@@ -149,9 +150,10 @@ def cirr_set(kinds: list[str]) -> list[int]:
     return sorted(chosen)
 
 
-def certificate_of(drawn: list[Drawn], names: list[list[str]]) -> list[bool]:
-    """needs_joint_reading per query of one evaluation split, its gallery being every image of
-    the split (see ``harness.data.synthetic.additive``)."""
+def certificate_of(drawn: list[Drawn], names: list[list[str]]) -> list[dict[str, object]]:
+    """Per query of one evaluation split, its gallery being every image of the split (see
+    ``harness.data.synthetic.additive``): needs_joint_reading and each learning-free scorer's
+    expected R@1 (0-1)."""
     gallery: list[Scene] = []
     column: dict[str, int] = {}
     for query, group_names in zip(drawn, names, strict=True):
@@ -161,15 +163,15 @@ def certificate_of(drawn: list[Drawn], names: list[list[str]]) -> list[bool]:
     result = certify(references=[q.scenes[0] for q in drawn], facts=[q.facts for q in drawn],
                      targets=[column[n[1]] for n in names], expected=[q.scenes[1] for q in drawn],
                      reference_columns=[column[n[0]] for n in names], gallery=gallery)
-    return [bool(v) for v in result.needs_joint_reading]
+    scorers = result.scorers()
+    return [{"needs_joint_reading": bool(joint), "learning_free_r1": {k: round(float(v[i]), 6) for k, v in scorers.items()}}
+            for i, joint in enumerate(result.needs_joint_reading)]
 
 
 def generate_queries_v2(config) -> dict[str, list]:
     """All queries of all splits, version 2 (scene graphs only); deterministic in the seed."""
-    from harness.data.synthetic.generate import SPLIT_DIRS, SPLITS, Query, _SceneRegistry
-
     rng = np.random.default_rng([config.seed, GENERATOR_VERSION])
-    used = _SceneRegistry()
+    used = SceneRegistry()
     queries: dict[str, list[Query]] = {}
     pairid = 0
     for split in SPLITS:
@@ -181,12 +183,12 @@ def generate_queries_v2(config) -> dict[str, list]:
             position = np.argsort(rng.permutation(len(query.scenes)))  # scene i is image position[i]
             names.append([f"{SPLIT_DIRS[split]}-{set_id:05d}-img{int(p)}" for p in position])
             drawn.append(query)
-        joint = certificate_of(drawn, names) if split != "train" else [None] * len(drawn)
+        certificates = certificate_of(drawn, names) if split != "train" else [{"needs_joint_reading": None}] * len(drawn)
         queries[split] = []
-        for query, scene_names, needs_joint in zip(drawn, names, joint, strict=True):
+        for query, scene_names, certificate in zip(drawn, names, certificates, strict=True):
             order = sorted(range(len(scene_names)), key=lambda i: scene_names[i])
             record = {"family": query.family, "program": query.program.to_json(), "held_out": query.held_out,
-                      "group": {scene_names[i]: query.kinds[i] for i in order}, "needs_joint_reading": needs_joint}
+                      "group": {scene_names[i]: query.kinds[i] for i in order}, **certificate}
             queries[split].append(Query(
                 pairid=pairid, reference=scene_names[0], target=scene_names[1], caption=query.caption,
                 edits=query.edits, members=sorted(scene_names[i] for i in cirr_set(query.kinds)),
