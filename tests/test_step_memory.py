@@ -76,8 +76,12 @@ def test_micro_batches_give_the_whole_batch_step(case: str, checkpointing: bool,
     assert micro_losses == pytest.approx(plain_losses, rel=1e-5)
     # AdamW moves a weight whose gradient is ~0 by up to lr per step whatever the gradient's sign,
     # so rounding-level differences of such gradients show as weight differences below lr / 2
+    # A key projection's bias adds q.b_k to every score of a query, which softmax cancels: its true
+    # gradient is exactly 0, so AdamW turns pure rounding noise into lr-sized steps of either sign
+    # (0.55 lr apart on one 2-core VM); it is left out, the metrics below still cover the model.
     for (key, a), (_, b) in zip(plain.state_dict().items(), micro.state_dict().items(), strict=True):
-        assert torch.allclose(a.float(), b.float(), atol=PLAIN.lr / 2), key
+        if not key.endswith("k_proj.bias"):
+            assert torch.allclose(a.float(), b.float(), atol=PLAIN.lr / 2), key
     config = EvalConfig(batch_size=64, device="cpu", precision="fp32")
     assert evaluate(micro, val, config, progress=False).metrics == evaluate(plain, val, config, progress=False).metrics
 
