@@ -161,3 +161,4 @@ def test_a_v2_run_records_the_group_metrics_and_the_report_shows_them(tmp_path: 
     assert shares == pytest.approx(100.0)
     report = next((tmp_path / "out").rglob("report.md")).read_text()
     assert "## Following intent" in report and "perfect perception, no learning: best additive" in report
+    assert "Dataset `synthetic` version 2 (val split" in report

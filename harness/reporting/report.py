@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.config import flatten
-from harness.reporting.data import load_groups
+from harness.reporting.data import config_value, load_groups
 from harness.reporting.intent_sections import error_kinds_table, intent_table
 from harness.reporting.sections import (
     ablation_table,
@@ -217,7 +217,8 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     first = results[0]
     queries = first.num_queries
     seeds = sorted({r.seed for r in results})
-    setup = (f"Dataset `{first.dataset}` ({first.split} split: {queries} queries, {first.num_gallery} gallery images); "
+    version = config_value(first.config, "dataset.synthetic.version") if first.dataset == "synthetic" else None
+    setup = (f"Dataset `{first.dataset}`{f' version {version}' if version else ''} ({first.split} split: {queries} queries, {first.num_gallery} gallery images); "
              f"protocol: {first.protocol.description()}; seeds {', '.join(map(str, seeds))}. Metrics in %, mean ± std "
              f"over seeds unless marked; intervals are 95% bootstrap intervals over the {queries} queries "
              f"({RESAMPLES} resamples).")
