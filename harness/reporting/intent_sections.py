@@ -38,13 +38,16 @@ def learning_free_rows(groups: Sequence[Group], columns: Sequence[str], leading:
     return rows
 
 
+def _mean_std_cell(group: Group, metric: str) -> Cell:
+    return Cell(mean_std_text(group.values(metric)), (group.mean_std(metric) or (None,))[0])
+
+
 def intent_table(groups: Sequence[Group]) -> Table | None:
     """R@1 on all queries, the joint-reading ones and the rest, within the group, on held-out
     and on seen phrasings; mean ± std over seeds, learning-free ceilings below."""
     if not any(g.mean_std("recall_joint_at_1") for g in groups):
         return None
-    rows = [[Cell(g.label), *(Cell(mean_std_text(g.values(m)), (g.mean_std(m) or (None,))[0]) for m in INTENT_METRICS)]
-            for g in groups]
+    rows = [[Cell(g.label), *(_mean_std_cell(g, m) for m in INTENT_METRICS)] for g in groups]
     table = Table("Following intent", ["run", *(metric_title(m) for m in INTENT_METRICS)], rows, name="intent",
                   csv_header=["run", *INTENT_METRICS],
                   caption="Embedded benchmark v2, metrics in %, mean ± std over seeds. Joint = the queries a learning-free "
@@ -64,12 +67,12 @@ def error_kinds_table(groups: Sequence[Group]) -> Table | None:
     keys = ["recall_at_1", *(f"top1_{kind}" for kind in ERROR_KINDS)]
     if not any(g.mean_std("top1_intent") for g in groups):
         return None
-    rows = [[Cell(g.label), *(Cell(mean_std_text(g.values(k)), (g.mean_std(k) or (None,))[0]) for k in keys)]
-            for g in groups]
+    rows = [[Cell(g.label), *(_mean_std_cell(g, k) for k in keys)] for g in groups]
     table = Table("Top-1 errors by kind", ["run", "top-1 target", *(metric_title(k) for k in keys[1:])], rows,
                   name="error_kinds", csv_header=["run", *keys],
                   caption="Share of queries (%) whose top-1 image is the target or each kind of error, mean ± std over "
-                  "seeds; a row sums to 100 where the protocol leaves the reference out of the ranking (as CIRR's). Intent = a misreading of the caption (wrong argument, wrong subject, the "
-                  "family's natural misreading); retention = the requested edit with one unrequested change; topped-up = "
+                  "seeds; a row sums to 100 where the protocol leaves the reference out of the ranking (as CIRR's). "
+                  "Intent = a misreading of the caption (wrong argument, wrong subject, the family's natural "
+                  "misreading); retention = the requested edit with one unrequested change; topped-up = "
                   "a random edit added where a group had too few distractors; elsewhere = outside the query's group.")
     return table.mark_best({1: "max", **{2 + i: "min" for i in range(len(ERROR_KINDS))}})

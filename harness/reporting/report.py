@@ -218,7 +218,8 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     queries = first.num_queries
     seeds = sorted({r.seed for r in results})
     version = config_value(first.config, "dataset.synthetic.version") if first.dataset == "synthetic" else None
-    setup = (f"Dataset `{first.dataset}`{f' version {version}' if version else ''} ({first.split} split: {queries} queries, {first.num_gallery} gallery images); "
+    named = f"`{first.dataset}`" + (f" version {version}" if version else "")
+    setup = (f"Dataset {named} ({first.split} split: {queries} queries, {first.num_gallery} gallery images); "
              f"protocol: {first.protocol.description()}; seeds {', '.join(map(str, seeds))}. Metrics in %, mean ± std "
              f"over seeds unless marked; intervals are 95% bootstrap intervals over the {queries} queries "
              f"({RESAMPLES} resamples).")
