@@ -61,6 +61,33 @@ def annotate(split: CIRSplit, triplets: Sequence[Triplet], rankings: list[dict[s
     return True
 
 
+def rescored(split: CIRSplit, triplets: Sequence[Triplet], entries: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The group metrics of saved rankings, from their ``top`` lists and the split's records
+    alone (``harness score``): a query's group rank is the count of its group members ranked
+    above the target, known when the target is in ``top`` or a member is; recall_group_at_1
+    is left out when some query's is not known (neither is in ``top``). {} without records."""
+    found = records(split)
+    if found is None or not split.has_targets:
+        return {}
+    fresh = []
+    for triplet, entry in zip(triplets, entries, strict=True):
+        record = found.get(triplet.pairid)
+        if record is None or record.get("needs_joint_reading") is None:
+            continue
+        top = list(entry["top"])
+        members = {name for name in record["group"] if name not in (triplet.reference, triplet.target)}
+        position = top.index(triplet.target) if triplet.target in top else len(top)
+        above = sum(name in members for name in top[:position])
+        known = position < len(top) or above > 0
+        fresh.append({"target_rank": position, "needs_joint_reading": bool(record["needs_joint_reading"]),
+                      "held_out": bool(record["held_out"]), "group_rank": above if known else None,
+                      "top1_kind": record["group"].get(top[0], "elsewhere") if top else "elsewhere"})
+    metrics = group_metrics(fresh)
+    if any(e["group_rank"] is None for e in fresh):
+        metrics.pop("recall_group_at_1", None)
+    return metrics
+
+
 def _mean(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None

@@ -23,6 +23,7 @@ import torch
 
 from harness.data.triplet import CIRSplit
 from harness.errors import HarnessError
+from harness.group_metrics import rescored
 from harness.protocol import EvalConfig, metrics_from_ranks
 
 
@@ -60,7 +61,10 @@ def score(entries: Iterable[dict[str, Any]], split: CIRSplit, config: EvalConfig
         raise HarnessError("the rankings have neither 'top' nor 'subset_top' lists", file=file,
                            fix="give a rankings.jsonl.gz or a submission file")
     top_names = [e["top"] for e in entries] if ranks is not None else None
-    return metrics_from_ranks(config, triplets, ranks, subset, top_names, bool(split.galleries))
+    metrics, by_category = metrics_from_ranks(config, triplets, ranks, subset, top_names, bool(split.galleries))
+    if ranks is not None:
+        metrics |= rescored(split, triplets, entries)  # the embedded benchmark v2's group metrics
+    return metrics, by_category
 
 
 def _position(ranked: list[str], name: str | None) -> int:

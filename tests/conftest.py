@@ -13,7 +13,7 @@ from harness.data.synthetic.generate import SyntheticConfig, write_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"  # real annotation files (sources and licences in its README)
-TINY = SyntheticConfig(seed=3, num_train=192, num_val=64, num_test=16)
+TINY = SyntheticConfig(seed=3, num_train=192, num_val=64, num_test=16, version=1)
 #: A small version-2 benchmark, large enough for its ceilings to be measured.
 V2 = SyntheticConfig(seed=3, num_train=150, num_val=200, num_test=120, version=2)
 

@@ -11,7 +11,7 @@ import pytest
 
 from harness.data.cirr import load_cirr_split
 from harness.data.triplet import CIRSplit
-from harness.group_metrics import annotate, group_metrics, learning_free, records
+from harness.group_metrics import annotate, group_metrics, learning_free, records, rescored
 from harness.results import RunResult
 
 
@@ -68,6 +68,20 @@ def test_joint_and_rest_split_the_queries_as_the_certificate_says(v2_benchmark: 
     metrics = _rank(split, lambda record, t: t.target if t.pairid in joint else "elsewhere")
     assert metrics["recall_joint_at_1"] == 100.0 and metrics["recall_rest_at_1"] == 0.0
     assert 0 < len(joint) < len(split.triplets)
+
+
+def test_rescoring_from_top_lists_gives_the_evaluation_s_group_metrics(v2_benchmark: Path):
+    split = _split(v2_benchmark)
+    found = records(split)
+    assert found is not None
+    # top-1 an intent distractor where there is one, then the target: group rank 1, else 0
+    tops = [[d, t.target] if (d := _first(found[t.pairid], "intent")) else [t.target] for t in split.triplets]
+    evaluated = _rank(split, lambda record, t: _first(record, "intent") or t.target)
+    again = rescored(split, split.triplets, [{"pairid": t.pairid, "top": top} for t, top in zip(split.triplets, tops)])
+    assert again == pytest.approx(evaluated)
+    # neither the target nor a group member kept: the group rank is unknown, so R@1 in the group is left out
+    lost = rescored(split, split.triplets, [{"pairid": t.pairid, "top": ["x"]} for t in split.triplets])
+    assert "recall_group_at_1" not in lost and lost["top1_elsewhere"] == 100.0 and lost["recall_joint_at_1"] == 0.0
 
 
 def test_learning_free_rows_come_from_the_recorded_certificates(v2_benchmark: Path):

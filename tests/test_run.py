@@ -30,7 +30,7 @@ def test_run_writes_results_config_rankings_and_table(finished):
         result = read_result(run / "result.json")
         assert result.run_id == run.name
         assert {"recall_at_1", "recall_at_50", "recall_subset_at_1", "avg"} <= set(result.metrics)
-        assert result.num_queries == 40 and result.num_gallery == 40 * 9
+        assert result.num_queries == 40 and result.num_gallery == 40 * 16  # version 2: 16-image groups
         assert result.train["steps"] == 2 * (160 // 32)
         assert result.environment["packages"]["torch"] and result.environment["hardware"]["cpu_cores"]
         assert result.timings["query_encode_ms_per_query"] > 0
@@ -143,7 +143,7 @@ def test_run_writes_a_report_with_table_and_plot(finished):
     assert "| image_only | 0 |" in text and "Machine:" in text
     assert "Findings (generated" in text and "R@1, best first: " in text  # two methods, one setting each: ranked
     assert "against **image_only**" in text and "## Statistics over queries" in text and "## Efficiency" in text
-    stems = {"pareto", "recall_by_edit_type", "intent_vs_retention", "retrieval_examples"}
+    stems = {"pareto", "recall_by_edit_type", "intent_vs_retention", "retrieval_examples", "top1_kinds"}  # v2: error kinds
     assert {p.stem for p in report.glob("*.png")} == stems == {p.stem for p in report.glob("*.pdf")}
     assert all((report / f"{stem}.png").read_bytes()[:4] == b"\x89PNG" for stem in stems)
     assert (report / "results.csv").read_text().count("\n") == 3

@@ -54,7 +54,7 @@ def test_version_1_settings_leave_out_version_2_fields():
     from harness.config import RunConfig
     from harness.data.datasets import synthetic_key
 
-    v1 = SyntheticConfig()
+    v1 = SyntheticConfig(version=1)
     assert "version" not in v1.settings() and "group_size" not in v1.settings()
     assert synthetic_key(v1) == synthetic_key(v1.model_copy(update={"group_size": 20}))  # irrelevant to version 1
     assert synthetic_key(v1) != synthetic_key(v1.model_copy(update={"version": 2}))

@@ -67,8 +67,8 @@ class SyntheticConfig(BaseModel):
     compound_share: float = Field(0.25, ge=0.0, le=1.0, description="share of two-edit queries")
     reference_negatives: int = Field(2, ge=0, le=8, description="eval splits: extra scenes one edit from the reference")
     caption_negatives: int = Field(1, ge=0, le=4, description="eval splits: the caption's edit on a different base")
-    version: int = Field(1, ge=1, le=2, description="generator version: 1 (the first benchmark, kept byte-identical) "
-                         "or 2 (reference-dependent families, recorded distractors, certificates)")
+    version: int = Field(2, ge=1, le=2, description="generator version: 2 (reference-dependent families, recorded "
+                         "distractors, certificates; the default) or 1 (the first benchmark, kept byte-identical)")
     group_size: int = Field(16, ge=6, le=24, description="version 2: images per val/test1 query group "
                             "(reference, target, intent and retention distractors)")
     held_out_share: float = Field(0.3, ge=0.0, le=1.0, description="version 2: share of val/test1 captions "
