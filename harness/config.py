@@ -140,9 +140,14 @@ class ReportConfig(BaseModel):
 ID_NEUTRAL: tuple[str, ...] = (
     "train.keep_checkpoint", "train.checkpoint_every", "train.micro_batch_size", "train.gradient_checkpointing",
     "method.params.backbone.attn_implementation", "eval.gallery_on_disk")
-#: dotted paths of settings added after run ids were first given out, with their defaults: left
-#: out of a run id while at the default, so the runs made before keep their ids (and results)
-ID_LATER: dict[str, Any] = {"train.group_lr": {}, "dataset.resize": "squash"}
+#: dotted paths of settings added after run ids were first given out, with the value that does what
+#: the code did before them (their default, or for CIR-LVLM's instruction order and LM adaptation
+#: the earlier behaviour, now selectable): left out of a run id at that value, so the runs made
+#: before keep their ids (and results)
+ID_LATER: dict[str, Any] = {"train.group_lr": {}, "dataset.resize": "squash",
+                            "method.params.instruction_order": "task_first",
+                            "method.params.backbone.lm_adaptation": "full",
+                            "method.params.backbone.lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

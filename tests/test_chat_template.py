@@ -47,8 +47,8 @@ def test_qwen_reads_its_instruction_in_a_user_turn_with_the_image_between_vision
     for captions in (["make the triangle larger"], None):  # query, then target
         layout = _segments(method, captions)
         order = sorted(layout, key=lambda name: layout[name][0])
-        expected = ["chat_head", "task", "vision_open", "image", "vision_close", *(["caption"] if captions else []),
-                    *(["soft_prompt"] if captions else []), "chat_tail", "embedding"]
+        expected = ["chat_head", "vision_open", "image", "vision_close", *(["caption"] if captions else []), "task",
+                    *(["soft_prompt"] if captions else []), "chat_tail", "embedding"]  # the paper's order
         assert order == expected
         assert layout["embedding"][1] == max(end for _, end in layout.values())  # [EMB] opens the answer
     # the frame is what the model reads: switching it off changes the embedding

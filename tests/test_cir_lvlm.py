@@ -42,26 +42,32 @@ def _layout(method, captions=CAPTIONS):
     return inputs, mask, layout
 
 
-def test_default_query_layout():
+def test_default_query_layout_is_task_input_task_prompt_soft_prompt_emb():
     method = _method()
     inputs, mask, layout = _layout(method)
-    task_words = len(method.params.query_task_prompt.split())
-    assert layout["task"] == (0, 1 + task_words)  # [BOS] + the task prompt
+    assert list(layout) == ["bos", "image", "caption", "task", "soft_prompt", "embedding"]  # the seed's Figure 3
+    assert layout["bos"] == (0, 1)
     assert layout["image"][1] - layout["image"][0] == 6  # one token per learnable query
     assert layout["caption"][1] - layout["caption"][0] == 9  # padded to the longest caption
+    assert layout["task"][1] - layout["task"][0] == len(method.params.query_task_prompt.split())
     assert layout["soft_prompt"][1] - layout["soft_prompt"][0] == 4  # top-1 prompt of length 4
     assert layout["embedding"] == (inputs.shape[1] - 1, inputs.shape[1])  # [EMB] last
     caption = slice(*layout["caption"])
     assert mask[0, caption].tolist() == [1] * 4 + [0] * 5 and mask[1, caption].sum() == 9
 
 
+def test_task_first_order_stays_selectable():
+    _, _, layout = _layout(_method(instruction_order="task_first"))
+    assert list(layout) == ["bos", "task", "image", "caption", "soft_prompt", "embedding"]
+
+
 def test_target_layout_has_its_own_task_prompt_and_no_caption():
     method = _method()
     with torch.no_grad():
         inputs, _, layout, _ = method.build_inputs(IMAGES, None)
-    assert "caption" not in layout and "soft_prompt" not in layout
-    assert layout["task"] == (0, 1 + len(method.params.target_task_prompt.split()))
-    assert not torch.equal(method._task_ids["query"][: layout["task"][1]], method._task_ids["target"])
+    assert list(layout) == ["bos", "image", "task", "embedding"]
+    assert layout["task"][1] - layout["task"][0] == len(method.params.target_task_prompt.split())
+    assert method._task_ids["query"] != method._task_ids["target"]
     with_prompt = _method(target_soft_prompt=True)
     with torch.no_grad():
         _, _, layout, _ = with_prompt.build_inputs(IMAGES, None)
@@ -71,7 +77,6 @@ def test_target_layout_has_its_own_task_prompt_and_no_caption():
 @pytest.mark.parametrize(
     ("params", "segment", "length"),
     [
-        ({"task_prompt": False}, "task", 1),  # only [BOS] left
         ({"prompt_length": 7}, "soft_prompt", 7),
         ({"top_k": 3, "pool_size": 5}, "soft_prompt", 12),
         ({"soft_prompt": "universal", "pool_size": 20}, "soft_prompt", 4),
@@ -83,10 +88,19 @@ def test_variant_flags_change_the_input(params, segment, length):
     assert layout[segment][1] - layout[segment][0] == length
 
 
-def test_soft_prompt_off_removes_it():
-    _, _, layout = _layout(_method(soft_prompt="off"))
-    assert "soft_prompt" not in layout
-    assert list(layout) == ["task", "image", "caption", "embedding"]
+def test_task_prompt_off_and_soft_prompt_off_remove_them():
+    assert list(_layout(_method(task_prompt=False))[2]) == ["bos", "image", "caption", "soft_prompt", "embedding"]
+    assert list(_layout(_method(soft_prompt="off"))[2]) == ["bos", "image", "caption", "task", "embedding"]
+
+
+def test_task_prompt_attends_to_the_task_input_in_the_paper_order_only():
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        paper = _method().diagnostics(images, CAPTIONS)["attention_share"]
+        first = _method(instruction_order="task_first").diagnostics(images, CAPTIONS)["attention_share"]
+    assert paper["task"]["image"] > 0.01 and paper["task"]["caption"] > 0.01  # Figure 5's hard-prompt bar
+    assert first["task"] == {"image": 0.0, "caption": 0.0}  # causal attention: it comes before both
+    assert paper["soft_prompt"]["image"] > 0.01 and paper["soft_prompt"]["caption"] > 0.01
 
 
 def test_universal_prompt_has_one_prompt_and_no_key_loss():
@@ -154,6 +168,54 @@ def saved_backbones(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     return {"root": root, "vision": root / "vision", "language": root / "language", "llava": root / "llava"}
 
 
+def _trained(split, adaptation: str) -> tuple[object, dict[str, torch.Tensor]]:
+    """A tiny CIR-LVLM under ``adaptation`` and its LM weights before 4 training steps."""
+    torch.manual_seed(0)
+    context = MethodContext(64, [t.caption for t in split.triplets], train_split=split, dataset_key="tiny")
+    method = build_method("cir_lvlm", {"backbone": {**TINY, "patch_size": 16, "lm_adaptation": adaptation,
+                                                    "freeze_vision": True},
+                                       "stage0": {"enabled": False}, "embed_dim": 16,
+                                       "connector": {"num_queries": 4, "heads": 2}}, context)
+    before = {name: tensor.detach().clone() for name, tensor in method.language_model.named_parameters()}
+    train(method, split, TrainConfig(epochs=1, max_steps=4, batch_size=8, checkpoint=False), seed=0, progress=False)
+    return method, before
+
+
+def test_lora_trains_only_adapters_prompts_connector_and_head(tiny_benchmark: Path):
+    method, before = _trained(load_cirr_split(tiny_benchmark, "train"), "lora")
+    trainable = [name for name, p in method.named_parameters() if p.requires_grad]
+    lm = [name for name in trainable if name.startswith("language_model.")]
+    assert lm and all(".lora_A." in name or ".lora_B." in name for name in lm)
+    assert {name.split(".")[0] for name in trainable} == {"language_model", "connector", "pool", "head",
+                                                          "embedding_row"}
+    for name, tensor in method.language_model.named_parameters():
+        if "lora_" not in name:  # base weights as they were; B starts at zero, so A and B must have moved
+            assert torch.equal(tensor, before[name]), name
+    assert any(not torch.equal(t, before[n]) for n, t in method.language_model.named_parameters() if "lora_B" in n)
+
+
+def test_frozen_leaves_the_language_model_bitwise_unchanged(tiny_benchmark: Path):
+    method, before = _trained(load_cirr_split(tiny_benchmark, "train"), "frozen")
+    assert not any(p.requires_grad for p in method.language_model.parameters())
+    assert all(torch.equal(t, before[n]) for n, t in method.language_model.named_parameters())
+    trainable = {name.split(".")[0] for name, p in method.named_parameters() if p.requires_grad}
+    assert trainable == {"connector", "pool", "head", "embedding_row"}
+
+
+def test_full_trains_every_language_model_weight(tiny_benchmark: Path):
+    method, before = _trained(load_cirr_split(tiny_benchmark, "train"), "full")
+    assert all(p.requires_grad for p in method.language_model.parameters())
+    assert not torch.equal(method.language_model.get_parameter("layers.0.mlp.down_proj.weight"),
+                           before["layers.0.mlp.down_proj.weight"])
+
+
+def test_lora_targets_that_name_nothing_are_refused():
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="lora_targets"):
+        _method(backbone={**TINY, "lora_targets": ["no_such_proj"]})
+
+
 def _pretrained(backbone: dict, **params):
     torch.manual_seed(0)
     return build_method("cir_lvlm", {"backbone": {"source": "pretrained", **backbone}, "embed_dim": 16,
@@ -163,7 +225,7 @@ def _pretrained(backbone: dict, **params):
 
 def test_pretrained_directories_load_back_with_their_weights(saved_backbones):
     method = _pretrained({"vision_dir": str(saved_backbones["vision"]), "language_dir": str(saved_backbones["language"]),
-                          "lora_rank": 0})
+                          "lm_adaptation": "full"})
     saved_vision = CLIPVisionModel.from_pretrained(saved_backbones["vision"])
     saved_language = LlamaForCausalLM.from_pretrained(saved_backbones["language"])
     name, tensor = next(iter(saved_vision.state_dict().items()))

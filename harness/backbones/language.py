@@ -2,7 +2,7 @@
 
     lm = tiny_language_model(params, tokenizer)                  # LlamaForCausalLM / Qwen2ForCausalLM
     lm, tokenizer = language_model_from_directory("/models/lm")  # AutoModelForCausalLM + AutoTokenizer
-    lm = with_lora(lm, params)                                  # peft LoRA on attention projections only
+    lm = adapted(lm, params)                                    # full, LoRA adapters only, or frozen
 
 The LVLM methods feed the LM ``inputs_embeds`` and read hidden states; the LM head is only
 used by stage 0 (describe the image), and its weights are tied to the input embeddings.
@@ -10,6 +10,7 @@ used by stage 0 (describe the image), and its weights are tied to the input embe
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from torch import nn
@@ -27,9 +28,13 @@ from harness.backbones.loading import pretrained_model
 from harness.backbones.params import BackboneParams
 from harness.errors import HarnessError
 
-#: LoRA targets: attention projections of the language model only. A regex, because the
-#: vision tower also has q_proj / k_proj / v_proj modules (docs/sources.md).
-LORA_TARGET = r"^(?!.*vision).*\.(q_proj|k_proj|v_proj|o_proj)$"
+
+
+def lora_target(modules: list[str]) -> str:
+    """The peft target regex for ``modules`` of the language model only: the vision tower also
+    has q_proj / k_proj / v_proj modules (docs/sources.md)."""
+    names = "|".join(re.escape(name) for name in modules)
+    return rf"^(?!.*vision).*\.({names})$"
 
 
 def tiny_language_model(params: BackboneParams, tokenizer: PreTrainedTokenizerBase) -> nn.Module:
@@ -70,10 +75,25 @@ def decoder(language_model: nn.Module) -> nn.Module:
 
 
 def with_lora(language_model: nn.Module, params: BackboneParams) -> nn.Module:
-    """Wrap the LM with LoRA adapters on its attention projections (peft); other LM weights
-    are frozen. Returns the peft model."""
+    """Wrap the LM with LoRA adapters on ``params.lora_targets`` (peft); every other LM weight
+    is frozen. Returns the peft model."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
-                        target_modules=LORA_TARGET)
-    return get_peft_model(language_model, config)
+                        target_modules=lora_target(params.lora_targets))
+    try:
+        return get_peft_model(language_model, config)
+    except ValueError:  # peft's NoMatchingPeftModuleError
+        raise HarnessError(f"no module of the language model is named {params.lora_targets}",
+                           field="method.params.backbone.lora_targets",
+                           fix="name its projections, e.g. q_proj, v_proj") from None
+
+
+def adapted(language_model: nn.Module, params: BackboneParams) -> nn.Module:
+    """The LM as ``params.lm_adaptation`` trains it: every weight (full), LoRA adapters only
+    (lora), or nothing (frozen)."""
+    if params.lm_adaptation == "full":
+        return language_model
+    for tensor in language_model.parameters():
+        tensor.requires_grad_(False)
+    return with_lora(language_model, params) if params.lm_adaptation == "lora" else language_model

@@ -7,8 +7,11 @@ Composed Image Retrieval", arXiv 2412.11087 | assumes: everything marked below a
 One LVLM encodes both sides in a single forward pass each, guided by a hybrid intent
 instruction:
 
-    query : [BOS] [task prompt (query)]  [visual prompt tokens of the reference] [caption] [soft prompt] [EMB]
-    target: [BOS] [task prompt (target)] [visual prompt tokens of the candidate] ([soft prompt]) [EMB]
+    query : [BOS] [visual prompt tokens of the reference] [caption] [task prompt (query)]  [soft prompt] [EMB]
+    target: [BOS] [visual prompt tokens of the candidate]           [task prompt (target)] ([soft prompt]) [EMB]
+
+the order of the seed's Figure 3 (task input, task prompt, instance-specific soft prompt);
+``instruction_order: task_first`` puts the task prompt right after [BOS] instead.
 
 The visual prompt tokens come from a connector (learnable queries by default, as the paper
 describes); the soft prompt is picked per instance from a learnable prompt pool. The
@@ -36,10 +39,10 @@ from transformers import AutoModelForImageTextToText, AutoTokenizer
 
 from harness.backbones.loading import pretrained_model
 from harness.backbones.language import (
+    adapted,
     decoder,
     language_model_from_directory,
     tiny_language_model,
-    with_lora,
 )
 from harness.backbones.params import BackboneParams
 from harness.stage0 import Stage0Params, Stage0Request, ensure_stage0
@@ -76,6 +79,11 @@ class CIRLVLMParams(MethodParams):
     connector: ConnectorParams = Field(default_factory=ConnectorParams, description="vision -> visual prompt tokens")
     stage0: Stage0Params = Field(default_factory=Stage0Params, description="warm start of tiny backbones")
     task_prompt: bool = Field(True, description="task-level instruction on (query/target wording differs)")
+    instruction_order: Literal["paper", "task_first"] = Field(
+        "paper", description="paper: task input (visual prompt tokens, caption) -> task prompt -> soft prompt -> [EMB], "
+        "the order of the seed's Figure 3, whose Figure 5 measures the task prompt's attention to the task input (under "
+        "causal attention only a prompt after the input can attend to it); task_first: the task prompt before the "
+        "image (this harness's layout before issue 18, kept selectable)")
     soft_prompt: Literal["pool", "universal", "off"] = Field("pool", description="instance-specific pool, one universal prompt, or none")
     pool_size: int = Field(10, ge=1, description="prompts in the pool (NOT FOUND; L2P uses 10)")
     prompt_length: int = Field(4, ge=1, description="tokens per prompt (NOT FOUND; the prototype used 4, docs/assumptions.md; L2P uses 5)")
@@ -133,10 +141,7 @@ class CIRLVLM(CIRMethod):
         added = self._ensure_vocabulary([params.query_task_prompt, params.target_task_prompt, EMBEDDING_TOKEN])
         self.embedding_token_id = self.tokenizer.convert_tokens_to_ids(EMBEDDING_TOKEN)
         self.chat = chat_frame(self.tokenizer, params.chat_template, *self._chat_source)
-        if params.backbone.source == "pretrained" and params.backbone.lora_rank > 0:
-            for tensor in self.language_model.parameters():
-                tensor.requires_grad_(False)
-            self.language_model = with_lora(self.language_model, params.backbone)
+        self.language_model = adapted(self.language_model, params.backbone)
         self.embedding_row = self._trainable_embedding_row(vocabulary if EMBEDDING_TOKEN in added else None)
         self.pool: PromptPool | None = None
         self._whole_batch_moments: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -158,6 +163,7 @@ class CIRLVLM(CIRMethod):
             tensor.requires_grad_(not params.backbone.vision_frozen(warm_started=params.stage0.enabled))
         self._task_ids = {side: self._token_ids(text) for side, text in
                           (("query", params.query_task_prompt), ("target", params.target_task_prompt))}
+        self._bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None and self.chat is None else []
 
     # ------------------------------------------------------------------ construction
 
@@ -263,11 +269,9 @@ class CIRLVLM(CIRMethod):
                  else table[self.embedding_token_id].float())
         return nn.Parameter(start.detach().clone())
 
-    def _token_ids(self, text: str) -> torch.Tensor:
-        """The task prompt's ids, after BOS unless a chat frame's head carries it."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None and self.chat is None else []
-        return torch.tensor(bos + ids if self.params.task_prompt else bos, dtype=torch.long)
+    def _token_ids(self, text: str) -> list[int]:
+        """The task prompt's ids (none when the task prompt is off)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if self.params.task_prompt else []
 
     # ------------------------------------------------------------------ input assembly
 
@@ -301,8 +305,10 @@ class CIRLVLM(CIRMethod):
         visual = self._visual_prompt_tokens(images)
         chat = self.chat
         segments: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+        task_first = self.params.instruction_order == "task_first"
         self._add_tokens(segments, "chat_head", chat.head if chat else [], batch)
-        self._add_tokens(segments, "task", self._task_ids[side].tolist(), batch)
+        self._add_tokens(segments, "bos", self._bos, batch)  # after the head: a chat frame's head carries its own
+        self._add_tokens(segments, "task", self._task_ids[side] if task_first else [], batch)
         self._add_tokens(segments, "vision_open", chat.vision_open if chat else [], batch)
         segments.append(("image", visual, torch.ones(visual.shape[:2], device=device)))
         self._add_tokens(segments, "vision_close", chat.vision_close if chat else [], batch)
@@ -310,6 +316,7 @@ class CIRLVLM(CIRMethod):
         if captions is not None:
             caption_embeds, caption_mask = self._caption_embeds(captions)
             segments.append(("caption", caption_embeds, caption_mask))
+        self._add_tokens(segments, "task", [] if task_first else self._task_ids[side], batch)
         key_loss = torch.zeros(batch, device=device)
         if self.pool is not None and (side == "query" or self.params.target_soft_prompt):
             raw = self._raw_selection(visual, caption_embeds, caption_mask)
@@ -456,7 +463,8 @@ class CIRLVLM(CIRMethod):
         """Where the prompts attend, as the paper's Figure 5 shows it: for the soft prompt, the
         task prompt and the [EMB] token, the attention weight summed over the visual prompt
         tokens and over the caption tokens, averaged over heads, layers, prompt tokens and
-        queries. In this layout the task prompt comes first, so under causal attention it
+        queries. In the paper's order both prompts follow the task input; with
+        ``instruction_order: task_first`` the task prompt comes first, so under causal attention it
         cannot see either (its shares are 0 by construction, and reported so)."""
         if not captions:
             return {}
