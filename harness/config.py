@@ -146,8 +146,8 @@ ID_NEUTRAL: tuple[str, ...] = (
 #: before keep their ids (and results)
 ID_LATER: dict[str, Any] = {"train.group_lr": {}, "dataset.resize": "squash",
                             "method.params.instruction_order": "task_first",
-                            "method.params.backbone.lm_adaptation": "full",
-                            "method.params.backbone.lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+                            "method.params.lm_adaptation": "full",
+                            "method.params.lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

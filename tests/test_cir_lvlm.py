@@ -172,8 +172,7 @@ def _trained(split, adaptation: str) -> tuple[object, dict[str, torch.Tensor]]:
     """A tiny CIR-LVLM under ``adaptation`` and its LM weights before 4 training steps."""
     torch.manual_seed(0)
     context = MethodContext(64, [t.caption for t in split.triplets], train_split=split, dataset_key="tiny")
-    method = build_method("cir_lvlm", {"backbone": {**TINY, "patch_size": 16, "lm_adaptation": adaptation,
-                                                    "freeze_vision": True},
+    method = build_method("cir_lvlm", {"backbone": {**TINY, "patch_size": 16, "freeze_vision": True}, "lm_adaptation": adaptation,
                                        "stage0": {"enabled": False}, "embed_dim": 16,
                                        "connector": {"num_queries": 4, "heads": 2}}, context)
     before = {name: tensor.detach().clone() for name, tensor in method.language_model.named_parameters()}
@@ -213,7 +212,7 @@ def test_lora_targets_that_name_nothing_are_refused():
     from harness.errors import HarnessError
 
     with pytest.raises(HarnessError, match="lora_targets"):
-        _method(backbone={**TINY, "lora_targets": ["no_such_proj"]})
+        _method(lora_targets=["no_such_proj"])
 
 
 def _pretrained(backbone: dict, **params):
@@ -224,8 +223,8 @@ def _pretrained(backbone: dict, **params):
 
 
 def test_pretrained_directories_load_back_with_their_weights(saved_backbones):
-    method = _pretrained({"vision_dir": str(saved_backbones["vision"]), "language_dir": str(saved_backbones["language"]),
-                          "lm_adaptation": "full"})
+    method = _pretrained({"vision_dir": str(saved_backbones["vision"]), "language_dir": str(saved_backbones["language"])},
+                         lm_adaptation="full")
     saved_vision = CLIPVisionModel.from_pretrained(saved_backbones["vision"])
     saved_language = LlamaForCausalLM.from_pretrained(saved_backbones["language"])
     name, tensor = next(iter(saved_vision.state_dict().items()))

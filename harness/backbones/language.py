@@ -2,7 +2,7 @@
 
     lm = tiny_language_model(params, tokenizer)                  # LlamaForCausalLM / Qwen2ForCausalLM
     lm, tokenizer = language_model_from_directory("/models/lm")  # AutoModelForCausalLM + AutoTokenizer
-    lm = adapted(lm, params)                                    # full, LoRA adapters only, or frozen
+    lm = adapted(lm, params, "lora", ["q_proj", "v_proj"])          # full, LoRA adapters only, or frozen
 
 The LVLM methods feed the LM ``inputs_embeds`` and read hidden states; the LM head is only
 used by stage 0 (describe the image), and its weights are tied to the input embeddings.
@@ -74,26 +74,26 @@ def decoder(language_model: nn.Module) -> nn.Module:
     return getattr(language_model, "model", language_model)
 
 
-def with_lora(language_model: nn.Module, params: BackboneParams) -> nn.Module:
-    """Wrap the LM with LoRA adapters on ``params.lora_targets`` (peft); every other LM weight
-    is frozen. Returns the peft model."""
+def with_lora(language_model: nn.Module, params: BackboneParams, targets: list[str]) -> nn.Module:
+    """Wrap the LM with LoRA adapters on the modules named ``targets`` (peft); every other LM
+    weight is frozen. Returns the peft model."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
-                        target_modules=lora_target(params.lora_targets))
+                        target_modules=lora_target(targets))
     try:
         return get_peft_model(language_model, config)
     except ValueError:  # peft's NoMatchingPeftModuleError
-        raise HarnessError(f"no module of the language model is named {params.lora_targets}",
-                           field="method.params.backbone.lora_targets",
+        raise HarnessError(f"no module of the language model is named {targets}",
+                           field="method.params.lora_targets",
                            fix="name its projections, e.g. q_proj, v_proj") from None
 
 
-def adapted(language_model: nn.Module, params: BackboneParams) -> nn.Module:
-    """The LM as ``params.lm_adaptation`` trains it: every weight (full), LoRA adapters only
-    (lora), or nothing (frozen)."""
-    if params.lm_adaptation == "full":
+def adapted(language_model: nn.Module, params: BackboneParams, adaptation: str, targets: list[str]) -> nn.Module:
+    """The LM as ``adaptation`` trains it: every weight (full), LoRA adapters on ``targets``
+    only (lora, rank and alpha from ``params``), or nothing (frozen)."""
+    if adaptation == "full":
         return language_model
     for tensor in language_model.parameters():
         tensor.requires_grad_(False)
-    return with_lora(language_model, params) if params.lm_adaptation == "lora" else language_model
+    return with_lora(language_model, params, targets) if adaptation == "lora" else language_model

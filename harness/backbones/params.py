@@ -30,18 +30,9 @@ class BackboneParams(BaseModel):
     vision_dir: str | None = Field(None, description="pretrained: CLIP/SigLIP checkpoint directory")
     language_dir: str | None = Field(None, description="pretrained: causal LM directory (with tokenizer)")
     lvlm_dir: str | None = Field(None, description="pretrained: one LLaVA-, Qwen2-VL- or Qwen2.5-VL-style checkpoint directory (with tokenizer)")
-    lm_adaptation: Literal["full", "lora", "frozen"] = Field(
-        "lora", description="how the language model adapts to the CIR task, tiny and pretrained alike: lora (adapters on "
-        "its projections, every LM weight frozen; the recipe of LVLM-for-CIR work: TRACE and ReCALL put LoRA on the LLM "
-        "with the vision tower frozen), full (every LM weight trains) or frozen (none; only connector, prompts, [EMB] "
-        "and head train)")
-    lora_rank: int = Field(8, ge=1, description="LoRA rank (lm_adaptation: lora); ReCALL uses 16 on Qwen2.5-VL-7B")
+    lora_rank: int = Field(8, ge=1, description="LoRA rank on the LM (a CIR-LVLM with lm_adaptation: lora); ReCALL uses 16 on Qwen2.5-VL-7B")
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_targets: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        description="names of the LM modules that get LoRA adapters (the vision tower's never do); default the "
-        "attention projections, an assumption (neither TRACE nor ReCALL names its targets)")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
         None, description="attention kernel of every transformers model of the method (flash_attention_2 needs the "
         "flash-attn package and a GPU); null: transformers' default (SDPA where it applies). Not part of the run id")

@@ -79,6 +79,15 @@ class CIRLVLMParams(MethodParams):
     connector: ConnectorParams = Field(default_factory=ConnectorParams, description="vision -> visual prompt tokens")
     stage0: Stage0Params = Field(default_factory=Stage0Params, description="warm start of tiny backbones")
     task_prompt: bool = Field(True, description="task-level instruction on (query/target wording differs)")
+    lm_adaptation: Literal["full", "lora", "frozen"] = Field(
+        "lora", description="how the language model adapts to the CIR task, tiny and pretrained alike: lora (adapters on "
+        "its projections, every LM weight frozen; the recipe of LVLM-for-CIR work: TRACE and ReCALL put LoRA on the LLM "
+        "with the vision tower frozen), full (every LM weight trains) or frozen (none; only connector, prompts, [EMB] "
+        "and head train)")
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="names of the LM modules that get LoRA adapters (the vision tower's never do); default the "
+        "attention projections, an assumption (neither TRACE nor ReCALL names its targets)")
     instruction_order: Literal["paper", "task_first"] = Field(
         "paper", description="paper: task input (visual prompt tokens, caption) -> task prompt -> soft prompt -> [EMB], "
         "the order of the seed's Figure 3, whose Figure 5 measures the task prompt's attention to the task input (under "
@@ -141,7 +150,7 @@ class CIRLVLM(CIRMethod):
         added = self._ensure_vocabulary([params.query_task_prompt, params.target_task_prompt, EMBEDDING_TOKEN])
         self.embedding_token_id = self.tokenizer.convert_tokens_to_ids(EMBEDDING_TOKEN)
         self.chat = chat_frame(self.tokenizer, params.chat_template, *self._chat_source)
-        self.language_model = adapted(self.language_model, params.backbone)
+        self.language_model = adapted(self.language_model, params.backbone, params.lm_adaptation, params.lora_targets)
         self.embedding_row = self._trainable_embedding_row(vocabulary if EMBEDDING_TOKEN in added else None)
         self.pool: PromptPool | None = None
         self._whole_batch_moments: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
