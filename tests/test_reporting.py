@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.reporting.stats import bootstrap_ci, holm, paired_test, weights_for
+from harness.reporting.stats import (
+    bootstrap_ci,
+    holm,
+    minimum_detectable_effect,
+    paired_test,
+    seed_aware_test,
+    weights_for,
+)
 from harness.reporting.tables import Cell, Table
 
 from .conftest import skip_unless_ci
@@ -32,6 +39,43 @@ def test_a_known_difference_is_significant_and_identical_methods_are_not():
     assert same.difference == 0 and same.p_value == 1.0 and not same.significant()
     noise = paired_test(rng.permutation(base), base, weights, strata)  # same rate, unrelated queries
     assert noise.p_value > 0.05
+
+
+def _hits(rng: np.random.Generator, seeds: int, queries: int, rate: float) -> np.ndarray:
+    return (rng.random((seeds, queries)) < rate).astype(float) * 100
+
+
+def test_seed_aware_test_gives_p_1_for_identical_runs_and_a_small_p_for_a_planted_difference():
+    rng = np.random.default_rng(1)
+    base = _hits(rng, 3, 500, 0.3)
+    weights, strata = weights_for(None, 500)
+    same = seed_aware_test(base, base.copy(), weights, strata)
+    assert same.difference == 0 and same.p_value == 1.0 and same.seeds == 3 and same.queries == 500
+    better = np.maximum(base, _hits(rng, 3, 500, 0.15))  # every seed gains about 10 points on its own queries
+    planted = seed_aware_test(better, base, weights, strata)
+    assert planted.difference > 8 and planted.p_value < 0.001 and planted.low > 0 and planted.significant()
+
+
+def test_a_difference_from_one_seed_is_significant_over_queries_but_not_over_seeds():
+    rng = np.random.default_rng(2)
+    base = _hits(rng, 3, 500, 0.3)
+    lucky = base.copy()
+    lucky[0] = np.maximum(lucky[0], _hits(rng, 1, 500, 0.25)[0])  # seed 0 alone gains ~17 points: training luck
+    weights, strata = weights_for(None, 500)
+    over_queries = paired_test(lucky.mean(axis=0), base.mean(axis=0), weights, strata)
+    over_seeds = seed_aware_test(lucky, base, weights, strata)
+    assert over_queries.difference == pytest.approx(over_seeds.difference)
+    assert over_queries.p_value < 0.001 and over_seeds.p_value > 0.2 and over_seeds.mde > 3 * over_queries.mde
+
+
+def test_minimum_detectable_effect_is_2_8_standard_errors_and_halves_with_four_times_the_queries():
+    assert minimum_detectable_effect(1.0) == pytest.approx(1.95996 + 0.84162, abs=1e-4)  # alpha 0.05, power 0.8
+    rng = np.random.default_rng(3)
+    mdes = []
+    for queries in (400, 1600):
+        base, other = _hits(rng, 1, queries, 0.3)[0], _hits(rng, 1, queries, 0.3)[0]
+        mdes.append(paired_test(other, base, *weights_for(None, queries)).mde)
+    assert mdes[0] / mdes[1] == pytest.approx(2.0, rel=0.15)
 
 
 def test_bootstrap_interval_holds_the_mean_and_shrinks_to_a_point_for_constants():
@@ -128,10 +172,27 @@ def test_html_page_opens_in_headless_chromium_with_every_image_and_no_console_er
     assert dom.returncode == 0, dom.stderr[-2000:]
     images = int(re.search(r'data-images="(\d+)"', dom.stdout).group(1))
     broken = json.loads(re.search(r"data-broken=\"([^\"]*)\"", dom.stdout).group(1).replace("&quot;", '"'))
-    assert images == 4 and broken == []
+    figures = len(list((output / "report").glob("*.png")))  # every figure the report made
+    assert images == page.count("<img") == figures >= 4 and broken == []
     shot = tmp_path / "report.png"
     page_run = subprocess.run([chromium, *flags, "--window-size=1200,3000", f"--screenshot={shot}",
                                (output / "report" / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
     assert page_run.returncode == 0 and shot.read_bytes()[:4] == b"\x89PNG"
     console = [line for line in (dom.stderr + page_run.stderr).splitlines() if ":CONSOLE" in line]
     assert console == [], console
+
+
+def test_a_report_of_runs_over_two_seeds_adds_the_seed_aware_table_and_every_mde(finished, tmp_path: Path):
+    from harness.reporting.report import write_report
+    from harness.results import read_result
+
+    _, output, _ = finished
+    results = [read_result(p) for p in sorted((output / "runs").glob("*/result.json"))]
+    twice = results + [r.model_copy(update={"seed": 1}) for r in results]  # seed 1 reads seed 0's rankings
+    text = write_report(twice, tmp_path, "two seeds", runs_dir=output / "runs").read_text()
+    rows = list(csv.DictReader((tmp_path / "tables" / "seed_statistics.csv").open()))
+    assert [row["run"] for row in rows] == ["sum"] and rows[0]["seeds"] == "2"
+    query_test = next(r for r in csv.DictReader((tmp_path / "tables" / "statistics.csv").open()) if r["run"] == "sum")
+    assert float(rows[0]["delta_recall_at_1"]) == pytest.approx(float(query_test["delta_recall_at_1"]))
+    assert float(rows[0]["mde_recall_at_1"]) > 0 and float(query_test["mde_recall_at_1"]) > 0
+    assert "## Seed-aware statistics" in text and "MDE" in text.split("## Seed-aware statistics")[0]

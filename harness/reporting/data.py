@@ -35,16 +35,23 @@ def config_value(config: dict[str, Any], path: str) -> Any:
 
 @dataclass
 class PerQuery:
-    """Seed-averaged values of one metric per query, with weights and strata (see stats)."""
+    """Seed-averaged values of one metric per query, with weights and strata (see stats),
+    and the [seeds, queries] values they average, for the seed-aware test."""
 
     pairids: list[Any]
     values: np.ndarray
     weights: np.ndarray
     strata: np.ndarray
     edit_types: list[str | None]
+    seeds: list[int]
+    per_seed: np.ndarray
 
     def mean(self) -> float:
         return float((self.values * self.weights).sum())
+
+    def for_seeds(self, seeds: Sequence[int]) -> np.ndarray:
+        """The [len(seeds), queries] rows of the given seeds, in their order."""
+        return self.per_seed[[self.seeds.index(s) for s in seeds]]
 
 
 @dataclass
@@ -112,12 +119,13 @@ class Group:
                 return self._keep(metric, None)
         assert reference is not None
         keep = [i for i in range(len(reference)) if all(column[i] is not None for column in columns)]
-        values = np.array([[column[i] for i in keep] for column in columns], dtype=float).mean(axis=0)
+        per_seed = np.array([[column[i] for i in keep] for column in columns], dtype=float)
         weighted = self.runs[0].protocol.averaging == "category_mean"
         categories = [reference[i].get("category") for i in keep]
         weights, strata = weights_for(categories if weighted else None, len(keep))
-        return self._keep(metric, PerQuery([reference[i]["pairid"] for i in keep], values, weights, strata,
-                                           [reference[i].get("edit_type") for i in keep]))
+        return self._keep(metric, PerQuery([reference[i]["pairid"] for i in keep], per_seed.mean(axis=0), weights,
+                                           strata, [reference[i].get("edit_type") for i in keep],
+                                           [r.seed for r in self.runs], per_seed))
 
     def _keep(self, metric: str, value: PerQuery | None) -> PerQuery | None:
         self._per_query[metric] = value

@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.config import flatten
-from harness.reporting.data import config_value, load_groups
+from harness.reporting.data import Group, config_value, load_groups
 from harness.reporting.intent_sections import error_kinds_table, intent_table
 from harness.reporting.sections import (
     ablation_table,
@@ -36,6 +36,7 @@ from harness.reporting.sections import (
     efficiency_table,
     headline_metrics,
     main_table,
+    seed_statistics_table,
     statistics_table,
     summary,
 )
@@ -187,6 +188,7 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     tables = [main_table(groups)]
     if comparisons:
         tables.append(statistics_table(groups, comparisons))
+        tables += [t for t in (seed_statistics_table(comparisons),) if t is not None]
     tables += [t for t in (ablation_table(groups, main, x, headline or ["recall_at_1"]),) if t is not None]
     tables.append(efficiency_table(groups))
     tables += [t for t in (edit_type_table(groups, headline[0] if headline else "recall_at_1"),
@@ -208,9 +210,7 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
          "misreading of the caption), a retention distractor (the edit and one unrequested change), a topped-up group "
          "member, or an image outside the query's group."),
         (plots.prompt_usage(groups, out), "Prompt-pool usage on the evaluation queries (seed 0)."),
-        (plots.attention_shares(groups, out),
-         "Attention on visual and caption tokens from the soft prompt, the task prompt and [EMB] (the paper's Figure 5); "
-         "the task prompt precedes both in this layout, so causal attention gives it none."),
+        (plots.attention_shares(groups, out), _attention_caption(groups)),
         (plots.retrieval_examples(groups, out), "Retrieval examples (seed 0): the target is framed in green."),
     ]
     figures += [(stem, caption) for stem, caption in drawn if stem]
@@ -228,6 +228,17 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
                f"threads, device {hardware.get('gpu') or hardware.get('device')}; commit {first.environment.get('git_commit')}.")
     return Report(title, description, setup, summary(comparisons, groups), tables, findings(results),
                   _notes(results), figures, machine, _published(published))
+
+
+def _attention_caption(groups: Sequence[Group]) -> str:
+    """Figure 5's caption; it says where a layout puts the task prompt before the task input."""
+    caption = ("Attention on visual and caption tokens from the soft prompt, the task prompt and [EMB] (the paper's "
+               "Figure 5).")
+    first = [g.label for g in groups if config_value(g.runs[0].config, "method.params.instruction_order") == "task_first"]
+    if first:
+        caption += (f" In {', '.join(first)} (instruction_order: task_first) the task prompt precedes both, so causal "
+                    "attention gives it none.")
+    return caption
 
 
 def _notes(results: Sequence[RunResult]) -> list[str]:

@@ -2,7 +2,9 @@
 
 Every number comes from the results JSON files and the rankings beside them: metrics as
 mean ± std over seeds, 95% bootstrap intervals over queries, paired sign-flip tests against
-a named baseline with Holm's correction over the runs compared.
+a named baseline with Holm's correction over the runs compared, and beside them a seed-aware
+test (seeds, then queries) wherever both runs share at least two seeds; every test states
+its minimum detectable effect at 80 % power.
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ from typing import Any
 
 from harness.reporting.data import Group, config_value
 from harness.reporting.intent_sections import LEARNING_FREE_LABEL, learning_free_rows
-from harness.reporting.stats import ALPHA, PairedTest, bootstrap_ci, holm, paired_test
+from harness.reporting.stats import (
+    ALPHA,
+    POWER,
+    PairedTest,
+    SeedAwareTest,
+    bootstrap_ci,
+    holm,
+    paired_test,
+    seed_aware_test,
+)
 from harness.reporting.tables import Cell, Table, fmt, mean_std_text
 from harness.protocol import TABLE_METRICS
 from harness.protocol import title as metric_title
@@ -37,23 +48,34 @@ class Comparison:
     baseline: str
     tests: dict[str, PairedTest]
     significant: dict[str, bool]
+    seed_tests: dict[str, SeedAwareTest]
+    seed_significant: dict[str, bool]
 
 
 def compare(groups: Sequence[Group], baseline: Group, metric: str, alpha: float = ALPHA) -> Comparison | None:
-    """Paired tests of every other group against ``baseline`` on the queries both evaluated."""
+    """Paired tests of every other group against ``baseline`` on the queries both evaluated,
+    and seed-aware tests over the seeds both ran (where they share two or more)."""
     reference = baseline.per_query(metric)
     if reference is None:
         return None
     tests: dict[str, PairedTest] = {}
+    seed_tests: dict[str, SeedAwareTest] = {}
     for group in groups:
         ours = group.per_query(metric)
         if group is baseline or ours is None or ours.pairids != reference.pairids:
             continue
         tests[group.label] = paired_test(ours.values, reference.values, reference.weights, reference.strata,
                                          alpha=alpha)
+        common = [seed for seed in reference.seeds if seed in ours.seeds]
+        if len(common) >= 2:
+            seed_tests[group.label] = seed_aware_test(ours.for_seeds(common), reference.for_seeds(common),
+                                                      reference.weights, reference.strata, alpha=alpha)
+    return Comparison(metric, baseline.label, tests, _holm(tests, alpha), seed_tests, _holm(seed_tests, alpha))
+
+
+def _holm(tests: dict[str, PairedTest] | dict[str, SeedAwareTest], alpha: float) -> dict[str, bool]:
     labels = list(tests)
-    rejected = holm([tests[label].p_value for label in labels], alpha)
-    return Comparison(metric, baseline.label, tests, dict(zip(labels, rejected)))
+    return dict(zip(labels, holm([tests[label].p_value for label in labels], alpha)))
 
 
 def main_table(groups: Sequence[Group]) -> Table:
@@ -83,10 +105,10 @@ def statistics_table(groups: Sequence[Group], comparisons: Sequence[Comparison])
     header, csv_header = ["run", "queries"], ["run", "queries"]
     for comparison in comparisons:
         title = metric_title(comparison.metric)
-        header += [f"{title} [95% CI]", f"Δ {title} [95% CI]", "p"]
+        header += [f"{title} [95% CI]", f"Δ {title} [95% CI]", "p", "MDE"]
         csv_header += [comparison.metric, f"{comparison.metric}_ci_low", f"{comparison.metric}_ci_high",
                        f"delta_{comparison.metric}", f"delta_{comparison.metric}_ci_low",
-                       f"delta_{comparison.metric}_ci_high", f"p_{comparison.metric}"]
+                       f"delta_{comparison.metric}_ci_high", f"p_{comparison.metric}", f"mde_{comparison.metric}"]
     rows, csv_rows = [], []
     for group in groups:
         first = group.per_query(comparisons[0].metric) if comparisons else None
@@ -95,29 +117,65 @@ def statistics_table(groups: Sequence[Group], comparisons: Sequence[Comparison])
         for comparison in comparisons:
             values = group.per_query(comparison.metric)
             if values is None:
-                row += [Cell("-"), Cell("-"), Cell("-")]
-                csv_row += [""] * 7
+                row += [Cell("-"), Cell("-"), Cell("-"), Cell("-")]
+                csv_row += [""] * 8
                 continue
             low, high = bootstrap_ci(values.values, values.weights, values.strata)
             mean = (group.mean_std(comparison.metric) or (values.mean(),))[0]  # the main table's figure, same rounding
             row.append(Cell(f"{mean:.1f} [{low:.1f}, {high:.1f}]", mean))
             test = comparison.tests.get(group.label)
             if test is None:
-                row += [Cell("baseline" if group.label == comparison.baseline else "-"), Cell("-")]
-                csv_row += [values.mean(), low, high, "", "", "", ""]
+                row += [Cell("baseline" if group.label == comparison.baseline else "-"), Cell("-"), Cell("-")]
+                csv_row += [values.mean(), low, high, "", "", "", "", ""]
                 continue
             mark = "" if comparison.significant[group.label] else NOT_SIGNIFICANT
             row.append(Cell(f"{test.difference:+.1f} [{test.low:+.1f}, {test.high:+.1f}]", test.difference, note=mark))
-            row.append(Cell(_p_text(test.p_value), test.p_value))
-            csv_row += [values.mean(), low, high, test.difference, test.low, test.high, test.p_value]
+            row += [Cell(_p_text(test.p_value), test.p_value), Cell(f"{test.mde:.1f}", test.mde)]
+            csv_row += [values.mean(), low, high, test.difference, test.low, test.high, test.p_value, test.mde]
         rows.append(row)
         csv_rows.append(csv_row)
     baseline = comparisons[0].baseline if comparisons else "-"
     table = Table("Statistics over queries", header, rows, name="statistics", csv_header=csv_header, csv_rows=csv_rows,
                   caption=f"Seed-averaged per-query values with 95% bootstrap intervals over queries; Δ = run - "
                   f"{baseline} on the same queries, paired sign-flip permutation test (two-sided); {NOT_SIGNIFICANT} = not "
-                  f"significant at α = {ALPHA} after Holm's correction over the runs compared.")
+                  f"significant at α = {ALPHA} after Holm's correction over the runs compared; MDE = the smallest "
+                  f"difference this test detects with {POWER:.0%} power (query sampling only: seeds are averaged).")
     return table
+
+
+def seed_statistics_table(comparisons: Sequence[Comparison]) -> Table | None:
+    """Per headline metric and run: the difference to the baseline under the seed-aware test
+    (a two-level bootstrap over shared seeds, then queries), its interval, p and MDE."""
+    tested = [c for c in comparisons if c.seed_tests]
+    if not tested:
+        return None
+    header, csv_header = ["run", "seeds"], ["run", "seeds"]
+    for comparison in tested:
+        title = metric_title(comparison.metric)
+        header += [f"Δ {title} [95% CI]", "p", "MDE"]
+        csv_header += [f"delta_{comparison.metric}", f"delta_{comparison.metric}_ci_low",
+                       f"delta_{comparison.metric}_ci_high", f"p_{comparison.metric}", f"mde_{comparison.metric}"]
+    rows, csv_rows = [], []
+    for label in dict.fromkeys(label for c in tested for label in c.seed_tests):
+        seeds = next(c.seed_tests[label].seeds for c in tested if label in c.seed_tests)
+        row, csv_row = [Cell(label), Cell(str(seeds))], [label, seeds]
+        for comparison in tested:
+            test = comparison.seed_tests.get(label)
+            if test is None:
+                row += [Cell("-"), Cell("-"), Cell("-")]
+                csv_row += [""] * 5
+                continue
+            mark = "" if comparison.seed_significant[label] else NOT_SIGNIFICANT
+            row += [Cell(f"{test.difference:+.1f} [{test.low:+.1f}, {test.high:+.1f}]", test.difference, note=mark),
+                    Cell(_p_text(test.p_value), test.p_value), Cell(f"{test.mde:.1f}", test.mde)]
+            csv_row += [test.difference, test.low, test.high, test.p_value, test.mde]
+        rows.append(row)
+        csv_rows.append(csv_row)
+    return Table("Seed-aware statistics", header, rows, name="seed_statistics", csv_header=csv_header,
+                 csv_rows=csv_rows, caption=f"Δ = run - {tested[0].baseline} over the seeds both ran: each of the "
+                 "bootstrap's samples draws seeds with replacement (the same for both runs), then queries, so training "
+                 "luck of one seed counts as noise; p = two-sided bootstrap p-value; "
+                 f"{NOT_SIGNIFICANT} = not significant at α = {ALPHA} after Holm's correction; MDE at {POWER:.0%} power.")
 
 
 def _p_text(p: float) -> str:
@@ -141,23 +199,34 @@ def ablation_table(groups: Sequence[Group], main: str | None, x: str | None, met
     comparison = compare(variants, variants[0], metrics[0], alpha) if metrics else None
     header = [name, *(metric_title(m) for m in metrics)]
     if comparison:
-        header += [f"Δ {metric_title(metrics[0])} vs {name} = {config_value(variants[0].runs[0].config, x)}", "p"]
+        header += [f"Δ {metric_title(metrics[0])} vs {name} = {config_value(variants[0].runs[0].config, x)}", "p",
+                   "MDE", "p (seeds)", "MDE (seeds)"]
     rows = []
     for group in variants:
         row = [Cell(str(config_value(group.runs[0].config, x)))]
         row += [Cell(mean_std_text(group.values(m)), (group.mean_std(m) or (None,))[0]) for m in metrics]
         if comparison:
-            test = comparison.tests.get(group.label)
-            if test is None:
-                row += [Cell("-"), Cell("-")]
-            else:
-                mark = "" if comparison.significant[group.label] else NOT_SIGNIFICANT
-                row += [Cell(f"{test.difference:+.1f}", test.difference, note=mark), Cell(_p_text(test.p_value), test.p_value)]
+            row += _ablation_cells(comparison, group.label)
         rows.append(row)
     table = Table(f"Ablation: {main}, {name}", header, rows, name="ablation",
                   caption=f"{main} variants; metrics mean ± std over seeds; Δ on the same queries with a paired "
-                  f"sign-flip test; {NOT_SIGNIFICANT} = not significant at α = {ALPHA} (Holm).")
+                  f"sign-flip test; {NOT_SIGNIFICANT} = not significant at α = {ALPHA} (Holm); p (seeds): the seed-aware "
+                  f"test (seeds, then queries); MDE: the smallest difference each test detects with {POWER:.0%} power.")
     return table.mark_best({1 + i: "max" for i in range(len(metrics))})
+
+
+def _ablation_cells(comparison: Comparison, label: str) -> list[Cell]:
+    """Δ, p and MDE of the query test, then p and MDE of the seed-aware test ("-" where absent)."""
+    test, seeds = comparison.tests.get(label), comparison.seed_tests.get(label)
+    if test is None:
+        return [Cell("-") for _ in range(5)]
+    mark = "" if comparison.significant[label] else NOT_SIGNIFICANT
+    cells = [Cell(f"{test.difference:+.1f}", test.difference, note=mark), Cell(_p_text(test.p_value), test.p_value),
+             Cell(f"{test.mde:.1f}", test.mde)]
+    if seeds is None:
+        return cells + [Cell("-"), Cell("-")]
+    seed_mark = "" if comparison.seed_significant[label] else NOT_SIGNIFICANT
+    return cells + [Cell(_p_text(seeds.p_value), seeds.p_value, note=seed_mark), Cell(f"{seeds.mde:.1f}", seeds.mde)]
 
 
 MEMORY = {"cuda_max_allocated": "peak CUDA allocation during the evaluation",
@@ -260,12 +329,13 @@ def summary(comparisons: Sequence[Comparison], groups: Sequence[Group]) -> list[
              f"significant means p < {ALPHA} after Holm's correction.", ""]
     for comparison in comparisons:
         title = metric_title(comparison.metric)
-        above = [f"{label} ({t.difference:+.1f})" for label, t in comparison.tests.items()
+        above = [f"{label} ({t.difference:+.1f}{_seed_text(comparison, label)})" for label, t in comparison.tests.items()
                  if comparison.significant[label] and t.difference > 0]
-        below = [f"{label} ({t.difference:+.1f})" for label, t in comparison.tests.items()
+        below = [f"{label} ({t.difference:+.1f}{_seed_text(comparison, label)})" for label, t in comparison.tests.items()
                  if comparison.significant[label] and t.difference < 0]
-        tied = [f"{label} ({t.difference:+.1f}, p = {_p_text(t.p_value)})" for label, t in comparison.tests.items()
-                if not comparison.significant[label]]
+        tied = [f"{label} ({t.difference:+.1f}, p = {_p_text(t.p_value)}, " +
+                (f"not resolved at MDE {t.mde:.1f})" if t.mde > 0 else "the same on every query)")
+                for label, t in comparison.tests.items() if not comparison.significant[label]]
         parts = []
         if above:
             parts.append(f"significantly above: {', '.join(above)}")
@@ -274,5 +344,16 @@ def summary(comparisons: Sequence[Comparison], groups: Sequence[Group]) -> list[
         if tied:
             parts.append(f"not significantly different: {', '.join(tied)}")
         lines.append(f"- {title}: " + "; ".join(parts) + ".")
-    lines.append("")
+    lines += ["", f"MDE: the smallest difference a test detects with {POWER:.0%} power; a difference below it is "
+              "not resolved, whichever way it points. 'seeds' marks the seed-aware test (seeds, then queries).", ""]
     return lines
+
+
+def _seed_text(comparison: Comparison, label: str) -> str:
+    """", MDE x" for the query test, and the seed-aware verdict where that test ran."""
+    text = f", MDE {comparison.tests[label].mde:.1f}"
+    seeds = comparison.seed_tests.get(label)
+    if seeds is None:
+        return text
+    verdict = "holds" if comparison.seed_significant[label] else "not significant"
+    return text + f"; over seeds {verdict}, p = {_p_text(seeds.p_value)}, MDE {seeds.mde:.1f}"

@@ -11,18 +11,35 @@ sign of each query's difference at random (a permutation test of paired data: ex
 null hypothesis that the two methods are exchangeable on every query). With FashionIQ's
 category mean, a query weighs 1 / (categories x queries of its category) and resampling is
 done within categories.
+
+The seed-aware test adds the run-level component the query test leaves out: a two-level
+bootstrap that draws seeds (paired: one seed index for both variants) and then queries, so
+a difference that one seed's training luck produced is not called significant. Every test
+reports its minimum detectable effect (MDE) at 80 % power, (z(1 - alpha/2) + z(power)) x SE,
+with SE the bootstrap standard error of the difference: a difference smaller than the MDE is
+one the experiment cannot resolve, whichever way it points.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
 #: Samples of the bootstrap and the permutation test (a report default; seeded, so stable).
 RESAMPLES = 2000
 ALPHA = 0.05
+#: Power at which a report states the minimum detectable effect (the conventional 80 %).
+POWER = 0.8
+
+
+def minimum_detectable_effect(standard_error: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true difference a two-sided test at ``alpha`` detects with ``power``,
+    given the difference's standard error (normal approximation)."""
+    normal = NormalDist()
+    return (normal.inv_cdf(1 - alpha / 2) + normal.inv_cdf(power)) * standard_error
 
 
 def weights_for(categories: Sequence[str | None] | None, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,14 +62,20 @@ def _resample(strata: np.ndarray, rng: np.random.Generator, samples: int) -> np.
     return indices
 
 
+def _bootstrap_means(values: np.ndarray, weights: np.ndarray, strata: np.ndarray | None,
+                     samples: int, seed: int) -> np.ndarray:
+    """Weighted means of ``values`` over ``samples`` query resamples."""
+    strata = np.zeros(len(values), dtype=int) if strata is None else strata
+    indices = _resample(strata, np.random.default_rng(seed), samples)
+    return (values[indices] * weights[indices]).sum(axis=1)
+
+
 def bootstrap_ci(values: np.ndarray, weights: np.ndarray, strata: np.ndarray | None = None,
                  samples: int = RESAMPLES, seed: int = 0, alpha: float = ALPHA) -> tuple[float, float]:
     """Percentile interval (1 - alpha) of the weighted mean of ``values`` over queries."""
     if len(values) == 0:
         return float("nan"), float("nan")
-    strata = np.zeros(len(values), dtype=int) if strata is None else strata
-    indices = _resample(strata, np.random.default_rng(seed), samples)
-    means = (values[indices] * weights[indices]).sum(axis=1)
+    means = _bootstrap_means(values, weights, strata, samples, seed)
     return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
 
 
@@ -65,6 +88,7 @@ class PairedTest:
     high: float
     p_value: float
     queries: int
+    mde: float
 
     def significant(self, alpha: float = ALPHA) -> bool:
         return self.p_value < alpha
@@ -78,12 +102,54 @@ def paired_test(a: np.ndarray, b: np.ndarray, weights: np.ndarray, strata: np.nd
         raise ValueError(f"paired values differ in shape: {a.shape} vs {b.shape}")
     difference = a - b
     observed = float((difference * weights).sum())
-    low, high = bootstrap_ci(difference, weights, strata, samples, seed, alpha)
+    means = _bootstrap_means(difference, weights, strata, samples, seed)
+    low, high = float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
     rng = np.random.default_rng(seed + 1)
     signs = rng.choice(np.array([-1.0, 1.0]), size=(samples, len(difference)))
     flipped = np.abs((signs * difference * weights).sum(axis=1))
     extreme = int((flipped >= abs(observed) - 1e-12).sum())
-    return PairedTest(observed, low, high, (extreme + 1) / (samples + 1), len(difference))
+    mde = minimum_detectable_effect(float(means.std(ddof=1)), alpha)
+    return PairedTest(observed, low, high, (extreme + 1) / (samples + 1), len(difference), mde)
+
+
+@dataclass(frozen=True)
+class SeedAwareTest:
+    """A variant against the baseline over seeds and queries (values in the metric's unit)."""
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    seeds: int
+    queries: int
+    mde: float
+
+    def significant(self, alpha: float = ALPHA) -> bool:
+        return self.p_value < alpha
+
+
+def seed_aware_test(a: np.ndarray, b: np.ndarray, weights: np.ndarray, strata: np.ndarray | None = None,
+                    samples: int = RESAMPLES, seed: int = 0, alpha: float = ALPHA) -> SeedAwareTest:
+    """Two-level paired bootstrap of [seeds, queries] values: each sample draws seeds with
+    replacement (the same seeds for both variants), then queries within strata. p is the
+    two-sided bootstrap p-value of the centred distribution, ((count of |d* - d| >= |d|) + 1)
+    / (samples + 1): 1 for identical runs, small only when the difference stands out from
+    both seed and query sampling."""
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"seed-aware values must be paired [seeds, queries] arrays: {a.shape} vs {b.shape}")
+    difference = a - b
+    observed = float((difference.mean(axis=0) * weights).sum())
+    seeds, queries = difference.shape
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, seeds, size=(samples, seeds))
+    seed_weights = np.stack([np.bincount(row, minlength=seeds) for row in drawn]) / seeds
+    per_query = seed_weights @ difference  # [samples, queries]: each sample's seed mean per query
+    indices = _resample(np.zeros(queries, dtype=int) if strata is None else strata, rng, samples)
+    means = (np.take_along_axis(per_query, indices, axis=1) * weights[indices]).sum(axis=1)
+    low, high = float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+    extreme = int((np.abs(means - observed) >= abs(observed) - 1e-12).sum())
+    mde = minimum_detectable_effect(float(means.std(ddof=1)), alpha)
+    return SeedAwareTest(observed, low, high, (extreme + 1) / (samples + 1), seeds, queries, mde)
 
 
 def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
