@@ -147,7 +147,9 @@ ID_NEUTRAL: tuple[str, ...] = (
 ID_LATER: dict[str, Any] = {"train.group_lr": {}, "dataset.resize": "squash",
                             "method.params.instruction_order": "task_first",
                             "method.params.lm_adaptation": "full",
-                            "method.params.lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+                            "method.params.lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"],
+                            "method.params.stage0.instruct_steps": 0,
+                            "method.params.stage0.instructions": ["describe", "colour", "count", "edit"]}
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -194,6 +196,8 @@ class RunConfig(BaseModel):
             _drop_path(resolved, path)
         for path, default in ID_LATER.items():
             _drop_path(resolved, path, only_if=default)
+        for path in get_method(self.method.name).params.unread_settings:
+            _drop_path(resolved, f"method.params.{path}")
         resolved = _located_by_name(resolved)
         blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]

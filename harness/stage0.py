@@ -4,7 +4,9 @@ On the embedded benchmark's training images and their scene descriptions:
 
 1. a tiny CLIP (vision tower + text tower) is trained contrastively on (image, description);
 2. with that vision tower frozen, a connector and a tiny causal LM learn to describe images
-   (next-token loss on the description given the visual prompt tokens).
+   (next-token loss on the description given the visual prompt tokens);
+3. visual instruction tuning (``instruct_steps``, harness.stage0_instruct): the LM learns
+   several instructions told apart only by their words, the task prompts' among them.
 
 Step 1 is cached under ``<cache>/backbones/stage0-vision-<hash>/`` (tokenizer/, clip/, vision/,
 rng.pt, vision.json), keyed without the connector, so a connector ablation trains it once.
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save_model
 from tqdm import tqdm
@@ -55,6 +59,7 @@ from harness.tokenization import (
     train_lvlm_tokenizer,
 )
 from harness.schedule import cosine_with_warmup
+from harness.stage0_instruct import INSTRUCTIONS, with_question_words
 
 try:  # the name in transformers 5.24; earlier releases call the same function clip_loss
     from transformers.models.clip.modeling_clip import image_text_contrastive_loss
@@ -89,7 +94,15 @@ class Stage0Params(BaseModel):
         "fp32", description="fp32 by default: a bf16 stage 0 took the vision phase from 147 to 65 s on a Zen 4 CPU, but "
         "the CIR-LVLM runs started from it lost about 3 points of Rs@1 on the main job (its runs trained in bf16 from "
         "an fp32 stage 0 did not); auto / bf16 as train.precision. The resolved value joins the cache key")
-    embed_steps: int = Field(0, ge=0, description="experimental third phase: contrastive image <-> description "
+    instruct_steps: int = Field(300, ge=0, description="visual instruction tuning after the describe phase: the LM "
+                                "learns the instructions below, told apart only by their words, so the task prompt is "
+                                "an instruction it has learned to follow (LLaVA-style tuning, which an LVLM's task prompt "
+                                "relies on; the steps are an assumption sized like the describe phase); 0 = off")
+    instructions: tuple[Literal["describe", "colour", "count", "edit"], ...] = Field(
+        INSTRUCTIONS, min_length=1, description="which instructions: describe (the target task prompt's words -> the "
+        "description), colour (what colour is the <shape> ?), count (how many shapes are there ?), edit (caption + the "
+        "query task prompt on the reference -> the target's description; reads the training triplets)")
+    embed_steps: int = Field(0, ge=0, description="experimental last phase: contrastive image <-> description "
                              "through the LM's [EMB] token (E5-V / TRACE idea, not in the paper); 0 = off")
 
 
@@ -102,11 +115,14 @@ class Stage0Request:
     connector: dict
     params: Stage0Params
     extra_corpus: tuple[str, ...] = ()
+    #: (query, target) task prompts the instruction-tuning phase teaches
+    task_prompts: tuple[str, str] = (QUERY_TASK_PROMPT, TARGET_TASK_PROMPT)
 
     def key(self) -> str:
         blob = json.dumps(
             {"version": STAGE0_VERSION, "dataset": self.dataset_key, "backbone": self.backbone.tiny_key(),
-             "connector": self.connector, "stage0": self._settings(), "corpus": sorted(self.extra_corpus)},
+             "connector": self.connector, "stage0": self._settings(), "corpus": sorted(self.extra_corpus),
+             **({"task_prompts": list(self.task_prompts)} if self.params.instruct_steps else {})},
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -115,7 +131,7 @@ class Stage0Request:
         """Stage-0 settings in the cache key; the optional phase only when on, so caches built
         before it existed stay valid; the precision as resolved here, fp32 left out (as before
         it existed)."""
-        settings = self.params.model_dump(exclude={"embed_steps"} if self.params.embed_steps == 0 else None)
+        settings = self.params.model_dump(mode="json", exclude=_phases_off(self.params))
         return _with_resolved_precision(settings, self.params)
 
     def directory(self) -> Path:
@@ -141,6 +157,17 @@ class Stage0Request:
         first phase alone, which the dual-encoder methods start from."""
         return (self.directory() / "stage0.json").is_file() if full else \
             (self.vision_directory() / "vision.json").is_file()
+
+
+def _phases_off(params: Stage0Params) -> set[str]:
+    """Settings of optional phases that are off: left out of cache keys and reports, so the
+    checkpoints built before a phase existed keep their key."""
+    off = set()
+    if params.embed_steps == 0:
+        off.add("embed_steps")
+    if params.instruct_steps == 0:
+        off |= {"instruct_steps", "instructions"}
+    return off
 
 
 def _with_resolved_precision(settings: dict, params: Stage0Params) -> dict:
@@ -284,6 +311,8 @@ def _build_describe(request: Stage0Request, data: _TrainingData, vision: Path, o
     shutil.copytree(vision / "tokenizer", out / "tokenizer")
     shutil.copytree(vision / "vision", out / "vision")
     tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer", local_files_only=True, padding_side="right")
+    if params.instruct_steps:
+        with_question_words(tokenizer).save_pretrained(str(out / "tokenizer"))
     encoded = data.encode(tokenizer)
     tower = VisionTower.from_directory(out / "vision").eval()
     language_model = tiny_language_model(backbone, tokenizer)
@@ -292,6 +321,9 @@ def _build_describe(request: Stage0Request, data: _TrainingData, vision: Path, o
     report = _phase(trainable, params.caption_steps, params.caption_lr, "stage 0: describe images", progress,
                     lambda: _caption_step(tower, connector, language_model, data.images, encoded,
                                           params.caption_batch_size, generator), params.precision)
+    phases = {"caption": report}
+    if params.instruct_steps:
+        phases["instruct"] = _instruct(request, data, (tower, connector, language_model, tokenizer), generator, progress)
     if params.embed_steps:
         report_embed = _phase(trainable, params.embed_steps, params.caption_lr, "stage 0: embed (image <-> description)",
                               progress, lambda: _embed_step(tower, connector, language_model, tokenizer, data.images,
@@ -301,9 +333,38 @@ def _build_describe(request: Stage0Request, data: _TrainingData, vision: Path, o
     save_model(connector, str(out / "connector.safetensors"))
     vision_report = json.loads((vision / "vision.json").read_text())
     return {"settings": {"backbone": backbone.tiny_key(), "connector": request.connector,
-                         **_with_resolved_precision(params.model_dump(), params)},
-            "images": len(data.names), "vision_stage": str(vision), "vision": vision_report["vision"], "caption": report,
+                         **_with_resolved_precision(params.model_dump(mode="json", exclude=_phases_off(params)), params)},
+            "images": len(data.names), "vision_stage": str(vision), "vision": vision_report["vision"], **phases,
             **({"embed": report_embed} if params.embed_steps else {})}
+
+
+def _instruct(request: Stage0Request, data: _TrainingData, models: tuple, generator: torch.Generator,
+              progress: bool) -> dict:
+    """Phase 3: visual instruction tuning on all but every tenth training image; the phase's
+    report adds the first-word accuracy of the colour and count questions on the images held
+    out, beside the share of their most common answer (chance level)."""
+    from harness import stage0_instruct as instruct
+
+    params = request.params
+    tower, connector, language_model, tokenizer = models
+    held_out = set(data.names[::10])
+    query_prompt, target_prompt = request.task_prompts
+    found = instruct.examples(data.split, [n for n in data.names if n not in held_out], params.instructions,
+                              query_prompt, target_prompt)
+    index = {name: row for row, name in enumerate(data.names)}
+    batches = instruct.InstructionBatches(found, tokenizer, index)
+    trainable = torch.nn.ModuleDict({"connector": connector, "language_model": language_model})
+    report = _phase(trainable, params.instruct_steps, params.caption_lr, "stage 0: instruction tuning", progress,
+                    lambda: instruct.instruct_step(tower, connector, language_model, tokenizer, data.images, batches,
+                                                   params.caption_batch_size, generator), params.precision)
+    questions = instruct.examples(data.split, sorted(held_out), [k for k in ("colour", "count") if k in params.instructions],
+                                  query_prompt, target_prompt)
+    report["held_out"] = {kind: {"examples": len(rows), "majority_share": instruct.majority_share(rows),
+                                 "accuracy": instruct.first_word_accuracy(tower, connector, language_model, tokenizer,
+                                                                          data.images, index, rows)}
+                          for kind, rows in questions.items()}
+    report["examples"] = {kind: len(rows) for kind, rows in found.items()}
+    return report
 
 
 def _phase(module: torch.nn.Module, steps: int, lr: float, desc: str, progress: bool, step_loss,

@@ -69,7 +69,7 @@ method:
   params:
     backbone: {vision_hidden: 32, vision_heads: 2, language_hidden: 32, language_heads: 2}
     connector: {num_queries: 4, heads: 2}
-    stage0: {vision_steps: 10, caption_steps: 10, vision_batch_size: 32, caption_batch_size: 16}
+    stage0: {vision_steps: 10, caption_steps: 10, instruct_steps: 10, vision_batch_size: 32, caption_batch_size: 16}
     embed_dim: 16
 """
 

@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("contract", ("harness.protocol", "harness.results", "harness.scoring", "harness.retrieval", "harness.intent",
                   "harness.group_metrics",
                   "harness.embedding_cache")),
-    ("models", ("harness.backbones", "harness.stage0", "harness.cir_lvlm", "harness.methods", "harness.registry",
+    ("models", ("harness.backbones", "harness.stage0", "harness.stage0_instruct", "harness.cir_lvlm", "harness.methods", "harness.registry",
                 "harness.checkpoint", "baselines")),
     ("loops", ("harness.train", "harness.grad_cache", "harness.evaluate")),
     ("experiments", ("harness.config", "harness.recording", "harness.executor", "harness.runner",

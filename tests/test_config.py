@@ -227,3 +227,14 @@ def test_set_addresses_a_grid_key_whole(tmp_path: Path):
     experiment, raw = load_experiment(config, ["grid.method.name=[sum]"])
     assert experiment.grid == {"method.name": ["sum"], "train.lr": [0.001, 0.002]}
     assert len(expand(experiment, raw, "x")) == 2
+
+
+def test_instruction_tuning_settings_enter_only_cir_lvlm_run_ids(tmp_path: Path):
+    text = BASE.replace("method: {name: sum, params: {embed_dim: 64}}\n", "") + \
+        "grid:\n  method:\n    - {name: sum}\n    - {name: cir_lvlm}\n"
+    config = write_yaml(tmp_path / "exp.yaml", text)
+    on = [s.run_id for s in expand(*load_experiment(config), "x")]
+    off = [s.run_id for s in expand(*load_experiment(config, ["method.params.stage0.instruct_steps=0"]), "x")]
+    fewer = [s.run_id for s in expand(*load_experiment(config, ["method.params.stage0.instructions=[count]"]), "x")]
+    assert on[0] == off[0] == fewer[0]  # sum reads stage 0's CLIP alone: its id (and finished runs) stay
+    assert len({on[1], off[1], fewer[1]}) == 3  # CIR-LVLM's LM learns them: each is another run

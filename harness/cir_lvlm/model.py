@@ -28,7 +28,7 @@ import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +75,8 @@ from harness.tokenization import (
 class CIRLVLMParams(MethodParams):
     """CIR-LVLM settings; defaults not in the paper are assumptions with their source named."""
 
+    unread_settings: ClassVar[tuple[str, ...]] = ()  # it reads every stage-0 phase
+
     backbone: BackboneParams = Field(default_factory=BackboneParams, description="vision tower + language model")
     connector: ConnectorParams = Field(default_factory=ConnectorParams, description="vision -> visual prompt tokens")
     stage0: Stage0Params = Field(default_factory=Stage0Params, description="warm start of tiny backbones")
@@ -118,7 +120,8 @@ class CIRLVLMParams(MethodParams):
 def stage0_request(params: CIRLVLMParams, dataset_key: str) -> Stage0Request:
     """The stage-0 checkpoint a tiny CIR-LVLM with these parameters starts from."""
     return Stage0Request(dataset_key, params.backbone, params.connector.model_dump(), params.stage0,
-                         extra_corpus=(params.query_task_prompt, params.target_task_prompt, EMBEDDING_TOKEN))
+                         extra_corpus=(params.query_task_prompt, params.target_task_prompt, EMBEDDING_TOKEN),
+                         task_prompts=(params.query_task_prompt, params.target_task_prompt))
 
 
 @register_method("cir_lvlm", family="lvlm", paper="arXiv 2412.11087 (AAAI 2025)",

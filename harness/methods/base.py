@@ -41,6 +41,10 @@ class MethodParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: settings (paths under method.params) the method never reads, left out of its run ids:
+    #: stage 0's instruction tuning trains only the LVLM's language model, which dual encoders lack
+    unread_settings: ClassVar[tuple[str, ...]] = ("stage0.instruct_steps", "stage0.instructions")
+
     temperature: float = Field(0.05, gt=0, description="InfoNCE temperature tau (fixed), as in the prototype runs")
     symmetric_loss: bool = Field(
         False, description="add the target->query direction to InfoNCE (CLIP4Cir uses query->target only)"
