@@ -11,6 +11,7 @@ used by stage 0 (describe the image), and its weights are tied to the input embe
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 from torch import nn
@@ -82,7 +83,9 @@ def with_lora(language_model: nn.Module, params: BackboneParams, targets: list[s
     config = LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
                         target_modules=lora_target(targets))
     try:
-        return get_peft_model(language_model, config)
+        with warnings.catch_warnings():  # peft reads transformers 5's deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(language_model, config)
     except ValueError:  # peft's NoMatchingPeftModuleError
         raise HarnessError(f"no module of the language model is named {targets}",
                            field="method.params.lora_targets",
