@@ -196,3 +196,16 @@ def test_a_report_of_runs_over_two_seeds_adds_the_seed_aware_table_and_every_mde
     assert float(rows[0]["delta_recall_at_1"]) == pytest.approx(float(query_test["delta_recall_at_1"]))
     assert float(rows[0]["mde_recall_at_1"]) > 0 and float(query_test["mde_recall_at_1"]) > 0
     assert "## Seed-aware statistics" in text and "MDE" in text.split("## Seed-aware statistics")[0]
+
+
+def test_a_report_of_bf16_runs_says_their_last_digits_depend_on_the_machine(finished):
+    from harness.reporting.report import _machine_caveat
+    from harness.results import read_result
+
+    _, output, _ = finished
+    result = read_result(next((output / "runs").glob("*/result.json")))
+    as_run = lambda train, evaluated: result.model_copy(update={"environment": {  # noqa: E731
+        **result.environment, "precision": {"train": train, "eval": evaluated}}})
+    assert "depend on the CPU's kernels" in _machine_caveat([as_run("bf16", "bf16")])
+    assert "depend on the CPU's kernels" in _machine_caveat([as_run("fp32", "fp32"), as_run("bf16", "fp32")])
+    assert _machine_caveat([as_run("fp32", "fp32")]) == ""

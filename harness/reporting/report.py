@@ -222,12 +222,22 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     setup = (f"Dataset {named} ({first.split} split: {queries} queries, {first.num_gallery} gallery images); "
              f"protocol: {first.protocol.description()}; seeds {', '.join(map(str, seeds))}. Metrics in %, mean ± std "
              f"over seeds unless marked; intervals are 95% bootstrap intervals over the {queries} queries "
-             f"({RESAMPLES} resamples).")
+             f"({RESAMPLES} resamples)." + _machine_caveat(results))
     hardware = first.environment.get("hardware", {})
     machine = (f"Machine: {hardware.get('cpu')}, {hardware.get('cpu_cores')} cores, {hardware.get('torch_threads')} torch "
                f"threads, device {hardware.get('gpu') or hardware.get('device')}; commit {first.environment.get('git_commit')}.")
     return Report(title, description, setup, summary(comparisons, groups), tables, findings(results),
                   _notes(results), figures, machine, _published(published))
+
+
+def _machine_caveat(results: Sequence[RunResult]) -> str:
+    """A sentence for runs under bf16 autocast: their last digits depend on the machine."""
+    if not any(r.environment.get("precision", {}).get("train") == "bf16" or
+               r.environment.get("precision", {}).get("eval") == "bf16" for r in results):
+        return ""
+    return (" Runs under bf16 autocast depend on the CPU's kernels and thread count: the same run ids on another "
+            "machine can differ by a few points per run (docs/scaling.md), so compare runs from one machine and read "
+            "a difference below its MDE as unresolved.")
 
 
 def _attention_caption(groups: Sequence[Group]) -> str:
