@@ -19,7 +19,9 @@ def test_reference_methods_show_what_the_benchmark_rewards(tmp_path: Path):
         at = {method: recall[(method + start, 0)] for method in ("image_only", "text_only", "sum")}
         assert at["image_only"] < 20  # looking like the reference is not enough (hard negatives)
         assert at["text_only"] < 5  # matching the words is not enough
-        assert at["sum"] > max(at["image_only"], at["text_only"])
+    # from stage 0's CLIP, both together beat either alone (from random weights, 300 steps, seed 0 measured sum 3.4
+    # against image_only 3.8 on 3,000 queries: the floors do not order them)
+    assert recall[("sum", 0)] > max(recall[("image_only", 0)], recall[("text_only", 0)])
     assert (tmp_path / "reference" / "mlflow.db").is_file()
 
 
