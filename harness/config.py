@@ -403,10 +403,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
 def load_experiment(path: Path, overrides: list[str] | None = None) -> tuple[ExperimentConfig, dict[str, Any]]:
     """Load, merge and validate an experiment file; return it with the raw merged mapping.
     When the grid sweeps whole methods, a ``method.*`` override goes into each of them
-    (``method.params.*`` into those that have the parameter)."""
+    (``method.params.*`` into those that have the parameter), not into a base ``method:``,
+    which every grid point replaces."""
     raw = load_raw(Path(path))
     swept = raw.get("grid", {}).get("method") if isinstance(raw.get("grid"), dict) else None
-    late = [o for o in overrides or [] if o.startswith("method.")] if isinstance(swept, list) and "method" not in raw else []
+    late = [o for o in overrides or [] if o.startswith("method.")] if isinstance(swept, list) else []
     raw = apply_overrides(raw, [o for o in overrides or [] if o not in late], str(path))
     if late:
         raw["grid"]["method"] = override_grid_methods(swept, late, str(path))

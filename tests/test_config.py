@@ -230,8 +230,7 @@ def test_set_addresses_a_grid_key_whole(tmp_path: Path):
 
 
 def test_instruction_tuning_settings_enter_only_cir_lvlm_run_ids(tmp_path: Path):
-    text = BASE.replace("method: {name: sum, params: {embed_dim: 64}}\n", "") + \
-        "grid:\n  method:\n    - {name: sum}\n    - {name: cir_lvlm}\n"
+    text = BASE + "grid:\n  method:\n    - {name: sum}\n    - {name: cir_lvlm}\n"  # the grid replaces BASE's method
     config = write_yaml(tmp_path / "exp.yaml", text)
     on = [s.run_id for s in expand(*load_experiment(config), "x")]
     off = [s.run_id for s in expand(*load_experiment(config, ["method.params.stage0.instruct_steps=0"]), "x")]
