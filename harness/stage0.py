@@ -30,9 +30,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save_model
 from tqdm import tqdm
@@ -59,6 +59,7 @@ from harness.tokenization import (
     train_lvlm_tokenizer,
 )
 from harness.schedule import cosine_with_warmup
+from harness import stage0_instruct as instruct
 from harness.stage0_instruct import INSTRUCTIONS, with_question_words
 
 try:  # the name in transformers 5.24; earlier releases call the same function clip_loss
@@ -189,14 +190,18 @@ def clip_request(dataset_key: str, backbone: BackboneParams, params: Stage0Param
                          extra_corpus=(QUERY_TASK_PROMPT, TARGET_TASK_PROMPT, EMBEDDING_TOKEN))
 
 
-def scene_descriptions(split: CIRSplit) -> dict[str, str]:
-    """Image name -> scene description, from the benchmark's scene_graphs.json."""
+def scene_graphs(split: CIRSplit) -> dict[str, list]:
+    """Image name -> its scene (a list of objects), from the benchmark's scene_graphs.json."""
     path = split.root / "scene_graphs.json"
     if not path.is_file():
         raise HarnessError("stage 0 needs scene descriptions, which only the embedded benchmark has", file=path,
                            fix="use dataset synthetic, or backbone.source: pretrained with local checkpoints")
-    graphs = json.loads(path.read_text())
-    return {name: describe(scene_from_json(graph)) for name, graph in graphs.items()}
+    return {name: scene_from_json(graph) for name, graph in json.loads(path.read_text()).items()}
+
+
+def scene_descriptions(split: CIRSplit) -> dict[str, str]:
+    """Image name -> scene description, from the benchmark's scene_graphs.json."""
+    return {name: describe(scene) for name, scene in scene_graphs(split).items()}
 
 
 def ensure_stage0(request: Stage0Request, train_split: CIRSplit, force: bool = False, progress: bool = True) -> Path:
@@ -248,14 +253,14 @@ def _cached(directory: Path, marker: str, force: bool, build) -> Path:
 
 
 class _TrainingData:
-    """Training images and their scene descriptions, loaded once for both phases."""
+    """Training images, their scenes and scene descriptions, loaded once for every phase."""
 
     def __init__(self, split: CIRSplit):
-        descriptions = scene_descriptions(split)
         self.split = split
+        self.scenes = scene_graphs(split)
         self.names = _training_images(split)
         self.images = split.images.load(self.names)
-        self.texts = [descriptions[name] for name in self.names]
+        self.texts = [describe(self.scenes[name]) for name in self.names]
 
     def encode(self, tokenizer) -> dict:
         return tokenizer([f"[BOS] {t} [EOS]" for t in self.texts], padding=True, return_tensors="pt")
@@ -343,22 +348,20 @@ def _instruct(request: Stage0Request, data: _TrainingData, models: tuple, genera
     """Phase 3: visual instruction tuning on all but every tenth training image; the phase's
     report adds the first-word accuracy of the colour and count questions on the images held
     out, beside the share of their most common answer (chance level)."""
-    from harness import stage0_instruct as instruct
-
     params = request.params
     tower, connector, language_model, tokenizer = models
     held_out = set(data.names[::10])
     query_prompt, target_prompt = request.task_prompts
-    found = instruct.examples(data.split, [n for n in data.names if n not in held_out], params.instructions,
-                              query_prompt, target_prompt)
+    found = instruct.examples(data.scenes, data.split.triplets, [n for n in data.names if n not in held_out],
+                              params.instructions, query_prompt, target_prompt)
     index = {name: row for row, name in enumerate(data.names)}
     batches = instruct.InstructionBatches(found, tokenizer, index)
     trainable = torch.nn.ModuleDict({"connector": connector, "language_model": language_model})
     report = _phase(trainable, params.instruct_steps, params.caption_lr, "stage 0: instruction tuning", progress,
                     lambda: instruct.instruct_step(tower, connector, language_model, tokenizer, data.images, batches,
                                                    params.caption_batch_size, generator), params.precision)
-    questions = instruct.examples(data.split, sorted(held_out), [k for k in ("colour", "count") if k in params.instructions],
-                                  query_prompt, target_prompt)
+    questions = instruct.examples(data.scenes, data.split.triplets, sorted(held_out),
+                                  [k for k in ("colour", "count") if k in params.instructions], query_prompt, target_prompt)
     report["held_out"] = {kind: {"examples": len(rows), "majority_share": instruct.majority_share(rows),
                                  "accuracy": instruct.first_word_accuracy(tower, connector, language_model, tokenizer,
                                                                           data.images, index, rows)}

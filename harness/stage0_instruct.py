@@ -18,15 +18,14 @@ tokenizer, which the dual-encoder methods share, stay as they were.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from harness.data.synthetic.scene import describe, scene_from_json
-from harness.data.triplet import CIRSplit
+from harness.data.synthetic.scene import describe
+from harness.data.triplet import Triplet
 
 INSTRUCTIONS = ("describe", "colour", "count", "edit")
 COLOUR_QUESTION = "what colour is the {shape} ?"
@@ -46,12 +45,6 @@ class Example:
     answer: str
 
 
-def scene_graphs(split: CIRSplit) -> dict[str, list]:
-    """Image name -> its scene (a list of objects), from the benchmark's scene_graphs.json."""
-    graphs = json.loads((split.root / "scene_graphs.json").read_text())
-    return {name: scene_from_json(graph) for name, graph in graphs.items()}
-
-
 def image_examples(kind: str, image: str, scene: Sequence, target_prompt: str) -> list[Example]:
     """The ``describe``, ``colour`` and ``count`` examples of one image."""
     if kind == "describe":
@@ -64,17 +57,16 @@ def image_examples(kind: str, image: str, scene: Sequence, target_prompt: str) -
     raise ValueError(f"not an image instruction: {kind}")
 
 
-def examples(split: CIRSplit, images: Sequence[str], kinds: Sequence[str], query_prompt: str,
-             target_prompt: str) -> dict[str, list[Example]]:
-    """Every example of each instruction in ``kinds`` on ``images`` (``edit``: on the split's
-    triplets whose reference is among them)."""
-    scenes = scene_graphs(split)
+def examples(scenes: dict[str, Sequence], triplets: Sequence[Triplet], images: Sequence[str], kinds: Sequence[str],
+             query_prompt: str, target_prompt: str) -> dict[str, list[Example]]:
+    """Every example of each instruction in ``kinds`` on ``images`` (``edit``: on the
+    ``triplets`` whose reference is among them); ``scenes`` maps image name -> scene."""
     found: dict[str, list[Example]] = {}
     for kind in kinds:
         if kind == "edit":
             names = set(images)
             found[kind] = [Example(kind, t.reference, f"{t.caption} {query_prompt}", describe(scenes[t.target]))
-                           for t in split.triplets if t.target and t.reference in names]
+                           for t in triplets if t.target and t.reference in names]
         else:
             found[kind] = [e for name in images for e in image_examples(kind, name, scenes[name], target_prompt)]
     return {kind: rows for kind, rows in found.items() if rows}
@@ -149,17 +141,22 @@ def instruct_step(tower, connector, language_model, tokenizer, images: torch.Ten
 @torch.no_grad()
 def first_words(tower, connector, language_model, tokenizer, images: torch.Tensor, image_index: dict[str, int],
                 rows: Sequence[Example], batch_size: int = 64) -> list[str]:
-    """The LM's greedy next token after each example's instruction (its answer's first word)."""
+    """The LM's greedy next token after each example's instruction (its answer's first word);
+    instructions of one token count share a batch."""
     language_model.eval()
+    instructions = [_ids(tokenizer, e.instruction) for e in rows]
+    by_length: dict[int, list[int]] = {}
+    for index, ids in enumerate(instructions):
+        by_length.setdefault(len(ids), []).append(index)
     words: dict[int, str] = {}
-    for start in range(0, len(rows), batch_size):
-        chunk = dict(enumerate(rows[start:start + batch_size], start))
-        for group in _by_instruction_length(tokenizer, chunk).values():
-            ids = torch.tensor([_ids(tokenizer, chunk[i].instruction) for i in group])
-            visual = connector(tower(images[[image_index[chunk[i].image] for i in group]]))
-            inputs, attention = instruction_inputs(language_model, tokenizer, visual, ids)
+    for indices in by_length.values():
+        for start in range(0, len(indices), batch_size):
+            batch = indices[start:start + batch_size]
+            visual = connector(tower(images[[image_index[rows[i].image] for i in batch]]))
+            inputs, attention = instruction_inputs(language_model, tokenizer, visual,
+                                                   torch.tensor([instructions[i] for i in batch]))
             predicted = language_model(inputs_embeds=inputs, attention_mask=attention).logits[:, -1].argmax(-1)
-            words |= dict(zip(group, tokenizer.convert_ids_to_tokens(predicted.tolist())))
+            words |= dict(zip(batch, tokenizer.convert_ids_to_tokens(predicted.tolist())))
     return [words[i] for i in range(len(rows))]
 
 
@@ -169,14 +166,6 @@ def first_word_accuracy(tower, connector, language_model, tokenizer, images: tor
     the instruction: how well it follows a question it was taught, on these images."""
     predicted = first_words(tower, connector, language_model, tokenizer, images, image_index, rows)
     return 100.0 * sum(p == e.answer.split()[0] for p, e in zip(predicted, rows)) / max(len(rows), 1)
-
-
-def _by_instruction_length(tokenizer, rows: dict[int, Example]) -> dict[int, list[int]]:
-    """Indices of ``rows`` grouped by their instruction's token count (one batch each)."""
-    groups: dict[int, list[int]] = {}
-    for index, example in rows.items():
-        groups.setdefault(len(_ids(tokenizer, example.instruction)), []).append(index)
-    return groups
 
 
 def majority_share(rows: Sequence[Example]) -> float:

@@ -11,7 +11,7 @@ import torch
 from harness.backbones.params import BackboneParams
 from harness.data.cirr import load_cirr_split
 from harness.data.synthetic.scene import describe
-from harness.stage0 import Stage0Params, Stage0Request, ensure_stage0
+from harness.stage0 import Stage0Params, Stage0Request, ensure_stage0, scene_graphs
 from harness.stage0_instruct import (
     COLOUR_QUESTION,
     NUMBER_WORDS,
@@ -19,7 +19,6 @@ from harness.stage0_instruct import (
     examples,
     first_words,
     majority_share,
-    scene_graphs,
 )
 from harness.tokenization import QUERY_TASK_PROMPT, TARGET_TASK_PROMPT
 
@@ -38,7 +37,7 @@ def test_examples_ask_what_the_scene_graph_answers(tiny_benchmark: Path):
     split = load_cirr_split(tiny_benchmark, "train")
     scenes = scene_graphs(split)
     images = sorted({t.reference for t in split.triplets})[:40]
-    found = examples(split, images, ("describe", "colour", "count", "edit"), *PROMPTS)
+    found = examples(scenes, split.triplets, images, ("describe", "colour", "count", "edit"), *PROMPTS)
     for e in found["colour"]:  # asked only of shapes the image holds once, answered with that shape's colour
         matching = [o for o in scenes[e.image] if e.instruction == COLOUR_QUESTION.format(shape=o.shape)]
         assert len(matching) == 1 and e.answer == matching[0].colour
@@ -61,14 +60,15 @@ def test_batches_put_the_loss_on_the_answer_and_eos_alone(tiny_benchmark: Path):
 
     tokenizer = with_question_words(AutoTokenizer.from_pretrained(directory / "tokenizer", local_files_only=True))
     images = sorted({t.reference for t in split.triplets})[:20]
-    found = examples(split, images, ("count",), *PROMPTS)
+    scenes = scene_graphs(split)
+    found = examples(scenes, split.triplets, images, ("count",), *PROMPTS)
     batches = InstructionBatches(found, tokenizer, {name: i for i, name in enumerate(images)})
     rows, ids, labels = batches.draw(8, torch.Generator().manual_seed(0))
     question = tokenizer("how many shapes are there ?", add_special_tokens=False)["input_ids"]
     assert tokenizer.unk_token_id not in question and len(question) == 6  # the new words are whole tokens
     for row in range(8):
         answer = NUMBER_WORDS.index(tokenizer.convert_ids_to_tokens(int(ids[row, 6])))
-        assert ids[row, :6].tolist() == question and answer == len(scene_graphs(split)[images[int(rows[row])]])
+        assert ids[row, :6].tolist() == question and answer == len(scenes[images[int(rows[row])]])
         assert labels[row, :6].eq(-100).all() and labels[row, 6:8].tolist() == [ids[row, 6], tokenizer.eos_token_id]
 
 
@@ -85,7 +85,7 @@ def test_instruction_tuned_stage0_answers_its_questions_on_held_out_images(tiny_
     names = sorted({t.reference for t in val.triplets} | {t.target for t in val.triplets})  # never seen in stage 0
     images = val.images.load(names)
     index = {name: i for i, name in enumerate(names)}
-    asked = examples(val, names, ("colour", "count"), *PROMPTS)
+    asked = examples(scene_graphs(val), val.triplets, names, ("colour", "count"), *PROMPTS)
     count = first_words(*model, images, index, asked["count"])
     colour = first_words(*model, images, index, asked["colour"])
     colours = {e.answer for e in asked["colour"]}

@@ -19,7 +19,6 @@ from harness.reporting.stats import (
     ALPHA,
     POWER,
     PairedTest,
-    SeedAwareTest,
     bootstrap_ci,
     holm,
     paired_test,
@@ -48,7 +47,7 @@ class Comparison:
     baseline: str
     tests: dict[str, PairedTest]
     significant: dict[str, bool]
-    seed_tests: dict[str, SeedAwareTest]
+    seed_tests: dict[str, PairedTest]
     seed_significant: dict[str, bool]
 
 
@@ -59,7 +58,7 @@ def compare(groups: Sequence[Group], baseline: Group, metric: str, alpha: float 
     if reference is None:
         return None
     tests: dict[str, PairedTest] = {}
-    seed_tests: dict[str, SeedAwareTest] = {}
+    seed_tests: dict[str, PairedTest] = {}
     for group in groups:
         ours = group.per_query(metric)
         if group is baseline or ours is None or ours.pairids != reference.pairids:
@@ -73,7 +72,7 @@ def compare(groups: Sequence[Group], baseline: Group, metric: str, alpha: float 
     return Comparison(metric, baseline.label, tests, _holm(tests, alpha), seed_tests, _holm(seed_tests, alpha))
 
 
-def _holm(tests: dict[str, PairedTest] | dict[str, SeedAwareTest], alpha: float) -> dict[str, bool]:
+def _holm(tests: dict[str, PairedTest], alpha: float) -> dict[str, bool]:
     labels = list(tests)
     return dict(zip(labels, holm([tests[label].p_value for label in labels], alpha)))
 
@@ -128,9 +127,7 @@ def statistics_table(groups: Sequence[Group], comparisons: Sequence[Comparison])
                 row += [Cell("baseline" if group.label == comparison.baseline else "-"), Cell("-"), Cell("-")]
                 csv_row += [values.mean(), low, high, "", "", "", "", ""]
                 continue
-            mark = "" if comparison.significant[group.label] else NOT_SIGNIFICANT
-            row.append(Cell(f"{test.difference:+.1f} [{test.low:+.1f}, {test.high:+.1f}]", test.difference, note=mark))
-            row += [Cell(_p_text(test.p_value), test.p_value), Cell(f"{test.mde:.1f}", test.mde)]
+            row += _test_cells(test, comparison.significant[group.label])
             csv_row += [values.mean(), low, high, test.difference, test.low, test.high, test.p_value, test.mde]
         rows.append(row)
         csv_rows.append(csv_row)
@@ -165,9 +162,7 @@ def seed_statistics_table(comparisons: Sequence[Comparison]) -> Table | None:
                 row += [Cell("-"), Cell("-"), Cell("-")]
                 csv_row += [""] * 5
                 continue
-            mark = "" if comparison.seed_significant[label] else NOT_SIGNIFICANT
-            row += [Cell(f"{test.difference:+.1f} [{test.low:+.1f}, {test.high:+.1f}]", test.difference, note=mark),
-                    Cell(_p_text(test.p_value), test.p_value), Cell(f"{test.mde:.1f}", test.mde)]
+            row += _test_cells(test, comparison.seed_significant[label])
             csv_row += [test.difference, test.low, test.high, test.p_value, test.mde]
         rows.append(row)
         csv_rows.append(csv_row)
@@ -176,6 +171,13 @@ def seed_statistics_table(comparisons: Sequence[Comparison]) -> Table | None:
                  "bootstrap's samples draws seeds with replacement (the same for both runs), then queries, so training "
                  "luck of one seed counts as noise; p = two-sided bootstrap p-value; "
                  f"{NOT_SIGNIFICANT} = not significant at α = {ALPHA} after Holm's correction; MDE at {POWER:.0%} power.")
+
+
+def _test_cells(test: PairedTest, significant: bool) -> list[Cell]:
+    """Δ with its interval († unless significant), p and MDE of one test."""
+    mark = "" if significant else NOT_SIGNIFICANT
+    return [Cell(f"{test.difference:+.1f} [{test.low:+.1f}, {test.high:+.1f}]", test.difference, note=mark),
+            Cell(_p_text(test.p_value), test.p_value), Cell(f"{test.mde:.1f}", test.mde)]
 
 
 def _p_text(p: float) -> str:

@@ -70,18 +70,23 @@ def _bootstrap_means(values: np.ndarray, weights: np.ndarray, strata: np.ndarray
     return (values[indices] * weights[indices]).sum(axis=1)
 
 
+def _interval(means: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Percentile interval (1 - alpha) of bootstrap means."""
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
 def bootstrap_ci(values: np.ndarray, weights: np.ndarray, strata: np.ndarray | None = None,
                  samples: int = RESAMPLES, seed: int = 0, alpha: float = ALPHA) -> tuple[float, float]:
     """Percentile interval (1 - alpha) of the weighted mean of ``values`` over queries."""
     if len(values) == 0:
         return float("nan"), float("nan")
-    means = _bootstrap_means(values, weights, strata, samples, seed)
-    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+    return _interval(_bootstrap_means(values, weights, strata, samples, seed), alpha)
 
 
 @dataclass(frozen=True)
 class PairedTest:
-    """A method against the baseline on the same queries (values in the metric's unit)."""
+    """A method against the baseline on the same queries (values in the metric's unit); over
+    ``seeds`` shared seeds for the seed-aware test, 1 for the test of seed-averaged values."""
 
     difference: float
     low: float
@@ -89,6 +94,7 @@ class PairedTest:
     p_value: float
     queries: int
     mde: float
+    seeds: int = 1
 
     def significant(self, alpha: float = ALPHA) -> bool:
         return self.p_value < alpha
@@ -103,7 +109,7 @@ def paired_test(a: np.ndarray, b: np.ndarray, weights: np.ndarray, strata: np.nd
     difference = a - b
     observed = float((difference * weights).sum())
     means = _bootstrap_means(difference, weights, strata, samples, seed)
-    low, high = float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+    low, high = _interval(means, alpha)
     rng = np.random.default_rng(seed + 1)
     signs = rng.choice(np.array([-1.0, 1.0]), size=(samples, len(difference)))
     flipped = np.abs((signs * difference * weights).sum(axis=1))
@@ -112,24 +118,8 @@ def paired_test(a: np.ndarray, b: np.ndarray, weights: np.ndarray, strata: np.nd
     return PairedTest(observed, low, high, (extreme + 1) / (samples + 1), len(difference), mde)
 
 
-@dataclass(frozen=True)
-class SeedAwareTest:
-    """A variant against the baseline over seeds and queries (values in the metric's unit)."""
-
-    difference: float
-    low: float
-    high: float
-    p_value: float
-    seeds: int
-    queries: int
-    mde: float
-
-    def significant(self, alpha: float = ALPHA) -> bool:
-        return self.p_value < alpha
-
-
 def seed_aware_test(a: np.ndarray, b: np.ndarray, weights: np.ndarray, strata: np.ndarray | None = None,
-                    samples: int = RESAMPLES, seed: int = 0, alpha: float = ALPHA) -> SeedAwareTest:
+                    samples: int = RESAMPLES, seed: int = 0, alpha: float = ALPHA) -> PairedTest:
     """Two-level paired bootstrap of [seeds, queries] values: each sample draws seeds with
     replacement (the same seeds for both variants), then queries within strata. p is the
     two-sided bootstrap p-value of the centred distribution, ((count of |d* - d| >= |d|) + 1)
@@ -146,10 +136,9 @@ def seed_aware_test(a: np.ndarray, b: np.ndarray, weights: np.ndarray, strata: n
     per_query = seed_weights @ difference  # [samples, queries]: each sample's seed mean per query
     indices = _resample(np.zeros(queries, dtype=int) if strata is None else strata, rng, samples)
     means = (np.take_along_axis(per_query, indices, axis=1) * weights[indices]).sum(axis=1)
-    low, high = float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
     extreme = int((np.abs(means - observed) >= abs(observed) - 1e-12).sum())
     mde = minimum_detectable_effect(float(means.std(ddof=1)), alpha)
-    return SeedAwareTest(observed, low, high, (extreme + 1) / (samples + 1), seeds, queries, mde)
+    return PairedTest(observed, *_interval(means, alpha), (extreme + 1) / (samples + 1), queries, mde, seeds)
 
 
 def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
