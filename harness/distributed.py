@@ -214,16 +214,16 @@ def batch_starts(count: int, batch_size: int, world: World | None = None) -> lis
     return list(range(0, count, batch_size))[world.rank :: world.size]
 
 
-def gather_batches(local: list[torch.Tensor], count: int, batch_size: int, dim: int) -> torch.Tensor:
-    """Reassemble [count, dim] from every rank's batches (as ``batch_starts`` dealt them)."""
+def gather_batches(local: list[torch.Tensor], count: int, batch_size: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Reassemble [count, *shape] from every rank's batches (as ``batch_starts`` dealt them)."""
     world = current()
     if not world.distributed:
-        return torch.cat(local) if local else torch.empty(0, dim)
+        return torch.cat(local) if local else torch.empty(0, *shape)
     starts = list(range(0, count, batch_size))
     most = -(-len(starts) // world.size) * batch_size
-    mine = torch.cat(local) if local else torch.empty(0, dim)
+    mine = torch.cat(local) if local else torch.empty(0, *shape)
     on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    padded = torch.zeros(most, dim, dtype=mine.dtype, device=on)
+    padded = torch.zeros(most, *shape, dtype=mine.dtype, device=on)
     padded[: len(mine)] = mine.to(on)
     shards = [torch.empty_like(padded) for _ in range(world.size)]
     dist.all_gather(shards, padded)
@@ -233,7 +233,7 @@ def gather_batches(local: list[torch.Tensor], count: int, batch_size: int, dim: 
         rank, slot = number % world.size, number // world.size
         size = min(batch_size, count - start)
         rows.append(shards[rank][slot * batch_size : slot * batch_size + size])
-    result = torch.cat(rows) if rows else torch.empty(0, dim)
+    result = torch.cat(rows) if rows else torch.empty(0, *shape)
     if len(result) != count:
         raise RuntimeError(f"gathered {len(result)} embeddings for {count} items")
     return result

@@ -2,7 +2,7 @@
 
     with EmbeddingFile(count=len(gallery)) as store:
         store.write(start, chunk)             # each encoder batch as it comes
-        embeddings = store.tensor()           # [count, D] float32, backed by the file
+        embeddings = store.tensor()           # [count, D] (or [count, M, D]) float32, backed by the file
 
 A gallery of 100k+ images then never sits in RAM twice (a list of batches and their
 concatenation) or whole: harness.scoring reads it a block of rows at a time, and the OS pages
@@ -24,7 +24,8 @@ from harness.paths import cache_dir
 
 
 class EmbeddingFile:
-    """A [count, D] float32 .npy filled row block by row block; D is taken from the first write."""
+    """A [count, D] float32 .npy filled row block by row block; D (or M, D of a multi-vector
+    gallery) is taken from the first write."""
 
     def __init__(self, count: int, directory: Path | None = None):
         self.count = count
@@ -47,7 +48,7 @@ class EmbeddingFile:
             os.close(handle)
             self.path = Path(name)
             self._array = np.lib.format.open_memmap(name, mode="w+", dtype=np.float32,
-                                                    shape=(self.count, chunk.shape[1]))
+                                                    shape=(self.count, *chunk.shape[1:]))
         self._array[start : start + len(chunk)] = chunk.detach().float().cpu().numpy()
         self._written += len(chunk)
 

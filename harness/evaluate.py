@@ -32,8 +32,9 @@ from harness.device import (
 from harness.intent import intent_scores
 from harness.embedding_cache import embedding_key, load_embeddings, save_embeddings
 from harness.embedding_file import EmbeddingFile
+from harness.errors import HarnessError
 from harness.methods.base import CIRMethod
-from harness.metrics import cirr_metrics
+from harness.metrics import cirr_metrics, similarity
 from harness.protocol import EvalConfig, metrics_from_ranks
 from harness.scoring import score_blockwise
 
@@ -63,7 +64,8 @@ def _synchronize(device: torch.device) -> None:
 
 def _encode_in_batches(encode, count: int, batch_size: int, desc: str, progress: bool,
                        device: torch.device, store: EmbeddingFile | None = None) -> tuple[torch.Tensor, list[float]]:
-    """([count, D] embeddings, ms per item of each full batch). On a GPU the batches are timed
+    """([count, D] embeddings, or [count, M, D] for a multi-vector gallery; ms per item of each
+    full batch). On a GPU the batches are timed
     with CUDA events and copied back asynchronously, so the host never waits for the device
     inside the loop (one sync at its end). With a ``store`` (one process) each batch goes to its
     file as it comes and the result is backed by that file. Under torchrun each rank encodes
@@ -87,8 +89,8 @@ def _encode_in_batches(encode, count: int, batch_size: int, desc: str, progress:
         return store.tensor(), per_item
     if not distributed.current().distributed:
         return (torch.cat(chunks) if chunks else torch.empty(0)), per_item
-    dim = distributed.broadcast_object(chunks[0].shape[1] if chunks else 0)
-    return distributed.gather_batches(chunks, count, batch_size, dim), per_item
+    shape = distributed.broadcast_object(tuple(chunks[0].shape[1:]) if chunks else (0,))
+    return distributed.gather_batches(chunks, count, batch_size, shape), per_item
 
 
 def _mark(device: torch.device) -> float | torch.cuda.Event:
@@ -211,6 +213,7 @@ def _evaluate(method: CIRMethod, split: CIRSplit, triplets: list[Triplet], confi
     window = reset_peak_memory(device)
     start = time.perf_counter() - lookup_seconds
     gallery_embeddings = cached if cached is not None else _encode_gallery(encoders, config, progress, store, cache_key)
+    _check_scoring(method, gallery_embeddings)
     _synchronize(device)
     gallery_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -257,6 +260,16 @@ def _cached_gallery(method: CIRMethod, split: CIRSplit, device: torch.device, pr
         hit = distributed.broadcast_object(hit)
         cached = distributed.broadcast_object(cached if distributed.current().is_main else None) if hit else None
     return cache_key, cached if hit else None, time.perf_counter() - start
+
+
+def _check_scoring(method: CIRMethod, gallery_embeddings: torch.Tensor) -> None:
+    """The gallery's embeddings have the shape the method's scoring declares: [G, D] for the
+    inner product, [G, M, D] for max-similarity."""
+    want = 3 if method.scoring == "max_similarity" else 2
+    if gallery_embeddings.numel() and gallery_embeddings.dim() != want:
+        raise HarnessError(f"{type(method).__name__}.encode_target gave {gallery_embeddings.dim()}-d embeddings, but "
+                           f"its scoring '{method.scoring}' reads {want}-d ones", field="method.name",
+                           fix="return [B, D] with scoring inner_product, or [B, M, D] with scoring max_similarity")
 
 
 def _warm_up(encoders: _Encoders, config: EvalConfig, gallery: bool) -> None:
@@ -342,7 +355,7 @@ def _rankings(split: CIRSplit, queries: _Queries, scored, query_embeddings: torc
         if t.subset and subset_lists is not None:
             entry["subset_top"] = [gallery[i] for i in subset_lists[row] if i >= 0]
         elif t.subset:
-            entry["subset_top"] = _subset_order(query_embeddings[row] @ gallery_embeddings.T, t, index)
+            entry["subset_top"] = _subset_order(similarity(query_embeddings[row : row + 1], gallery_embeddings)[0], t, index)
         if t.edit_type is not None:
             entry["edit_type"] = t.edit_type
         if t.category is not None:
@@ -351,7 +364,7 @@ def _rankings(split: CIRSplit, queries: _Queries, scored, query_embeddings: torc
     _add_intent_scores(split, queries.triplets, rankings, metrics)
     if rank_list is not None:
         def group_scores(row: int, names: list[str]) -> list[float]:
-            return (query_embeddings[row] @ gallery_embeddings[[index[n] for n in names]].T).tolist()
+            return similarity(query_embeddings[row : row + 1], gallery_embeddings[[index[n] for n in names]])[0].tolist()
 
         if group_metrics.annotate(split, queries.triplets, rankings, group_scores):
             metrics.update(group_metrics.group_metrics(rankings))
@@ -431,7 +444,7 @@ def _batch1_latency(encode_queries, gallery_embeddings: torch.Tensor, count: int
     for row in range(-1, count):
         began = time.perf_counter()
         query = encode_queries(max(row, 0), max(row, 0) + 1).float().cpu()
-        scores = query @ gallery_embeddings.T
+        scores = similarity(query, gallery_embeddings)
         scores.topk(min(50, scores.shape[1]), dim=1)
         if row >= 0:
             samples.append(1000 * (time.perf_counter() - began))

@@ -7,10 +7,13 @@ import torch.nn.functional as F
 
 from harness.device import full_precision
 from harness.distributed import gather_across_ranks
+from harness.metrics import similarity
 
 
-def info_nce(query: torch.Tensor, target: torch.Tensor, temperature: float, symmetric: bool = False) -> torch.Tensor:
-    """In-batch InfoNCE: row i of ``query`` should match row i of ``target`` (both normalised).
+def info_nce(query: torch.Tensor, target: torch.Tensor, temperature: float | torch.Tensor,
+             symmetric: bool = False) -> torch.Tensor:
+    """In-batch InfoNCE: row i of ``query`` should match row i of ``target`` (both normalised);
+    a [B, M, D] ``target`` scores each query by its best vector (max-similarity).
 
     Under torchrun the negatives are every rank's rows (``train.gather_negatives``), so the
     loss averaged over ranks is the single-process loss of the global batch. The similarities
@@ -20,8 +23,10 @@ def info_nce(query: torch.Tensor, target: torch.Tensor, temperature: float, symm
     with full_precision(query.device):
         targets, offset = gather_across_ranks(target)
         labels = torch.arange(query.shape[0], device=query.device) + offset
-        loss = F.cross_entropy(query @ targets.T / temperature, labels)
+        multi = target.dim() == 3
+        loss = F.cross_entropy((similarity(query, targets) if multi else query @ targets.T) / temperature, labels)
         if symmetric:
             queries, _ = gather_across_ranks(query)
-            loss = (loss + F.cross_entropy(target @ queries.T / temperature, labels)) / 2
+            backward = similarity(queries, target).T if multi else target @ queries.T
+            loss = (loss + F.cross_entropy(backward / temperature, labels)) / 2
     return loss

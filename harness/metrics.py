@@ -19,6 +19,15 @@ from collections.abc import Iterable, Sequence
 import torch
 
 
+def similarity(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+    """[q, g] scores of ``queries`` [q, D] against ``gallery`` [g, D] (inner product) or [g, M, D]
+    (the maximum over each image's M vectors)."""
+    if gallery.dim() == 2:
+        return queries @ gallery.T
+    rows, vectors, dim = gallery.shape
+    return (queries @ gallery.reshape(rows * vectors, dim).T).view(len(queries), rows, vectors).amax(dim=2)
+
+
 def target_ranks(
     scores: torch.Tensor,
     target_index: torch.Tensor,

@@ -9,7 +9,9 @@ The torch path is the evaluation's own ranking engine (harness.scoring.score_blo
 Both return the K best gallery rows of each query, best first, ties broken by the lower
 gallery index (the harness's rule, harness.metrics), so the two backends and a brute-force
 full sort give identical indices. Memory is bounded by ``query_block x gallery_block``
-scores at a time, never the whole queries x gallery matrix.
+scores at a time, never the whole queries x gallery matrix. A multi-vector gallery [G, M, D]
+(max-similarity scoring) takes the torch path: a flat faiss index has no maximum over an
+image's vectors.
 """
 
 from __future__ import annotations
@@ -65,7 +67,12 @@ def top_k_faiss(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[t
 def top_k(queries: torch.Tensor, gallery: torch.Tensor, k: int, backend: Backend = "auto",
           query_block: int = 1024, gallery_block: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k by inner product; ``auto`` takes faiss when it is installed (measured faster on
-    large galleries by `harness bench --retrieval`), else the blockwise torch path."""
+    large galleries by `harness bench --retrieval`), else the blockwise torch path. A [G, M, D]
+    gallery is ranked by max-similarity, on the torch path only."""
+    if gallery.dim() == 3:
+        if backend == "faiss":
+            raise ValueError("faiss ranks single-vector galleries only; use backend torch or auto for [G, M, D]")
+        return top_k_torch(queries.float(), gallery.float(), k, query_block, gallery_block)
     if backend == "faiss" or (backend == "auto" and faiss_available() and gallery.shape[0] >= 10_000):
         return top_k_faiss(queries, gallery, k)
     return top_k_torch(queries.float(), gallery.float(), k, query_block, gallery_block)

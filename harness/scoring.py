@@ -13,6 +13,11 @@ very block computation the second pass ranks against, so ranks stay exact. Ties 
 the lower gallery index everywhere (harness.metrics' rule); top lists come from ``topk`` with
 the tie rule made exact (``block_top_k``), not a full sort. harness.retrieval's torch top-K is
 this function too.
+
+A multi-vector gallery [G, M, D] (a method that declares ``scoring = "max_similarity"``, SPRC's
+query-token outputs) scores each image by its best vector, ``max_m q . t_m`` (harness.metrics.similarity);
+a block then holds M similarities per image and shrinks by M, so memory stays bounded. With
+M = 1 the numbers are those of the [G, D] gallery, bit for bit.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ from harness.metrics import subset_ranks_of_members
 MAX_SCORES = 2**24
 #: gallery rows scored at once; a larger gallery is read (from RAM or disk) a block at a time
 GALLERY_BLOCK = 2**16
+
+
+def vectors_per_image(gallery: torch.Tensor) -> int:
+    """M of a [G, M, D] gallery; 1 for a [G, D] one."""
+    return int(gallery.shape[1]) if gallery.dim() == 3 else 1
 
 
 @dataclass
@@ -66,7 +76,8 @@ def score_blockwise(
     max_scores: int = MAX_SCORES,
     gallery_block: int | None = None,
 ) -> Scored:
-    """Rank ``gallery`` [G, D] for each of ``queries`` [Q, D] by inner product.
+    """Rank ``gallery`` [G, D] for each of ``queries`` [Q, D] by inner product ([G, M, D]: by
+    the best of each image's M vectors).
 
     ``exclude`` [Q]: a gallery index removed from each query's candidates (-1: none).
     ``targets`` [Q]: the target's gallery index, for ``ranks``. ``subset_index`` [Q, S] (-1
@@ -77,17 +88,18 @@ def score_blockwise(
     count, size = queries.shape[0], gallery.shape[0]
     gallery_block = gallery_block or GALLERY_BLOCK
     spans = [(g0, min(size, g0 + max(1, gallery_block))) for g0 in range(0, size, max(1, gallery_block))]
-    block = max(1, min(max(count, 1), max_scores // max(1, min(size, gallery_block))))
+    per_query = max(1, min(size, gallery_block)) * vectors_per_image(gallery)  # similarities a query holds per block
+    block = max(1, min(max(count, 1), max_scores // per_query))
     depth = min(depth, size)
     sets = subset_index is not None and targets is not None and reference is not None
     parts: dict[str, list[torch.Tensor]] = {"top": [], "scores": [], "ranks": [], "subset": [], "order": []}
-    transposed = _transposed_blocks(gallery, spans)
+    scorer = _block_scorer(gallery, spans)
     for lo in range(0, count, block):
         hi = min(count, lo + block)
         rows = _Query(lo, hi, *(None if x is None else x[lo:hi] for x in (exclude, targets)),
                       subset_index[lo:hi] if sets else None, reference[lo:hi] if sets else None,
                       allowed(lo, hi) if allowed is not None else None)
-        (top, top_scores), ranks, member_scores = _score_query_block(queries[lo:hi], transposed, spans, rows, depth)
+        (top, top_scores), ranks, member_scores = _score_query_block(queries[lo:hi], scorer, spans, rows, depth)
         parts["top"].append(top)
         parts["scores"].append(top_scores)
         if ranks is not None:
@@ -104,20 +116,32 @@ def score_blockwise(
                   subset_order=joined["order"])
 
 
-def _transposed_blocks(gallery: torch.Tensor, spans: list[tuple[int, int]]) -> Callable[[int], torch.Tensor]:
-    """block i -> its [D, rows] float32 transpose, contiguous; a one-block gallery is transposed
-    once, a larger one per use (it may be a memory-mapped file that must not be read whole)."""
+def _block_scorer(gallery: torch.Tensor, spans: list[tuple[int, int]]
+                       ) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """(queries, block i) -> their [q, rows] similarities against the block, through its float32
+    transpose ([D, rows], or [D, rows * M] for a multi-vector gallery, then the maximum over M);
+    a one-block gallery is transposed once, a larger one per use (it may be a memory-mapped file
+    that must not be read whole)."""
+    vectors = int(gallery.shape[1]) if gallery.dim() == 3 else 0  # 0: a [G, D] gallery
+
+    def transpose(rows: torch.Tensor) -> torch.Tensor:
+        return (rows.reshape(-1, rows.shape[-1]) if vectors else rows).float().T.contiguous()
+
+    def scores(queries: torch.Tensor, transposed: torch.Tensor) -> torch.Tensor:
+        product = queries @ transposed
+        return product.view(len(queries), -1, vectors).amax(dim=2) if vectors else product
+
     if len(spans) == 1:
-        whole = gallery.float().T.contiguous()
-        return lambda i: whole
-    return lambda i: gallery[spans[i][0] : spans[i][1]].float().T.contiguous()
+        whole = transpose(gallery)
+        return lambda queries, i: scores(queries, whole)
+    return lambda queries, i: scores(queries, transpose(gallery[spans[i][0] : spans[i][1]]))
 
 
-def _blocks(queries: torch.Tensor, transposed: Callable[[int], torch.Tensor], spans: list[tuple[int, int]],
-            rows: _Query) -> Iterator[tuple[int, torch.Tensor]]:
+def _blocks(queries: torch.Tensor, scorer: Callable[[torch.Tensor, int], torch.Tensor],
+            spans: list[tuple[int, int]], rows: _Query) -> Iterator[tuple[int, torch.Tensor]]:
     """(first gallery index, masked similarities [q, rows]) of each gallery block."""
     for i, (g0, g1) in enumerate(spans):
-        scores = queries @ transposed(i)
+        scores = scorer(queries, i)
         if rows.allowed is not None:
             scores.masked_fill_(~rows.allowed[:, g0:g1], float("-inf"))
         if rows.exclude is not None:
@@ -127,13 +151,13 @@ def _blocks(queries: torch.Tensor, transposed: Callable[[int], torch.Tensor], sp
         yield g0, scores
 
 
-def _score_query_block(queries, transposed, spans, rows: _Query, depth: int):
+def _score_query_block(queries, scorer, spans, rows: _Query, depth: int):
     """((top [q, depth], their scores), target ranks or None, (target scores, member scores) or None) of one
     block of queries. One gallery block is scored once; several are scored twice (see the module)."""
-    cached = next(_blocks(queries, transposed, spans, rows)) if len(spans) == 1 else None
+    cached = next(_blocks(queries, scorer, spans, rows)) if len(spans) == 1 else None
 
     def blocks() -> Iterator[tuple[int, torch.Tensor]]:
-        return iter([cached]) if cached is not None else _blocks(queries, transposed, spans, rows)
+        return iter([cached]) if cached is not None else _blocks(queries, scorer, spans, rows)
 
     picked = _picked_scores(blocks(), rows) if rows.targets is not None else None
     best: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -34,6 +34,16 @@ def test_ties_are_broken_by_gallery_index_across_blocks():
     assert indices.tolist() == [[35, 0, 1, 2, 3]] == _brute_force(queries, gallery, 5).tolist()
 
 
+def test_multi_vector_galleries_rank_by_their_best_vector_on_the_torch_path():
+    queries, gallery = _unit(9, 16, 4), _unit(120, 16, 5).view(40, 3, 16)
+    best = (queries @ gallery.reshape(120, 16).T).view(9, 40, 3).amax(dim=2)
+    for backend in ("auto", "torch"):
+        _, indices = top_k(queries, gallery, 7, backend=backend, query_block=2, gallery_block=9)
+        assert torch.equal(indices, ranking(best, None, top=7))
+    with pytest.raises(ValueError, match="single-vector"):
+        top_k(queries, gallery, 7, backend="faiss")
+
+
 @pytest.mark.skipif(not faiss_available(), reason="faiss-cpu is not installed")
 def test_faiss_returns_the_same_top_k_including_ties():
     queries, gallery = _unit(50, 32, 2), _unit(2000, 32, 3)

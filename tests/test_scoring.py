@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.metrics import ranking, subset_ranks, target_ranks
+from harness.metrics import ranking, similarity, subset_ranks, target_ranks
 from harness.scoring import score_blockwise
 
 
@@ -106,3 +106,58 @@ def test_image_source_preloads_when_it_fits_and_decodes_per_batch_otherwise(tiny
     assert per_batch.images is None
     one, two = preloaded.batch(rows, "cpu"), per_batch.batch(rows, "cpu")
     assert one.names == two.names == [names[i] for i in rows] and torch.equal(one.images, two.images)
+
+
+def _brute_force_max_similarity(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+    """[Q, G]: each image's best vector, one query and one image at a time, in float64."""
+    return torch.tensor([[max(float(q.double() @ v.double()) for v in image) for image in gallery] for q in queries],
+                        dtype=torch.float64)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("max_scores", [7, 64, 2**24])
+@pytest.mark.parametrize("gallery_block", [6, 2**16])
+def test_max_similarity_ranking_equals_brute_force(ties: bool, max_scores: int, gallery_block: int):
+    generator = torch.Generator().manual_seed(4)
+    queries = torch.randn(17, 8, generator=generator)
+    gallery = torch.randn(30, 4, 8, generator=generator)  # 4 vectors per image
+    if ties:
+        queries, gallery = queries.round(), gallery.round().clamp(-1, 1)
+    reference = torch.randint(0, 30, (17,), generator=generator)
+    targets = (reference + 1 + torch.randint(0, 28, (17,), generator=generator)) % 30
+    members = torch.stack([reference, targets, (targets + 3) % 30, (targets + 7) % 30], dim=1)
+    scored = score_blockwise(queries, gallery, 10, exclude=reference, targets=targets, subset_index=members,
+                             reference=reference, max_scores=max_scores, gallery_block=gallery_block)
+    scores = _brute_force_max_similarity(queries, gallery)
+    assert torch.allclose(similarity(queries, gallery).double(), scores, atol=1e-5)
+    assert torch.equal(scored.top, ranking(scores, reference, top=10))
+    assert torch.equal(scored.ranks, target_ranks(scores, targets, reference))
+    assert torch.equal(scored.subset, subset_ranks(scores, members, targets, reference))
+    if ties:  # the ties are real: some query has equal scores at the top
+        assert bool((scored.top_scores[:, 0] == scored.top_scores[:, 1]).any())
+
+
+@pytest.mark.parametrize("gallery_block", [6, 2**16])
+def test_one_vector_per_image_scores_as_the_single_vector_gallery_bit_for_bit(gallery_block: int):
+    queries, gallery = _embeddings(23, 40, seed=5, ties=False)
+    reference = torch.arange(23) % 40
+    targets = (reference + 5) % 40
+    single = score_blockwise(queries, gallery, 10, exclude=reference, targets=targets, gallery_block=gallery_block)
+    multi = score_blockwise(queries, gallery.unsqueeze(1), 10, exclude=reference, targets=targets,
+                            gallery_block=gallery_block)
+    assert torch.equal(single.top, multi.top) and torch.equal(single.top_scores, multi.top_scores)
+    assert torch.equal(single.ranks, multi.ranks)
+    assert torch.equal(similarity(queries, gallery), similarity(queries, gallery.unsqueeze(1)))
+
+
+def test_multi_vector_galleries_go_through_the_scratch_file_and_the_embedding_cache():
+    from harness.embedding_cache import load_embeddings, save_embeddings
+    from harness.embedding_file import EmbeddingFile
+
+    gallery = torch.randn(10, 3, 8, generator=torch.Generator().manual_seed(6))
+    with EmbeddingFile(10) as store:
+        store.write(0, gallery[:4])
+        store.write(4, gallery[4:])
+        assert torch.equal(store.tensor(), gallery)
+    save_embeddings("multi-vector-test", gallery)
+    assert torch.equal(load_embeddings("multi-vector-test"), gallery)

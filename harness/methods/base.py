@@ -5,7 +5,9 @@ A method is a ``torch.nn.Module`` with
 - ``encode_query(images, captions) -> Tensor[B, D]``: reference images (uint8 [B, 3, H, W],
   as the image store holds them; the method does its own preprocessing) and relative
   captions, L2-normalised;
-- ``encode_target(images) -> Tensor[B, D]``: candidate images, L2-normalised;
+- ``encode_target(images) -> Tensor[B, D]``: candidate images, L2-normalised; a method that
+  sets ``scoring = "max_similarity"`` returns several vectors per image, ``Tensor[B, M, D]``,
+  and an image scores the best of them (SPRC's query-token outputs; harness.scoring);
 - ``loss_inputs(batch) -> dict[str, Tensor]`` and ``loss_from(inputs) -> Tensor``: the loss
   in two halves, per-item tensors (row i belongs to item i: the query and target embeddings
   by default) and the batch loss computed from them (in-batch InfoNCE by default). A method
@@ -107,6 +109,9 @@ class CIRMethod(nn.Module):
     training_data: ClassVar[Literal["triplets", "images"]] = "triplets"
     #: the method's own joining of multi-caption queries (harness.data.caption_join)
     caption_convention: ClassVar[str] = DEFAULT_CONVENTION
+    #: how a query meets a gallery image: one target vector and the inner product, or M target
+    #: vectors ([B, M, D] from ``encode_target``) and the maximum of the M inner products
+    scoring: ClassVar[Literal["inner_product", "max_similarity"]] = "inner_product"
 
     def __init__(self, params: MethodParams, context: MethodContext):
         super().__init__()
@@ -127,9 +132,9 @@ class CIRMethod(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def warm_starts(cls, params: MethodParams, dataset_key: str) -> list[tuple[Any, bool]]:
-        """The stage-0 checkpoints a method with ``params`` starts from, as (Stage0Request,
-        whether the describe phase is needed beyond the CLIP); `harness pretrain` builds them."""
+    def warm_starts(cls, params: MethodParams, dataset_key: str) -> list[Any]:
+        """The stage-0 checkpoints a method with ``params`` starts from (harness.warm_start's
+        ``WarmStart``s); `harness pretrain` and the runner build them."""
         return []
 
     def training_images(self, split: Any) -> list[str]:
