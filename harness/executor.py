@@ -9,7 +9,6 @@ sweep trials (harness.sweep), none of which imports another for it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -72,7 +71,7 @@ def image_resize(config: RunConfig) -> str:
         return config.dataset.resize
     backbone = config.method.params.get("backbone") or {}
     pretrained = backbone.get("source") == "pretrained"
-    directory = (backbone.get("lvlm_dir") or backbone.get("vision_dir")) if pretrained else None
+    directory = (backbone.get("lvlm_dir") or backbone.get("vision_dir") or backbone.get("blip2_dir")) if pretrained else None
     return (processor_resize(Path(directory)) if directory else None) or "squash"
 
 
@@ -123,27 +122,17 @@ def build_warm_starts(plan: Plan, echo: Callable[[str], None], force: bool = Fal
     cached, its final losses. Returns how many there were."""
     from harness.data.datasets import dataset_key
     from harness.registry import get_method
-    from harness.stage0 import ensure_stage0, ensure_stage0_clip
 
-    seen: set[tuple[str, bool]] = set()
+    seen: set[str] = set()
     for spec in plan.specs:
         info = get_method(spec.config.method.name)
         params = info.params.model_validate(spec.config.method.params)
-        for request, full in info.cls.warm_starts(params, dataset_key(spec.config.dataset)):
-            if ((request.key() if full else request.vision_key()), full) in seen:
+        for start in info.cls.warm_starts(params, dataset_key(spec.config.dataset)):
+            if start.key() in seen:
                 continue
-            seen.add((request.key() if full else request.vision_key(), full))
+            seen.add(start.key())
             split = load_dataset(spec.config.dataset, spec.config.dataset.train_split, progress=progress)
-            cached = request.built(full) and not force
-            if full:
-                report = json.loads((ensure_stage0(request, split, force, progress) / "stage0.json").read_text())
-                timing = ("cached" if cached else
-                          f"vision {report['vision']['seconds']:.0f}s, describe {report['caption']['seconds']:.0f}s")
-                echo(f"stage 0 (LVLM) {request.directory()} ({timing}; final losses: vision "
-                             f"{report['vision']['last_loss']}, describe {report['caption']['last_loss']})")
-            else:
-                report = json.loads((ensure_stage0_clip(request, split, force, progress) / "vision.json").read_text())
-                timing = "cached" if cached else f"{report['vision']['seconds']:.0f}s"
-                echo(f"stage 0 (CLIP) {request.vision_directory()} ({timing}; final loss "
-                             f"{report['vision']['last_loss']})")
+            cached = start.built() and not force
+            start.ensure(split, force, progress)
+            echo(start.summary(cached))
     return len(seen)

@@ -255,9 +255,8 @@ def missing_warm_starts(spec: RunSpec) -> list[str]:
 
     info = get_method(spec.config.method.name)
     params = info.params.model_validate(spec.config.method.params)
-    return [str(request.directory() if full else request.vision_directory())
-            for request, full in info.cls.warm_starts(params, dataset_key(spec.config.dataset))
-            if not request.built(full)]
+    return [str(start.directory()) for start in info.cls.warm_starts(params, dataset_key(spec.config.dataset))
+            if not start.built()]
 
 
 def warm_starts_first(pending: list[tuple[int, RunSpec]]) -> list[tuple[int, RunSpec]]:

@@ -46,6 +46,7 @@ from harness.backbones.language import (
 )
 from harness.backbones.params import BackboneParams
 from harness.stage0 import Stage0Params, Stage0Request, ensure_stage0
+from harness.warm_start import LVLMWarmStart
 from harness.backbones.vision import QwenVisionTower, VisionTower, preprocessor_stats
 from harness.cir_lvlm.chat import ChatTemplate, chat_frame
 from harness.cir_lvlm.connector import ConnectorParams, build_connector
@@ -124,17 +125,17 @@ def stage0_request(params: CIRLVLMParams, dataset_key: str) -> Stage0Request:
                          task_prompts=(params.query_task_prompt, params.target_task_prompt))
 
 
-@register_method("cir_lvlm", family="lvlm", paper="arXiv 2412.11087 (AAAI 2025)",
+@register_method("cir_lvlm", family="lvlm_encoder", paper="arXiv 2412.11087 (AAAI 2025)",
                  description="LVLM as intent-aware encoder: task prompt + pooled soft prompt, [EMB] token embedding")
 class CIRLVLM(CIRMethod):
     Params = CIRLVLMParams
     params: CIRLVLMParams
 
     @classmethod
-    def warm_starts(cls, params: CIRLVLMParams, dataset_key: str) -> list[tuple[Stage0Request, bool]]:
+    def warm_starts(cls, params: CIRLVLMParams, dataset_key: str) -> list[LVLMWarmStart]:
         if params.backbone.source != "tiny" or not params.stage0.enabled:
             return []
-        return [(stage0_request(params, dataset_key), True)]
+        return [LVLMWarmStart(stage0_request(params, dataset_key))]
 
     def __init__(self, params: CIRLVLMParams, context: MethodContext):
         super().__init__(params, context)

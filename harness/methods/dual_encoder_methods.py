@@ -18,10 +18,12 @@ class DualEncoderMethod(CIRMethod):
     ``params.stage0``: it starts from stage 0's CLIP when the backbone is tiny."""
 
     @classmethod
-    def warm_starts(cls, params: Any, dataset_key: str) -> list[tuple[Any, bool]]:
+    def warm_starts(cls, params: Any, dataset_key: str) -> list[Any]:
+        from harness.warm_start import ClipWarmStart
+
         if getattr(params, "start", "stage0") != "stage0" or params.backbone.source != "tiny":
             return []
-        return [(clip_request(dataset_key, params.backbone, params.stage0), False)]
+        return [ClipWarmStart(clip_request(dataset_key, params.backbone, params.stage0))]
 
     @property
     def tokenizer(self):  # saved with the run by the runner
