@@ -13,7 +13,7 @@ tensors, and the shared training loop (data loading included) against bare steps
 loop's own batches, preloaded (the same batches, so the ratio compares the loop and not the
 caption lengths of two batch draws). Weights do not change speed, so methods are built
 without their stage-0 warm start (CIR-LVLM) or from an untrained stage-0 CLIP (dual-encoder
-methods).
+methods; SPRC with an untrained Q-Former too).
 """
 
 from __future__ import annotations
@@ -39,13 +39,14 @@ from harness.evaluate import evaluate, peak_memory_mb, reset_peak_memory
 from harness.protocol import EvalConfig
 from harness.results import atomic_write_text
 
-ALL_METHODS = ("image_only", "text_only", "sum", "clip4cir", "pic2word", "searle", "cir_lvlm")
+ALL_METHODS = ("image_only", "text_only", "sum", "clip4cir", "pic2word", "searle", "sprc", "cir_lvlm")
 UNTRAINED_CLIP = {"stage0": {"vision_steps": 0, "caption_steps": 0}}
 #: Build parameters: speed only (see the module docstring).
 BENCH_PARAMS: dict[str, dict[str, Any]] = {
     "cir_lvlm": {"stage0": {"enabled": False}, "backbone": {"freeze_vision": True}},
     "image_only": UNTRAINED_CLIP, "text_only": UNTRAINED_CLIP, "sum": UNTRAINED_CLIP, "clip4cir": UNTRAINED_CLIP,
     "pic2word": UNTRAINED_CLIP, "searle": {**UNTRAINED_CLIP, "oti_images": 64, "oti_steps": 1},
+    "sprc": {**UNTRAINED_CLIP, "qformer_pretraining": {"steps": 0}},
 }
 
 

@@ -197,7 +197,7 @@ def report(
 @user_errors
 def bench(
     methods: Annotated[Optional[list[str]], typer.Option("--methods", help="Methods to measure (repeatable; default: "
-                                                         "all seven; --quick: image_only and sum).")] = None,
+                                                         "all eight; --quick: image_only and sum).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder of <hardware>-<precision>.json and .md.")] = Path("reports/bench"),
     retrieval: Annotated[bool, typer.Option("--retrieval", help="Also time exact top-50 retrieval over galleries of "
                                             "1k, 10k, 100k and 1M random unit vectors (dim 256, 1k queries), blockwise "

@@ -4,6 +4,7 @@
     save_qwen_vl(directory, "qwen2_5_vl")    # Qwen2.5-VL, bf16, Qwen2Tokenizer, chat template, padded vocabulary
     save_llama(directory)                    # a LLaMA-family causal LM, bf16, LlamaTokenizer without a pad token
     save_clip(directory) / save_siglip(directory)   # whole dual encoders with their processors
+    save_blip2_retrieval(directory)          # Blip2ForImageTextRetrieval (blip2-itm-vit-g's layout), BertTokenizer
 
 What makes them look like the real ones (and what the harness used to trip over): the weights'
 dtype (bf16 for Qwen and LLaMA-3-era models, fp16 for the LLaVA-1.5 hf conversion), the real
@@ -226,3 +227,28 @@ def clip_tokenizer(directory: Path):
     (directory / "vocab.json").write_text(json.dumps(vocab))
     (directory / "merges.txt").write_text("#version: 0.2\n")
     return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+
+
+def save_blip2_retrieval(directory: Path, dtype: torch.dtype = torch.float32, seed: int = 0, image_size: int = 32,
+                         num_query_tokens: int = 6) -> Path:
+    """A Blip2ForImageTextRetrieval (ViT + Q-Former with text input, no LLM; blip2-itm-vit-g ships
+    float32) with a BertTokenizer over the corpus' words ([DEC] as BOS, as LAVIS adds it) and
+    BlipImageProcessor's preprocessing file (a resize without a crop, CLIP's statistics)."""
+    from transformers import BertTokenizer, Blip2Config, Blip2ForImageTextRetrieval
+
+    torch.manual_seed(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    words = sorted({word for text in CORPUS for word in text.split()})
+    (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, "[DEC]"]) + "\n")
+    tokenizer = BertTokenizer(str(directory / "vocab.txt"), bos_token="[DEC]")
+    config = Blip2Config(
+        vision_config=WIDTH | {"num_hidden_layers": 2, "image_size": image_size, "patch_size": 8},
+        qformer_config=WIDTH | {"vocab_size": len(tokenizer), "num_hidden_layers": 2, "max_position_embeddings": 64,
+                                "use_qformer_text_input": True},
+        num_query_tokens=num_query_tokens, image_text_hidden_size=16)
+    _save(Blip2ForImageTextRetrieval(config), tokenizer, directory, dtype)
+    (directory / "preprocessor_config.json").write_text(json.dumps(
+        {"image_processor_type": "BlipImageProcessor", "do_resize": True, "do_normalize": True,
+         "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+         "size": {"height": image_size, "width": image_size}}))
+    return directory

@@ -78,3 +78,27 @@ def test_torchrun_with_two_cpu_ranks_gives_the_metrics_of_one_process(tmp_path: 
     cached = _result(tmp_path / "micro")  # GradCache on each rank's share, negatives gathered over the ranks
     assert cached["metrics"] == single["metrics"]
     assert cached["train"]["loss_per_epoch"] == pytest.approx(single["train"]["loss_per_epoch"], rel=1e-5)
+
+
+def test_torchrun_ranks_a_multi_vector_gallery_as_one_process(tmp_path: Path):
+    """SPRC (M vectors per gallery image) under two gloo ranks: the gathered [G, M, D] gallery
+    and the gathered negatives give the single process's metrics and losses (dropout off: its
+    masks depend on each rank's share)."""
+    from .test_sprc import EXPERIMENT as SPRC
+
+    config = write_yaml(tmp_path / "sprc.yaml", SPRC.replace("'embed_dim': 16}", "'embed_dim': 16, 'dropout': 0.0}").replace("num_threads: 2}", "num_threads: 1, precision: fp32}")
+                        .replace("eval: {batch_size: 32}", "eval: {batch_size: 8, precision: fp32}")
+                        + "tracking: {enabled: false}\n")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    harness = [sys.executable, "-m", "harness", "run", str(config), "--quiet"]
+    outputs = {}
+    for name, command in (("two", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                                   "2", *harness[1:]]), ("one", harness)):
+        done = subprocess.run([*command, "--output", str(tmp_path / name)], capture_output=True, text=True, env=env,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        [path] = (tmp_path / name / "sprc" / "runs").glob("*/result.json")
+        outputs[name] = json.loads(path.read_text())
+    assert outputs["two"]["environment"]["hardware"]["world_size"] == 2
+    assert outputs["two"]["metrics"] == outputs["one"]["metrics"]
+    assert outputs["two"]["train"]["loss_per_epoch"] == pytest.approx(outputs["one"]["train"]["loss_per_epoch"], rel=1e-5)

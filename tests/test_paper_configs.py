@@ -1,6 +1,6 @@
 """The paper configs as a researcher runs them, on checkpoints saved the way they ship: every
 method of ablations/paper/cirr.yaml trains and evaluates from tiny Qwen2-VL, Qwen2.5-VL (bf16
-and fp16), LLaVA-1.5 (fp16) and CLIP (fp16) stand-ins on placeholder images in CIRR's release
+and fp16), LLaVA-1.5 (fp16), CLIP (fp16) and BLIP-2 retrieval (SPRC) stand-ins on placeholder images in CIRR's release
 layout (tiny budget), then `harness eval --split test1`, `harness submit` and `harness score`."""
 
 from __future__ import annotations
@@ -57,13 +57,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "qwen2.5-vl-bf16": stand_ins.save_qwen_vl(root / "qwen2.5-vl-bf16", "qwen2_5_vl", torch.bfloat16),
             "qwen2.5-vl-fp16": stand_ins.save_qwen_vl(root / "qwen2.5-vl-fp16", "qwen2_5_vl", torch.float16),
             "qwen2-vl-bf16": stand_ins.save_qwen_vl(root / "qwen2-vl-bf16", "qwen2_vl", torch.bfloat16),
-            "llava-1.5-fp16": stand_ins.save_llava15(root / "llava-1.5-fp16", torch.float16)}
+            "llava-1.5-fp16": stand_ins.save_llava15(root / "llava-1.5-fp16", torch.float16),
+            "blip2": stand_ins.save_blip2_retrieval(root / "blip2-itm")}
 
 
 def _run(world: dict[str, Path], lvlm: str, monkeypatch) -> list[Path]:
     monkeypatch.setenv("CIRR_ROOT", str(world["data"]))
     monkeypatch.setenv("CIR_CLIP_DIR", str(world["clip"]))
     monkeypatch.setenv("CIR_LVLM_DIR", str(world[lvlm]))
+    monkeypatch.setenv("CIR_BLIP2_DIR", str(world["blip2"]))
     args = ["run", str(REPO / "ablations" / "paper" / "cirr.yaml"), "--output", str(world["out"]), "--quiet"]
     result = CliRunner().invoke(app, args + [a for o in TINY_BUDGET for a in ("--set", o)])
     assert result.exit_code == 0, result.output
@@ -75,11 +77,11 @@ def _run(world: dict[str, Path], lvlm: str, monkeypatch) -> list[Path]:
 def test_every_method_of_the_paper_config_runs_then_test1_is_evaluated_submitted_and_scored(world, monkeypatch):
     [lvlm_run] = _run(world, "qwen2.5-vl-bf16", monkeypatch)
     results = [read_result(run / "result.json") for run in (world["out"] / "paper_cirr" / "runs").iterdir()]
-    assert sorted(r.method for r in results) == ["cir_lvlm", "clip4cir", "pic2word", "searle", "sum"]
+    assert sorted(r.method for r in results) == ["cir_lvlm", "clip4cir", "pic2word", "searle", "sprc", "sum"]
     assert all(r.train["steps"] == 2 and r.num_queries == 24 and "recall_at_1" in r.metrics for r in results)
     # dataset.resize auto: each run's images as its checkpoint's processor makes them square
     assert {r.method: r.train["image_resize"] for r in results} == {
-        "cir_lvlm": "pad", "clip4cir": "crop", "pic2word": "crop", "searle": "crop", "sum": "crop"}
+        "cir_lvlm": "pad", "clip4cir": "crop", "pic2word": "crop", "searle": "crop", "sum": "crop", "sprc": "squash"}
     assert read_result(lvlm_run / "result.json").label == "cir_lvlm(temperature=0.02, backbone.source=pretrained, " \
                                                           "backbone.lvlm_dir=qwen2.5-vl-bf16, backbone.lora_rank=16)"
     _evaluate_submit_and_score(lvlm_run)
