@@ -1,6 +1,7 @@
-"""CLIP4Cir: early fusion of CLIP image and text features by a learned Combiner.
+"""CLIP4Cir: late (feature-level) fusion of CLIP image and text features by a learned Combiner.
 
-family: early_fusion | paper: Baldrati et al., "Effective conditioned and composed image
+family: late_fusion (SPRC's and DQU-CIR's usage; the seed's Figure 1 would call it early fusion:
+README, "Method families") | paper: Baldrati et al., "Effective conditioned and composed image
 retrieval combining CLIP-based features" (CVPR-W 2022) and "Composed image retrieval using
 contrastive learning and task-oriented CLIP-based features" (TOMM 2023) | code spec:
 ABaldrati/CLIP4Cir@dfed9f7 (docs/sources.md).
@@ -76,7 +77,7 @@ class Combiner(nn.Module):
         return F.normalize(fused, dim=-1)
 
 
-@register_method("clip4cir", family="early_fusion", paper="Baldrati et al., CVPR-W 2022 / TOMM 2023",
+@register_method("clip4cir", family="late_fusion", paper="Baldrati et al., CVPR-W 2022 / TOMM 2023",
                  description="CLIP4Cir: sum fine-tuning of CLIP, then a Combiner on frozen features")
 class Clip4Cir(DualEncoderMethod):
     Params = Clip4CirParams

@@ -1,6 +1,6 @@
 """Reference points: image-only, text-only and image+text sum on a small dual encoder.
 
-family: reference | paper: none (standard CIR lower bounds, e.g. CIRR's "Image-only" and
+family: reference (image-only, text-only), late_fusion (sum) | paper: none (standard CIR lower bounds, e.g. CIRR's "Image-only" and
 "Text-only" rows, Liu et al. ICCV 2021) | assumes: nothing beyond the shared train loop.
 
 They show what a benchmark rewards: image-only ranks by looking like the reference,
@@ -172,7 +172,7 @@ class TextOnly(_DualEncoder):
     uses_image = False
 
 
-@register_method("sum", family="reference",
+@register_method("sum", family="late_fusion",
                  description="late fusion: normalised image + normalised text embedding, no interaction")
 class ImageTextSum(_DualEncoder):
     pass

@@ -185,12 +185,16 @@ def test_pretrained_directory_loads_a_saved_clip(tmp_path: Path):
 
 
 def test_registry_lists_the_baselines_with_family_and_paper():
-    for name, family in (("clip4cir", "early_fusion"), ("pic2word", "textual_inversion"), ("searle", "textual_inversion")):
+    families = (("clip4cir", "late_fusion"), ("sum", "late_fusion"), ("sprc", "early_fusion"), ("cir_lvlm", "lvlm_encoder"),
+                ("pic2word", "textual_inversion"), ("searle", "textual_inversion"), ("image_only", "reference"),
+                ("text_only", "reference"))
+    for name, family in families:
         info = get_method(name)
-        assert info.family == family and info.paper
+        assert info.family == family and (info.paper or family == "reference" or name == "sum")
     result = CliRunner().invoke(app, ["list"])
     assert result.exit_code == 0
-    for text in ("clip4cir", "pic2word", "searle", "stage1_fraction", "middle_dim", "oti_steps", "ICCV 2023"):
+    for text in ("clip4cir", "pic2word", "searle", "stage1_fraction", "middle_dim", "oti_steps", "ICCV 2023", "sprc  [early_fusion]",
+                 "qformer.num_query_tokens", "rtc_weight", "align_weight", "backbone.blip2_dir", "ICLR 2024"):
         assert text in result.stdout
 
 
