@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from harness.errors import HarnessError
+from harness.files import read_safetensors
 from harness.methods.base import CIRMethod
 
 #: values of each frozen tensor that enter its digest (a strided sample: a full hash of 7B
@@ -67,9 +68,15 @@ def save_trained_weights(method: CIRMethod, path: Path) -> None:
 def load_trained_weights(method: CIRMethod, path: Path) -> None:
     """Load a checkpoint written by ``save_trained_weights`` (or an older whole-model one) into
     ``method``; a checkpoint trained on other frozen weights is refused, naming the file."""
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    missing, unexpected = method.load_state_dict(load_file(str(path)), strict=False)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as error:  # safetensors' own error type is not exported
+        raise HarnessError(f"not a complete safetensors file ({type(error).__name__}: {' '.join(str(error).split())[:200]})",
+                           file=path, fix=f"move it aside (mv {path.parent} {path.parent}.broken) to train the run "
+                           "from its start, or run with --overwrite always") from None
+    tensors = read_safetensors(path, fix=f"move it aside (mv {path.parent} {path.parent}.broken)")
+    missing, unexpected = method.load_state_dict(tensors, strict=False)
     fix = "rebuild the run from the base checkpoint it was trained on, or re-train it (--overwrite always)"
     if unexpected:
         raise HarnessError(f"the checkpoint holds tensors this method does not have ({unexpected[0]}, ...)",

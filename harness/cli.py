@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections import Counter
 from enum import Enum
@@ -24,9 +25,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer 0.29 carries its own copy of click: its usage errors are that copy's
+    from typer._click import exceptions as usage
+except ImportError:  # pragma: no cover - older typer on click itself
+    from click import exceptions as usage
 
 from harness import __version__
-from harness.errors import HarnessError
+from harness.errors import HarnessError, as_user_error
 from harness.process import configure_process
 
 
@@ -38,7 +45,35 @@ class Overwrite(str, Enum):
     always = "always"
 
 
+class _OneLineUsageErrors(TyperGroup):
+    """The command group whose usage errors (an unknown option, a value out of range, a missing
+    argument) are one line on stderr naming the option and pointing at --help, exit code 2, like
+    every other input error; help pages and the commands' own exit codes are unchanged."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except usage.NoArgsIsHelpError as error:  # `harness` alone: the help page, as before
+            error.show()
+            sys.exit(error.exit_code)
+        except usage.UsageError as error:
+            command = error.ctx.command_path if error.ctx is not None else "harness"
+            message = " ".join(error.format_message().split())
+            typer.echo(f"error: {message}; fix: see `{command} --help`", err=True)
+            sys.exit(2)
+        except usage.ClickException as error:
+            typer.echo(f"error: {' '.join(error.format_message().split())}", err=True)
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     help="cir-harness: train, evaluate and compare Composed Image Retrieval methods under one loop.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -48,8 +83,14 @@ data_app = typer.Typer(help="Generate the embedded benchmark or check a dataset 
 app.add_typer(data_app, name="data")
 
 
+#: --debug: let unexpected errors through with their traceback (also CIR_HARNESS_DEBUG=1)
+DEBUG = {"on": os.environ.get("CIR_HARNESS_DEBUG", "") not in ("", "0")}
+
+
 def user_errors(command):
-    """Turn HarnessError into one line on stderr and exit code 2 (1 when some runs failed)."""
+    """The CLI's one boundary: a user-fixable error (HarnessError, or an unreadable file, path or
+    argument: harness.errors.as_user_error) is one line on stderr and exit code 2 (1 when some
+    runs failed); anything else is one line too, exit 1, its traceback behind --debug."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -61,6 +102,18 @@ def user_errors(command):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, usage.ClickException):
+            raise
+        except Exception as error:
+            if DEBUG["on"]:
+                raise
+            user = as_user_error(error)
+            if user is not None:
+                typer.echo(f"error: {user}", err=True)
+                raise typer.Exit(user.exit_code) from None
+            typer.echo(f"error: unexpected {type(error).__name__}: {' '.join(str(error).split())[:500]}; run again "
+                       "with --debug for the traceback (and report it if no file of yours is at fault)", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -76,8 +129,12 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error (errors are one "
+                                        "line otherwise; CIR_HARNESS_DEBUG=1 does the same).")] = False,
 ) -> None:
     """cir-harness: train, evaluate and compare Composed Image Retrieval methods under one loop."""
+    if debug:
+        DEBUG["on"] = True
     configure_process()
 
 
@@ -309,6 +366,10 @@ def score(
     from harness.rescore import score as score_rankings
     from harness.submission import read_submission
 
+    for source in sources:
+        if not source.exists():
+            raise HarnessError("no such file or folder", file=source,
+                               fix="give a run folder, or rankings / submission files")
     if len(sources) == 1 and sources[0].is_dir():
         result, loaded, entries = _run_split(sources[0])
         metrics, by_category = score_rankings(entries, loaded, result.protocol.eval_config(), file=str(sources[0]))
@@ -428,7 +489,7 @@ def data_synthetic(
                            "default 10000/1000/500, large 40000/3000/1000.")
     ] = Size.default,
     image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 64,
-    workers: Annotated[int, typer.Option("--workers", help="Rendering processes.")] = 2,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,
     version: Annotated[int, typer.Option("--version", help="Generator version: 2 (reference-dependent families, "
                                          "recorded distractor kinds, held-out phrasings, a per-query certificate) or "
                                          "1 (the first benchmark, kept byte-identical).")] = 2,

@@ -37,6 +37,7 @@ from pydantic import (
 
 from harness.data.datasets import DatasetConfig
 from harness.errors import HarnessError, did_you_mean
+from harness.files import read_text
 from harness.protocol import EvalConfig
 from harness.registry import get_method
 from harness.train import TrainConfig
@@ -290,8 +291,9 @@ def _read_yaml(path: Path, included_from: Path | None) -> dict[str, Any]:
             raise HarnessError(f"included file {path} not found", file=included_from, field="include",
                                fix="give a path relative to the including file")
         raise HarnessError("config file not found", file=path, fix="check the path")
+    text = read_text(path, fix="save the file as UTF-8 text")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else None

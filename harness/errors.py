@@ -61,6 +61,33 @@ class WorkerError(Exception):
         return f"{self.kind}: {self.message}"
 
 
+def as_user_error(error: BaseException) -> HarnessError | None:
+    """``error`` as the one-line HarnessError when an unreadable file, a path or an argument caused
+    it (the file named where the exception knows it), None when it is not one of those (a bug).
+    The CLI's safety net: the readers name their files themselves (harness.files)."""
+    import json
+    import zlib
+
+    if isinstance(error, HarnessError):
+        return error
+    if type(error).__name__ == "DecompressionBombError":  # PIL, imported only where images are read
+        return HarnessError(f"an image too large to decode ({_one_line(error)})",
+                            fix="check the image, or raise dataset.max_image_pixels")
+    if isinstance(error, OSError) and error.filename is not None:
+        return HarnessError(error.strerror or _one_line(error), file=error.filename,
+                            fix="check the path and its permissions")
+    if isinstance(error, UnicodeDecodeError):
+        return HarnessError(f"a file is not UTF-8 text ({_one_line(error)})", fix="restore or re-save the file as UTF-8")
+    if isinstance(error, (json.JSONDecodeError, EOFError, zlib.error)):
+        return HarnessError(f"a file is truncated or not in its format ({type(error).__name__}: {_one_line(error)})",
+                            fix="run again with --debug to see which, then restore or delete it")
+    return None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

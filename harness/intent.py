@@ -22,7 +22,6 @@ These are the harness's own measures (no CIR paper reports them).
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from harness.data.synthetic.scene import (
     scene_from_json,
 )
 from harness.data.triplet import CIRSplit, Triplet
+from harness.files import read_json
 
 
 def intent_scores(split: CIRSplit, retrieved: list[tuple[Triplet, str | None]]) -> list[dict[str, float | None]] | None:
@@ -64,7 +64,7 @@ def cached_json(path: Path) -> Any:
 def _read_json(path: Path, mtime_ns: int) -> Any:
     """A JSON file parsed once per process and version (every run and pruning evaluation of a
     split reads the same scene graphs); callers must not modify what it returns."""
-    return json.loads(path.read_text())
+    return read_json(path, fix="generate the benchmark again (harness data synthetic) or restore the file")
 
 
 def score_retrieved(reference: Scene, edits_json: list[dict], retrieved: Scene) -> dict[str, float | None]:

@@ -125,5 +125,8 @@ def write_rankings(path: Path, rankings: Iterable[dict[str, Any]]) -> None:
 
 
 def read_rankings(path: Path) -> list[dict[str, Any]]:
-    with gzip.open(path, "rt", encoding="utf-8") as stream:
-        return [json.loads(line) for line in stream]
+    """A rankings file's entries; a truncated or foreign file is a HarnessError naming it."""
+    from harness.files import read_json_lines_gz
+
+    return read_json_lines_gz(path, fix="re-evaluate the run (harness eval RUN_DIR --split SPLIT) or run it again "
+                              "with --overwrite always; the rankings cannot be rebuilt from result.json")

@@ -26,6 +26,7 @@ from harness import distributed
 from harness.config import RunSpec
 from harness.data.datasets import dataset_key
 from harness.errors import HarnessError, RunsFailed, WorkerError
+from harness.files import read_json_object
 from harness.executor import Plan, SplitCache, execute_run, parallel_threads, plan_experiment, plan_gpus
 from harness.protocol import title
 from harness.reporting.report import FORMATS, write_report
@@ -146,6 +147,7 @@ class _RunEvents:
         self.plan, self.echo, self.world, self.tracker = plan, echo, world, tracker
         self.finished: dict[str, RunResult] = {}
         self.failures: list[str] = []
+        self.broken_inputs = 0  # failures a user-fixable error caused (a broken file, a bad setting)
         self.count = 1
 
     def _head(self, number: int, spec: RunSpec) -> str:
@@ -171,6 +173,7 @@ class _RunEvents:
             raise error
         line = f"{spec.label} seed={spec.config.seed}: {record_failure(self.plan.run_dir(spec), error)}"
         self.failures.append(line)
+        self.broken_inputs += _user_fixable(error)
         self.echo(f"[{number}/{len(self.plan.specs)}] FAILED {line}")
 
 
@@ -182,7 +185,7 @@ def _conclude(plan: Plan, events: _RunEvents, echo, world: distributed.World) ->
     if not results:
         echo("no finished runs: nothing to report")
         if failures:
-            raise RunsFailed(f"all {len(failures)} runs failed (first: {failures[0]})", fix="fix the cause and run again")
+            _raise_failures(events, f"all {len(failures)} runs failed", "fix the cause and run again")
         return results
     if not world.is_main:
         return results
@@ -197,9 +200,23 @@ def _conclude(plan: Plan, events: _RunEvents, echo, world: distributed.World) ->
         uri = plan.experiment.tracking.uri or "sqlite:///" + str((plan.output / "mlflow.db").resolve())
         echo(f"mlflow:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
     if failures:
-        raise RunsFailed(f"{len(failures)} of {len(plan.specs)} runs failed (first: {failures[0]})",
-                         fix="fix the cause and run the same command again: finished runs are kept")
+        _raise_failures(events, f"{len(failures)} of {len(plan.specs)} runs failed",
+                        "fix the cause and run the same command again: finished runs are kept")
     return results
+
+
+def _user_fixable(error: BaseException) -> bool:
+    """Whether a run's error is one a user fixes (a --jobs worker sends a HarnessError as it is)."""
+    return isinstance(error, HarnessError)
+
+
+def _raise_failures(events: _RunEvents, count: str, fix: str) -> None:
+    """Exit 2 (HarnessError) when every failure was a broken input or setting, with the first
+    one's own line and fix; else RunsFailed (exit 1)."""
+    first = events.failures[0]
+    if events.broken_inputs == len(events.failures):
+        raise HarnessError(f"{count} on a broken input (first: {first})")
+    raise RunsFailed(f"{count} (first: {first})", fix=fix)
 
 
 #: the per-run line's metrics, first two present: CIRR-style recalls, else FashionIQ's or CIRCO's
@@ -298,7 +315,11 @@ def report_experiment(output: Path, out: Path | None = None, formats: list[str] 
     manifest_path = output / "experiment.json"
     if not manifest_path.is_file():
         raise HarnessError("no experiment.json here", file=output, fix="give the <output_dir>/<experiment> folder of a run")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_json_object(manifest_path, fix="run the experiment again (finished runs are kept and only "
+                                "its list of runs is rewritten)")
+    if not isinstance(manifest.get("experiment"), dict) or not isinstance(manifest.get("runs"), list):
+        raise HarnessError("not an experiment manifest (no experiment settings or run list)", file=manifest_path,
+                           fix="run the experiment again (finished runs are kept and only its list of runs is rewritten)")
     experiment = manifest["experiment"]
     labels = manifest.get("labels", {})  # a sweep names its rows by trial
     results = [read_result(output / "runs" / run_id / "result.json") for run_id in dict.fromkeys(manifest["runs"])

@@ -33,6 +33,7 @@ from harness.checkpoint import load_trained_weights, save_trained_weights
 from harness.data.triplet import CIRSplit
 from harness.device import Precision, autocast, resolve_precision, to_device
 from harness.errors import HarnessError
+from harness.files import read_torch
 from harness.paths import staged_directory
 from harness.schedule import cosine_with_warmup
 from harness.grad_cache import cached_backward, check_splittable
@@ -487,4 +488,13 @@ def load_checkpoint(directory: Path, method: CIRMethod) -> dict[str, Any]:
     (read with ``weights_only=True``, so a checkpoint cannot run code)."""
     final = directory / "last"
     load_trained_weights(method, final / "model.safetensors")
-    return torch.load(final / "state.pt", weights_only=True)
+    state = read_torch(final / "state.pt", fix=broken_checkpoint_fix(final))
+    if not isinstance(state, dict) or "step" not in state:
+        raise HarnessError("not a training state written by the harness", file=final / "state.pt",
+                           fix=broken_checkpoint_fix(final))
+    return state
+
+
+def broken_checkpoint_fix(final: Path) -> str:
+    """How to get past a broken last checkpoint without losing anything: move it aside."""
+    return f"move it aside (mv {final} {final}.broken) to train the run from its start, or run with --overwrite always"

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from harness.backbones.loading import pretrained_model
 from harness.backbones.params import BackboneParams
 from harness.device import in_weights_dtype
 from harness.errors import HarnessError
+from harness.files import read_json_object
 
 #: Pixel statistics of the tiny towers (docs/assumptions.md): x / 255 -> (x - 0.5) / 0.25.
 TINY_MEAN, TINY_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -144,14 +144,8 @@ def processor_resize(directory: Path) -> str | None:
     path = Path(directory) / "preprocessor_config.json"
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise HarnessError(f"not JSON ({type(error).__name__})", file=path, field="dataset.resize",
-                           fix="restore the checkpoint's file, or set dataset.resize to squash, crop or pad") from None
-    if not isinstance(data, dict):
-        raise HarnessError("not a JSON object", file=path, field="dataset.resize",
-                           fix="restore the checkpoint's file, or set dataset.resize to squash, crop or pad")
+    data = read_json_object(path, field="dataset.resize",
+                            fix="restore the checkpoint's file, or set dataset.resize to squash, crop or pad")
     if "Qwen2VL" in str(data.get("image_processor_type", "")):
         return "pad"
     return "crop" if data.get("do_center_crop") else "squash"
@@ -160,7 +154,7 @@ def processor_resize(directory: Path) -> str | None:
 def preprocessor_stats(directory: Path, config) -> tuple[tuple[float, ...], tuple[float, ...]]:
     path = directory / "preprocessor_config.json"
     if path.is_file():
-        data = json.loads(path.read_text())
+        data = read_json_object(path, fix="restore the checkpoint's preprocessor_config.json")
         if "image_mean" in data and "image_std" in data:
             return tuple(data["image_mean"]), tuple(data["image_std"])
     if "siglip" in str(getattr(config, "model_type", "")):

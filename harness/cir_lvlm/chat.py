@@ -18,12 +18,12 @@ assumption). LLaVA-1.5 has no vision delimiters (its visual tokens replace "<ima
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import HarnessError
+from harness.files import read_json_object, read_text
 
 ChatTemplate = Literal["auto", "on", "off"]
 PLACEHOLDER = "<<cir-harness-instruction>>"
@@ -48,14 +48,11 @@ def template_of(tokenizer, directory: Path | None) -> str | None:
         return None
     jinja = directory / "chat_template.jinja"
     if jinja.is_file():
-        return jinja.read_text()
+        return read_text(jinja, field="chat_template", fix="repair the file or set method.params.chat_template: off")
     path = directory / "chat_template.json"
     if path.is_file():
-        try:
-            value = json.loads(path.read_text()).get("chat_template")
-        except (json.JSONDecodeError, AttributeError) as error:
-            raise HarnessError(f"chat_template.json is not a JSON object with a chat_template ({error})", file=path,
-                               field="chat_template", fix="repair the file or set method.params.chat_template: off")
+        value = read_json_object(path, field="chat_template",
+                                 fix="repair the file or set method.params.chat_template: off").get("chat_template")
         return value if isinstance(value, str) else None
     return None
 

@@ -79,10 +79,10 @@ def read_cirr_split(root: Path, split: str, image_size: int = 64, dataset: str =
     for index, entry in enumerate(entries):
         field = f"[{index}]"
         try:
-            pairid = int(entry["pairid"])
-            reference = str(entry["reference"])
-            caption = str(entry["caption"])
-            members = tuple(str(m) for m in entry.get("img_set", {}).get("members", ()))
+            pairid = _typed(entry["pairid"], int, "pairid")
+            reference = _typed(entry["reference"], str, "reference")
+            caption = _typed(entry["caption"], str, "caption")
+            members = tuple(_typed(m, str, "img_set.members") for m in entry.get("img_set", {}).get("members", ()))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise HarnessError(f"malformed query ({error!r})", file=captions_file, field=field,
                                fix="each query needs pairid, reference, caption and img_set") from None
@@ -115,12 +115,29 @@ def load_cirr_split(root: Path, split: str, image_size: int = 64, dataset: str =
     return loaded
 
 
+def _typed(value: Any, kind: type, name: str) -> Any:
+    """``value`` when it is a ``kind`` (a bool is no int), else a TypeError naming the field."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{name} must be a {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
 def _edit_types(root: Path, split: str) -> dict[int, str]:
     """Edit type per pair id, from the embedded benchmark's query_edits file when present."""
     path = root / f"query_edits.rc2.{split}.json"
     if not path.is_file():
         return {}
-    return {int(entry["pairid"]): str(entry["edit_type"]) for entry in read_json(path, what="query edits file")}
+    entries = read_json(path, what="query edits file")
+    if not isinstance(entries, list):
+        raise HarnessError("expected a JSON list of queries", file=path, fix="generate the benchmark again")
+    types = {}
+    for index, entry in enumerate(entries):
+        try:
+            types[_typed(entry["pairid"], int, "pairid")] = _typed(entry["edit_type"], str, "edit_type")
+        except (KeyError, TypeError) as error:
+            raise HarnessError(f"malformed entry ({error!r})", file=path, field=f"[{index}]",
+                               fix="each entry needs pairid and edit_type; generate the benchmark again") from None
+    return types
 
 
 SPEC = DatasetSpec(

@@ -21,6 +21,7 @@ from harness.data.cirr import read_json
 from harness.data.triplet import CIRSplit, ImageStore, Triplet
 from harness.data.spec import DatasetSpec
 from harness.errors import HarnessError
+from harness.files import read_text
 
 SHOES_SPLITS = ("train", "eval")
 CAPTIONS = "relative_captions_shoes.json"
@@ -41,7 +42,7 @@ def _image_files(root: Path) -> dict[str, Path]:
 def _names(path: Path) -> list[str]:
     if not path.is_file():
         raise HarnessError("image name list not found", file=path, fix="check --root and the dataset layout")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path, fix="restore the dataset's original file").splitlines() if line.strip()]
     for line, name in enumerate(names, start=1):
         if "/" in name or "\\" in name or name.startswith("."):
             raise HarnessError(f"line {line}: {name!r} is not a bare image name", file=path,
