@@ -89,6 +89,7 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: SplitCache, progress: bool
         resize = image_resize(config)
         train_split = splits.get(config.dataset, config.dataset.train_split, resize)
         eval_split = splits.get(config.dataset, config.dataset.eval_split, resize)
+        decode_gallery_first(eval_split, config.eval.gallery)
         seed_everything(config.seed)
         method = build_run_method(config, train_split, progress)
     tokenizer = getattr(method, "tokenizer", None)
@@ -103,6 +104,14 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: SplitCache, progress: bool
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     distributed.barrier()
     return result
+
+
+def decode_gallery_first(split, gallery: str) -> None:
+    """Decode the evaluation's gallery before training (into the image caches the evaluation then
+    reads), so that an unreadable image stops the run before it trains, naming the file. A
+    query-image gallery is built at evaluation time and decoded then."""
+    if gallery == "split_file" and split.gallery:
+        split.images.load(split.gallery)
 
 
 def parallel_threads(jobs: int) -> int:

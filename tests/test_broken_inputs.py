@@ -92,6 +92,18 @@ def _check(world: dict[str, Path]) -> list[str]:
     return ["data", "check", "--dataset", "synthetic", "--root", str(world["data"]), "--split", "val"]
 
 
+def _run_on_data(world: dict[str, Path]) -> list[str]:
+    """`harness run` of a one-run experiment on the copied dataset (a scratch reference method)."""
+    config = write_yaml(world["tmp"] / "on_data.yaml", f"""
+experiment: on_data
+dataset: {{name: cirr, root: {world["data"]}}}
+method: {{name: image_only, params: {{start: scratch, embed_dim: 16, vision_hidden: 16, vision_heads: 2}}}}
+train: {{max_steps: 1, batch_size: 8}}
+tracking: {{enabled: false}}
+""")
+    return ["run", str(config), "--output", str(world["tmp"] / "on_data_out"), "--quiet"]
+
+
 def _captions(world: dict[str, Path], split: str = "val") -> Path:
     return world["data"] / "captions" / f"cap.rc2.{split}.json"
 
@@ -136,8 +148,10 @@ CASES = [
     Case("query_edits entry without pairid", lambda w: (_check(w) if _write(
         w["data"] / "query_edits.rc2.val.json", json.dumps([{"edits": []}]).encode()) else [],
         "query_edits.rc2.val.json")),
-    Case("a PNG claiming 100000 x 100000 pixels", lambda w: (_check(w) if _write(
-        _gallery_image(w), _png_claiming(100_000, 100_000)) else [], "")),
+    Case("a gallery PNG claiming 100000 x 100000 pixels", lambda w: (_run_on_data(w) if _write(
+        _gallery_image(w), _png_claiming(100_000, 100_000)) else [], _gallery_image(w).name)),
+    Case("a truncated gallery PNG", lambda w: (_run_on_data(w) if _truncate(_gallery_image(w), 0.3) else [],
+                                               _gallery_image(w).name)),
     # checkpoints of a run that resumes
     Case("truncated state.pt", lambda w: (_run(w) if _truncate(_unfinished(w) / "state.pt") else [], "state.pt"), resumes=True),
     Case("foreign state.pt", lambda w: (_run(w) if _write(_unfinished(w) / "state.pt", b"hello") else [], "state.pt"), resumes=True),
@@ -197,6 +211,8 @@ def test_a_broken_input_is_one_line_naming_its_file(case: Case, world: dict[str,
     assert named in lines[0], lines[0]
     assert "Traceback" not in result.stdout + result.stderr
     after = _digest(world["experiment"], broken)
+    if "gallery" in case.name:  # a broken gallery image is found before training starts
+        assert not list((world["tmp"] / "on_data_out").rglob("state.pt"))
     changed = sorted(k for k in after if before.get(k, "new") != after[k]
                      and not (case.resumes and (k.startswith("report/") or k == "results.md")))
     assert not changed, changed  # nothing already written was changed

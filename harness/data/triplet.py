@@ -93,6 +93,9 @@ class ImageStore:
         except (OSError, UnidentifiedImageError) as error:
             raise HarnessError(f"cannot read image {name!r}: {error}", file=path,
                                fix="replace the file or remove it from the split") from None
+        except Image.DecompressionBombError as error:  # checked from the header, before any pixel is decoded
+            raise HarnessError(f"image {name!r} is too large to decode ({' '.join(str(error).split())})", file=path,
+                               fix="check the file; PIL refuses images over twice Image.MAX_IMAGE_PIXELS") from None
         image = squared(image, self.image_size, self.resize)
         return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
 
