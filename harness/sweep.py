@@ -59,13 +59,42 @@ def _suggest(trial: optuna.Trial, path: str, dimension) -> Any:
     return trial.suggest_float(path, dimension.low, dimension.high, log=dimension.log)
 
 
+class _SeededPerTrial:
+    """Sampler mixin: before each trial the sampler's random state is reseeded from (seed, trial
+    number), so trial k draws what it would draw had the study run in one go; a resumed or
+    extended study (a new process, a new sampler) then samples new points, never the first
+    ones again. optuna keeps the state in ``_rng`` (and TPE's start-up ``_random_sampler``)."""
+
+    def __init__(self, seed: int):
+        super().__init__(seed=seed)  # type: ignore[call-arg]
+        self._study_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        seed = (self._study_seed * 1_000_003 + trial.number) % 2**32
+        for holder in (self, getattr(self, "_random_sampler", None)):
+            state = getattr(holder, "_rng", None)
+            if state is not None:
+                state.rng.seed(seed)
+        super().before_trial(study, trial)  # type: ignore[misc]
+
+
+class _RandomSampler(_SeededPerTrial, optuna.samplers.RandomSampler):
+    pass
+
+
+class _TPESampler(_SeededPerTrial, optuna.samplers.TPESampler):
+    pass
+
+
+class _NSGAIISampler(_SeededPerTrial, optuna.samplers.NSGAIISampler):
+    pass
+
+
 def _sampler(sweep: SweepConfig, offset: int = 0) -> optuna.samplers.BaseSampler:
-    seed = sweep.seed + offset  # workers of one study sample apart
-    if sweep.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if sweep.sampler == "nsgaii":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    """The study's sampler, seeded per trial (``_SeededPerTrial``); ``offset`` keeps the workers
+    of one study apart."""
+    kind = {"random": _RandomSampler, "nsgaii": _NSGAIISampler}.get(sweep.sampler, _TPESampler)
+    return kind(seed=sweep.seed + offset)
 
 
 def _requeue_unfinished(study: optuna.Study) -> int:
@@ -121,8 +150,32 @@ def _plan(config_path: Path, overrides: list[str] | None, output: Path | None):
     if plan.experiment.grid:
         raise HarnessError("a sweep file cannot also have a grid", file=config_path, field="grid",
                            fix="sweep the settings in sweep.space instead")
+    _check_objectives(plan, config_path)
     plan.output.mkdir(parents=True, exist_ok=True)
     return plan
+
+
+def _check_objectives(plan, config_path: Path) -> None:
+    """Refuse, before any trial trains, an objective the runs cannot have: an unknown metric, or
+    a cut-off K the protocol does not evaluate."""
+    import re
+
+    from harness.protocol import family
+
+    config = plan.specs[0].config
+    _, evaluation = config.eval.resolved(config.dataset.name)
+    for index, objective in enumerate(plan.experiment.sweep.objectives):
+        metric = objective.metric
+        if metric == "ms_per_query" or "/" in metric:  # latency, or a per-category metric (FashionIQ)
+            continue
+        found = family(metric)
+        cut = re.fullmatch(r"(recall_subset|recall|map)_at_(\d+)", metric)
+        ks = {"recall": evaluation.ks, "recall_subset": evaluation.subset_ks, "map": evaluation.map_ks}
+        if found is None or (cut and int(cut.group(2)) not in ks[cut.group(1)]):
+            raise HarnessError(f"the runs will have no metric {metric!r}", file=config_path,
+                               field=f"sweep.objectives[{index}].metric",
+                               fix="name a metric the protocol evaluates (e.g. avg, recall_at_1 with eval.ks holding 1) "
+                               "or ms_per_query")
 
 
 def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Path | None = None,

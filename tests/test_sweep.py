@@ -280,3 +280,40 @@ def test_a_sweep_whose_worker_is_sigkilled_continues_on_rerun(tmp_path: Path):
     kept = {t.number: t.values for t in complete}
     assert all(kept[t.number] == t.values for t in finished)  # finished trials are kept as they were
     assert any(t.params == killed.params for t in complete)  # the killed trial's parameters ran again
+
+
+@pytest.mark.parametrize("kind", ["random", "tpe"])
+def test_a_resumed_study_samples_what_an_uninterrupted_one_does(tmp_path: Path, kind: str):
+    """Each invocation builds a new sampler (a new process): trial k must still draw trial k's
+    values, so a study stopped after 5 trials and extended twice equals one run in one go, and
+    no two trials share a point (it used to re-draw the first values on every invocation)."""
+    from harness.config import SweepConfig
+    from harness.sweep import _sampler
+
+    sweep = SweepConfig(space={"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}, sampler=kind, seed=3)
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        return -abs(lr - 3e-3)
+
+    def study(path: Path, trials: list[int]) -> list[float]:
+        storage = f"sqlite:///{path}"
+        for count in trials:  # one invocation each, with its own sampler
+            opened = optuna.create_study(study_name="s", storage=storage, load_if_exists=True, sampler=_sampler(sweep),
+                                         direction="maximize")
+            opened.optimize(objective, n_trials=count)
+        return [t.params["lr"] for t in optuna.load_study(study_name="s", storage=storage).trials]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    whole = study(tmp_path / "whole.db", [14])
+    resumed = study(tmp_path / "resumed.db", [5, 4, 5])
+    assert resumed == whole
+    assert len(set(resumed)) == 14
+
+
+def test_an_unknown_objective_is_refused_before_any_trial(tmp_path: Path):
+    for metric, named in (("recal_at_1", "recal_at_1"), ("recall_at_7", "recall_at_7")):
+        config = write_yaml(tmp_path / "sweep.yaml", SWEEP.replace("metric: avg", f"metric: {metric}"))
+        result = CliRunner().invoke(app, ["sweep", str(config), "--output", str(tmp_path / "out")])
+        assert result.exit_code == 2 and named in result.stderr and "sweep.objectives[0].metric" in result.stderr
+        assert not (tmp_path / "out" / "tinysweep" / "runs").exists()
