@@ -27,6 +27,7 @@ from harness.config import RunSpec
 from harness.data.datasets import dataset_key
 from harness.errors import HarnessError, RunsFailed, WorkerError
 from harness.files import read_json_object
+from harness.secrets import mask, mask_all
 from harness.executor import Plan, SplitCache, execute_run, parallel_threads, plan_experiment, plan_gpus
 from harness.protocol import title
 from harness.reporting.report import FORMATS, write_report
@@ -112,7 +113,7 @@ def _open_tracker(plan: Plan, config_path: Path, overrides: list[str] | None,
     if not (tracking.enabled and world.is_main):
         return None
     tracker = Tracker.open(tracking.uri, plan.output, plan.experiment.experiment)
-    tracker.start_parent({"config_file": str(config_path), "overrides": " ".join(overrides or []),
+    tracker.start_parent({"config_file": str(config_path), "overrides": mask(" ".join(overrides or [])),
                           "runs": len(plan.specs)}, name=plan.experiment.experiment)
     return tracker
 
@@ -198,7 +199,7 @@ def _conclude(plan: Plan, events: _RunEvents, echo, world: distributed.World) ->
     echo(f"results: {plan.output / 'runs'}   report: {report}")
     if events.tracker is not None:
         uri = plan.experiment.tracking.uri or "sqlite:///" + str((plan.output / "mlflow.db").resolve())
-        echo(f"mlflow:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
+        echo(f"mlflow:  mlflow ui --backend-store-uri {mask(uri)} --host 127.0.0.1")
     if failures:
         _raise_failures(events, f"{len(failures)} of {len(plan.specs)} runs failed",
                         "fix the cause and run the same command again: finished runs are kept")
@@ -304,7 +305,7 @@ def write_manifest(plan: Plan) -> None:
             log.warning("%s is unreadable; it is rewritten with this invocation's runs", path)
     kept = [run_id for run_id in earlier if (plan.output / "runs" / run_id).is_dir()]
     runs = list(dict.fromkeys([*kept, *(spec.run_id for spec in plan.specs)]))
-    manifest = {"experiment": plan.experiment.model_dump(mode="json"), "runs": runs}
+    manifest = {"experiment": mask_all(plan.experiment.model_dump(mode="json")), "runs": runs}
     atomic_write_text(path, json.dumps(manifest, indent=2))
 
 

@@ -33,6 +33,7 @@ from harness.config import SweepConfig
 from harness.errors import HarnessError
 from harness.evaluate import evaluate
 from harness.results import RunResult, atomic_write_text
+from harness.secrets import mask, mask_all
 from harness.parallel import gpu_slots
 from harness.executor import SplitCache, execute_run, image_resize, plan_experiment, plan_gpus
 from harness.tracking import Tracker
@@ -128,7 +129,7 @@ def _storage(sweep: SweepConfig, output: Path):
 
 
 def _describe(storage) -> str:
-    return storage if isinstance(storage, str) else "journal file"
+    return mask(storage) if isinstance(storage, str) else "journal file"
 
 
 def _open_study(plan, sweep: SweepConfig, seed_offset: int = 0) -> optuna.Study:
@@ -242,7 +243,8 @@ def _report(plan, trials: list[optuna.trial.FrozenTrial]) -> Path:
 
     trials = [t for t in sorted(trials, key=lambda t: t.number)
               if (plan.output / "runs" / t.user_attrs.get("run_id", "") / "result.json").is_file()]
-    manifest = {"experiment": plan.experiment.model_dump(mode="json"), "runs": [t.user_attrs["run_id"] for t in trials],
+    manifest = {"experiment": mask_all(plan.experiment.model_dump(mode="json")),
+                "runs": [t.user_attrs["run_id"] for t in trials],
                 "labels": {t.user_attrs["run_id"]: f"trial {t.number}" for t in trials}}
     atomic_write_text(plan.output / "experiment.json", json.dumps(manifest, indent=2))
     return report_experiment(plan.output)

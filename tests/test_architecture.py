@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("harness", "harness.errors", "harness.paths", "harness.device", "harness.distributed",
                     "harness.environment", "harness.process", "harness.schedule", "harness.losses", "harness.metrics",
-                    "harness.activation_memory", "harness.embedding_file", "harness.files",
+                    "harness.activation_memory", "harness.embedding_file", "harness.files", "harness.secrets",
                     "harness.tokenization", "harness.reporting.stats")),
     ("data", ("harness.data",)),
     ("contract", ("harness.protocol", "harness.results", "harness.scoring", "harness.retrieval", "harness.intent",

@@ -317,3 +317,33 @@ def test_an_unknown_objective_is_refused_before_any_trial(tmp_path: Path):
         result = CliRunner().invoke(app, ["sweep", str(config), "--output", str(tmp_path / "out")])
         assert result.exit_code == 2 and named in result.stderr and "sweep.objectives[0].metric" in result.stderr
         assert not (tmp_path / "out" / "tinysweep" / "runs").exists()
+
+
+def test_passwords_in_storage_and_tracking_urls_never_leave_the_process(tmp_path: Path, postgres_url: str):
+    """The throw-away cluster trusts its local connections, so a URL may carry any password: it
+    must appear in no output line, no file the sweep or a run writes and no mlflow parameter or tag."""
+    import mlflow
+    import sqlalchemy
+
+    password = "hunter2-Secret"
+    with sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT").connect() as connection:
+        connection.execute(sqlalchemy.text("CREATE DATABASE tracking_secrets"))  # mlflow and optuna: one alembic table each
+    url = postgres_url.replace("postgres@", f"postgres:{password}@")
+    tracking = url.rsplit("/", 1)[0] + "/tracking_secrets"
+    config = write_yaml(tmp_path / "sweep.yaml", SWEEP.replace("trials: 3", "trials: 1").replace(
+        "tracking: {enabled: false}", f"tracking: {{enabled: true, uri: '{tracking}'}}") + f"  storage: {url}\n")
+    outputs = []
+    for command in (["sweep", str(config)], ["run", str(config), "--set", f"tracking.uri={tracking}"]):
+        result = CliRunner().invoke(app, [*command, "--output", str(tmp_path / "out")])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.stdout + result.stderr)
+    assert all(password not in text for text in outputs)
+    assert any("postgres:***@" in text for text in outputs)  # the URL is shown, masked
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), path
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs
+    for run in runs:
+        assert all(password not in str(v) for v in (*run.data.params.values(), *run.data.tags.values()))
