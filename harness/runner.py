@@ -27,6 +27,7 @@ from harness.config import RunSpec
 from harness.data.datasets import dataset_key
 from harness.errors import HarnessError, RunsFailed, WorkerError
 from harness.files import read_json_object
+from harness.paths import file_lock
 from harness.secrets import mask, mask_all
 from harness.executor import Plan, SplitCache, execute_run, parallel_threads, plan_experiment, plan_gpus
 from harness.protocol import title
@@ -294,19 +295,31 @@ def warm_starts_first(pending: list[tuple[int, RunSpec]]) -> list[tuple[int, Run
 def write_manifest(plan: Plan) -> None:
     """experiment.json: the experiment's settings and its runs, those of earlier invocations
     (still on disk) first, so a partial re-run (a --set, a smaller grid) adds to the report
-    instead of replacing it. Delete runs/<id> to drop a run from it."""
+    instead of replacing it. Delete runs/<id> to drop a run from it. Invocations on one output
+    take turns (a file lock) and each run's folder is made here, so two started together list
+    each other's runs; an unreadable file is rebuilt from the run folders on disk."""
     plan.output.mkdir(parents=True, exist_ok=True)
-    earlier: list[str] = []
     path = plan.output / "experiment.json"
-    if path.is_file():
-        try:
-            earlier = [str(r) for r in json.loads(path.read_text(encoding="utf-8")).get("runs", [])]
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            log.warning("%s is unreadable; it is rewritten with this invocation's runs", path)
-    kept = [run_id for run_id in earlier if (plan.output / "runs" / run_id).is_dir()]
-    runs = list(dict.fromkeys([*kept, *(spec.run_id for spec in plan.specs)]))
-    manifest = {"experiment": mask_all(plan.experiment.model_dump(mode="json")), "runs": runs}
-    atomic_write_text(path, json.dumps(manifest, indent=2))
+    with file_lock(plan.output / ".experiment.lock"):
+        earlier = _earlier_runs(path, plan.output / "runs")
+        kept = [run_id for run_id in earlier if (plan.output / "runs" / run_id).is_dir()]
+        runs = list(dict.fromkeys([*kept, *(spec.run_id for spec in plan.specs)]))
+        for spec in plan.specs:
+            (plan.output / "runs" / spec.run_id).mkdir(parents=True, exist_ok=True)
+        manifest = {"experiment": mask_all(plan.experiment.model_dump(mode="json")), "runs": runs}
+        atomic_write_text(path, json.dumps(manifest, indent=2))
+
+
+def _earlier_runs(path: Path, runs: Path) -> list[str]:
+    """The run ids experiment.json lists; every run folder on disk when it is unreadable."""
+    if not path.is_file():
+        return []
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
+        return [str(r) for r in listed]
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError):
+        log.warning("%s is unreadable; it is rebuilt from the run folders on disk", path)
+        return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
 
 
 def report_experiment(output: Path, out: Path | None = None, formats: list[str] | None = None) -> Path:

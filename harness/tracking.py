@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.paths import file_lock
 from harness.config import flatten
 from harness.results import RunResult
 
@@ -39,11 +40,19 @@ class Tracker:
 
     @classmethod
     def open(cls, uri: str | None, output: Path, experiment: str) -> Tracker:
+        """The experiment's tracker. Processes that open it at once (two invocations on one
+        output) take turns through a file lock: mlflow's schema set-up of a fresh database is not
+        safe to run twice at the same moment (one of them failed on a duplicate column)."""
+        output = Path(output)
+        output.mkdir(parents=True, exist_ok=True)
+        with file_lock(output / ".mlflow.lock"):
+            return cls._open(uri, output, experiment)
+
+    @classmethod
+    def _open(cls, uri: str | None, output: Path, experiment: str) -> Tracker:
         import mlflow  # slow import: only when tracking is on
         from mlflow.tracking import MlflowClient
 
-        output = Path(output)
-        output.mkdir(parents=True, exist_ok=True)
         client = MlflowClient(tracking_uri=uri or default_tracking_uri(output))
         found = client.get_experiment_by_name(experiment)
         if found is None:

@@ -392,3 +392,22 @@ def test_jobs_on_a_gpu_machine_give_each_worker_its_own_gpu(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     _start_worker(torch.get_num_threads(), slots)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+def test_two_invocations_started_together_on_a_fresh_output_both_finish(tmp_path: Path):
+    """Each sets up the experiment's mlflow database; started at the same moment they used to
+    race in mlflow's schema creation and one crashed."""
+    import subprocess
+    import sys
+
+    config = write_yaml(tmp_path / "tiny.yaml", EXPERIMENT.replace("  method.name: [image_only, sum]",
+                                                                   "  method.name: [image_only]"))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    processes = [subprocess.Popen([sys.executable, "-m", "harness", "run", str(config), "--output", str(tmp_path / "out"),
+                                   "--quiet", "--set", f"seeds=[{seed}]"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env) for seed in (0, 1)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-2000:]
+    results = [read_result(p) for p in (tmp_path / "out" / "tiny" / "runs").glob("*/result.json")]
+    assert sorted(r.seed for r in results) == [0, 1]
