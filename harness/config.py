@@ -240,6 +240,14 @@ class ExperimentConfig(BaseModel):
             raise ValueError("must be a plain folder name (no slashes, not starting with '.')")
         return name
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"seed {repeated[0]} is listed more than once (each seed is one run per grid point)")
+        return seeds
+
     @field_validator("grid")
     @classmethod
     def _non_empty(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -285,15 +293,36 @@ def _named(value: Any) -> Any:
 # ---------------------------------------------------------------- loading
 
 
+#: an experiment file is a few KB; a larger one is a mistake (a 50 MB file took 38 s and 575 MB to load)
+MAX_CONFIG_BYTES = 2**20
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (the second one used to win
+    silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: Path, included_from: Path | None) -> dict[str, Any]:
     if not path.is_file():
         if included_from is not None:
             raise HarnessError(f"included file {path} not found", file=included_from, field="include",
                                fix="give a path relative to the including file")
         raise HarnessError("config file not found", file=path, fix="check the path")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise HarnessError(f"{path.stat().st_size / 2**20:.1f} MiB is far more than an experiment file holds "
+                           f"(the limit is {MAX_CONFIG_BYTES // 2**20} MiB)", file=path, fix="give the experiment's YAML file")
     text = read_text(path, fix="save the file as UTF-8 text")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else None

@@ -70,6 +70,14 @@ class Confiner:
         return target
 
 
+def confine_found(root: Path, paths: dict[str, Path], file: str | Path) -> dict[str, Path]:
+    """``paths`` (name -> a file found or named under ``root``) under ``Confiner``'s rule: an image
+    file that is a symbolic link out of the dataset is refused, naming it (CIRCO, Shoes and
+    FashionIQ find their images by listing folders rather than reading paths from a file)."""
+    confine = Confiner(root)
+    return {name: confine(os.path.relpath(path, root), file=file, field=name) for name, path in paths.items()}
+
+
 def _within(path: Path, base: Path) -> bool:
     return path == base or base in path.parents
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.data.datasets import default_protocol
 from harness.data.triplet import Triplet
@@ -91,7 +91,25 @@ class EvalConfig(BaseModel):
         """(protocol name, this config with the preset's values where a field was left unset)."""
         name = self.protocol or default_protocol(dataset)  # each dataset module declares its own
         preset = {key: value for key, value in PROTOCOLS[name].items() if key not in self.model_fields_set}
-        return name, self.model_copy(update=preset)
+        resolved = self.model_copy(update=preset)
+        if (problem := resolved.unverifiable_cutoff()) is not None:
+            raise HarnessError(f"protocol {name}: {problem}", field="eval.save_top",
+                               fix="raise eval.save_top to the largest K, or drop that K")
+        return name, resolved
+
+    def unverifiable_cutoff(self) -> str | None:
+        """Why a K cannot be re-checked from the saved rankings (K above save_top), or None."""
+        largest = max([*self.ks, *self.map_ks], default=0)
+        if largest > self.save_top:
+            return (f"K = {largest} is larger than the {self.save_top} images each ranking keeps, so `harness score` "
+                    "could never re-check it")
+        return None
+
+    @model_validator(mode="after")
+    def _cutoffs_verifiable(self) -> EvalConfig:
+        if (problem := self.unverifiable_cutoff()) is not None:
+            raise ValueError(f"{problem}; raise eval.save_top to the largest K, or drop that K")
+        return self
 
     @field_validator("ks", "subset_ks", "map_ks")
     @classmethod

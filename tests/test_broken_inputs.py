@@ -127,6 +127,10 @@ CASES = [
     Case("config a YAML list", lambda w: (_config(w, b"- a\n- b\n"), "tiny.yaml")),
     Case("config with an unknown field", lambda w: (_config(w, EXPERIMENT.replace("seeds:", "seedz:").encode()),
                                                     "tiny.yaml")),
+    Case("a seed listed twice", lambda w: (_config(w, EXPERIMENT.replace("seeds: [0]", "seeds: [0, 0]").encode()),
+                                           "tiny.yaml")),
+    Case("a key given twice", lambda w: (_config(w, (EXPERIMENT + "seeds: [1]\n").encode()), "tiny.yaml")),
+    Case("a 2 MiB config", lambda w: (_config(w, EXPERIMENT.encode() + b"# " + b"x" * 2**21 + b"\n"), "tiny.yaml")),
     Case("config missing", lambda w: (["run", str(w["tmp"] / "absent.yaml")], "absent.yaml")),
     Case("config naming a folder", lambda w: (["run", str(w["tmp"])], w["tmp"].name)),
     Case("include that does not exist", lambda w: (_config(w, b"include: nowhere.yaml\n" + EXPERIMENT.encode()),
@@ -242,3 +246,13 @@ def _writable(folder: Path) -> bool:
         return False
     (folder / ".probe").unlink()
     return True
+
+
+def test_a_cutoff_the_rankings_cannot_verify_is_refused(world: dict[str, Path]):
+    """eval.ks holding 100000 used to run and report R@100000 = 100 that `harness score` could never re-check."""
+    write_yaml(world["config"], EXPERIMENT.replace("eval: {batch_size: 64}", "eval: {batch_size: 64, ks: [1, 100000]}"))
+    result = CliRunner().invoke(app, _run(world, "--dry-run"))
+    assert result.exit_code == 2 and "eval" in result.stderr and "100000" in result.stderr
+    assert result.stderr.count("\n") == 1
+    preset = CliRunner().invoke(app, _run(world, "--dry-run", "--set", "eval.save_top=10"))  # the preset's K = 50
+    assert preset.exit_code == 2 and "save_top" in preset.stderr, preset.stderr

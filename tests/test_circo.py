@@ -100,3 +100,10 @@ def test_evaluation_reports_map_over_every_ground_truth(tmp_path: Path):
     assert result.metrics["map_at_1"] == pytest.approx(100.0)  # 11 is a ground truth
     assert result.metrics["map_at_3"] == pytest.approx((1 + 2 / 3) / 2 * 100)  # hits at 1 and 3, two truths
     assert result.metrics["recall_at_5"] == 100.0  # Recall@K reads target_img_id only
+
+
+def test_image_links_out_of_the_dataset_are_refused_and_linked_folders_followed(circo_root: Path, tmp_path: Path):
+    from .confinement import check_confinement
+
+    image = sorted((circo_root / "unlabeled2017").glob("*.jpg"))[0]
+    check_confinement(circo_root, tmp_path, image, circo_root / "unlabeled2017", lambda root: read_circo_split(root, "val"))

@@ -183,3 +183,13 @@ def test_missing_images_refuse_a_run_unless_allowed_and_then_are_counted(fiq_roo
     assert allowed.info["dropped_queries"] == VAL["shirt"][0]  # every shirt query lost its images
     assert allowed.info["dropped_gallery_images"] == VAL["shirt"][1]
     assert len(allowed.triplets) == VAL["dress"][0] and allowed.galleries["shirt"] == []
+
+
+def test_image_links_out_of_the_dataset_are_refused_and_linked_folders_followed(fiq_root: Path, tmp_path: Path):
+    from harness.data.fashioniq import read_fashioniq_split
+
+    from .confinement import check_confinement
+
+    image = sorted((fiq_root / "images").iterdir())[0]
+    check_confinement(fiq_root, tmp_path, image, fiq_root / "images",
+                      lambda root: read_fashioniq_split(root, "val", ("dress",)))

@@ -121,3 +121,10 @@ tracking: {{enabled: false}}
     assert run.protocol.preset == "shoes" and run.protocol.remove_reference is True
     assert set(run.metrics) == {"recall_at_1", "recall_at_10", "recall_at_50"}  # no image sets on Shoes
     assert run.num_queries == 23 and run.num_gallery == 24
+
+
+def test_image_links_out_of_the_dataset_are_refused_and_linked_folders_followed(shoes_root: Path, tmp_path: Path):
+    from .confinement import check_confinement
+
+    image = sorted(shoes_root.rglob("*.jpg"))[0]
+    check_confinement(shoes_root, tmp_path, image, image.parent.parent, lambda root: read_shoes_split(root, "eval"))

@@ -22,6 +22,7 @@ from harness.data.cirr import read_json
 from harness.data.triplet import CIRSplit, ImageStore, Triplet
 from harness.data.spec import DatasetSpec
 from harness.errors import HarnessError
+from harness.paths import confine_found
 
 CIRCO_SPLITS = ("val", "test")
 IMAGES = "unlabeled2017"
@@ -44,7 +45,8 @@ def read_circo_split(root: Path, split: str, image_size: int = 64) -> tuple[CIRS
         raise HarnessError("expected a JSON list of queries", file=annotations, fix="restore the original file")
     images = root / IMAGES
     problems: list[str] = [] if images.is_dir() else [f"{root}: the {IMAGES}/ folder (the COCO 2017 unlabeled images) is missing"]
-    paths = {str(int(path.stem)): path for path in sorted(images.glob("*.jpg")) if path.stem.isdigit()}
+    paths = confine_found(root, {str(int(path.stem)): path for path in sorted(images.glob("*.jpg")) if path.stem.isdigit()},
+                          file=images)
     triplets: list[Triplet] = []
     seen: set[int] = set()
     for index, entry in enumerate(entries):

@@ -24,6 +24,7 @@ from harness.data.cirr import read_json
 from harness.data.triplet import CIRSplit, ImageStore, Triplet
 from harness.data.spec import DatasetSpec
 from harness.errors import HarnessError
+from harness.paths import confine_found
 
 FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
 FASHIONIQ_SPLITS = ("train", "val", "test")
@@ -91,7 +92,7 @@ def read_fashioniq_split(root: Path, split: str, categories: tuple[str, ...] = F
             triplets.append(Triplet(len(triplets), reference, join_captions(captions), target,
                                     captions=tuple(captions), category=category))
     images = root / "images"
-    paths = {name: _image_path(images, name) for name in gallery}
+    paths = confine_found(root, {name: _image_path(images, name) for name in gallery}, file=images)
     problems += [f"{images}: {name}: image file is missing ({' or '.join(EXTENSIONS)})" for name, path in paths.items()
                  if not path.is_file()]
     loaded = CIRSplit("fashioniq", split, root, triplets, list(gallery), ImageStore(paths, image_size),

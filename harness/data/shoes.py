@@ -21,6 +21,7 @@ from harness.data.cirr import read_json
 from harness.data.triplet import CIRSplit, ImageStore, Triplet
 from harness.data.spec import DatasetSpec
 from harness.errors import HarnessError
+from harness.paths import confine_found
 from harness.files import read_text
 
 SHOES_SPLITS = ("train", "eval")
@@ -80,7 +81,7 @@ def read_shoes_split(root: Path, split: str, image_size: int = 64) -> tuple[CIRS
         if target not in in_split:
             problems.append(f"{captions_file}: {field}.ImageName: target {target!r} is not in {split}_im_names.txt")
         triplets.append(Triplet(index, reference, caption, target))
-    paths = {name: files.get(name, root / name) for name in names}
+    paths = confine_found(root, {name: files.get(name, root / name) for name in names}, file=root)
     # e.g. 1 eval triplet of the full file: unreachable when the reference is removed from its gallery
     info = {"reference_is_target": sum(t.reference == t.target for t in triplets)}
     return CIRSplit("shoes", split, root, triplets, names, ImageStore(paths, image_size), info), problems
