@@ -24,7 +24,7 @@ def test_each_checkpoints_processor_gives_its_geometry(tmp_path: Path):
     assert processor_resize(tmp_path / "nothing-here") is None
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "preprocessor_config.json").write_text("{not json")
-    with pytest.raises(HarnessError, match="preprocessor_config.json: dataset.resize: not JSON"):
+    with pytest.raises(HarnessError, match="preprocessor_config.json: dataset.resize: not valid JSON"):
         processor_resize(tmp_path / "broken")
 
 

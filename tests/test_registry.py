@@ -15,7 +15,7 @@ SMALL = {"start": "scratch", "embed_dim": 16, "vision_hidden": 32, "text_hidden"
 
 def test_reference_methods_are_registered_with_families():
     names = {info.name: info.family for info in list_methods()}
-    assert names["image_only"] == names["text_only"] == names["sum"] == "reference"
+    assert names["image_only"] == names["text_only"] == "reference" and names["sum"] == "late_fusion"
     assert get_method("sum").defaults()["embed_dim"] == 256
 
 

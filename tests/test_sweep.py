@@ -327,9 +327,10 @@ def test_passwords_in_storage_and_tracking_urls_never_leave_the_process(tmp_path
 
     password = "hunter2-Secret"
     with sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT").connect() as connection:
-        connection.execute(sqlalchemy.text("CREATE DATABASE tracking_secrets"))  # mlflow and optuna: one alembic table each
-    url = postgres_url.replace("postgres@", f"postgres:{password}@")
-    tracking = url.rsplit("/", 1)[0] + "/tracking_secrets"
+        for database in ("tracking_secrets", "study_secrets"):  # mlflow and optuna: one alembic table each; a study
+            connection.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))  # of its own, not another test's
+    server = postgres_url.replace("postgres@", f"postgres:{password}@").rsplit("/", 1)[0]
+    url, tracking = server + "/study_secrets", server + "/tracking_secrets"
     config = write_yaml(tmp_path / "sweep.yaml", SWEEP.replace("trials: 3", "trials: 1").replace(
         "tracking: {enabled: false}", f"tracking: {{enabled: true, uri: '{tracking}'}}") + f"  storage: {url}\n")
     outputs = []
