@@ -68,14 +68,10 @@ def save_trained_weights(method: CIRMethod, path: Path) -> None:
 def load_trained_weights(method: CIRMethod, path: Path) -> None:
     """Load a checkpoint written by ``save_trained_weights`` (or an older whole-model one) into
     ``method``; a checkpoint trained on other frozen weights is refused, naming the file."""
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except Exception as error:  # safetensors' own error type is not exported
-        raise HarnessError(f"not a complete safetensors file ({type(error).__name__}: {' '.join(str(error).split())[:200]})",
-                           file=path, fix=f"move it aside (mv {path.parent} {path.parent}.broken) to train the run "
-                           "from its start, or run with --overwrite always") from None
-    tensors = read_safetensors(path, fix=f"move it aside (mv {path.parent} {path.parent}.broken)")
+    tensors = read_safetensors(path, fix=f"move it aside (mv {path.parent} {path.parent}.broken) to train the run "
+                               "from its start, or run with --overwrite always")
+    with safe_open(str(path), framework="pt") as handle:  # read above, so it opens
+        metadata = handle.metadata() or {}
     missing, unexpected = method.load_state_dict(tensors, strict=False)
     fix = "rebuild the run from the base checkpoint it was trained on, or re-train it (--overwrite always)"
     if unexpected:

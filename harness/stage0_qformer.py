@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.backbones.qformer import QFormer, QFormerParams
+from harness.backbones.qformer import QFormer, QFormerBackbone, QFormerParams
 from harness.backbones.vision import VisionTower
 from harness.data.synthetic.captions import template_corpus
 from harness.paths import cache_dir, file_lock
@@ -92,8 +92,9 @@ class QFormerWarmStart:
         temperature = torch.nn.Parameter(torch.tensor(self.pretraining.temperature))
         trainable = torch.nn.ModuleDict({"qformer": qformer})
         trainable.register_parameter("temperature", temperature)
+        backbone = QFormerBackbone(tower, True, qformer, tokenizer, self.sizes.max_text_length)
         report = _phase(trainable, self.pretraining.steps, self.pretraining.lr, "stage 0: Q-Former image <-> text",
-                        progress, lambda: itc_step(tower, qformer, temperature, data.images, encoded,
+                        progress, lambda: itc_step(backbone, temperature, data.images, encoded,
                                                    self.pretraining.batch_size, generator), self.clip.params.precision)
         shutil.copytree(clip / "vision", out / "vision")
         tokenizer.save_pretrained(str(out / "tokenizer"))
@@ -103,13 +104,13 @@ class QFormerWarmStart:
                 "images": len(data.names), "itc": report, "temperature": float(temperature.detach())}
 
 
-def itc_step(tower: VisionTower, qformer: QFormer, temperature: torch.Tensor, images: torch.Tensor, encoded: dict,
+def itc_step(backbone: QFormerBackbone, temperature: torch.Tensor, images: torch.Tensor, encoded: dict,
              batch_size: int, generator: torch.Generator) -> torch.Tensor:
     """BLIP-2's image-text contrastive loss on a random batch: the best query output per
     (image, text), both directions, temperature clamped to [0.001, 0.5] as BLIP-2 clamps it."""
     rows = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
-    with torch.no_grad():
-        features = tower.model.post_layernorm(tower(images[rows]))
+    qformer = backbone.qformer
+    features = backbone.image_features(images[rows])  # the frozen tower: no graph
     mask = encoded["attention_mask"][rows]
     width = int(mask.sum(1).max())
     image = qformer.image_vectors(qformer.image_queries(features))

@@ -35,49 +35,31 @@ class WarmStart(Protocol):
 
 
 @dataclass(frozen=True)
-class ClipWarmStart:
-    """Stage 0's first phase: the tiny CLIP (and tokenizer) every dual encoder starts from."""
+class Stage0WarmStart:
+    """Stage 0 of a tiny backbone: its first phase alone (``full`` False: the tiny CLIP and
+    tokenizer every dual encoder starts from) or the whole LVLM stage 0 (CLIP, then connector + LM)."""
 
     request: Stage0Request
+    full: bool
 
     def key(self) -> str:
-        return f"clip-{self.request.vision_key()}"
+        return f"lvlm-{self.request.key()}" if self.full else f"clip-{self.request.vision_key()}"
 
     def directory(self) -> Path:
-        return self.request.vision_directory()
+        return self.request.directory() if self.full else self.request.vision_directory()
 
     def built(self) -> bool:
-        return self.request.built(full=False)
+        return self.request.built(full=self.full)
 
     def ensure(self, train_split: Any, force: bool = False, progress: bool = True) -> Path:
-        return ensure_stage0_clip(self.request, train_split, force, progress)
+        build = ensure_stage0 if self.full else ensure_stage0_clip
+        return build(self.request, train_split, force, progress)
 
     def summary(self, cached: bool) -> str:
-        report = json.loads((self.directory() / "vision.json").read_text())
-        timing = "cached" if cached else f"{report['vision']['seconds']:.0f}s"
-        return f"stage 0 (CLIP) {self.directory()} ({timing}; final loss {report['vision']['last_loss']})"
-
-
-@dataclass(frozen=True)
-class LVLMWarmStart:
-    """The whole stage 0 of a tiny LVLM: CLIP, then connector + LM (describe, instructions)."""
-
-    request: Stage0Request
-
-    def key(self) -> str:
-        return f"lvlm-{self.request.key()}"
-
-    def directory(self) -> Path:
-        return self.request.directory()
-
-    def built(self) -> bool:
-        return self.request.built(full=True)
-
-    def ensure(self, train_split: Any, force: bool = False, progress: bool = True) -> Path:
-        return ensure_stage0(self.request, train_split, force, progress)
-
-    def summary(self, cached: bool) -> str:
-        report = json.loads((self.directory() / "stage0.json").read_text())
+        report = json.loads((self.directory() / ("stage0.json" if self.full else "vision.json")).read_text())
+        if not self.full:
+            timing = "cached" if cached else f"{report['vision']['seconds']:.0f}s"
+            return f"stage 0 (CLIP) {self.directory()} ({timing}; final loss {report['vision']['last_loss']})"
         timing = ("cached" if cached else
                   f"vision {report['vision']['seconds']:.0f}s, describe {report['caption']['seconds']:.0f}s")
         return (f"stage 0 (LVLM) {self.directory()} ({timing}; final losses: vision {report['vision']['last_loss']}, "

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from baselines.sprc import Sprc
+from harness.stage0_qformer import QFormerWarmStart
 from harness.data.cirr import load_cirr_split
 from harness.evaluate import evaluate
 from harness.methods.base import MethodContext, TripletBatch
@@ -116,12 +117,13 @@ def test_the_qformer_stage0_is_cached_and_reused(split):
     params = get_method("sprc").params.model_validate(
         {"backbone": TINY, "stage0": STAGE0, "qformer": QFORMER, "qformer_pretraining": PRETRAINING})
     [start] = Sprc.warm_starts(params, "sprc-test")
-    _sprc(split)
+    first = _sprc(split).state_dict()
     assert start.built()
     report = json.loads((start.directory() / "qformer.json").read_text())
     assert report["itc"]["last_loss"] is not None and report["images"] > 0
-    first = _sprc(split).state_dict()
-    second = _sprc(split).state_dict()
+    with pytest.MonkeyPatch.context() as patch:  # a second method reads the cache: building again would fail
+        patch.setattr(QFormerWarmStart, "_build", lambda *_: (_ for _ in ()).throw(AssertionError("built again")))
+        second = _sprc(split).state_dict()
     assert all(torch.equal(first[name], second[name]) for name in first)
 
 

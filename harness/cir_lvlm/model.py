@@ -46,7 +46,7 @@ from harness.backbones.language import (
 )
 from harness.backbones.params import BackboneParams
 from harness.stage0 import Stage0Params, Stage0Request, ensure_stage0
-from harness.warm_start import LVLMWarmStart
+from harness.warm_start import Stage0WarmStart
 from harness.backbones.vision import QwenVisionTower, VisionTower, preprocessor_stats
 from harness.cir_lvlm.chat import ChatTemplate, chat_frame
 from harness.cir_lvlm.connector import ConnectorParams, build_connector
@@ -132,10 +132,10 @@ class CIRLVLM(CIRMethod):
     params: CIRLVLMParams
 
     @classmethod
-    def warm_starts(cls, params: CIRLVLMParams, dataset_key: str) -> list[LVLMWarmStart]:
+    def warm_starts(cls, params: CIRLVLMParams, dataset_key: str) -> list[Stage0WarmStart]:
         if params.backbone.source != "tiny" or not params.stage0.enabled:
             return []
-        return [LVLMWarmStart(stage0_request(params, dataset_key))]
+        return [Stage0WarmStart(stage0_request(params, dataset_key), full=True)]
 
     def __init__(self, params: CIRLVLMParams, context: MethodContext):
         super().__init__(params, context)

@@ -19,11 +19,11 @@ class DualEncoderMethod(CIRMethod):
 
     @classmethod
     def warm_starts(cls, params: Any, dataset_key: str) -> list[Any]:
-        from harness.warm_start import ClipWarmStart
+        from harness.warm_start import Stage0WarmStart
 
         if getattr(params, "start", "stage0") != "stage0" or params.backbone.source != "tiny":
             return []
-        return [ClipWarmStart(clip_request(dataset_key, params.backbone, params.stage0))]
+        return [Stage0WarmStart(clip_request(dataset_key, params.backbone, params.stage0), full=False)]
 
     @property
     def tokenizer(self):  # saved with the run by the runner
