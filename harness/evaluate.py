@@ -36,7 +36,7 @@ from harness.errors import HarnessError
 from harness.methods.base import CIRMethod
 from harness.metrics import cirr_metrics, similarity
 from harness.protocol import EvalConfig, metrics_from_ranks
-from harness.scoring import score_blockwise
+from harness.scoring import score_blockwise, score_per_gallery
 
 
 
@@ -325,9 +325,12 @@ def _score(split: CIRSplit, queries: _Queries, query_embeddings: torch.Tensor, g
     soft = config.target_field == "soft" and target_index is not None
     wants_map = bool(config.map_ks) and target_index is not None and any(t.ground_truths for t in triplets)
     depth = max([config.save_top, *(config.ks if soft else []), *(config.map_ks if wants_map else [])])
-    scored = score_blockwise(query_embeddings, gallery_embeddings, depth, exclude, target_index, subset_index,
-                             queries.reference_index,
-                             _category_galleries(split, triplets, index) if split.galleries else None)
+    if split.galleries:
+        scored = score_per_gallery(query_embeddings, gallery_embeddings, depth,
+                                   _category_galleries(split, triplets, index), exclude, target_index)
+    else:
+        scored = score_blockwise(query_embeddings, gallery_embeddings, depth, exclude, target_index, subset_index,
+                                 queries.reference_index)
     if scored.ranks is None:
         return scored, {}, {}, {}
     top_names = [[queries.gallery[i] for i in row if i >= 0] for row in scored.top.tolist()]
@@ -467,28 +470,22 @@ def _metrics_by_edit_type(
     return result
 
 
-def _category_galleries(split: CIRSplit, triplets: list[Triplet], index: dict[str, int]):
-    """``allowed(lo, hi)`` -> [hi - lo, G] bool: True where the gallery image belongs to the
-    category gallery of query lo..hi (FashionIQ), built a block of queries at a time."""
-    columns = {category: torch.tensor([index[name] for name in names], dtype=torch.long)
-               for category, names in split.galleries.items()}
-    categories = [t.category for t in triplets]
-
-    def allowed(lo: int, hi: int) -> torch.Tensor:
-        mask = torch.zeros(hi - lo, len(index), dtype=torch.bool)
-        for category, selected in columns.items():
-            rows = torch.tensor([row for row in range(lo, hi) if categories[row] == category], dtype=torch.long) - lo
-            if len(rows):
-                mask[rows.unsqueeze(1), selected] = True
-        return mask
-
-    return allowed
+def _category_galleries(split: CIRSplit, triplets: list[Triplet],
+                        index: dict[str, int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(query rows, gallery indices in the category's split-file order) per category (FashionIQ):
+    each category ranks its own gallery, ties broken by that order, as the per-category scorers do."""
+    rows: dict[str | None, list[int]] = {}
+    for row, t in enumerate(triplets):
+        rows.setdefault(t.category, []).append(row)
+    return [(torch.tensor(rows[category], dtype=torch.long),
+             torch.tensor([index[name] for name in dict.fromkeys(names)], dtype=torch.long))
+            for category, names in split.galleries.items() if rows.get(category)]
 
 
 def _subset_order(scores: torch.Tensor, triplet: Triplet, index: dict[str, int]) -> list[str]:
     """The query's set members other than its reference, best first (ties by gallery index):
     what CIRR's recall_subset submission lists (its first three)."""
-    members = [m for m in triplet.subset if m != triplet.reference]
+    members = [m for m in dict.fromkeys(triplet.subset) if m != triplet.reference]
     return sorted(members, key=lambda m: (-float(scores[index[m]]), index[m]))
 
 

@@ -88,6 +88,19 @@ def subset_ranks(
     return subset_ranks_of_members(member_scores, subset_index, target_score, target_index, reference_index)
 
 
+#: the rank of a target that is not among a query's candidates: a miss at every K
+ABSENT = 2**31 - 1
+
+
+def first_members(subset_index: torch.Tensor) -> torch.Tensor:
+    """[Q, S] bool: True at each member's first listing in its row (padding -1 excluded), so a
+    set member listed twice counts once, as CLIP4Cir's ``compute_cirr_val_metrics`` masks the
+    ranked gallery by membership."""
+    same = subset_index.unsqueeze(2) == subset_index.unsqueeze(1)  # [Q, S, S]
+    earlier = torch.ones(same.shape[1:], dtype=torch.bool).tril(diagonal=-1)
+    return (subset_index >= 0) & ~(same & earlier).any(dim=2)
+
+
 def subset_ranks_of_members(
     member_scores: torch.Tensor,
     subset_index: torch.Tensor,
@@ -96,11 +109,13 @@ def subset_ranks_of_members(
     reference_index: torch.Tensor,
 ) -> torch.Tensor:
     """``subset_ranks`` from the members' scores [Q, S] and the targets' [Q] alone (what blockwise
-    scoring keeps of a gallery it never holds whole)."""
+    scoring keeps of a gallery it never holds whole). A target that is not a candidate of its own
+    set (custom data; real CIRR never has one) gets ``ABSENT``, a miss, as in CLIP4Cir's scorer."""
     target_score = target_score.unsqueeze(1)
-    candidate = (subset_index >= 0) & (subset_index != reference_index.unsqueeze(1))
+    candidate = first_members(subset_index) & (subset_index != reference_index.unsqueeze(1))
     ahead = (member_scores > target_score) | ((member_scores == target_score) & (subset_index < target_index.unsqueeze(1)))
-    return (ahead & candidate).sum(dim=1)
+    inside = (candidate & (subset_index == target_index.unsqueeze(1))).any(dim=1)
+    return (ahead & candidate).sum(dim=1).masked_fill(~inside, ABSENT)
 
 
 def cirr_metrics(
@@ -165,3 +180,11 @@ def metrics_by_category(ranks: torch.Tensor, categories: Sequence[str | None], k
 def category_mean(by_category: dict[str, dict[str, float]], keys: Iterable[str]) -> dict[str, float]:
     """FashionIQ's averaging: each metric the mean of its per-category values."""
     return {key: sum(m[key] for m in by_category.values()) / len(by_category) for key in keys}
+
+
+def fashioniq_avg(metrics: dict[str, float]) -> dict[str, float]:
+    """FashionIQ's "Avg" column, (R@10 + R@50) / 2 (every paper's table; with the category mean of
+    each recall it is also the mean of the categories' Avg), when both recalls are there."""
+    if "recall_at_10" in metrics and "recall_at_50" in metrics:
+        return {"avg_r10_r50": (metrics["recall_at_10"] + metrics["recall_at_50"]) / 2}
+    return {}

@@ -30,6 +30,7 @@ from harness.errors import HarnessError
 from harness.metrics import (
     category_mean,
     cirr_metrics,
+    fashioniq_avg,
     map_at_k,
     metrics_by_category,
     recall_at_k,
@@ -206,6 +207,8 @@ def metrics_from_ranks(config: EvalConfig, triplets: Sequence[Triplet], ranks: t
         by_category = metrics_by_category(ranks, [t.category for t in triplets], config.ks, config.subset_ks)
         if config.category_mean:  # the FashionIQ protocol: each metric averaged over the categories
             metrics = category_mean(by_category, metrics)
+        for values in (metrics, *by_category.values()):
+            values |= fashioniq_avg(values)
     return metrics, by_category
 
 
@@ -252,6 +255,11 @@ def _top1_is(kind: str) -> Callable[[dict[str, Any], int | None], float | None]:
     return value
 
 
+def _fashioniq_avg(entry: dict[str, Any], k: int | None) -> float | None:
+    parts = [per_query_value(entry, "recall_at_10"), per_query_value(entry, "recall_at_50")]
+    return None if None in parts else (parts[0] + parts[1]) / 2  # type: ignore[operator]
+
+
 def _avg(entry: dict[str, Any], k: int | None) -> float | None:
     parts = [per_query_value(entry, "recall_at_5"), per_query_value(entry, "recall_subset_at_1")]
     return None if None in parts else (parts[0] + parts[1]) / 2  # type: ignore[operator]
@@ -279,6 +287,8 @@ CATALOGUE: tuple[MetricFamily, ...] = (
     MetricFamily("recall_subset_at_{k}", "Rs@{k}", "target among the top K of its image set (CIRR)",
                  _rank_hit("subset_rank")),
     MetricFamily("avg", "Avg", "(R@5 + Rs@1) / 2 (CIRR)", _avg),
+    MetricFamily("avg_r10_r50", "Avg", "(R@10 + R@50) / 2, each the mean over the categories (FashionIQ)",
+                 _fashioniq_avg),
     MetricFamily("map_at_{k}", "mAP@{k}", "mean average precision over every ground truth (CIRCO)"),
     MetricFamily("intent_fidelity", "intent fidelity", "top-1 carries the caption's edit", _stored("intent_fidelity")),
     MetricFamily("visual_retention", "visual retention", "top-1 keeps the reference's other content",
@@ -302,7 +312,7 @@ CATALOGUE: tuple[MetricFamily, ...] = (
 )
 #: metrics of the results tables, in column order (those a run has)
 TABLE_METRICS = ("recall_at_1", "recall_at_5", "recall_at_10", "recall_at_25", "recall_at_50", "recall_subset_at_1",
-                 "recall_subset_at_2", "recall_subset_at_3", "avg", "map_at_5", "map_at_10", "map_at_25", "map_at_50")
+                 "recall_subset_at_2", "recall_subset_at_3", "avg", "avg_r10_r50", "map_at_5", "map_at_10", "map_at_25", "map_at_50")
 
 
 def family(key: str) -> tuple[MetricFamily, int | None] | None:

@@ -24,6 +24,7 @@ import torch
 from harness.data.triplet import CIRSplit
 from harness.errors import HarnessError
 from harness.group_metrics import rescored
+from harness.metrics import ABSENT
 from harness.protocol import EvalConfig, metrics_from_ranks
 
 
@@ -34,15 +35,7 @@ def score(entries: Iterable[dict[str, Any]], split: CIRSplit, config: EvalConfig
     entries = list(entries)
     if not entries:
         raise HarnessError("no rankings to score", file=file, fix="give the rankings of a finished run")
-    seen: set[int] = set()
-    for entry in entries:
-        pairid = int(entry["pairid"])
-        if pairid not in by_pairid:
-            raise HarnessError(f"pair id {pairid} is not a query of the {split.dataset}/{split.split} annotations",
-                               file=file, fix="score against the split the rankings were made on")
-        if pairid in seen:
-            raise HarnessError(f"pair id {pairid} is ranked twice", file=file, fix="keep one ranking per query")
-        seen.add(pairid)
+    _check_entries(entries, by_pairid, split, file)
     triplets = [by_pairid[int(e["pairid"])] for e in entries]
     if any(t.target is None for t in triplets):
         raise HarnessError(f"the {split.split} split has no targets to score against", file=file,
@@ -67,9 +60,40 @@ def score(entries: Iterable[dict[str, Any]], split: CIRSplit, config: EvalConfig
     return metrics, by_category
 
 
+def _check_entries(entries: list[dict[str, Any]], by_pairid: dict[int, Any], split: CIRSplit, file: str) -> None:
+    """Each entry a query of ``split``, ranked once, its lists image names without repeats."""
+    seen: set[int] = set()
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry.get("pairid"), int) or isinstance(entry["pairid"], bool):
+            raise HarnessError("the entry has no integer 'pairid'", file=file, field=f"entry {number}",
+                               fix="give the rankings of a finished run or a CIRR / CIRCO submission file")
+        pairid = entry["pairid"]
+        if pairid not in by_pairid:
+            raise HarnessError(f"pair id {pairid} is not a query of the {split.dataset}/{split.split} annotations",
+                               file=file, fix="score against the split the rankings were made on")
+        if pairid in seen:
+            raise HarnessError(f"pair id {pairid} is ranked twice", file=file, fix="keep one ranking per query")
+        seen.add(pairid)
+        _check_unique(entry, pairid, file)
+
+
+def _check_unique(entry: dict[str, Any], pairid: int, file: str) -> None:
+    """A ranking lists each image once: a repeated one would count twice in mAP (CIRCO's scorer
+    refuses such submissions) and hide a candidate from the top K."""
+    for field in ("top", "subset_top"):
+        ranked = entry.get(field)
+        if ranked is not None and not (isinstance(ranked, list) and all(isinstance(name, str) for name in ranked)):
+            raise HarnessError(f"pair id {pairid}: {field!r} is not a list of image names", file=file,
+                               fix="give the rankings of a finished run or a CIRR / CIRCO submission file")
+        if ranked is not None and len(set(ranked)) != len(ranked):
+            repeated = next(name for name in ranked if ranked.count(name) > 1)
+            raise HarnessError(f"pair id {pairid} lists image {repeated!r} twice in its {field!r} ranking",
+                               file=file, fix="rank each image once (as the test servers require)")
+
+
 def _position(ranked: list[str], name: str | None) -> int:
-    """0-based position of ``name`` in ``ranked``; ``len(ranked)`` when absent (a miss at every K kept)."""
+    """0-based position of ``name`` in ``ranked``; ``ABSENT`` (a miss at every K) when it is not there."""
     try:
         return ranked.index(name)  # type: ignore[arg-type]
     except ValueError:
-        return len(ranked)
+        return ABSENT

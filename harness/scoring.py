@@ -2,7 +2,8 @@
 ranks, each exactly what the full-matrix functions of harness.metrics give.
 
     scored = score_blockwise(query_embeddings, gallery_embeddings, depth=50, exclude=reference_index,
-                             targets=target_index, subset_index=members, allowed=category_mask)
+                             targets=target_index, subset_index=members)
+    scored = score_per_gallery(query_embeddings, gallery_embeddings, 50, galleries, exclude, targets)  # FashionIQ
 
 Memory is bounded by ``max_scores`` similarities at a time (64 MiB of float32 by default) and
 the gallery is read ``gallery_block`` rows at a time, so a gallery of a million images (its
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.metrics import subset_ranks_of_members
+from harness.metrics import ABSENT, first_members, subset_ranks_of_members
 
 #: similarities held at once (float32): 2**24 = 64 MiB
 MAX_SCORES = 2**24
@@ -61,7 +62,6 @@ class _Query:
     targets: torch.Tensor | None
     members: torch.Tensor | None
     reference: torch.Tensor | None
-    allowed: torch.Tensor | None  # [hi - lo, G] bool
 
 
 def score_blockwise(
@@ -72,7 +72,6 @@ def score_blockwise(
     targets: torch.Tensor | None = None,
     subset_index: torch.Tensor | None = None,
     reference: torch.Tensor | None = None,
-    allowed: Callable[[int, int], torch.Tensor] | None = None,
     max_scores: int = MAX_SCORES,
     gallery_block: int | None = None,
 ) -> Scored:
@@ -81,9 +80,7 @@ def score_blockwise(
 
     ``exclude`` [Q]: a gallery index removed from each query's candidates (-1: none).
     ``targets`` [Q]: the target's gallery index, for ``ranks``. ``subset_index`` [Q, S] (-1
-    padded) with ``reference`` [Q]: image sets, for ``subset`` and ``subset_order``.
-    ``allowed(lo, hi)`` -> [hi - lo, G] bool: the candidates of queries lo..hi (category
-    galleries); the others are never ranked. ``gallery_block``: rows per gallery block
+    padded) with ``reference`` [Q]: image sets, for ``subset`` and ``subset_order``. ``gallery_block``: rows per gallery block
     (default ``GALLERY_BLOCK``)."""
     count, size = queries.shape[0], gallery.shape[0]
     gallery_block = gallery_block or GALLERY_BLOCK
@@ -97,8 +94,7 @@ def score_blockwise(
     for lo in range(0, count, block):
         hi = min(count, lo + block)
         rows = _Query(lo, hi, *(None if x is None else x[lo:hi] for x in (exclude, targets)),
-                      subset_index[lo:hi] if sets else None, reference[lo:hi] if sets else None,
-                      allowed(lo, hi) if allowed is not None else None)
+                      subset_index[lo:hi] if sets else None, reference[lo:hi] if sets else None)
         (top, top_scores), ranks, member_scores = _score_query_block(queries[lo:hi], scorer, spans, rows, depth)
         parts["top"].append(top)
         parts["scores"].append(top_scores)
@@ -114,6 +110,39 @@ def score_blockwise(
     scores = joined["scores"] if joined["scores"] is not None else torch.empty(0, depth)
     return Scored(top=top, top_scores=scores, ranks=joined["ranks"], subset=joined["subset"],
                   subset_order=joined["order"])
+
+
+def score_per_gallery(queries: torch.Tensor, gallery: torch.Tensor, depth: int,
+                      galleries: list[tuple[torch.Tensor, torch.Tensor]], exclude: torch.Tensor | None = None,
+                      targets: torch.Tensor | None = None, **blockwise) -> Scored:
+    """``score_blockwise`` for queries that each rank their own gallery (FashionIQ's categories):
+    ``galleries`` holds (query rows, gallery indices in that gallery's own order) pairs. Each
+    gallery is ranked as if it were the whole one, so exact ties go by its own order (the
+    category's split file), and the results come back in global indices (-1 past a short gallery)."""
+    count = queries.shape[0]
+    depth = min(depth, max((len(columns) for _, columns in galleries), default=0))
+    top = torch.full((count, depth), -1, dtype=torch.long)
+    top_scores = torch.full((count, depth), float("-inf"))
+    ranks = None if targets is None else torch.full((count,), ABSENT, dtype=torch.long)
+    for rows, columns in galleries:
+        local = torch.full((gallery.shape[0],), -1, dtype=torch.long)
+        local[columns] = torch.arange(len(columns))
+        part = score_blockwise(queries[rows], gallery[columns], depth, _local(exclude, rows, local),
+                               _local(targets, rows, local), **blockwise)
+        width = part.top.shape[1]
+        top[rows, :width] = torch.where(part.top >= 0, columns[part.top.clamp(min=0)], -1)
+        top_scores[rows, :width] = part.top_scores
+        if ranks is not None and part.ranks is not None:
+            ranks[rows] = part.ranks.masked_fill(_local(targets, rows, local) < 0, ABSENT)
+    return Scored(top=top, top_scores=top_scores, ranks=ranks, subset=None, subset_order=None)
+
+
+def _local(indices: torch.Tensor | None, rows: torch.Tensor, local: torch.Tensor) -> torch.Tensor | None:
+    """Global gallery indices of ``rows`` as indices into one gallery (-1 where outside it or none)."""
+    if indices is None:
+        return None
+    picked = indices[rows]
+    return torch.where(picked >= 0, local[picked.clamp(min=0)], -1)
 
 
 def _block_scorer(gallery: torch.Tensor, spans: list[tuple[int, int]]
@@ -142,8 +171,6 @@ def _blocks(queries: torch.Tensor, scorer: Callable[[torch.Tensor, int], torch.T
     """(first gallery index, masked similarities [q, rows]) of each gallery block."""
     for i, (g0, g1) in enumerate(spans):
         scores = scorer(queries, i)
-        if rows.allowed is not None:
-            scores.masked_fill_(~rows.allowed[:, g0:g1], float("-inf"))
         if rows.exclude is not None:
             local = rows.exclude - g0
             inside = ((rows.exclude >= 0) & (local >= 0) & (local < g1 - g0)).nonzero().squeeze(1)
@@ -204,8 +231,8 @@ def _ahead(scores: torch.Tensor, g0: int, target_scores: torch.Tensor, rows: _Qu
 
 def _member_order(member_scores: torch.Tensor, members: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Each row's set members other than its reference, best first (ties by gallery index), -1
-    padded at the end: what CIRR's recall_subset submission lists."""
-    candidate = (members >= 0) & (members != reference.unsqueeze(1))
+    padded at the end: what CIRR's recall_subset submission lists (a member listed twice once)."""
+    candidate = first_members(members) & (members != reference.unsqueeze(1))
     values = member_scores.masked_fill(~candidate, float("-inf"))
     keys = members.masked_fill(~candidate, torch.iinfo(torch.long).max)
     order = torch.argsort(keys, dim=1, stable=True)  # index ascending first ...
