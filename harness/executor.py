@@ -96,7 +96,7 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: SplitCache, progress: bool
     if tokenizer is not None and main:
         tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     summary = train(method, train_split, config.train, config.seed, run_dir / "checkpoints", device, progress,
-                    on_epoch=on_epoch)
+                    on_epoch=on_epoch, step_log=run_dir / "metrics.jsonl")
     trained = summary.to_json() | {"image_resize": resize}  # the geometry every image of the run had
     result = evaluate_and_record(run_dir, config, spec.run_id, spec.label, method, eval_split, trained, device,
                                  progress)

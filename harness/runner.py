@@ -30,11 +30,12 @@ from harness.files import read_json_object
 from harness.paths import file_lock
 from harness.secrets import mask, mask_all
 from harness.executor import Plan, SplitCache, execute_run, parallel_threads, plan_experiment, plan_gpus
-from harness.protocol import title
+from harness.protocol import table_columns, title
 from harness.reporting.report import FORMATS, write_report
 from harness.reporting.tables import results_table
 from harness.results import RunResult, atomic_write_text, read_result
-from harness.tracking import Tracker
+from harness.live_metrics import LiveRuns
+from harness.tracking import Tracker, default_tracking_uri, swept_tags, ui_command
 
 log = logging.getLogger(__name__)
 
@@ -77,34 +78,43 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
     if world.is_main:
         write_manifest(plan)
     tracker = _open_tracker(plan, config_path, overrides, world)
-    splits = SplitCache(progress)
     events = _RunEvents(plan, echo, world, tracker)
     status = "FAILED"
     try:
-        pending = _pending_runs(plan, overwrite, world, echo, events.finished)
-        events.count = resolve_jobs(jobs, len(pending), plan, world)
-        if events.count > 1:
-            from harness.parallel import run_in_processes
-
-            echo(f"{len(pending)} runs, {events.count} at a time ({parallel_threads(events.count)} torch thread(s) "
-                 "each; --jobs)")
-            prepare_caches(plan, [spec for _, spec in pending], splits)
-            run_in_processes(warm_starts_first(pending), plan, events.count, events.started, events.ended, progress,
-                             events.failed, gpus=plan_gpus(plan))
-        else:
-            for number, spec in pending:
-                events.started(number, spec)
-                try:
-                    result = execute_run(spec, plan.run_dir(spec), splits, progress)
-                except Exception as error:  # noqa: BLE001 - reported and re-raised at the end
-                    events.failed(number, spec, error)
-                    continue
-                events.ended(number, spec, result)
-        status = "FINISHED" if not events.failures else "FAILED"
+        try:
+            _execute_pending(plan, events, overwrite, progress, jobs)
+            status = "FINISHED" if not events.failures else "FAILED"
+        finally:
+            events.live.close()
+        return _conclude(plan, events, echo, world)
     finally:
         if tracker is not None:
             tracker.finish(status)
-    return _conclude(plan, events, echo, world)
+
+
+def _execute_pending(plan: Plan, events: _RunEvents, overwrite: str, progress: bool,
+                     jobs: int | Literal["auto"]) -> None:
+    """Train and evaluate the runs not finished yet: in this process, or ``jobs`` at a time."""
+    splits = SplitCache(progress)
+    pending = _pending_runs(plan, overwrite, events.world, events.echo, events.finished)
+    events.count = resolve_jobs(jobs, len(pending), plan, events.world)
+    if events.count > 1:
+        from harness.parallel import run_in_processes
+
+        events.echo(f"{len(pending)} runs, {events.count} at a time ({parallel_threads(events.count)} torch thread(s) "
+                    "each; --jobs)")
+        prepare_caches(plan, [spec for _, spec in pending], splits)
+        run_in_processes(warm_starts_first(pending), plan, events.count, events.started, events.ended, progress,
+                         events.failed, gpus=plan_gpus(plan))
+        return
+    for number, spec in pending:
+        events.started(number, spec)
+        try:
+            result = execute_run(spec, plan.run_dir(spec), splits, progress)
+        except Exception as error:  # noqa: BLE001 - reported and re-raised at the end
+            events.failed(number, spec, error)
+            continue
+        events.ended(number, spec, result)
 
 
 def _open_tracker(plan: Plan, config_path: Path, overrides: list[str] | None,
@@ -113,9 +123,10 @@ def _open_tracker(plan: Plan, config_path: Path, overrides: list[str] | None,
     tracking = plan.experiment.tracking
     if not (tracking.enabled and world.is_main):
         return None
-    tracker = Tracker.open(tracking.uri, plan.output, plan.experiment.experiment)
+    description = plan.experiment.description
+    tracker = Tracker.open(tracking.uri, plan.output, plan.experiment.experiment, description)
     tracker.start_parent({"config_file": str(config_path), "overrides": mask(" ".join(overrides or [])),
-                          "runs": len(plan.specs)}, name=plan.experiment.experiment)
+                          "runs": len(plan.specs)}, name=plan.experiment.experiment, description=description)
     return tracker
 
 
@@ -147,6 +158,7 @@ class _RunEvents:
 
     def __init__(self, plan: Plan, echo, world: distributed.World, tracker: Tracker | None):
         self.plan, self.echo, self.world, self.tracker = plan, echo, world, tracker
+        self.live = LiveRuns(tracker)
         self.finished: dict[str, RunResult] = {}
         self.failures: list[str] = []
         self.broken_inputs = 0  # failures a user-fixable error caused (a broken file, a bad setting)
@@ -160,10 +172,10 @@ class _RunEvents:
         if (run_dir / "checkpoints" / "last" / "state.pt").is_file():
             self.echo(f"{self._head(number, spec)}: resuming from its last checkpoint")
         self.echo(f"{self._head(number, spec)} -> {run_dir}")
+        self.live.start(spec, run_dir)
 
     def ended(self, number: int, spec: RunSpec, result: RunResult) -> None:
-        if self.tracker is not None:
-            self.tracker.log_run(result, self.plan.run_dir(spec) / "result.json")
+        self.live.end(self.plan.run_dir(spec), result)
         self.finished[spec.run_id] = result
         self.echo(f"{'' if self.count == 1 else self._head(number, spec) + ':'}"
                   f"    {headline(result.metrics)}  train {result.train['seconds']:.0f}s")
@@ -171,6 +183,7 @@ class _RunEvents:
     def failed(self, number: int, spec: RunSpec, error: BaseException) -> None:
         """One broken grid point is reported and the others still run (not under torchrun,
         where the ranks must fail together)."""
+        self.live.fail(self.plan.run_dir(spec))
         if self.world.distributed or not isinstance(error, Exception):
             raise error
         line = f"{spec.label} seed={spec.config.seed}: {record_failure(self.plan.run_dir(spec), error)}"
@@ -199,12 +212,21 @@ def _conclude(plan: Plan, events: _RunEvents, echo, world: distributed.World) ->
     echo("")
     echo(f"results: {plan.output / 'runs'}   report: {report}")
     if events.tracker is not None:
-        uri = plan.experiment.tracking.uri or "sqlite:///" + str((plan.output / "mlflow.db").resolve())
-        echo(f"mlflow:  mlflow ui --backend-store-uri {mask(uri)} --host 127.0.0.1")
+        _close_tracking(plan, events.tracker, results, report, echo)
     if failures:
         _raise_failures(events, f"{len(failures)} of {len(plan.specs)} runs failed",
                         "fix the cause and run the same command again: finished runs are kept")
     return results
+
+
+def _close_tracking(plan: Plan, tracker: Tracker, results: list[RunResult], report: Path, echo) -> None:
+    """The parent run's report and files, the runs-table view, and how to open it."""
+    tracker.log_report(report.parent, plan.output / "experiment.json", plan.output / "results.md")
+    metrics = [key for key, _ in table_columns({key for r in results for key in r.metrics})]
+    swept = sorted({key for spec in plan.specs for key in swept_tags(spec.grid_point)})
+    url = tracker.share_view(metrics, ["method", "family", "seed", *swept])
+    echo(f"mlflow:  {ui_command(mask(plan.experiment.tracking.uri or default_tracking_uri(plan.output)))}")
+    echo(f"         then open {url}")
 
 
 def _user_fixable(error: BaseException) -> bool:

@@ -36,7 +36,8 @@ from harness.results import RunResult, atomic_write_text
 from harness.secrets import mask, mask_all
 from harness.parallel import gpu_slots
 from harness.executor import SplitCache, execute_run, image_resize, plan_experiment, plan_gpus
-from harness.tracking import Tracker
+from harness.live_metrics import LiveRuns
+from harness.tracking import Tracker, default_tracking_uri, ui_command
 
 log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -199,9 +200,10 @@ def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Pat
          f"{requeued} interrupted ones queued again, {missing} to run")
     tracker = None
     if missing and plan.experiment.tracking.enabled:  # experiment and parent run made once, before any worker
-        tracker = Tracker.open(plan.experiment.tracking.uri, plan.output, plan.experiment.experiment)
+        description = plan.experiment.description
+        tracker = Tracker.open(plan.experiment.tracking.uri, plan.output, plan.experiment.experiment, description)
         tracker.start_parent({"config_file": str(config_path), "trials": sweep.trials, "workers": workers},
-                             name=f"sweep {study.study_name}")
+                             name=f"sweep {study.study_name}", description=description)
     status = "FAILED"
     try:
         if missing and workers > 1:
@@ -233,8 +235,22 @@ def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Pat
     for trial in best:
         echo(f"{'Pareto front' if not single else 'best'}: trial {trial.number} {trial.params} -> {trial.values}")
     if complete:
-        echo(f"report: {_report(plan, complete)}")
+        report = _report(plan, complete)
+        echo(f"report: {report}")
+        if tracker is not None:
+            _close_tracking(plan, tracker, report, [o.metric for o in sweep.objectives], list(sweep.space), echo)
     return study
+
+
+def _close_tracking(plan, tracker: Tracker, report: Path, objectives: list[str], space: list[str], echo) -> None:
+    """The sweep's report on its parent run, a runs table ordered by the first objective with the
+    sampled values as columns, and how to open it."""
+    tracker.log_report(report.parent, plan.output / "experiment.json")
+    url = tracker.share_view([m for m in objectives if m != "ms_per_query"] or ["avg"],
+                             ["trial", *(path.split(".")[-1] for path in space), "method", "seed"])
+    uri = plan.experiment.tracking.uri or default_tracking_uri(plan.output)
+    echo(f"mlflow:  {ui_command(mask(uri))}")
+    echo(f"         then open {url}")
 
 
 def _report(plan, trials: list[optuna.trial.FrozenTrial]) -> Path:
@@ -273,6 +289,7 @@ def _optimize(study: optuna.Study, plan, config_path: Path, overrides, output, t
     sweep = plan.experiment.sweep
     single = len(sweep.objectives) == 1
     splits = SplitCache(progress)
+    live = LiveRuns(tracker)
 
     def objective(trial: optuna.Trial):
         values = {path: _suggest(trial, path, dimension) for path, dimension in sweep.space.items()}
@@ -299,17 +316,22 @@ def _optimize(study: optuna.Study, plan, config_path: Path, overrides, output, t
                     value = (evaluation.timings["encode_and_score_ms_per_query"] if metric == "ms_per_query"
                              else evaluation.metrics.get(metric, 0.0))
                     trial.report(value, epoch)
+                    live.values(run_dir, epoch, {f"val/{metric}": value})
                     if trial.should_prune():
                         echo(f"[trial {trial.number}] pruned after epoch {epoch} ({metric} {value:.2f})")
                         raise optuna.TrialPruned()
 
-            result = execute_run(spec, run_dir, splits, progress, on_epoch=on_epoch)
-            if tracker is not None:
-                tracker.log_run(result, run_dir / "result.json")
+            tags = {"trial": str(trial.number), **{path.split(".")[-1]: str(v) for path, v in values.items()}}
+            with live.run(spec, run_dir, tags) as finish:
+                result = execute_run(spec, run_dir, splits, progress, on_epoch=on_epoch)
+                finish(result)
         scores = [objective_value(result, o.metric) for o in sweep.objectives]
         echo(f"[trial {trial.number}] " + ", ".join(f"{o.metric} {v:.2f}" for o, v in zip(sweep.objectives, scores,
                                                                                             strict=True)))
         return scores[0] if single else scores
 
     stop = optuna.study.MaxTrialsCallback(sweep.trials, states=FINISHED)  # other machines may fill the study too
-    study.optimize(objective, n_trials=trials, catch=(), callbacks=[stop])
+    try:
+        study.optimize(objective, n_trials=trials, catch=(), callbacks=[stop])
+    finally:
+        live.close()

@@ -32,6 +32,7 @@ from harness.activation_memory import enable_gradient_checkpointing
 from harness.checkpoint import load_trained_weights, save_trained_weights
 from harness.data.triplet import CIRSplit
 from harness.device import Precision, autocast, resolve_precision, to_device
+from harness.live_metrics import StepLog
 from harness.errors import HarnessError
 from harness.files import read_torch
 from harness.paths import staged_directory
@@ -97,6 +98,7 @@ class TrainSummary:
     resumed_from_step: int = 0
     precision: str = "fp32"
     threads: int = 1
+    step_log_seconds: float = 0.0  # spent writing the per-step metrics (harness.live_metrics)
 
     @property
     def steps_per_second(self) -> float:
@@ -114,6 +116,7 @@ class TrainSummary:
             "resumed_from_step": self.resumed_from_step,
             "precision": self.precision,
             "threads": self.threads,
+            "step_log_seconds": self.step_log_seconds,
         }
 
 
@@ -202,13 +205,15 @@ def train(
     progress: bool = True,
     resume: bool = True,
     on_epoch: Callable[[int, CIRMethod], None] | None = None,
+    step_log: Path | None = None,
 ) -> TrainSummary:
     """Train ``method`` on ``split`` in place; return what was done.
 
     With ``resume`` and a checkpoint in ``checkpoint_dir``, training continues from it (model,
     optimizer, scheduler, RNG states and data order) and, on CPU, ends where an uninterrupted
     run ends. ``on_epoch(epoch, method)`` is called after each epoch's checkpoint (a sweep
-    reports a validation metric there, and may stop the trial by raising).
+    reports a validation metric there, and may stop the trial by raising). ``step_log``: the
+    file where rank 0 writes each step's loss and learning rate (harness.live_metrics).
 
     Under torchrun each rank trains on its contiguous share of every global batch and the
     gradients are averaged (harness.distributed), so the steps are the single-process steps;
@@ -226,6 +231,8 @@ def train(
     if per_epoch == 0:
         raise ValueError(f"{len(source)} training {source.unit} are fewer than one batch of {config.batch_size}")
     loop = _Loop.start(method, config, seed, torch.device(device), summary, total_steps, checkpoint_dir, resume)
+    if step_log is not None and world.is_main:
+        loop.step_log = StepLog.open(step_log, keep_through=loop.position.step)
     bar = tqdm(total=total_steps, initial=loop.position.step, desc=f"train {method.method_name}", unit="step",
                disable=not progress, leave=False)
     start = time.perf_counter()
@@ -236,6 +243,9 @@ def train(
                 on_epoch(loop.position.epoch, method)
                 method.train()
     bar.close()
+    if loop.step_log is not None:
+        loop.step_log.close()
+        summary.step_log_seconds = loop.step_log.seconds
     summary.seconds = time.perf_counter() - start
     summary.steps = loop.position.step
     summary.epochs = loop.position.epoch
@@ -258,6 +268,7 @@ class _Loop:
     order_rng: torch.Generator
     position: Position
     world: distributed.World
+    step_log: StepLog | None = None
 
     @classmethod
     def start(cls, method: CIRMethod, config: TrainConfig, seed: int, device: torch.device, summary: TrainSummary,
@@ -309,6 +320,9 @@ class _Loop:
                 break
             pass_losses.append(_global_mean(self.step(source.batch(distributed.shard_rows(rows, self.world),
                                                                    self.device)), self.world))
+            if self.step_log is not None:
+                self.step_log.step(self.position.step, pass_losses[-1], self.scheduler.get_last_lr()[0],
+                                   self.position.epoch + 1)
             if live_loss:
                 bar.set_postfix(loss=f"{float(pass_losses[-1]):.3f}", epoch=self.position.epoch + 1, refresh=False)
             bar.update()

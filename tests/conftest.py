@@ -54,6 +54,17 @@ def skip_unless_ci(reason: str) -> None:
     pytest.skip(reason)
 
 
+def chromium_path() -> str:
+    """Debian's Chromium (or another installed one); skipped outside CI when there is none."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    skip_unless_ci("no Chromium on this machine (.ci/run installs Debian's chromium)")
+    raise AssertionError("unreachable")
+
+
 def write_yaml(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
@@ -76,6 +87,7 @@ method:
 
 EXPERIMENT = """
 experiment: tiny
+description: Two reference methods on a tiny embedded benchmark.
 dataset:
   name: synthetic
   synthetic: {seed: 5, num_train: 160, num_val: 40, num_test: 8}

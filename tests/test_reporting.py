@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from harness.reporting.stats import (
 )
 from harness.reporting.tables import Cell, Table
 
-from .conftest import skip_unless_ci
+from .conftest import chromium_path
 
 
 def test_a_known_difference_is_significant_and_identical_methods_are_not():
@@ -152,20 +151,13 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    skip_unless_ci("no Chromium on this machine (.ci/run installs Debian's chromium)")
-
-
 def test_html_page_opens_in_headless_chromium_with_every_image_and_no_console_error(finished, tmp_path: Path):
     _, output, _ = finished
     page = (output / "report" / "report.html").read_text()
     assert "<script" not in page and 'src="data:image/png;base64,' in page  # self-contained, nothing to run
     checked = tmp_path / "checked.html"  # the page plus a probe that records which images decoded
     checked.write_text(page.replace("</body>", CHECK_IMAGES + "</body>"))
-    chromium = _chromium()
+    chromium = chromium_path()
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
              "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([chromium, *flags, "--dump-dom", checked.as_uri()], capture_output=True, text=True, timeout=120)
@@ -198,7 +190,7 @@ def test_a_report_of_runs_over_two_seeds_adds_the_seed_aware_table_and_every_mde
     assert "## Seed-aware statistics" in text and "MDE" in text.split("## Seed-aware statistics")[0]
 
 
-def test_a_report_of_bf16_runs_says_their_last_digits_depend_on_the_machine(finished):
+def test_a_report_says_which_digits_reproduce_where(finished):
     from harness.reporting.report import _machine_caveat
     from harness.results import read_result
 
@@ -208,4 +200,6 @@ def test_a_report_of_bf16_runs_says_their_last_digits_depend_on_the_machine(fini
         **result.environment, "precision": {"train": train, "eval": evaluated}}})
     assert "depend on the CPU's kernels" in _machine_caveat([as_run("bf16", "bf16")])
     assert "depend on the CPU's kernels" in _machine_caveat([as_run("fp32", "fp32"), as_run("bf16", "fp32")])
-    assert _machine_caveat([as_run("fp32", "fp32")]) == ""
+    fp32 = _machine_caveat([as_run("fp32", "fp32")])
+    assert "depend on the CPU's kernels" not in fp32 and "the portable choice" in fp32
+    assert all("bit for bit on the same CPU model" in _machine_caveat([as_run(p, p)]) for p in ("fp32", "bf16"))

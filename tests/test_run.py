@@ -59,7 +59,41 @@ def test_mlflow_has_parent_and_nested_runs(finished):
         assert child.data.metrics["recall_at_1"] == pytest.approx(result.metrics["recall_at_1"])
         assert child.data.params["method.name"] == result.method
         artifacts = [a.path for a in client.list_artifacts(child.info.run_id)]
-        assert "result.json" in artifacts
+        assert {"result.json", "config.yaml", "rankings.jsonl.gz"} <= set(artifacts)
+        tags = child.data.tags
+        assert (tags["method"], tags["family"], tags["seed"]) == (result.method, "reference" if result.method ==
+                                                                   "image_only" else "late_fusion", "0")
+        contexts = {i.tags[0].value: i.dataset for i in client.get_run(child.info.run_id).inputs.dataset_inputs}
+        assert set(contexts) == {"train", "eval"} and contexts["eval"].name == "synthetic v2 val"
+        assert json.loads(contexts["eval"].profile)["queries"] == 40
+    # mlflow 3's UI opens this kind of experiment on its runs table; the YAML's description is its note
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.note.content"] == parents[0].data.tags["mlflow.note.content"] == \
+        "Two reference methods on a tiny embedded benchmark."
+    parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"experiment.json", "results.md", "report"} <= parent_files
+    report_files = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert {"report/report.md", "report/report.html"} <= report_files
+
+
+def test_the_training_loss_is_logged_per_step(finished):
+    """The trained run's loss and learning rate, one point per optimizer step, read through the
+    client API (the curves mlflow's UI draws while a run trains)."""
+    from mlflow.tracking import MlflowClient
+
+    _, output, stdout = finished
+    client = MlflowClient(tracking_uri=f"sqlite:///{output / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    trained = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("method") == "sum")
+    result = read_result(output / "runs" / trained.data.tags["run_id"] / "result.json")
+    losses = client.get_metric_history(trained.info.run_id, "train/loss")
+    assert [m.step for m in losses] == list(range(1, result.train["steps"] + 1))
+    steps = [json.loads(line) for line in (output / "runs" / result.run_id / "metrics.jsonl").read_text().splitlines()]
+    assert [m.value for m in losses] == pytest.approx([s["train/loss"] for s in steps])
+    assert len(client.get_metric_history(trained.info.run_id, "train/lr")) == result.train["steps"]
+    assert result.train["step_log_seconds"] < 0.02 * result.train["seconds"]  # the logging's share of training
+    assert f"mlflow ui --backend-store-uri sqlite:///{output / 'mlflow.db'}" in stdout
+    assert "Creating initial MLflow database tables" not in stdout
 
 
 def test_rerun_skips_finished_runs(finished):

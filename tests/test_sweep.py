@@ -143,48 +143,24 @@ def test_sweep_trials_are_nested_runs_seen_through_an_mlflow_server(tmp_path: Pa
     """A real `mlflow server` on 127.0.0.1 (one worker, job execution off) over the sweep's
     tracking store: the parent run and each trial's nested run come back through its REST API."""
     import json
-    import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
+    import urllib.parse
     import urllib.request
 
     from harness.sweep import run_sweep
 
+    from .mlflow_server import mlflow_server
+
     text = SWEEP.replace("tracking: {enabled: false}", "tracking: {enabled: true}").replace("trials: 3", "trials: 2")
     config = write_yaml(tmp_path / "sweep.yaml", text)
     run_sweep(config, output=tmp_path / "out", progress=False, echo=lambda *_: None)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     store = tmp_path / "out" / "tinysweep" / "mlflow.db"
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen(
-        [str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{store}", "--default-artifact-root",
-         str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    with mlflow_server("server", store, "--default-artifact-root", str(tmp_path / "artifacts"), "--workers", "1") as base:
+        def post(path: str, body: dict) -> dict:
+            request = urllib.request.Request(base + path, data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
 
-    def post(path: str, body: dict) -> dict:
-        request = urllib.request.Request(base + path, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.5)
         experiments = post("/api/2.0/mlflow/experiments/search", {"max_results": 10})["experiments"]
         experiment = next(e for e in experiments if e["name"] == "tinysweep")
         runs = post("/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
@@ -193,13 +169,13 @@ def test_sweep_trials_are_nested_runs_seen_through_an_mlflow_server(tmp_path: Pa
         parent_id = parents[0]["info"]["run_id"]
         trials = [r for r in runs if {"key": "mlflow.parentRunId", "value": parent_id} in r["data"].get("tags", [])]
         assert len(trials) == 2 and all(any(m["key"] == "avg" for m in r["data"]["metrics"]) for r in trials)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its worker, by the PID we started
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        for trial in trials:  # each trial's sampled values are columns; its per-epoch validation a curve
+            tags = {t["key"]: t["value"] for t in trial["data"]["tags"]}
+            assert {"trial", "lr", "embed_dim", "family", "seed"} <= set(tags)
+            query = urllib.parse.urlencode({"run_id": trial["info"]["run_id"], "metric_key": "val/avg"})
+            with urllib.request.urlopen(f"{base}/api/2.0/mlflow/metrics/get-history?{query}", timeout=10) as response:
+                history = json.loads(response.read())["metrics"]
+            assert [m["step"] for m in history] == [1, 2]
 
 
 def test_a_trial_left_running_by_a_killed_process_is_retried(tmp_path: Path):
