@@ -48,6 +48,19 @@ def _result(output: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _assert_one_step_log(output: Path, steps: int) -> None:
+    """Rank 0 alone wrote the per-step log and its mlflow curve: each step once."""
+    from mlflow.tracking import MlflowClient
+
+    [run_dir] = (output / "runs").iterdir()
+    logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, steps + 1))
+    client = MlflowClient(tracking_uri=f"sqlite:///{output / 'mlflow.db'}")
+    [run] = [r for r in client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+             if "mlflow.parentRunId" in r.data.tags]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == list(range(1, steps + 1))
+
+
 def test_torchrun_with_two_cpu_ranks_gives_the_metrics_of_one_process(tmp_path: Path):
     """Training shards each global batch over two gloo ranks (gathered negatives, averaged
     gradients, global batch statistics), evaluation deals whole batches to the ranks and
@@ -57,8 +70,8 @@ def test_torchrun_with_two_cpu_ranks_gives_the_metrics_of_one_process(tmp_path: 
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     harness = [sys.executable, "-m", "harness", "run", str(config), "--quiet"]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          *harness[1:], "--output", str(tmp_path / "two")], capture_output=True, text=True, env=env,
-                         timeout=600)
+                          *harness[1:], "--output", str(tmp_path / "two"), "--set", "tracking.enabled=true"],
+                         capture_output=True, text=True, env=env, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     one = subprocess.run([*harness, "--output", str(tmp_path / "one")], capture_output=True, text=True, env=env,
                          timeout=600)
@@ -71,6 +84,7 @@ def test_torchrun_with_two_cpu_ranks_gives_the_metrics_of_one_process(tmp_path: 
     assert sharded["train"]["steps"] == single["train"]["steps"] == 8
     assert sharded["train"]["loss_per_epoch"] == pytest.approx(single["train"]["loss_per_epoch"], rel=1e-5)
     assert two.stdout.count("[1/1] cir_lvlm") == 1  # rank 0 alone prints and writes
+    _assert_one_step_log(tmp_path / "two" / "ddp", steps=8)
     micro = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                             *harness[1:], "--output", str(tmp_path / "micro"), "--set", "train.micro_batch_size=4"],
                            capture_output=True, text=True, env=env, timeout=600)

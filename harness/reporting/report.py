@@ -231,18 +231,19 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
 
 
 def _machine_caveat(results: Sequence[RunResult]) -> str:
-    """Which digits of the runs reproduce where: bit for bit on one machine and thread count; across
-    machines within the seeds' spread (bf16 autocast: a few points per run, measured)."""
-    same = (" Which digits reproduce: a run id gives the same metrics bit for bit on the same CPU model, torch "
-            "build and thread count (these runs' are named below).")
+    """Which digits of the runs reproduce where: bit for bit on one machine and thread count;
+    across CPUs, under bf16 autocast, per-run metrics moved by up to 1.6 points (measured,
+    docs/reliability.md)."""
+    same = (" Which digits reproduce: a run id gives the same metrics bit for bit on the same CPU, torch build and "
+            "thread count (these runs' are named below).")
     if any(r.environment.get("precision", {}).get("train") == "bf16" or
            r.environment.get("precision", {}).get("eval") == "bf16" for r in results):
-        return same + (" Runs under bf16 autocast depend on the CPU's kernels and thread count: the same run ids on "
-                       "another machine can differ by a few points per run, within the seeds' spread "
+        return same + (" Runs under bf16 autocast depend on the CPU's kernels: the main job's run ids on an AMD EPYC "
+                       "and an Intel Xeon gave per-run metrics up to 1.6 points apart, more than the seeds' spread "
                        "(docs/reliability.md), so compare runs from one machine and read a difference below its MDE "
                        "as unresolved; precision: fp32 is the portable choice.")
     return same + (" These runs are fp32, the portable choice: other CPUs round their sums differently only in the last "
-                   "bits, so compare across machines within the seeds' spread.")
+                   "bits (not measured across machines here), so compare across machines within the seeds' spread.")
 
 
 def _attention_caption(groups: Sequence[Group]) -> str:
