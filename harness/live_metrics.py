@@ -2,7 +2,7 @@
 ``metrics.jsonl`` and carried into mlflow by a thread of the process that tracks the experiment.
 
     log = StepLog.open(run_dir / "metrics.jsonl", keep_through=resumed_step)   # training side
-    log.step(step, loss, lr, epoch); log.values(step, {"val/recall_at_1": 41.2}); log.close()
+    log.step(step, loss, lr, epoch); log.close()
 
     forwarder = MetricsForwarder(tracker); forwarder.watch(mlflow_run_id, path)  # tracking side
     forwarder.finish(mlflow_run_id); forwarder.stop()
@@ -33,7 +33,7 @@ EVERY_S = 2.0
 
 
 class StepLog:
-    """Buffered JSON lines ``{"step", "time", "train/loss", "train/lr", "epoch", ...}``."""
+    """Buffered JSON lines ``{"step", "time", "train/loss", "train/lr", "train/epoch"}``."""
 
     def __init__(self, path: Path, every_s: float = EVERY_S):
         self.path, self.every_s = Path(path), every_s
@@ -49,7 +49,7 @@ class StepLog:
         path = Path(path)
         if path.is_file():
             kept = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
-                    if _step(line) is not None and _step(line) <= keep_through]  # type: ignore[operator]
+                    if (step := _step(line)) is not None and step <= keep_through]
             path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         return cls(path, every_s)
 
@@ -61,19 +61,11 @@ class StepLog:
             self.flush()
         self.seconds += time.perf_counter() - start
 
-    def values(self, step: int, values: dict[str, float]) -> None:
-        """Metrics of one step other than the loss (a validation pass): written at once."""
-        self.pending.append((step, int(time.time() * 1000), dict(values)))
-        self.flush()
-
     def flush(self) -> None:
         if self.pending:
-            losses = [v for _, _, entry in self.pending for v in entry.values() if isinstance(v, torch.Tensor)]
-            read = iter(torch.stack(losses).float().cpu().tolist()) if losses else iter(())  # one sync
-            lines = []
-            for step, stamp, entry in self.pending:
-                values = {k: (next(read) if isinstance(v, torch.Tensor) else v) for k, v in entry.items()}
-                lines.append(json.dumps({"step": step, "time": stamp, **values}) + "\n")
+            losses = torch.stack([entry["train/loss"] for _, _, entry in self.pending]).float().cpu().tolist()  # one sync
+            lines = [json.dumps({"step": step, "time": stamp, **entry, "train/loss": loss}) + "\n"
+                     for (step, stamp, entry), loss in zip(self.pending, losses, strict=True)]
             self.stream.write("".join(lines))
             self.stream.flush()
             self.pending.clear()
@@ -159,7 +151,7 @@ class LiveRuns:
         self.open: dict[Path, str] = {}  # run folder -> mlflow run id
 
     def start(self, spec: Any, run_dir: Path, tags: dict[str, str] | None = None) -> None:
-        if self.tracker is not None and self.forwarder is not None:
+        if self.forwarder is not None:
             run_id = self.tracker.start_run(spec, tags)
             self.open[Path(run_dir)] = run_id
             self.forwarder.watch(run_id, Path(run_dir) / "metrics.jsonl")

@@ -35,7 +35,7 @@ from harness.reporting.report import FORMATS, write_report
 from harness.reporting.tables import results_table
 from harness.results import RunResult, atomic_write_text, read_result
 from harness.live_metrics import LiveRuns
-from harness.tracking import Tracker, default_tracking_uri, swept_tags, ui_command
+from harness.tracking import Tracker, default_tracking_uri, swept_tags
 
 log = logging.getLogger(__name__)
 
@@ -221,12 +221,12 @@ def _conclude(plan: Plan, events: _RunEvents, echo, world: distributed.World) ->
 
 def _close_tracking(plan: Plan, tracker: Tracker, results: list[RunResult], report: Path, echo) -> None:
     """The parent run's report and files, the runs-table view, and how to open it."""
-    tracker.log_report(report.parent, plan.output / "experiment.json", plan.output / "results.md")
     metrics = [key for key, _ in table_columns({key for r in results for key in r.metrics})]
     swept = sorted({key for spec in plan.specs for key in swept_tags(spec.grid_point)})
-    url = tracker.share_view(metrics, ["method", "family", "seed", *swept])
-    echo(f"mlflow:  {ui_command(mask(plan.experiment.tracking.uri or default_tracking_uri(plan.output)))}")
-    echo(f"         then open {url}")
+    for line in tracker.publish(report.parent, [plan.output / "experiment.json", plan.output / "results.md"], metrics,
+                                ["method", "family", "seed", *swept],
+                                plan.experiment.tracking.uri or default_tracking_uri(plan.output)):
+        echo(line)
 
 
 def _user_fixable(error: BaseException) -> bool:

@@ -80,8 +80,8 @@ def score_blockwise(
 
     ``exclude`` [Q]: a gallery index removed from each query's candidates (-1: none).
     ``targets`` [Q]: the target's gallery index, for ``ranks``. ``subset_index`` [Q, S] (-1
-    padded) with ``reference`` [Q]: image sets, for ``subset`` and ``subset_order``. ``gallery_block``: rows per gallery block
-    (default ``GALLERY_BLOCK``)."""
+    padded) with ``reference`` [Q]: image sets, for ``subset`` and ``subset_order``.
+    ``gallery_block``: rows per gallery block (default ``GALLERY_BLOCK``)."""
     count, size = queries.shape[0], gallery.shape[0]
     gallery_block = gallery_block or GALLERY_BLOCK
     spans = [(g0, min(size, g0 + max(1, gallery_block))) for g0 in range(0, size, max(1, gallery_block))]
@@ -127,13 +127,14 @@ def score_per_gallery(queries: torch.Tensor, gallery: torch.Tensor, depth: int,
     for rows, columns in galleries:
         local = torch.full((gallery.shape[0],), -1, dtype=torch.long)
         local[columns] = torch.arange(len(columns))
-        part = score_blockwise(queries[rows], gallery[columns], depth, _local(exclude, rows, local),
-                               _local(targets, rows, local), **blockwise)
+        local_targets = _local(targets, rows, local)
+        part = score_blockwise(queries[rows], gallery[columns], depth, _local(exclude, rows, local), local_targets,
+                               **blockwise)
         width = part.top.shape[1]
         top[rows, :width] = torch.where(part.top >= 0, columns[part.top.clamp(min=0)], -1)
         top_scores[rows, :width] = part.top_scores
         if ranks is not None and part.ranks is not None:
-            ranks[rows] = part.ranks.masked_fill(_local(targets, rows, local) < 0, ABSENT)
+            ranks[rows] = part.ranks.masked_fill(local_targets < 0, ABSENT)
     return Scored(top=top, top_scores=top_scores, ranks=ranks, subset=None, subset_order=None)
 
 

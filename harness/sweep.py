@@ -37,7 +37,7 @@ from harness.secrets import mask, mask_all
 from harness.parallel import gpu_slots
 from harness.executor import SplitCache, execute_run, image_resize, plan_experiment, plan_gpus
 from harness.live_metrics import LiveRuns
-from harness.tracking import Tracker, default_tracking_uri, ui_command
+from harness.tracking import Tracker, default_tracking_uri, swept_tags
 
 log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -245,12 +245,11 @@ def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Pat
 def _close_tracking(plan, tracker: Tracker, report: Path, objectives: list[str], space: list[str], echo) -> None:
     """The sweep's report on its parent run, a runs table ordered by the first objective with the
     sampled values as columns, and how to open it."""
-    tracker.log_report(report.parent, plan.output / "experiment.json")
-    url = tracker.share_view([m for m in objectives if m != "ms_per_query"] or ["avg"],
-                             ["trial", *(path.split(".")[-1] for path in space), "method", "seed"])
-    uri = plan.experiment.tracking.uri or default_tracking_uri(plan.output)
-    echo(f"mlflow:  {ui_command(mask(uri))}")
-    echo(f"         then open {url}")
+    metrics = [m for m in objectives if m != "ms_per_query"] or ["avg"]
+    columns = ["trial", *swept_tags(dict.fromkeys(space, "")), "method", "seed"]
+    for line in tracker.publish(report.parent, [plan.output / "experiment.json"], metrics, columns,
+                                plan.experiment.tracking.uri or default_tracking_uri(plan.output)):
+        echo(line)
 
 
 def _report(plan, trials: list[optuna.trial.FrozenTrial]) -> Path:
@@ -321,7 +320,7 @@ def _optimize(study: optuna.Study, plan, config_path: Path, overrides, output, t
                         echo(f"[trial {trial.number}] pruned after epoch {epoch} ({metric} {value:.2f})")
                         raise optuna.TrialPruned()
 
-            tags = {"trial": str(trial.number), **{path.split(".")[-1]: str(v) for path, v in values.items()}}
+            tags = {"trial": str(trial.number), **swept_tags(values)}
             with live.run(spec, run_dir, tags) as finish:
                 result = execute_run(spec, run_dir, splits, progress, on_epoch=on_epoch)
                 finish(result)

@@ -30,6 +30,7 @@ from typing import Any
 
 from harness.config import RunSpec, flatten
 from harness.paths import file_lock
+from harness.secrets import mask
 from harness.results import RunResult
 
 log = logging.getLogger(__name__)
@@ -192,12 +193,14 @@ class Tracker:
                 if Path(path).is_file():
                     self.client.log_artifact(self.parent_run_id, str(path))
 
-    def share_view(self, metrics: list[str], tags: list[str]) -> str:
-        """Save the runs-table view (``runs_table_view``) in the experiment; return its page's URL."""
+    def publish(self, report_dir: Path, files: list[Path], metrics: list[str], tags: list[str], uri: str) -> list[str]:
+        """At the end of a run or sweep: the report and ``files`` on the parent run, the runs-table
+        view (``runs_table_view``) saved in the experiment, and the lines that say how to open it."""
+        self.log_report(report_dir, *files)
         with self.lock:
             self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}",
                                            json.dumps(runs_table_view(metrics, tags)))
-        return ui_url(self.experiment_id)
+        return [f"mlflow:  {ui_command(mask(uri))}", f"         then open {ui_url(self.experiment_id)}"]
 
     def finish(self, status: str = "FINISHED") -> None:
         if self.parent_run_id:
@@ -212,12 +215,10 @@ class Tracker:
             self.client.log_batch(run_id, params=flat[start : start + 90])
 
 
-def swept_tags(grid_point: dict[str, Any]) -> dict[str, str]:
-    """One tag per swept value, named by its last key ("pool_size", "lr"); the method's name is
-    the ``method`` tag already."""
-    flat = flatten(grid_point)
-    return {key.removeprefix("method.params.").split(".")[-1] if key.startswith("method.params.") else key:
-            str(value)[:5000] for key, value in flat.items() if key != "method.name"}
+def swept_tags(values: dict[str, Any]) -> dict[str, str]:
+    """One tag per swept value (a grid point or a sweep trial's sample), named by its last key
+    ("pool_size", "lr"); the method's name is the ``method`` tag already."""
+    return {key.split(".")[-1]: str(value)[:5000] for key, value in flatten(values).items() if key != "method.name"}
 
 
 def dataset_inputs(result: RunResult) -> list[Any]:
