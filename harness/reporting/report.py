@@ -234,7 +234,7 @@ def _machine_caveat(results: Sequence[RunResult]) -> str:
     """Which digits of the runs reproduce where: bit for bit on one machine and thread count;
     across CPUs, under bf16 autocast, per-run metrics moved by up to 1.6 points (measured,
     docs/reliability.md)."""
-    same = (" Which digits reproduce: a run id gives the same metrics bit for bit on the same CPU, torch build and "
+    same = (" Which digits reproduce: a run id gives the same metrics bit for bit on the same CPU model, torch build and "
             "thread count (these runs' are named below).")
     if any(r.environment.get("precision", {}).get("train") == "bf16" or
            r.environment.get("precision", {}).get("eval") == "bf16" for r in results):
