@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -236,12 +236,18 @@ def train(
     bar = tqdm(total=total_steps, initial=loop.position.step, desc=f"train {method.method_name}", unit="step",
                disable=not progress, leave=False)
     start = time.perf_counter()
+    finished = False
     with distributed.training_scope(config.gather_negatives):
         while loop.position.step < total_steps:
             loop.run_pass(source, bar)
+            finished = False
             if on_epoch is not None:
+                finish_training(method, source, config.batch_size, loop.device, summary.precision)
+                finished = True
                 on_epoch(loop.position.epoch, method)
                 method.train()
+    if not finished:  # also on a resumed run whose steps were all done
+        finish_training(method, source, config.batch_size, loop.device, summary.precision)
     bar.close()
     if loop.step_log is not None:
         loop.step_log.close()
@@ -251,6 +257,18 @@ def train(
     summary.epochs = loop.position.epoch
     method.eval()
     return summary
+
+
+def finish_training(method: CIRMethod, source: TripletSource | ImageSource, batch_size: int, device: torch.device,
+                    precision: Literal["fp32", "bf16"]) -> None:
+    """``method.finish_training`` over the training data in its stored order, in evaluation
+    mode without gradients, at the precision evaluation runs at; batches are built as the
+    method reads them."""
+    method.eval()
+    batches = (source.batch(torch.arange(start, min(start + batch_size, len(source))), device)
+               for start in range(0, len(source), batch_size))
+    with torch.no_grad(), autocast(device, precision):
+        method.finish_training(batches)
 
 
 @dataclass

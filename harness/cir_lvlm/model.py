@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -55,6 +55,7 @@ from harness.device import full_precision, in_weights_dtype, to_device
 from harness.errors import HarnessError
 from harness.methods.base import (
     CIRMethod,
+    ImageBatch,
     MethodContext,
     MethodParams,
     TripletBatch,
@@ -105,6 +106,11 @@ class CIRLVLMParams(MethodParams):
     standardise_selection: bool = Field(
         True, description="standardise each selection feature per dimension (running mean/std) before matching keys; "
         "harness assumption: raw mean features share a large common component and the pool collapses to one prompt")
+    selection_calibration: int = Field(
+        1024, ge=0, description="after training, set the selection standardiser's moments from this many training "
+        "queries with the final weights (0: keep the moving average of training's batch moments); harness assumption, "
+        "as precise BatchNorm statistics (Wu & Johnson 2021): the moving average lags features that still drift at "
+        "the last steps and a short run then sends every query to one prompt")
     target_soft_prompt: bool = Field(False, description="also give the target side a selected soft prompt (NOT FOUND)")
     key_loss_weight: float = Field(0.1, ge=0, description="weight of the key-matching loss (NOT FOUND; the prototype used 0.1, docs/assumptions.md)")
     query_task_prompt: str = Field(QUERY_TASK_PROMPT, description="task prompt of the query side")
@@ -413,6 +419,32 @@ class CIRLVLM(CIRMethod):
             yield
         finally:
             self._whole_batch_moments = {}
+
+    def finish_training(self, batches: Iterable[TripletBatch | ImageBatch]) -> None:
+        """Re-estimate the selection standardisers' moments on the first ``selection_calibration``
+        training queries with the final weights (their targets too where targets select prompts)."""
+        limit = self.params.selection_calibration
+        if self.pool is None or not self.params.standardise_selection or limit == 0:
+            return
+        features: dict[str, list[torch.Tensor]] = {part: [] for part in self.selection_parts}
+        seen = 0
+        for batch in batches:
+            assert isinstance(batch, TripletBatch)
+            take = min(len(batch), limit - seen)
+            sides = [self._raw_selection(self._visual_prompt_tokens(batch.reference_images[:take]),
+                                         *self._caption_embeds(batch.captions[:take]))]
+            if self.params.target_soft_prompt:
+                sides.append(self._raw_selection(self._visual_prompt_tokens(batch.target_images[:take]), None, None))
+            for raw in sides:
+                for part, feature in raw.items():
+                    if feature is not None:
+                        features[part].append(feature)
+            seen += take
+            if seen >= limit:
+                break
+        for part, chunks in features.items():
+            if chunks:
+                self.standardisers[part].calibrate(torch.cat(chunks))
 
     def _encode(self, images: torch.Tensor, captions: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, mask, layout, key_loss = self.build_inputs(images, captions)

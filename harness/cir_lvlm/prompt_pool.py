@@ -8,8 +8,8 @@ The query feature picks the ``top_k`` prompts whose keys are closest by cosine; 
 towards the queries that chose them.
 Selection details are NOT FOUND in the paper; this follows Learning-to-Prompt (Wang et al.,
 CVPR 2022), as docs/assumptions.md records. ``RunningStandardiser`` is this harness's
-addition for the query features (see the method's ``standardise_selection``). Usage counts
-are kept for reports.
+addition for the query features (see the method's ``standardise_selection`` and
+``selection_calibration``). Usage counts are kept for reports.
 """
 
 from __future__ import annotations
@@ -57,6 +57,14 @@ class RunningStandardiser(nn.Module):
             self.var.lerp_(var.detach(), weight)
             self.batches += 1
         return mean, var
+
+    def calibrate(self, features: torch.Tensor) -> None:
+        """Set the evaluation moments to those of ``features`` (computed with the final
+        weights): the moving average lags when the features still drift at the last steps."""
+        with torch.no_grad():
+            self.mean.copy_(features.mean(0))
+            self.var.copy_(features.var(0, unbiased=False))
+            self.batches.clamp_(min=1)
 
 
 class PromptPool(nn.Module):

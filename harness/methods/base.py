@@ -27,6 +27,7 @@ Each method declares a typed pydantic parameter model ``Params`` (subclass of
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -150,6 +151,12 @@ class CIRMethod(nn.Module):
 
     def begin_step(self, step: int, total_steps: int) -> None:
         """Called by the shared loop before step ``step`` (0-based) of ``total_steps``."""
+
+    def finish_training(self, batches: Iterable[TripletBatch | ImageBatch]) -> None:
+        """Called in evaluation mode, without gradients, after the last step (and before each
+        per-epoch evaluation) with the training data in a fixed order: a method whose
+        evaluation uses statistics of training features re-estimates them with the final
+        weights. Nothing by default."""
 
     def loss(self, batch: TripletBatch | ImageBatch) -> torch.Tensor:
         """The training loss of ``batch``: ``loss_from(loss_inputs(batch))``. Override the two
