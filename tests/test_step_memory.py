@@ -100,11 +100,13 @@ def test_gradient_checkpointing_and_micro_batches_leave_a_lora_run_unchanged(qwe
     # bf16 LM: other shapes, other rounding (measured: rel 1.006e-4 with the chat frame on, bf16 eps 7.8e-3)
     assert both_losses == pytest.approx(plain_losses, rel=2e-4)
     batch = _batch(val, 16)
+    # bf16 rounding of other micro-batch shapes, carried through training: cosine >= 0.9980 measured
+    # on CI's AMD EPYC (>= 0.999 elsewhere); checkpointing alone recomputes the same kernels
     with torch.no_grad():
-        for method in (checkpointed, both):
+        for method, floor in ((checkpointed, 0.9999), (both, 0.995)):
             cosine = (method.encode_query(batch.reference_images, batch.captions)
                       * plain.encode_query(batch.reference_images, batch.captions)).sum(-1)
-            assert float(cosine.min()) > 0.999
+            assert float(cosine.min()) > floor
 
 
 def test_gradient_checkpointing_keeps_less_for_backward(qwen2_vl: Path, split):
