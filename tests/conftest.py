@@ -24,6 +24,9 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ["CIR_HARNESS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    # runs in the calling process: a --jobs worker spends ~6 s CPU importing torch and transformers,
+    # more than a tiny run trains; the tests of --jobs itself pass it explicitly
+    os.environ["CIR_HARNESS_JOBS"] = "1"
     torch.set_num_threads(2)
 
 

@@ -313,7 +313,8 @@ def test_jobs_train_runs_side_by_side_with_the_results_of_one_at_a_time(tmp_path
     from harness.device import resolve_precision
 
     config = write_yaml(tmp_path / "jobs.yaml", JOBS)
-    side = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "side"), "--quiet", "--jobs", "2"])
+    side = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "side"), "--quiet"],
+                              env={"CIR_HARNESS_JOBS": "2"})  # the variable is --jobs' default
     assert side.exit_code == 0, side.output
     assert "2 runs, 2 at a time (1 torch thread(s) each" in side.stdout
     serial = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "serial"), "--quiet", "--jobs", "1",
