@@ -155,7 +155,8 @@ def run(
         "--overwrite", help="only-missing: skip finished runs, resume interrupted ones from their last checkpoint; "
         "never: also leave unfinished runs alone; always: recompute every run.")] = "only-missing",  # type: ignore[assignment]
     jobs: Annotated[str, typer.Option(
-        "--jobs", envvar="CIR_HARNESS_JOBS", show_envvar=True, help="Runs trained at once, each in its own process with its share of the CPU cores as torch threads. "
+        "--jobs", envvar="CIR_HARNESS_JOBS", show_envvar=True,
+        help="Runs trained at once, each in its own process with its share of the CPU cores as torch threads. "
         "auto: one per core on a CPU (tiny models use a second thread poorly: 1.2x more steps on 2 cores), one per "
         "GPU on a GPU machine, each process given its own GPU (more jobs than GPUs share them round-robin). Under "
         "bf16 the last bits of a run depend on its thread count.")] = "auto",

@@ -247,7 +247,8 @@ def test_dual_encoders_and_default_cir_lvlm_share_one_stage0_clip():
 
 
 def test_pretrain_builds_what_each_run_starts_from(tmp_path: Path):
-    lvlm = ("{name: cir_lvlm, params: {backbone: " + str(TINY) + ", stage0: " + str({**STAGE0, "caption_steps": 2, "instruct_steps": 2})
+    stage0 = {**STAGE0, "caption_steps": 2, "instruct_steps": 2}
+    lvlm = ("{name: cir_lvlm, params: {backbone: " + str(TINY) + ", stage0: " + str(stage0)
             + ", connector: {num_queries: 4, heads: 2}}}")
     config = write_yaml(tmp_path / "pretrain.yaml", EXPERIMENT.replace(
         "    - {name: pic2word", f"    - {lvlm}\n    - {{name: image_only, params: {{start: scratch}}}}\n    - {{name: pic2word"))

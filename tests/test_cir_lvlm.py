@@ -333,14 +333,22 @@ def test_missing_pretrained_directory_is_a_user_error(tmp_path: Path):
         _pretrained({"vision_dir": str(tmp_path / "nope"), "language_dir": str(tmp_path / "nope")})
 
 
+def _small_stage0(steps: int):
+    """A seconds-long stage 0: ``steps`` contrastive and describe steps, 2 instruction-tuning
+    steps (the phase runs, its default 300 would not be seconds)."""
+    from harness.stage0 import Stage0Params
+
+    return Stage0Params(vision_steps=steps, caption_steps=steps, instruct_steps=2, vision_batch_size=8,
+                        caption_batch_size=8)
+
+
 def test_building_stage0_leaves_the_callers_random_state_alone(tiny_benchmark: Path):
     from harness.backbones.params import BackboneParams
-    from harness.stage0 import Stage0Params, Stage0Request, ensure_stage0
+    from harness.stage0 import Stage0Request, ensure_stage0
 
     split = load_cirr_split(tiny_benchmark, "train")
     request = Stage0Request("rng-test", BackboneParams(**TINY), {"type": "queries", "num_queries": 4, "heads": 2},
-                            Stage0Params(vision_steps=2, caption_steps=2, instruct_steps=2, vision_batch_size=8,
-                                         caption_batch_size=8))
+                            _small_stage0(2))
     torch.manual_seed(7)
     ensure_stage0(request, split, progress=False)  # builds
     after_build = torch.rand(3)
@@ -353,11 +361,10 @@ def test_connector_variants_share_the_vision_phase_and_results_do_not_depend_on_
     tiny_benchmark: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from harness.backbones.params import BackboneParams
-    from harness.stage0 import Stage0Params, Stage0Request, ensure_stage0
+    from harness.stage0 import Stage0Request, ensure_stage0
 
     split = load_cirr_split(tiny_benchmark, "train")
-    params = Stage0Params(vision_steps=3, caption_steps=3, instruct_steps=2, vision_batch_size=8,
-                          caption_batch_size=8)
+    params = _small_stage0(3)
 
     def request(connector: dict) -> Stage0Request:
         return Stage0Request("share-test", BackboneParams(**TINY), connector, params)
@@ -375,11 +382,11 @@ def test_connector_variants_share_the_vision_phase_and_results_do_not_depend_on_
 
 def test_optional_embed_phase_runs_and_keeps_existing_stage0_keys(tiny_benchmark: Path):
     from harness.backbones.params import BackboneParams
-    from harness.stage0 import Stage0Params, Stage0Request, ensure_stage0
+    from harness.stage0 import Stage0Request, ensure_stage0
 
     split = load_cirr_split(tiny_benchmark, "train")
     connector = {"type": "queries", "num_queries": 4, "heads": 2}
-    base = Stage0Params(vision_steps=2, caption_steps=2, instruct_steps=2, vision_batch_size=8, caption_batch_size=8)
+    base = _small_stage0(2)
     off = Stage0Request("embed-test", BackboneParams(**TINY), connector, base)
     on = Stage0Request("embed-test", BackboneParams(**TINY), connector, base.model_copy(update={"embed_steps": 3}))
     assert "embed_steps" not in off._settings() and off.key() != on.key()  # caches built before it stay valid

@@ -313,8 +313,7 @@ def test_jobs_train_runs_side_by_side_with_the_results_of_one_at_a_time(tmp_path
     from harness.device import resolve_precision
 
     config = write_yaml(tmp_path / "jobs.yaml", JOBS)
-    side = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "side"), "--quiet"],
-                              env={"CIR_HARNESS_JOBS": "2"})  # the variable is --jobs' default
+    side = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "side"), "--quiet", "--jobs", "2"])
     assert side.exit_code == 0, side.output
     assert "2 runs, 2 at a time (1 torch thread(s) each" in side.stdout
     serial = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "serial"), "--quiet", "--jobs", "1",
@@ -335,6 +334,9 @@ def test_jobs_train_runs_side_by_side_with_the_results_of_one_at_a_time(tmp_path
 def test_bad_jobs_value_is_a_user_error(tmp_path: Path):
     result = CliRunner().invoke(app, ["run", str(write_yaml(tmp_path / "jobs.yaml", JOBS)), "--jobs", "two"])
     assert result.exit_code == 2 and "--jobs" in result.output and "Traceback" not in result.output
+    # CIR_HARNESS_JOBS is --jobs' default (the suite sets it to 1): a bad value is refused the same way
+    from_env = CliRunner().invoke(app, ["run", str(tmp_path / "jobs.yaml")], env={"CIR_HARNESS_JOBS": "two"})
+    assert from_env.exit_code == 2 and "--jobs 'two' is not a positive number" in from_env.output
 
 
 def test_file_lock_makes_builders_take_turns(tmp_path: Path):

@@ -203,15 +203,16 @@ def test_the_median_pruner_stops_a_trial_that_falls_behind(tmp_path: Path, monke
     queries the real per-epoch metrics of these trials differ by rounding only (7.5000000186 vs
     7.500000298), and which trial got pruned flipped between two CPUs. What is tested is the
     wiring: per-epoch reports, the pruner's decision, the message, no result written."""
+    import itertools
+
     import harness.sweep as sweeping
 
-    real_evaluate, calls = sweeping.evaluate, []
+    real_evaluate, calls = sweeping.evaluate, itertools.count(1)
 
     def scripted(*args, **kwargs):
         evaluation = real_evaluate(*args, **kwargs)
-        calls.append(len(calls))
         # trial 0 runs its 3 epochs unpruned (start-up trial); the 4th call is trial 1's first epoch
-        evaluation.metrics["avg"] = 10.0 if len(calls) == 4 else 50.0
+        evaluation.metrics["avg"] = 10.0 if next(calls) == 4 else 50.0
         return evaluation
 
     monkeypatch.setattr(sweeping, "evaluate", scripted)
