@@ -39,6 +39,9 @@ from harness.stage0 import Stage0Params, clip_request
 from harness.stage0_qformer import QFormerPretraining, QFormerWarmStart
 
 
+SPRC_INITIAL_TEMPERATURE = 0.07  # blip2_qformer_cir_align_prompt.py L85, before the checkpoint is loaded
+
+
 class SprcBackboneParams(BackboneParams):
     """The shared backbone settings (tiny: the stage-0 CLIP's sizes) and a BLIP-2 directory."""
 
@@ -49,8 +52,11 @@ class SprcBackboneParams(BackboneParams):
 class SprcParams(MethodParams):
     """SPRC settings (defaults: SPRC's CIRR recipe where it has one)."""
 
-    temperature: float = Field(0.07, gt=0, description="initial value of the learnable temperature (SPRC L85); "
-                               "clamped to [0.001, 0.5] as BLIP-2 clamps it")
+    temperature: float | None = Field(
+        None, gt=0, description="initial value of the learnable temperature, clamped to [0.001, 0.5] as BLIP-2 clamps "
+        "it; null: the warm start's learned one (tiny: stage 0's ITC temperature), as SPRC's model starts at 0.07 "
+        "(L85) and then loads BLIP-2's checkpoint, learned temp included; 0.07 where the checkpoint keeps none "
+        "(transformers' Blip2ForImageTextRetrieval has no temperature)")
     learn_temperature: bool = Field(True, description="learn the temperature (SPRC) or keep it fixed")
     backbone: SprcBackboneParams = Field(default_factory=SprcBackboneParams,
                                          description="tiny: stage 0's CLIP tower + a pre-trained tiny Q-Former; "
@@ -85,7 +91,8 @@ class Sprc(CIRMethod):
         qformer = self.backbone.qformer
         hidden = qformer.query_tokens.shape[-1]
         self.prompt_tokens = nn.Parameter(torch.randn(1, qformer.num_query_tokens, hidden) * 0.02)  # SPRC L89-91
-        self.temperature = nn.Parameter(torch.tensor(params.temperature), requires_grad=params.learn_temperature)
+        initial = params.temperature or self.backbone.temperature or SPRC_INITIAL_TEMPERATURE
+        self.temperature = nn.Parameter(torch.tensor(float(initial)), requires_grad=params.learn_temperature)
 
     @property
     def tokenizer(self):  # saved with the run by the runner

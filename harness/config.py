@@ -150,7 +150,8 @@ ID_LATER: dict[str, Any] = {"train.group_lr": {}, "dataset.resize": "squash",
                             "method.params.lm_adaptation": "full",
                             "method.params.lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"],
                             "method.params.stage0.instruct_steps": 0,
-                            "method.params.stage0.instructions": ["describe", "colour", "count", "edit"]}
+                            "method.params.stage0.instructions": ["describe", "colour", "count", "edit"],
+                            "method.params.qformer_pretraining.itm": False}
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,10 +1,15 @@
 """Stage 0 for SPRC's tiny backbone: a Q-Former pre-trained on (image, scene description) with
 BLIP-2's first-stage contrastive objective, over stage 0's frozen CLIP vision tower.
 
-BLIP-2 stage 1 trains the Q-Former with ITC (plus ITM and captioning, left out here): an image's
-query outputs meet the text's [CLS]; the image-text similarity is the best of the query
-outputs (max over M), the temperature is learned, both directions are averaged. The vision
-tower is the very stage-0 CLIP every other method starts from, so SPRC gets no better eyes.
+BLIP-2 stage 1 trains the Q-Former with three losses, summed unweighted; two are here:
+- ITC: an image's query outputs meet the text's [CLS]; the image-text similarity is the best of
+  the query outputs (max over M), the temperature is learned, both directions are averaged;
+- ITM (``itm``): the queries self-attend with the text while they cross-attend the image (the
+  very pass SPRC's fusion uses), a 2-way head on their mean output says whether the pair
+  matches; per positive pair, one negative text and one negative image sampled by ITC
+  similarity (hard negatives), as BLIP-2's blip2_qformer.py does.
+Image-grounded text generation (ITG), BLIP-2's third loss, is left out. The vision tower is the
+very stage-0 CLIP every other method starts from, so SPRC gets no better eyes.
 
 Cached under ``<cache>/backbones/stage0-qformer-<hash>/`` (vision/, tokenizer/, qformer/,
 qformer.json), keyed by the CLIP's own key, the Q-Former sizes and these settings:
@@ -46,6 +51,8 @@ class QFormerPretraining(BaseModel):
     batch_size: int = Field(128, ge=2)
     lr: float = Field(1e-3, gt=0)
     temperature: float = Field(0.07, gt=0, description="initial learnable temperature (BLIP-2: 0.07)")
+    itm: bool = Field(False, description="add BLIP-2 stage 1's image-text matching loss (fusion pass + 2-way head, "
+                      "hard negatives by ITC similarity) to ITC, unweighted as BLIP-2 sums them")
 
 
 @dataclass(frozen=True)
@@ -57,9 +64,9 @@ class QFormerWarmStart:
     pretraining: QFormerPretraining
 
     def key(self) -> str:
+        pretraining = self.pretraining.model_dump(exclude=None if self.pretraining.itm else {"itm"})  # ITC-only: old key
         blob = json.dumps({"version": QFORMER_STAGE0_VERSION, "clip": self.clip.vision_key(),
-                           "sizes": self.sizes.model_dump(), "pretraining": self.pretraining.model_dump()},
-                          sort_keys=True)
+                           "sizes": self.sizes.model_dump(), "pretraining": pretraining}, sort_keys=True)
         return f"qformer-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
     def directory(self) -> Path:
@@ -77,7 +84,8 @@ class QFormerWarmStart:
     def summary(self, cached: bool) -> str:
         report = json.loads((self.directory() / "qformer.json").read_text())
         timing = "cached" if cached else f"{report['itc']['seconds']:.0f}s"
-        return f"stage 0 (Q-Former) {self.directory()} ({timing}; final ITC loss {report['itc']['last_loss']})"
+        objective = report.get("objective", "itc").upper()
+        return f"stage 0 (Q-Former) {self.directory()} ({timing}; final {objective} loss {report['itc']['last_loss']})"
 
     def _build(self, clip: Path, train_split: Any, out: Path, progress: bool) -> dict:
         data = _TrainingData(train_split)
@@ -90,31 +98,55 @@ class QFormerWarmStart:
         qformer = QFormer.build(self.sizes.config(len(tokenizer), tower.hidden_size, tokenizer.pad_token_id),
                                 self.sizes.num_query_tokens, self.sizes.embed_dim)
         temperature = torch.nn.Parameter(torch.tensor(self.pretraining.temperature))
-        trainable = torch.nn.ModuleDict({"qformer": qformer})
+        itm_head = torch.nn.Linear(qformer.query_tokens.shape[-1], 2) if self.pretraining.itm else None
+        trainable = torch.nn.ModuleDict({"qformer": qformer, **({"itm_head": itm_head} if itm_head else {})})
         trainable.register_parameter("temperature", temperature)
         backbone = QFormerBackbone(tower, True, qformer, tokenizer, self.sizes.max_text_length)
         report = _phase(trainable, self.pretraining.steps, self.pretraining.lr, "stage 0: Q-Former image <-> text",
-                        progress, lambda: itc_step(backbone, temperature, data.images, encoded,
-                                                   self.pretraining.batch_size, generator), self.clip.params.precision)
+                        progress, lambda: pretraining_step(backbone, temperature, itm_head, data.images, encoded,
+                                                           self.pretraining.batch_size, generator),
+                        self.clip.params.precision)
         shutil.copytree(clip / "vision", out / "vision")
         tokenizer.save_pretrained(str(out / "tokenizer"))
         qformer.save(out / "qformer")
         return {"settings": {"clip": self.clip.vision_key(), "sizes": self.sizes.model_dump(),
                              "pretraining": self.pretraining.model_dump()},
-                "images": len(data.names), "itc": report, "temperature": float(temperature.detach())}
+                "images": len(data.names), "itc": report, "temperature": float(temperature.detach()),
+                "objective": "itc+itm" if itm_head else "itc"}
 
 
-def itc_step(backbone: QFormerBackbone, temperature: torch.Tensor, images: torch.Tensor, encoded: dict,
-             batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """BLIP-2's image-text contrastive loss on a random batch: the best query output per
-    (image, text), both directions, temperature clamped to [0.001, 0.5] as BLIP-2 clamps it."""
+def pretraining_step(backbone: QFormerBackbone, temperature: torch.Tensor, itm_head: torch.nn.Linear | None,
+                     images: torch.Tensor, encoded: dict, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """One BLIP-2 stage-1 step on a random batch: ITC, plus ITM when ``itm_head`` is given."""
     rows = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
     qformer = backbone.qformer
     features = backbone.image_features(images[rows])  # the frozen tower: no graph
     mask = encoded["attention_mask"][rows]
     width = int(mask.sum(1).max())
+    ids, mask = encoded["input_ids"][rows, :width], mask[:, :width]
     image = qformer.image_vectors(qformer.image_queries(features))
-    text = qformer.text_vector(qformer.text(encoded["input_ids"][rows, :width], mask[:, :width]))
+    text = qformer.text_vector(qformer.text(ids, mask))
     scores = similarity(text.float(), image.float()) / temperature.clamp(0.001, 0.5)  # [texts, images]
     labels = torch.arange(batch_size)
-    return (F.cross_entropy(scores, labels) + F.cross_entropy(scores.T, labels)) / 2
+    loss = (F.cross_entropy(scores, labels) + F.cross_entropy(scores.T, labels)) / 2
+    if itm_head is not None:
+        loss = loss + itm_loss(qformer, itm_head, features, ids, mask, scores.detach(), generator)
+    return loss
+
+
+def itm_loss(qformer, itm_head: torch.nn.Linear, features: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+             scores: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """BLIP-2's image-text matching: the B matching pairs, each text with a negative image and
+    each image with a negative text, sampled in proportion to softmax(ITC similarity) among the
+    batch's non-matching pairs (a pair with the very same text counts as matching)."""
+    batch = len(ids)
+    same = (ids[:, None, :] == ids[None, :, :]).all(dim=-1) & (mask[:, None, :] == mask[None, :, :]).all(dim=-1)
+    text_to_image = scores.softmax(dim=1).masked_fill(same, 0) + (~same) * 1e-12
+    image_to_text = scores.T.softmax(dim=1).masked_fill(same, 0) + (~same) * 1e-12
+    negative_image = torch.multinomial(text_to_image, 1, generator=generator).squeeze(1)
+    negative_text = torch.multinomial(image_to_text, 1, generator=generator).squeeze(1)
+    fused = qformer.fuse(torch.cat([ids, ids, ids[negative_text]]), torch.cat([mask, mask, mask[negative_text]]),
+                         torch.cat([features, features[negative_image], features]))
+    logits = itm_head(fused).mean(dim=1)  # the mean over the query outputs, as Blip2ForImageTextRetrieval
+    labels = torch.cat([torch.ones(batch, dtype=torch.long), torch.zeros(2 * batch, dtype=torch.long)])
+    return F.cross_entropy(logits.float(), labels)

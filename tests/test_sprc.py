@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from baselines.sprc import Sprc
-from harness.stage0_qformer import QFormerWarmStart
+from harness.stage0_qformer import QFormerPretraining, QFormerWarmStart, itm_loss
 from harness.data.cirr import load_cirr_split
 from harness.evaluate import evaluate
 from harness.methods.base import MethodContext, TripletBatch
@@ -23,6 +23,7 @@ TINY = {"vision_hidden": 32, "vision_heads": 2, "language_hidden": 32, "language
 STAGE0 = {"vision_steps": 4, "caption_steps": 0, "instruct_steps": 0, "vision_batch_size": 16}
 QFORMER = {"hidden": 32, "heads": 2, "num_query_tokens": 4, "embed_dim": 16}
 PRETRAINING = {"steps": 3, "batch_size": 8}
+PRETRAINING_ITM = QFormerPretraining(steps=3, batch_size=8, itm=True)
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +128,50 @@ def test_the_qformer_stage0_is_cached_and_reused(split):
     assert all(torch.equal(first[name], second[name]) for name in first)
 
 
+def test_itm_pretraining_samples_only_non_matching_negatives_and_trains_the_fusion_pass(split):
+    method = _sprc(split).train()
+    qformer, head = method.backbone.qformer, torch.nn.Linear(32, 2)
+    features = method.backbone.image_features(_images(4, 11))
+    ids, mask = method.backbone.tokenize(["a red circle", "a blue square", "a red circle", "two green stars"])
+    sampled: list[torch.Tensor] = []
+    real_multinomial = torch.multinomial
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "multinomial", lambda w, *a, **k: sampled.append(w) or real_multinomial(w, *a, **k))
+        loss = itm_loss(qformer, head, features, ids, mask, torch.zeros(4, 4), torch.Generator().manual_seed(0))
+    text_to_image, image_to_text = sampled
+    matching = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    for weights in (text_to_image, image_to_text):  # rows 0 and 2 share their text: never each other's negative
+        assert bool((weights[matching] < 1e-9).all()) and bool((weights[~matching] > 0.1).all())
+    assert torch.isfinite(loss)
+    grads = torch.autograd.grad(loss, [head.weight, qformer.query_tokens], allow_unused=True)
+    assert all(g is not None and bool(g.abs().sum() > 0) for g in grads)
+
+
+def test_itm_pretraining_is_its_own_cache_entry_and_itc_alone_keeps_its_key(split):
+    from harness.registry import get_method
+
+    params = get_method("sprc").params.model_validate(
+        {"backbone": TINY, "stage0": STAGE0, "qformer": QFORMER, "qformer_pretraining": PRETRAINING})
+    [itc] = Sprc.warm_starts(params, "sprc-test")
+    old_key = QFormerWarmStart(itc.clip, itc.sizes, QFormerPretraining.model_construct(
+        **{k: v for k, v in itc.pretraining.model_dump().items() if k != "itm"})).key()
+    assert itc.key() == old_key  # caches built before ITM existed stay valid
+    [both] = Sprc.warm_starts(params.model_copy(update={"qformer_pretraining": PRETRAINING_ITM}), "sprc-test")
+    assert both.key() != itc.key()
+    method = _sprc(split, qformer_pretraining=PRETRAINING_ITM.model_dump())
+    report = json.loads((both.directory() / "qformer.json").read_text())
+    assert report["objective"] == "itc+itm" and report["itc"]["last_loss"] is not None
+    assert not torch.equal(method.backbone.qformer.query_tokens, _sprc(split).backbone.qformer.query_tokens)
+
+
+def test_the_temperature_starts_where_the_qformer_pretraining_left_it(split):
+    method = _sprc(split)
+    [start] = Sprc.warm_starts(method.params, "sprc-test")
+    learned = json.loads((start.directory() / "qformer.json").read_text())["temperature"]
+    assert learned != pytest.approx(0.07) and float(method.temperature) == pytest.approx(learned)
+    assert float(_sprc(split, temperature=0.05).temperature) == pytest.approx(0.05)  # an explicit value wins
+
+
 def test_pretrained_loads_a_saved_blip2_retrieval_model_and_embeds_a_query(tmp_path: Path, split):
     """bf16 weights: the frozen ViT computes in them, what trains is float32."""
     directory = stand_ins.save_blip2_retrieval(tmp_path / "blip2-itm-tiny", torch.bfloat16)
@@ -139,6 +184,7 @@ def test_pretrained_loads_a_saved_blip2_retrieval_model_and_embeds_a_query(tmp_p
     assert torch.isfinite(query).all() and torch.isfinite(targets).all()
     assert method.backbone.tower.model.embeddings.patch_embedding.weight.dtype == torch.bfloat16  # frozen, as shipped
     assert method.backbone.qformer.query_tokens.dtype == torch.float32  # trained in float32
+    assert float(method.temperature) == pytest.approx(0.07)  # the checkpoint keeps no temperature: SPRC's initial one
 
 
 def test_pretrained_without_a_directory_is_a_clear_error(split):

@@ -32,6 +32,7 @@ from transformers.models.blip_2.modeling_blip_2 import Blip2TextEmbeddings
 from harness.backbones.loading import pretrained_model
 from harness.backbones.vision import VisionTower, preprocessor_stats
 from harness.errors import HarnessError
+from harness.files import read_json_object
 
 
 class QFormerParams(BaseModel):
@@ -160,8 +161,10 @@ class QFormerBackbone(nn.Module):
     ``post_layernorm``: apply the tower's own post-layernorm to every token (a CLIP tower, whose
     last hidden state lacks it); a BLIP-2 tower's last hidden state has it already."""
 
-    def __init__(self, tower: VisionTower, post_layernorm: bool, qformer: QFormer, tokenizer, max_text_length: int):
+    def __init__(self, tower: VisionTower, post_layernorm: bool, qformer: QFormer, tokenizer, max_text_length: int,
+                 temperature: float | None = None):
         super().__init__()
+        self.temperature = temperature  # the ITC temperature the Q-Former was pre-trained with, if known
         self.tower = tower
         self.post_layernorm = post_layernorm
         self.qformer = qformer
@@ -174,7 +177,10 @@ class QFormerBackbone(nn.Module):
         post-layernorm plays BLIP-2's ``ln_vision``, the Q-Former and its word tokenizer."""
         tower = VisionTower.from_directory(directory / "vision")
         tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"), local_files_only=True)
-        return cls(tower, True, QFormer.load(directory / "qformer"), tokenizer, max_text_length)
+        report = read_json_object(directory / "qformer.json", fix=f"delete {directory} to build stage 0 again")
+        learned = report.get("temperature")
+        learned = float(learned) if isinstance(learned, (int, float)) and 0 < learned else None
+        return cls(tower, True, QFormer.load(directory / "qformer"), tokenizer, max_text_length, learned)
 
     @classmethod
     def from_directory(cls, directory: str | Path, max_text_length: int,
