@@ -71,3 +71,26 @@ def test_published_numbers_get_their_own_labelled_table(tmp_path):
     assert "| X (paper) | 53.64 | 50.42 | Table 1 |" in text
     assert text.index("Published numbers (not measured here)") > text.index("| a | 0,1 |")  # after the measured table
     assert "No per-query statistics" in text  # hand-made results have no rankings to test over
+
+
+def test_an_ablation_over_a_two_key_grid_names_each_row_by_its_grid_point():
+    from harness.reporting.data import load_groups
+    from harness.reporting.sections import ablation_table
+
+    results = []
+    for steps in (1000, 300):
+        for pool in (1, 10):
+            label = f"train.max_steps={steps}, method.params.pool_size={pool}"
+            config = {"train": {"max_steps": steps}, "method": {"name": "lvlm", "params": {"pool_size": pool}}}
+            results += [_result(label, "lvlm", seed, steps / 100 + pool).model_copy(update={"config": config})
+                        for seed in (0, 1)]
+    table = ablation_table(load_groups(results, None), "lvlm", "train.max_steps", ["recall_at_1"])
+    assert table.header[:3] == ["max steps", "run", "R@1"]
+    assert [(row[0].text, row[1].text) for row in table.rows] == [
+        ("300", "train.max_steps=300, method.params.pool_size=1"),
+        ("300", "train.max_steps=300, method.params.pool_size=10"),
+        ("1000", "train.max_steps=1000, method.params.pool_size=1"),
+        ("1000", "train.max_steps=1000, method.params.pool_size=10")]
+    one_key = [r for r in results if r.label.endswith("pool_size=1")]
+    assert ablation_table(load_groups(one_key, None), "lvlm", "train.max_steps", ["recall_at_1"]).header[:2] == [
+        "max steps", "R@1"]  # a one-key grid keeps its short table

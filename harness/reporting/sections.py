@@ -198,14 +198,17 @@ def ablation_table(groups: Sequence[Group], main: str | None, x: str | None, met
     except TypeError:
         pass
     name = x.split(".")[-1].replace("_", " ")
+    values = [str(config_value(g.runs[0].config, x)) for g in variants]
+    ambiguous = len(set(values)) < len(values)  # the grid sweeps more than x: the full grid point tells rows apart
     comparison = compare(variants, variants[0], metrics[0], alpha) if metrics else None
-    header = [name, *(metric_title(m) for m in metrics)]
+    header = [name, *(["run"] if ambiguous else []), *(metric_title(m) for m in metrics)]
     if comparison:
-        header += [f"Δ {metric_title(metrics[0])} vs {name} = {config_value(variants[0].runs[0].config, x)}", "p",
+        baseline = variants[0].label if ambiguous else f"{name} = {values[0]}"
+        header += [f"Δ {metric_title(metrics[0])} vs {baseline}", "p",
                    "MDE", "p (seeds)", "MDE (seeds)"]
     rows = []
-    for group in variants:
-        row = [Cell(str(config_value(group.runs[0].config, x)))]
+    for group, value in zip(variants, values):
+        row = [Cell(value), *([Cell(group.label)] if ambiguous else [])]
         row += [Cell(mean_std_text(group.values(m)), (group.mean_std(m) or (None,))[0]) for m in metrics]
         if comparison:
             row += _ablation_cells(comparison, group.label)
@@ -214,7 +217,7 @@ def ablation_table(groups: Sequence[Group], main: str | None, x: str | None, met
                   caption=f"{main} variants; metrics mean ± std over seeds; Δ on the same queries with a paired "
                   f"sign-flip test; {NOT_SIGNIFICANT} = not significant at α = {ALPHA} (Holm); p (seeds): the seed-aware "
                   f"test (seeds, then queries); MDE: the smallest difference each test detects with {POWER:.0%} power.")
-    return table.mark_best({1 + i: "max" for i in range(len(metrics))})
+    return table.mark_best({1 + ambiguous + i: "max" for i in range(len(metrics))})
 
 
 def _ablation_cells(comparison: Comparison, label: str) -> list[Cell]:
