@@ -140,7 +140,7 @@ def itm_loss(qformer, itm_head: torch.nn.Linear, features: torch.Tensor, ids: to
     each image with a negative text, sampled in proportion to softmax(ITC similarity) among the
     batch's non-matching pairs (a pair with the very same text counts as matching)."""
     batch = len(ids)
-    same = (ids[:, None, :] == ids[None, :, :]).all(dim=-1) & (mask[:, None, :] == mask[None, :, :]).all(dim=-1)
+    same = (ids[:, None, :] == ids[None, :, :]).all(dim=-1)  # equal ids pad alike, so their masks are equal too
     text_to_image = scores.softmax(dim=1).masked_fill(same, 0) + (~same) * 1e-12
     image_to_text = scores.T.softmax(dim=1).masked_fill(same, 0) + (~same) * 1e-12
     negative_image = torch.multinomial(text_to_image, 1, generator=generator).squeeze(1)
