@@ -32,12 +32,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from harness.data.datasets import load_dataset
+from harness.device import autocast, resolve_precision
 from harness.evaluate import evaluate
-from harness.executor import image_resize
-from harness.registry import build_run_method
+from harness.reevaluate import rebuild_run
 from harness.run_folder import read_run_config
-from harness.train import load_checkpoint
 
 KEYS = ("recall_at_1", "recall_at_50", "recall_subset_at_1", "top1_elsewhere")
 
@@ -60,12 +58,12 @@ def probes(method) -> dict[str, object]:
             "swapped reference": swapped_reference}
 
 
-def sensitivity(method, split, count: int) -> dict[str, float]:
+def sensitivity(method, split, count: int, precision: str) -> dict[str, float]:
     """Mean cosine of a query to itself with the reference swapped, and with the caption swapped."""
     triplets = split.triplets[:count]
     images = split.images.load([t.reference for t in triplets])
     captions = [method.query_text(t) for t in triplets]
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), autocast("cpu", precision):
         base = method.encode_query(images, captions).float()
         other_image = method.encode_query(images.roll(1, dims=0), captions).float()
         other_caption = method.encode_query(images, captions[1:] + captions[:1]).float()
@@ -79,11 +77,11 @@ def _recall_at(scores: torch.Tensor, k: int) -> float:
     return float((ranks < k).float().mean() * 100)
 
 
-def target_side(method, split, count: int) -> dict[str, object]:
+def target_side(method, split, count: int, precision: str = "fp32") -> dict[str, object]:
     """What the target vectors keep of an image, over the first ``count`` queries (see above)."""
     triplets = split.triplets[:count]
     references = split.images.load([t.reference for t in triplets])
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), autocast("cpu", precision):
         reference = method.encode_target(references).float()
         target = method.encode_target(split.images.load([t.target for t in triplets])).float()
         query = method.encode_query(references, [method.query_text(t) for t in triplets]).float()
@@ -113,16 +111,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = read_run_config(args.run)
-    resize = image_resize(config)
-    train_split = load_dataset(config.dataset, config.dataset.train_split, False, resize)
-    split = load_dataset(config.dataset, config.dataset.eval_split, False, resize)
-    method = build_run_method(config, train_split, False)
-    if not args.untrained:
-        load_checkpoint(args.run / "checkpoints", method)
+    method, split = rebuild_run(args.run, config, progress=False, weights=not args.untrained)
     method.eval()
+    precision = resolve_precision(config.eval.precision, "cpu")  # as the run's evaluation encoded
     eval_config = config.eval.model_copy(update={"max_queries": args.queries, "latency_queries": 0, "examples": 0,
                                                  "diagnostic_queries": 0, "embedding_cache": False})
-    rows: dict[str, dict] = {"target side": target_side(method, split, args.pairs)}
+    rows: dict[str, dict] = {"target side": target_side(method, split, args.pairs, precision)}
     print(json.dumps(rows["target side"]), flush=True)
     if args.target_side_only:
         _write(args.json, rows)
@@ -134,7 +128,7 @@ def main() -> None:
         rows[name] = {key: round(float(result.metrics[key]), 2) for key in KEYS if key in result.metrics}
         method.encode_query = original
         print(f"{name:18s} " + "  ".join(f"{k} {v:6.2f}" for k, v in rows[name].items()), flush=True)
-    rows["sensitivity"] = sensitivity(method, split, min(args.queries, 512))
+    rows["sensitivity"] = sensitivity(method, split, min(args.queries, 512), precision)
     print(json.dumps(rows["sensitivity"]))
     _write(args.json, rows)
 
