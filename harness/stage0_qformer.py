@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from harness.backbones.qformer import QFormer, QFormerBackbone, QFormerParams
 from harness.backbones.vision import VisionTower
 from harness.data.synthetic.captions import template_corpus
+from harness.files import read_json_object
 from harness.paths import cache_dir, file_lock
 from harness.metrics import similarity
 from harness.stage0 import Stage0Request, _cached, _phase, _TrainingData, ensure_stage0_clip
@@ -82,7 +83,7 @@ class QFormerWarmStart:
             return _cached(directory, "qformer.json", force, lambda out: self._build(clip, train_split, out, progress))
 
     def summary(self, cached: bool) -> str:
-        report = json.loads((self.directory() / "qformer.json").read_text())
+        report = read_json_object(self.directory() / "qformer.json", fix=f"delete {self.directory()} to build stage 0 again")
         timing = "cached" if cached else f"{report['itc']['seconds']:.0f}s"
         objective = report.get("objective", "itc").upper()
         return f"stage 0 (Q-Former) {self.directory()} ({timing}; final {objective} loss {report['itc']['last_loss']})"

@@ -174,6 +174,22 @@ def test_the_temperature_starts_where_the_qformer_pretraining_left_it(split):
     assert float(_sprc(split, temperature=0.05).temperature) == pytest.approx(0.05)  # an explicit value wins
 
 
+def test_a_broken_qformer_report_in_the_cache_is_one_line_naming_it(split):
+    from harness.errors import HarnessError
+
+    [start] = Sprc.warm_starts(_sprc(split).params, "sprc-test")
+    report = start.directory() / "qformer.json"
+    kept = report.read_bytes()
+    try:
+        report.write_text("{not json")
+        for read in (lambda: _sprc(split), lambda: start.summary(cached=True)):
+            with pytest.raises(HarnessError, match="qformer.json") as error:
+                read()
+            assert "delete" in str(error.value) and "\n" not in str(error.value)
+    finally:
+        report.write_bytes(kept)
+
+
 def test_pretrained_loads_a_saved_blip2_retrieval_model_and_embeds_a_query(tmp_path: Path, split):
     """bf16 weights: the frozen ViT computes in them, what trains is float32."""
     directory = stand_ins.save_blip2_retrieval(tmp_path / "blip2-itm-tiny", torch.bfloat16)
