@@ -29,12 +29,12 @@ SETTINGS = {"plain": {}, "checkpointing": {"gradient_checkpointing": True},
 
 
 def run(directory: Path, device: str, settings: dict, batch: int, steps: int) -> dict:
-    from harness.config import RunConfig, RunSpec
     from harness.data.datasets import load_dataset
-    from harness.evaluate import evaluate
-    from harness.memory_estimate import estimate_run
-    from harness.registry import build_run_method
-    from harness.train import train
+    from harness.evaluation.evaluate import evaluate
+    from harness.experiments.config import RunConfig, RunSpec
+    from harness.measure.memory_estimate import estimate_run
+    from harness.methods.registry import build_run_method
+    from harness.training.loop import train
 
     config = RunConfig.model_validate({
         "experiment": "device_check", "dataset": {"name": "synthetic"},

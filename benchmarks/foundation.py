@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 
 from harness.cli import SIZES
+from harness.core.environment import environment
 from harness.data.cirr import load_cirr_split
 from harness.data.synthetic.generate import SyntheticConfig, write_benchmark
-from harness.environment import environment
-from harness.evaluate import evaluate
-from harness.protocol import EvalConfig
+from harness.evaluation.evaluate import evaluate
+from harness.evaluation.protocol import EvalConfig
 from harness.methods.base import MethodContext
-from harness.registry import build_method
-from harness.train import TrainConfig, seed_everything, train
+from harness.methods.registry import build_method
+from harness.training.loop import TrainConfig, seed_everything, train
 
 
 def main() -> None:
@@ -42,8 +42,10 @@ def main() -> None:
         start = time.perf_counter()
         write_benchmark(config, root, progress=False)
         report["generation_s"] = time.perf_counter() - start
-        images = sum(json.loads((root / "synthetic.json").read_text())["counts"][s]["images"] for s in ("train", "val", "test1"))
-        print(f"generation ({args.size}: {train_n}/{val_n}/{test_n} queries, {images} images): {report['generation_s']:.1f} s")
+        counts = json.loads((root / "synthetic.json").read_text())["counts"]
+        images = sum(counts[s]["images"] for s in ("train", "val", "test1"))
+        print(f"generation ({args.size}: {train_n}/{val_n}/{test_n} queries, {images} images): "
+              f"{report['generation_s']:.1f} s")
         start = time.perf_counter()
         train_split = load_cirr_split(root, "train")
         val_split = load_cirr_split(root, "val")
@@ -57,7 +59,8 @@ def main() -> None:
             seed_everything(0)
             method = build_method(name, {}, MethodContext(64, corpus))
             warm = train(method, train_split, TrainConfig(epochs=1, max_steps=5, checkpoint=False), 0, progress=False)
-            timed = train(method, train_split, TrainConfig(epochs=1, max_steps=args.steps, checkpoint=False), 0, progress=False)
+            timed = train(method, train_split, TrainConfig(epochs=1, max_steps=args.steps, checkpoint=False), 0,
+                          progress=False)
             evaluation = evaluate(method, val_split, EvalConfig(), progress=False)
             encode_s = evaluation.timings["gallery_encode_s"] + evaluation.timings["query_encode_s"]
             total_s = encode_s + evaluation.timings["scoring_s"]
@@ -69,11 +72,13 @@ def main() -> None:
                 **{k: v for k, v in evaluation.timings.items() if k.endswith("per_query") or k.endswith("per_image")},
             }
             del warm
-            print(f"{name:10s} train {timed.steps_per_second:5.1f} steps/s (batch 64) | eval {methods[name]['eval_queries_per_s']:7.1f} "
-                  f"queries/s ({evaluation.num_queries} queries x {evaluation.num_gallery} gallery, gallery encoding included)")
+            print(f"{name:10s} train {timed.steps_per_second:5.1f} steps/s (batch 64) | eval "
+                  f"{methods[name]['eval_queries_per_s']:7.1f} queries/s ({evaluation.num_queries} queries x "
+                  f"{evaluation.num_gallery} gallery, gallery encoding included)")
         report["methods"] = methods
     hardware = report["environment"]["hardware"]  # type: ignore[index]
-    print(f"machine: {hardware['cpu']}, {hardware['cpu_cores']} cores, {args.threads} torch threads, torch {torch.__version__}")
+    print(f"machine: {hardware['cpu']}, {hardware['cpu_cores']} cores, {args.threads} torch threads, torch "
+          f"{torch.__version__}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from harness.config import RunConfig
 from harness.data.datasets import dataset_key, load_dataset
+from harness.experiments.config import RunConfig
 from harness.methods.base import MethodContext
-from harness.registry import build_method
-from harness.train import load_checkpoint
+from harness.methods.registry import build_method
+from harness.training.loop import load_checkpoint
 
 
 def own_image_recall(method, images: torch.Tensor, tokens: torch.Tensor, placeholder: str) -> float:
@@ -47,7 +47,8 @@ def main() -> None:
             continue
         train = load_dataset(config.dataset, config.dataset.train_split, progress=False)
         val = load_dataset(config.dataset, config.dataset.eval_split, progress=False)
-        context = MethodContext(config.dataset.image_size, [], train_split=train, dataset_key=dataset_key(config.dataset))
+        context = MethodContext(config.dataset.image_size, [], train_split=train,
+                                dataset_key=dataset_key(config.dataset))
         method = build_method(config.method.name, config.method.params, context)
         load_checkpoint(run / "checkpoints", method)
         method.eval()

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from harness.device import resolve_precision
-from harness.environment import cpu_model
-from harness.evaluate import evaluate
-from harness.executor import SplitCache, image_resize, plan_experiment
-from harness.registry import build_run_method
-from harness.train import seed_everything, train
+from harness.core.device import resolve_precision
+from harness.core.environment import cpu_model
+from harness.evaluation.evaluate import evaluate
+from harness.experiments.executor import SplitCache, image_resize, plan_experiment
+from harness.methods.registry import build_run_method
+from harness.training.loop import seed_everything, train
 
 REPO = Path(__file__).resolve().parents[1]
 

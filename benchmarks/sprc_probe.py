@@ -32,10 +32,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from harness.device import autocast, resolve_precision
-from harness.evaluate import evaluate
-from harness.reevaluate import rebuild_run
-from harness.run_folder import read_run_config
+from harness.core.device import autocast, resolve_precision
+from harness.evaluation.evaluate import evaluate
+from harness.experiments.finished_run import read_run_config, rebuild_run
 
 KEYS = ("recall_at_1", "recall_at_50", "recall_subset_at_1", "top1_elsewhere")
 

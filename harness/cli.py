@@ -19,7 +19,6 @@ import functools
 import json
 import os
 import sys
-from collections import Counter
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -33,8 +32,8 @@ except ImportError:  # pragma: no cover - older typer on click itself
     from click import exceptions as usage
 
 from harness import __version__
-from harness.errors import HarnessError, as_user_error
-from harness.process import configure_process
+from harness.core.errors import HarnessError, as_user_error
+from harness.core.process import configure_process
 
 
 class Overwrite(str, Enum):
@@ -89,7 +88,7 @@ DEBUG = {"on": os.environ.get("CIR_HARNESS_DEBUG", "") not in ("", "0")}
 
 def user_errors(command):
     """The CLI's one boundary: a user-fixable error (HarnessError, or an unreadable file, path or
-    argument: harness.errors.as_user_error) is one line on stderr and exit code 2 (1 when some
+    argument: harness.core.errors.as_user_error) is one line on stderr and exit code 2 (1 when some
     runs failed); anything else is one line too, exit 1, its traceback behind --debug."""
 
     @functools.wraps(command)
@@ -149,7 +148,8 @@ def run(
     output: Annotated[
         Optional[Path], typer.Option("--output", help="Results root (default: the config's output_dir).")
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and list the runs without running them.")] = False,
+    dry_run: Annotated[bool,
+                       typer.Option("--dry-run", help="Validate and list the runs without running them.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     overwrite: Annotated[Overwrite, typer.Option(
         "--overwrite", help="only-missing: skip finished runs, resume interrupted ones from their last checkpoint; "
@@ -167,7 +167,7 @@ def run(
     per-query rankings go to <output>/<experiment>/runs/<id>/, and an mlflow sqlite database
     sits beside them. Finished runs are skipped when the command is repeated, and a run that
     was interrupted continues from its last checkpoint (written after every epoch)."""
-    from harness.runner import describe_plan, plan_experiment, run_experiment
+    from harness.experiments.runner import describe_plan, plan_experiment, run_experiment
 
     if dry_run:
         plan = plan_experiment(config, set_ or [], output)
@@ -176,7 +176,8 @@ def run(
             typer.echo(f"  {row['run_id']}  {row['label']}  seed={row['seed']}  ({row['status']})")
         return
     if jobs != "auto" and not (jobs.isdigit() and int(jobs) >= 1):
-        raise HarnessError(f"--jobs {jobs!r} is not a positive number", field="--jobs", fix="give e.g. --jobs 2 or auto")
+        raise HarnessError(f"--jobs {jobs!r} is not a positive number", field="--jobs",
+                           fix="give e.g. --jobs 2 or auto")
     run_experiment(config, set_ or [], output, progress=not quiet and sys.stderr.isatty(), echo=typer.echo,
                    overwrite=Overwrite(overwrite).value, jobs="auto" if jobs == "auto" else int(jobs))
 
@@ -185,7 +186,8 @@ def run(
 @user_errors
 def plan(
     config: Annotated[Path, typer.Argument(help="Experiment YAML (e.g. ablations/paper/cirr.yaml).")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting (as in `harness run`).")] = None,
+    set_: Annotated[Optional[list[str]],
+                    typer.Option("--set", help="Override a setting (as in `harness run`).")] = None,
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="World size: processes (GPUs) under torchrun sharing "
                                       "each batch; each holds a full copy of the model.")] = 1,
     precision: Annotated[str, typer.Option("--precision", help="bf16 (a GPU's autocast; what precision: auto "
@@ -198,11 +200,12 @@ def plan(
     config at one and two layers (random weights, no weight file read) and extrapolated to the
     full depth; captions as long as the method reads. Transient buffers of the backward pass
     and allocator slack come on top. Try train.micro_batch_size and train.gradient_checkpointing."""
-    from harness.memory_estimate import HEADER, estimate_specs, table_row
-    from harness.executor import plan_experiment
+    from harness.experiments.executor import plan_experiment
+    from harness.measure.memory_estimate import HEADER, estimate_specs, table_row
 
     if precision not in ("bf16", "fp32"):
-        raise HarnessError(f"--precision {precision!r} is not bf16 or fp32", field="--precision", fix="give bf16 or fp32")
+        raise HarnessError(f"--precision {precision!r} is not bf16 or fp32", field="--precision",
+                           fix="give bf16 or fp32")
     experiment = plan_experiment(config, set_ or [])
     estimates = estimate_specs(experiment.specs, gpus, precision)
     if as_json:
@@ -219,14 +222,15 @@ def plan(
 @user_errors
 def pretrain(
     config: Annotated[Path, typer.Argument(help="Experiment YAML whose runs start from stage 0.")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting (as in `harness run`).")] = None,
+    set_: Annotated[Optional[list[str]],
+                    typer.Option("--set", help="Override a setting (as in `harness run`).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache has it.")] = False,
 ) -> None:
     """Stage 0: warm-start the tiny backbones on the embedded benchmark (a CLIP contrastive
     against scene descriptions; for CIR-LVLM then connector + LM describe images). Builds what
     every run of CONFIG starts from. Cached by (dataset, backbone, connector, settings, seed)
     and reused by every run; `harness run` triggers it by itself when needed."""
-    from harness.executor import build_warm_starts, plan_experiment
+    from harness.experiments.executor import build_warm_starts, plan_experiment
 
     if not build_warm_starts(plan_experiment(config, set_ or []), typer.echo, force, sys.stderr.isatty()):
         typer.echo("no run of this experiment starts from stage 0 (tiny backbones with stage 0 enabled do)")
@@ -236,16 +240,18 @@ def pretrain(
 @user_errors
 def report(
     experiment_dir: Annotated[Path, typer.Argument(help="The <output_dir>/<experiment> folder of a run.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: the experiment's report.dir).")] = None,
+    out: Annotated[Optional[Path],
+                   typer.Option("--out", help="Report folder (default: the experiment's report.dir).")] = None,
     format_: Annotated[Optional[str], typer.Option(
         "--format", help="Comma-separated: md (report.md), html (one self-contained page), tex (booktabs tables and "
-        "a standalone report.tex), csv (results.csv and one CSV per table). Default: the experiment's report.formats.")] = None,
+        "a standalone report.tex), csv (results.csv and one CSV per table). Default: the experiment's "
+        "report.formats.")] = None,
 ) -> None:
     """Rebuild an experiment's report from its results JSON files and rankings alone (offline):
     main, statistics, ablation, efficiency, edit-type and diagnostics tables; 95% bootstrap
     intervals over queries and paired tests against report.baseline; figures as PNG and PDF.
     `harness run` and `harness sweep` write the same report when they end."""
-    from harness.runner import report_experiment
+    from harness.reporting.build import report_experiment
 
     formats = [part.strip() for part in format_.split(",") if part.strip()] if format_ else None
     typer.echo(f"report: {report_experiment(experiment_dir, out, formats)}")
@@ -256,16 +262,20 @@ def report(
 def bench(
     methods: Annotated[Optional[list[str]], typer.Option("--methods", help="Methods to measure (repeatable; default: "
                                                          "all eight; --quick: image_only and sum).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder of <hardware>-<precision>.json and .md.")] = Path("reports/bench"),
+    out: Annotated[Path,
+                   typer.Option("--out",
+                                help="Folder of <hardware>-<precision>.json and .md.")] = Path("reports/bench"),
     retrieval: Annotated[bool, typer.Option("--retrieval", help="Also time exact top-50 retrieval over galleries of "
                                             "1k, 10k, 100k and 1M random unit vectors (dim 256, 1k queries), blockwise "
                                             "torch against faiss.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="Seconds, not minutes: small methods, benchmark and galleries, "
                                         "few repeats (a smoke test; its figures are not for a report).")] = False,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (default: torch's).")] = None,
+    threads: Annotated[Optional[int],
+                       typer.Option("--threads", min=1, help="torch CPU threads (default: torch's).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="auto (bf16 autocast where the hardware multiplies "
-                                           "bf16 natively), fp32 or bf16: as train.precision / eval.precision.")] = "auto",
+                                           "bf16 natively), fp32 or bf16: as train.precision / "
+                                           "eval.precision.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Measure each method on this machine: ms/query p50 / p95 at batch 1 and at the eval batch
@@ -273,7 +283,7 @@ def bench(
     utilisation against the machine's measured matmul peak, peak memory, and the loop
     efficiency of evaluation and training (full loop over bare model). Written to
     <out>/<hardware>.json and .md."""
-    from harness.bench import BenchConfig, run_bench, write_bench
+    from harness.measure.bench import BenchConfig, run_bench, write_bench
 
     if precision not in ("auto", "fp32", "bf16"):
         raise HarnessError(f"--precision {precision!r} is not one of auto, fp32, bf16", field="--precision",
@@ -291,37 +301,24 @@ def bench(
 @user_errors
 def sweep(
     config: Annotated[Path, typer.Argument(help="Experiment YAML with a sweep: section (see ablations/sweeps/).")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting (as in `harness run`).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="Results root (default: the config's output_dir).")] = None,
+    set_: Annotated[Optional[list[str]],
+                    typer.Option("--set", help="Override a setting (as in `harness run`).")] = None,
+    output: Annotated[Optional[Path],
+                      typer.Option("--output", help="Results root (default: the config's output_dir).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes on one study (needs "
-                                         "sweep.storage: journal or an RDB URL); the missing trials are split among them.")] = 1,
+                                         "sweep.storage: journal or an RDB URL); the missing trials are split among "
+                                         "them.")] = 1,
 ) -> None:
     """Search the settings in the file's sweep.space with optuna: each trial is a run of the
     experiment, reported per epoch so bad trials are pruned (one objective), several objectives
     give a Pareto front. The study is stored in <output>/<experiment>/optuna.db (or
     sweep.storage); re-running continues it, keeping finished trials and retrying interrupted
     ones. Each trial is a nested mlflow run."""
-    from harness.sweep import run_sweep
+    from harness.experiments.sweep import run_sweep
 
     run_sweep(config, set_ or [], output, progress=not quiet and sys.stderr.isatty() and workers == 1, echo=typer.echo,
               workers=workers)
-
-
-def _run_split(run_dir: Path):
-    """(result, split annotations, rankings) of a finished run directory (or of an evaluation
-    folder `harness eval` wrote)."""
-    from harness.data.datasets import dataset_root, read_split
-    from harness.results import read_rankings
-    from harness.run_folder import FIX, read_run_config, read_run_result
-
-    config = read_run_config(run_dir)
-    result = read_run_result(run_dir)
-    if not (run_dir / "rankings.jsonl.gz").is_file():
-        raise HarnessError("no rankings.jsonl.gz here", file=run_dir, fix=FIX)
-    split, _ = read_split(config.dataset.name, dataset_root(config.dataset, progress=False), result.split,
-                          config.dataset.image_size, config.dataset.categories)  # annotations suffice: images may be absent
-    return result, split, read_rankings(run_dir / "rankings.jsonl.gz")
 
 
 @app.command("eval")
@@ -337,8 +334,8 @@ def eval_(
     checkpoints/last, and the split evaluated under the run's protocol. Results go to
     <run>/eval/<split>/ (config.yaml, result.json, rankings.jsonl.gz), a run folder of its own
     for `harness score` and `harness submit`; the run's result and the reports are untouched."""
-    from harness.reevaluate import evaluate_run, evaluation_dir
-    from harness.runner import headline
+    from harness.experiments.finished_run import evaluate_run, evaluation_dir
+    from harness.experiments.runner import headline
 
     result = evaluate_run(run_dir, split, progress=not quiet and sys.stderr.isatty())
     line = headline(result.metrics) if result.metrics else "no targets in this split: submit the rankings"
@@ -348,11 +345,13 @@ def eval_(
 @app.command()
 @user_errors
 def score(
-    sources: Annotated[list[Path], typer.Argument(help="A run folder, or rankings.jsonl.gz / submission JSON file(s).")],
+    sources: Annotated[list[Path],
+                       typer.Argument(help="A run folder, or rankings.jsonl.gz / submission JSON file(s).")],
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="With files: the dataset they rank.")] = None,
     root: Annotated[Optional[Path], typer.Option("--root", help="With files: the dataset folder.")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="With files: the split they rank.")] = None,
-    protocol: Annotated[Optional[str], typer.Option("--protocol", help="With files: cirr, fashioniq, shoes or circo (default: the dataset's).")] = None,
+    protocol: Annotated[Optional[str], typer.Option("--protocol", help="With files: cirr, fashioniq, shoes or circo "
+                                                                       "(default: the dataset's).")] = None,
 ) -> None:
     """Recompute the metrics from saved rankings and the annotations alone, with no model.
 
@@ -360,53 +359,28 @@ def score(
     compared with the metrics the evaluation wrote (exit 1 if they differ). Given files (a
     rankings.jsonl.gz, or CIRR recall / recall_subset / CIRCO submission files, merged by pair
     id), --dataset, --root and --split say what they rank. The rankings format is documented
-    in harness/rescore.py."""
-    from harness.data.datasets import read_split
-    from harness.protocol import EvalConfig
-    from harness.results import read_rankings
-    from harness.rescore import score as score_rankings
-    from harness.submission import read_submission
+    in harness/evaluation/saved_rankings.py."""
+    from harness.evaluation.saved_rankings import differences, score_files
+    from harness.experiments.finished_run import read_run_result, score_run
 
     for source in sources:
         if not source.exists():
             raise HarnessError("no such file or folder", file=source,
                                fix="give a run folder, or rankings / submission files")
-    if len(sources) == 1 and sources[0].is_dir():
-        result, loaded, entries = _run_split(sources[0])
-        metrics, by_category = score_rankings(entries, loaded, result.protocol.eval_config(), file=str(sources[0]))
-        expected = result.metrics
+    run_folder = len(sources) == 1 and sources[0].is_dir()
+    if run_folder:
+        metrics, by_category = score_run(sources[0])
     else:
-        if not (dataset and root and split):
-            raise HarnessError("scoring files needs --dataset, --root and --split", field="--dataset",
-                               fix="name what the files rank, or give a run folder instead")
-        merged: dict[int, dict] = {}
-        for source in sources:
-            if not source.is_file():
-                raise HarnessError("file not found", file=source, fix="give a rankings or submission file")
-            entries = read_rankings(source) if source.name.endswith(".gz") else read_submission(source)
-            for entry in entries:
-                merged.setdefault(int(entry["pairid"]), {}).update(entry)
-        from harness.data.datasets import DATASETS
-        from harness.protocol import PROTOCOLS
-
-        if dataset not in DATASETS:
-            raise HarnessError(f"unknown dataset {dataset!r}", field="--dataset", fix=f"use one of {', '.join(DATASETS)}")
-        if protocol is not None and protocol not in PROTOCOLS:
-            raise HarnessError(f"unknown protocol {protocol!r}", field="--protocol", fix=f"use one of {', '.join(PROTOCOLS)}")
-        loaded, _ = read_split(dataset, root, split)
-        _, config = EvalConfig(protocol=protocol).resolved(dataset)  # type: ignore[arg-type]
-        metrics, by_category = score_rankings(list(merged.values()), loaded, config, file=str(sources[0]))
-        expected = None
+        metrics, by_category = score_files(sources, dataset, root, split, protocol)
     for key, value in metrics.items():
         typer.echo(f"{key:24s} {value:8.2f}")
     for category, values in by_category.items():
         typer.echo(f"  {category}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items() if k != "num_queries"))
-    if expected is not None:
-        differing = [k for k, v in metrics.items() if abs(expected.get(k, float("nan")) - v) > 1e-6]
+    if run_folder:
+        differing, unchecked = differences(metrics, read_run_result(sources[0]).metrics)
         if differing:
             typer.echo(f"differs from result.json: {', '.join(differing)}", err=True)
             raise typer.Exit(1)
-        unchecked = sorted(set(expected) - set(metrics))
         typer.echo("matches result.json" + (f" (not re-checked, the rankings keep too little: {', '.join(unchecked)})"
                                             if unchecked else ""))
 
@@ -416,13 +390,15 @@ def score(
 def submit(
     run_dir: Annotated[Path, typer.Argument(help="A finished run on CIRR test1 (or val) or CIRCO, or its evaluation "
                                             "folder from `harness eval` (<run>/eval/test1).")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the files (default: <run>/submission).")] = None,
+    out: Annotated[Optional[Path],
+                   typer.Option("--out", help="Folder for the files (default: <run>/submission).")] = None,
 ) -> None:
     """Write the test-server submission files of a run (CIRR: recall and recall_subset; CIRCO),
     validated first: every query ranked, 50 unique gallery images, no reference in CIRR's lists."""
-    from harness.submission import write_submissions
+    from harness.evaluation.submission import write_submissions
+    from harness.experiments.finished_run import read_run_split
 
-    _, loaded, entries = _run_split(run_dir)
+    _, loaded, entries = read_run_split(run_dir)
     for path in write_submissions(entries, loaded, out or run_dir / "submission", file=str(run_dir)):
         typer.echo(f"wrote {path}")
 
@@ -434,7 +410,7 @@ def list_(
 ) -> None:
     """List every method (family, description, parameters with defaults) and every dataset."""
     from harness.data.datasets import DATASETS
-    from harness.registry import list_methods
+    from harness.methods.registry import list_methods
 
     methods = list_methods()
     if as_json:
@@ -517,7 +493,8 @@ def data_synthetic(
     except FileExistsError:
         raise HarnessError("output folder exists and is not empty", file=out, fix="choose a new --out folder") from None
     manifest = json.loads((out / "synthetic.json").read_text())
-    counts = ", ".join(f"{split}: {c['queries']} queries / {c['images']} images" for split, c in manifest["counts"].items())
+    counts = ", ".join(f"{split}: {c['queries']} queries / {c['images']} images" for split,
+                       c in manifest["counts"].items())
     typer.echo(f"wrote {out} in {time.perf_counter() - start:.1f}s ({counts})")
 
 
@@ -530,56 +507,9 @@ def data_check(
 ) -> None:
     """Check a dataset on disk: counts, missing or unreadable images, duplicate ids, targets
     or set members absent from the split. Exits 1 when a problem is found."""
-    from tqdm import tqdm
+    from harness.data.check import check_dataset
 
-    from harness.data.datasets import DATASETS, TABLE, read_split
-
-    if dataset not in DATASETS:
-        from harness.errors import did_you_mean
-
-        raise HarnessError(f"unknown dataset '{dataset}'{did_you_mean(dataset, DATASETS)}", field="--dataset",
-                           fix="run `harness list` to see every dataset")
-    if not root.is_dir():
-        raise HarnessError("dataset root does not exist", file=root, field="--root", fix="give the dataset folder")
-    problems_total = 0
-    splits = split or TABLE[dataset].present_splits(root)
-    if not splits:
-        raise HarnessError("no annotation files found", file=root, field="--root",
-                           fix="point --root at the dataset folder in its official layout")
-    for name in splits:
-        loaded, problems = read_split(dataset, root, name)
-        missing = {image for image in loaded.gallery if not loaded.images.paths[image].is_file()}
-        unreadable = 0
-        for image in tqdm(loaded.gallery, desc=f"reading {name}", unit="img", disable=not sys.stderr.isatty(), leave=False):
-            if image in missing:
-                continue
-            try:
-                loaded.images.read(image)
-            except HarnessError as error:
-                problems.append(str(error))
-                unreadable += 1
-        kinds = Counter(t.edit_type or t.category for t in loaded.triplets if t.edit_type or t.category)
-        with_target = sum(t.target is not None for t in loaded.triplets)
-        typer.echo(f"{dataset}/{name}: {len(loaded.triplets)} queries ({with_target} with targets), "
-                   f"{len(loaded.gallery)} images, {len(missing)} missing, {unreadable} unreadable, "
-                   f"{len(problems)} problems")
-        if kinds:
-            what = "categories" if loaded.galleries else "edit types"
-            typer.echo(f"  {what}: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
-        for category, names in loaded.galleries.items():
-            typer.echo(f"  {category}: gallery {len(names)} images")
-        if dataset == "synthetic" and name != "train" and (root / "scene_graphs.json").is_file():
-            from harness.data.synthetic.ceilings import format_rows, split_ceilings
-
-            typer.echo("  learning-free R@1 (perfect perception, no learning; see harness.data.synthetic.additive):")
-            for line in format_rows(split_ceilings(root, name)):
-                typer.echo(line)
-        for problem in problems[:20]:
-            typer.echo(f"  problem: {problem}")
-        if len(problems) > 20:
-            typer.echo(f"  ... and {len(problems) - 20} more")
-        problems_total += len(problems)
-    if problems_total:
+    if check_dataset(dataset, root, split, typer.echo, progress=sys.stderr.isatty()):
         raise typer.Exit(1)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 def check_confinement(root: Path, tmp_path: Path, image: Path, folder: Path, load: Callable[[Path], object]) -> None:

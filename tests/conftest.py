@@ -94,7 +94,8 @@ description: Two reference methods on a tiny embedded benchmark.
 dataset:
   name: synthetic
   synthetic: {seed: 5, num_train: 160, num_val: 40, num_test: 8}
-method: {name: sum, params: {start: scratch, embed_dim: 32, vision_hidden: 32, text_hidden: 32, vision_heads: 2, text_heads: 2}}
+method: {name: sum, params: {start: scratch, embed_dim: 32, vision_hidden: 32, text_hidden: 32, vision_heads: 2,
+                             text_heads: 2}}
 train: {epochs: 2, batch_size: 32, num_threads: 2}
 eval: {batch_size: 64}
 grid:

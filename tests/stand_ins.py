@@ -128,7 +128,8 @@ def save_llava15(directory: Path, dtype: torch.dtype = torch.float16, seed: int 
                        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                        eos_token_id=tokenizer.eos_token_id, **WIDTH)
     vision = CLIPVisionConfig(num_hidden_layers=2, image_size=image_size, patch_size=16, **WIDTH)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
                          vision_feature_layer=-2, vision_feature_select_strategy="default",
                          image_seq_length=(image_size // 16) ** 2)
     _save(LlavaForConditionalGeneration(config), tokenizer, directory, dtype)
@@ -239,7 +240,8 @@ def save_blip2_retrieval(directory: Path, dtype: torch.dtype = torch.float32, se
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
     words = sorted({word for text in CORPUS for word in text.split()})
-    (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, "[DEC]"]) + "\n")
+    (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words,
+                                                    "[DEC]"]) + "\n")
     tokenizer = BertTokenizer(str(directory / "vocab.txt"), bos_token="[DEC]")
     config = Blip2Config(
         vision_config=WIDTH | {"num_hidden_layers": 2, "image_size": image_size, "patch_size": 8},

@@ -1,5 +1,6 @@
-"""The layers of docs/architecture.md hold: every module has a layer, no module imports one of a
-higher layer, the module graph has no cycle, and no two modules share a file name.
+"""The plan of docs/architecture.md holds: every module lives in a listed folder, no folder imports
+a higher one (so the folder graph has no cycle), the module graph has no cycle, no two modules
+share a file name, the top level stays small, and each folder's docstring names what it holds.
 
 Imports are read from the source (module level and inside functions alike), so a lazy import
 counts as much as a top-level one."""
@@ -7,37 +8,24 @@ counts as much as a top-level one."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: (layer, module prefixes), lowest first; a module belongs to the layer of its longest prefix
-LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("harness", "harness.errors", "harness.paths", "harness.device", "harness.distributed",
-                    "harness.environment", "harness.process", "harness.schedule", "harness.losses", "harness.metrics",
-                    "harness.activation_memory", "harness.embedding_file", "harness.files", "harness.secrets",
-                    "harness.tokenization", "harness.reporting.stats")),
-    ("data", ("harness.data",)),
-    ("contract", ("harness.protocol", "harness.results", "harness.scoring", "harness.retrieval", "harness.intent",
-                  "harness.group_metrics",
-                  "harness.embedding_cache")),
-    ("models", ("harness.backbones", "harness.stage0", "harness.stage0_instruct", "harness.stage0_qformer",
-                "harness.warm_start", "harness.cir_lvlm", "harness.methods", "harness.registry",
-                "harness.checkpoint", "baselines")),
-    ("loops", ("harness.train", "harness.grad_cache", "harness.evaluate")),
-    ("experiments", ("harness.config", "harness.recording", "harness.executor", "harness.runner",
-                     "harness.parallel", "harness.sweep", "harness.tracking", "harness.run_folder",
-                     "harness.reevaluate", "harness.rescore", "harness.submission", "harness.memory_estimate",
-                     "harness.bench", "harness.reporting")),
-    ("interface", ("harness.cli", "harness.__main__")),
-)
+#: The folders of harness/, lowest first; a folder may import its own modules and lower folders only.
+FOLDERS: tuple[str, ...] = ("core", "data", "objectives", "backbones", "pretraining", "methods", "training",
+                            "evaluation", "reporting", "experiments", "measure")
+#: The modules at the top of harness/: the package (its version), the command line and `python -m harness`.
+TOP_LEVEL = {"harness": "harness/__init__.py", "harness.cli": "harness/cli.py",
+             "harness.__main__": "harness/__main__.py"}
+INTERFACE = len(FOLDERS)  # the top-level modules sit above every folder
 
 
 def _modules() -> dict[str, Path]:
     found = {}
-    for package in ("harness", "baselines"):
-        for path in (ROOT / package).rglob("*.py"):
-            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-            found[name.removesuffix(".__init__")] = path
+    for path in (ROOT / "harness").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        found[name.removesuffix(".__init__")] = path
     return found
 
 
@@ -54,21 +42,49 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
 
 
 def _layer(module: str) -> int:
-    best = (-1, -1)
-    for rank, (_, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best[0]:
-                best = (len(prefix), rank)
-    assert best[1] >= 0, f"{module} has no layer in tests/test_architecture.py (and docs/architecture.md)"
-    return best[1]
+    """The rank of the folder ``module`` lives in (INTERFACE for the top-level modules)."""
+    if module in TOP_LEVEL:
+        return INTERFACE
+    folder = module.split(".")[1]
+    assert folder in FOLDERS, f"{module} is in no folder of tests/test_architecture.py (and docs/architecture.md)"
+    return FOLDERS.index(folder)
 
 
-def test_no_module_imports_a_higher_layer():
+def _name(layer: int) -> str:
+    return "interface" if layer == INTERFACE else FOLDERS[layer]
+
+
+def test_every_module_lives_in_a_listed_folder():
     modules = _modules()
-    upward = [f"{module} ({LAYERS[_layer(module)][0]}) -> {target} ({LAYERS[_layer(target)][0]})"
+    assert [module for module in modules if module not in TOP_LEVEL and module.split(".")[1] not in FOLDERS] == []
+    assert sorted(path.name for path in (ROOT / "harness").glob("*.py")) == ["__init__.py", "__main__.py", "cli.py"]
+    assert sorted(path.name for path in (ROOT / "harness").iterdir() if path.is_dir() and path.name != "__pycache__") \
+        == sorted(FOLDERS)
+
+
+def test_no_folder_imports_a_higher_one():
+    modules = _modules()
+    upward = [f"{module} ({_name(_layer(module))}) -> {target} ({_name(_layer(target))})"
               for module, path in modules.items() for target in _imports(path, modules)
               if _layer(target) > _layer(module)]
     assert upward == []
+
+
+def test_the_folder_graph_has_no_cycle():
+    """Checked on its own, not only through the order above: a new folder or a reordered list
+    cannot hide a cycle between two folders."""
+    modules = _modules()
+    edges: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        for target in _imports(path, modules):
+            source, sink = _name(_layer(module)), _name(_layer(target))
+            if source != sink:
+                edges.setdefault(source, set()).add(sink)
+    remaining = {folder: set(targets) for folder, targets in edges.items()}
+    while remaining:  # peel folders that import no remaining folder (Kahn); what cannot be peeled is a cycle
+        leaves = {folder for folder, targets in remaining.items() if not targets & remaining.keys()}
+        assert leaves, f"folders importing each other: {sorted(remaining)}"
+        remaining = {folder: targets for folder, targets in remaining.items() if folder not in leaves}
 
 
 def test_the_module_graph_has_no_cycle():
@@ -89,7 +105,7 @@ def test_the_module_graph_has_no_cycle():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
-    # a package's __init__ importing its own modules is not a cycle of the code (registration)
+    # a package's __init__ importing its own modules is not a cycle of the code (registration, public surface)
     assert [c for c in cycles if not _package_registration(c)] == []
 
 
@@ -103,3 +119,34 @@ def test_no_two_modules_share_a_file_name():
         if path.name != "__init__.py":
             names.setdefault(path.stem, []).append(str(path.relative_to(ROOT)))
     assert {stem: paths for stem, paths in names.items() if len(paths) > 1} == {}
+
+
+def test_each_folder_says_what_it_holds():
+    """A folder's __init__ docstring names every module and sub-folder in it (``name``)."""
+    unnamed = []
+    for init in (ROOT / "harness").rglob("__init__.py"):
+        folder = init.parent
+        if folder == ROOT / "harness":
+            continue
+        docstring = ast.get_docstring(ast.parse(init.read_text())) or ""
+        named = set(re.findall(r"``(\w+)/?``", docstring))
+        members = {p.stem for p in folder.glob("*.py") if p.name != "__init__.py"}
+        members |= {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
+        unnamed += [f"{folder.relative_to(ROOT)}/{member}" for member in sorted(members - named)]
+    assert unnamed == []
+
+
+def test_the_architecture_doc_lists_every_folder():
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    drawn = text[text.index("## The folders"):text.index("## The data flow")]
+    assert [folder for folder in FOLDERS if not re.search(rf"(?<![\w/]){folder}/", drawn)] == []
+
+
+def test_the_code_keeps_the_house_width_and_import_order():
+    """pyproject.toml's ruff settings hold: no line over 120 columns, imports sorted (`ruff check --fix`)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "harness", "tests", "benchmarks"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:]

@@ -9,15 +9,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from baselines.clip4cir import Combiner
 from harness.backbones.dual_encoder import DualEncoder
+from harness.backbones.tokenization import train_lvlm_tokenizer
 from harness.cli import app
 from harness.data.cirr import load_cirr_split
+from harness.evaluation.results import read_result
 from harness.methods.base import ImageBatch, MethodContext
-from harness.registry import build_method, get_method
-from harness.results import read_result
-from harness.tokenization import train_lvlm_tokenizer
-from harness.train import TrainConfig, train, training_source
+from harness.methods.clip4cir import Combiner
+from harness.methods.registry import build_method, get_method
+from harness.training.loop import TrainConfig, train, training_source
 
 from .conftest import write_yaml
 
@@ -72,17 +72,19 @@ def test_clip4cir_tunes_encoders_then_only_the_combiner(split):
     method = _build("clip4cir", split, stage1_fraction=0.5)
     encoder_params = list(method.encoder.parameters())
     method.begin_step(0, 10)
-    assert any(p.requires_grad for p in encoder_params) and not any(p.requires_grad for p in method.combiner.parameters())
+    combiner = list(method.combiner.parameters())
+    assert any(p.requires_grad for p in encoder_params) and not any(p.requires_grad for p in combiner)
     method.eval()
     with torch.no_grad():
         sum_query = method.encode_query(IMAGES, ["make it red"] * 3)
     method.begin_step(5, 10)
-    assert not any(p.requires_grad for p in encoder_params) and all(p.requires_grad for p in method.combiner.parameters())
+    assert not any(p.requires_grad for p in encoder_params) and all(p.requires_grad for p in combiner)
     with torch.no_grad():
         combined = method.encode_query(IMAGES, ["make it red"] * 3)
     assert not torch.allclose(sum_query, combined)  # stage 2 queries go through the Combiner
     d = method.encoder.feature_dim
-    assert method.combiner.combiner[0].out_features == 8 * d and method.combiner.text_projection[0].out_features == 4 * d
+    assert method.combiner.combiner[0].out_features == 8 * d
+    assert method.combiner.text_projection[0].out_features == 4 * d
     counts = method.parameter_counts()
     assert counts["trainable"] == counts["total"] - 1  # every weight is trained in one stage; not the logit scale
 
@@ -185,7 +187,8 @@ def test_pretrained_directory_loads_a_saved_clip(tmp_path: Path):
 
 
 def test_registry_lists_the_baselines_with_family_and_paper():
-    families = (("clip4cir", "late_fusion"), ("sum", "late_fusion"), ("sprc", "early_fusion"), ("cir_lvlm", "lvlm_encoder"),
+    families = (("clip4cir", "late_fusion"), ("sum", "late_fusion"), ("sprc", "early_fusion"),
+                ("cir_lvlm", "lvlm_encoder"),
                 ("pic2word", "textual_inversion"), ("searle", "textual_inversion"), ("image_only", "reference"),
                 ("text_only", "reference"))
     for name, family in families:
@@ -193,7 +196,8 @@ def test_registry_lists_the_baselines_with_family_and_paper():
         assert info.family == family and (info.paper or family == "reference" or name == "sum")
     result = CliRunner().invoke(app, ["list"])
     assert result.exit_code == 0
-    for text in ("clip4cir", "pic2word", "searle", "stage1_fraction", "middle_dim", "oti_steps", "ICCV 2023", "sprc  [early_fusion]",
+    for text in ("clip4cir", "pic2word", "searle", "stage1_fraction", "middle_dim", "oti_steps", "ICCV 2023",
+                 "sprc  [early_fusion]",
                  "qformer.num_query_tokens", "rtc_weight", "align_weight", "backbone.blip2_dir", "ICLR 2024"):
         assert text in result.stdout
 
@@ -239,8 +243,8 @@ def test_references_start_from_the_shared_stage0_clip(split):
 
 def test_dual_encoders_and_default_cir_lvlm_share_one_stage0_clip():
     from harness.backbones.params import BackboneParams
-    from harness.stage0 import Stage0Params, clip_request
-    from harness.cir_lvlm.model import CIRLVLMParams, stage0_request
+    from harness.methods.cir_lvlm.model import CIRLVLMParams, stage0_request
+    from harness.pretraining.stage0 import Stage0Params, clip_request
 
     shared = clip_request("synthetic-x", BackboneParams(), Stage0Params())
     assert shared.vision_key() == stage0_request(CIRLVLMParams(), "synthetic-x").vision_key()
@@ -251,7 +255,8 @@ def test_pretrain_builds_what_each_run_starts_from(tmp_path: Path):
     lvlm = ("{name: cir_lvlm, params: {backbone: " + str(TINY) + ", stage0: " + str(stage0)
             + ", connector: {num_queries: 4, heads: 2}}}")
     config = write_yaml(tmp_path / "pretrain.yaml", EXPERIMENT.replace(
-        "    - {name: pic2word", f"    - {lvlm}\n    - {{name: image_only, params: {{start: scratch}}}}\n    - {{name: pic2word"))
+        "    - {name: pic2word", f"    - {lvlm}\n    - {{name: image_only, params: {{start: scratch}}}}\n    - "
+                                 f"{{name: pic2word"))
     result = CliRunner().invoke(app, ["pretrain", str(config)])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
@@ -317,7 +322,7 @@ def test_clip4cir_training_updates_the_encoders_in_stage_1_and_the_combiner_in_s
 
 def test_searle_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(split, tmp_path: Path):
     """SEARLE draws concepts from its own generator; the checkpoint keeps it (training_state)."""
-    from harness.train import seed_everything
+    from harness.training.loop import seed_everything
 
     config = TrainConfig(epochs=1, max_steps=6, batch_size=16)  # 32 OTI images: 2 steps a pass, 3 passes
 
@@ -347,9 +352,9 @@ def test_gallery_embeddings_of_a_frozen_encoder_are_cached_and_invalidated(split
     another split give another key."""
     import os
 
-    from harness.embedding_cache import embedding_key
-    from harness.evaluate import evaluate
-    from harness.protocol import EvalConfig
+    from harness.evaluation.embedding_cache import embedding_key
+    from harness.evaluation.evaluate import evaluate
+    from harness.evaluation.protocol import EvalConfig
 
     monkeypatch.setenv("CIR_HARNESS_CACHE", os.environ["CIR_HARNESS_CACHE"])
     method = _build("pic2word", split)
@@ -383,7 +388,7 @@ def test_gallery_embeddings_of_a_frozen_encoder_are_cached_and_invalidated(split
 def test_batch_rows_are_the_batches_the_loop_draws(split, monkeypatch):
     """`harness bench` times bare steps on batch_rows: they must be the loop's own batches, in
     order, across a pass boundary (192 queries / 64 = 3 batches per pass; 5 steps)."""
-    from harness.train import TripletSource, batch_rows
+    from harness.training.loop import TripletSource, batch_rows
 
     drawn: list[torch.Tensor] = []
     original = TripletSource.batch
@@ -405,8 +410,8 @@ def test_searles_oti_cache_key_follows_the_images_it_may_draw_from(split):
     """A store with images dropped as missing (allow_missing_images) inverts other images: another key."""
     import dataclasses
 
-    from baselines.searle import _oti_key
-    from harness.data.triplet import ImageStore
+    from harness.data.images import ImageStore
+    from harness.methods.searle import _oti_key
 
     method = _build("searle", split, **OTI)
     context = MethodContext(64, [], train_split=split, dataset_key="baselines-test")

@@ -81,7 +81,8 @@ def _png_claiming(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR",
+                                        header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
 
 
 def _gallery_image(world: dict[str, Path]) -> Path:
@@ -157,8 +158,10 @@ CASES = [
     Case("a truncated gallery PNG", lambda w: (_run_on_data(w) if _truncate(_gallery_image(w), 0.3) else [],
                                                _gallery_image(w).name)),
     # checkpoints of a run that resumes
-    Case("truncated state.pt", lambda w: (_run(w) if _truncate(_unfinished(w) / "state.pt") else [], "state.pt"), resumes=True),
-    Case("foreign state.pt", lambda w: (_run(w) if _write(_unfinished(w) / "state.pt", b"hello") else [], "state.pt"), resumes=True),
+    Case("truncated state.pt", lambda w: (_run(w) if _truncate(_unfinished(w) / "state.pt") else [], "state.pt"),
+         resumes=True),
+    Case("foreign state.pt", lambda w: (_run(w) if _write(_unfinished(w) / "state.pt", b"hello") else [], "state.pt"),
+         resumes=True),
     Case("truncated model.safetensors", lambda w: (_run(w) if _truncate(_unfinished(w) / "model.safetensors") else [],
                                                    "model.safetensors"), resumes=True),
     Case("foreign model.safetensors", lambda w: (_run(w) if _write(_unfinished(w) / "model.safetensors", b"{}") else [],
@@ -190,7 +193,8 @@ CASES = [
     Case("report of a folder without experiment.json", lambda w: (["report", str(w["tmp"])], w["tmp"].name)),
     Case("data synthetic --out naming a file", lambda w: (["data", "synthetic", "--out", str(_write(
         w["tmp"] / "taken", b"x")), "--size", "tiny"], "taken")),
-    Case("data synthetic --workers 0", lambda w: (["data", "synthetic", "--out", str(w["tmp"] / "new"), "--size", "tiny",
+    Case("data synthetic --workers 0",
+         lambda w: (["data", "synthetic", "--out", str(w["tmp"] / "new"), "--size", "tiny",
                                                    "--workers", "0"], "--workers")),
     Case("data check of a missing root", lambda w: (["data", "check", "--dataset", "cirr", "--root",
                                                      str(w["tmp"] / "none")], "none")),

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cir_lvlm.chat import chat_frame
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.methods.base import MethodContext
-from harness.registry import build_method
+from harness.methods.cir_lvlm.chat import chat_frame
+from harness.methods.registry import build_method
 from tests import stand_ins
 
 PARAMS = {"embed_dim": 16, "connector": {"num_queries": 4, "heads": 2}}
@@ -20,7 +20,8 @@ PARAMS = {"embed_dim": 16, "connector": {"num_queries": 4, "heads": 2}}
 
 def _lvlm(directory: Path, **params):
     torch.manual_seed(0)
-    return build_method("cir_lvlm", PARAMS | params | {"backbone": {"source": "pretrained", "lvlm_dir": str(directory)}},
+    return build_method("cir_lvlm",
+                        PARAMS | params | {"backbone": {"source": "pretrained", "lvlm_dir": str(directory)}},
                         MethodContext(48, stand_ins.CORPUS))
 
 
@@ -86,7 +87,7 @@ def test_a_template_kept_only_by_the_processor_is_found_and_on_needs_one(tmp_pat
 
 
 def test_tiny_backbones_are_never_framed():
-    from harness.tokenization import train_lvlm_tokenizer
+    from harness.backbones.tokenization import train_lvlm_tokenizer
 
     tokenizer = train_lvlm_tokenizer(stand_ins.CORPUS)
     assert chat_frame(tokenizer, "auto") is None

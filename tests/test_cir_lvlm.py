@@ -16,18 +16,19 @@ from transformers import (
     LlavaForConditionalGeneration,
 )
 
+from harness.backbones.tokenization import train_lvlm_tokenizer
 from harness.data.cirr import load_cirr_split
 from harness.methods.base import MethodContext
-from harness.registry import build_method
-from harness.tokenization import train_lvlm_tokenizer
-from harness.train import TrainConfig, train
+from harness.methods.registry import build_method
+from harness.training.loop import TrainConfig, train
 
 CORPUS = ["add a small red circle in the top left", "remove the blue square", "paint the green star red"]
 TINY = {"vision_hidden": 32, "vision_heads": 2, "language_hidden": 32, "language_heads": 2, "patch_size": 8}
 
 
 def _method(**params):
-    defaults = {"backbone": TINY, "stage0": {"enabled": False}, "embed_dim": 16, "connector": {"num_queries": 6, "heads": 2}}
+    defaults = {"backbone": TINY, "stage0": {"enabled": False}, "embed_dim": 16,
+                "connector": {"num_queries": 6, "heads": 2}}
     torch.manual_seed(0)
     return build_method("cir_lvlm", defaults | params, MethodContext(image_size=32, corpus=CORPUS)).eval()
 
@@ -172,7 +173,8 @@ def _trained(split, adaptation: str) -> tuple[object, dict[str, torch.Tensor]]:
     """A tiny CIR-LVLM under ``adaptation`` and its LM weights before 4 training steps."""
     torch.manual_seed(0)
     context = MethodContext(64, [t.caption for t in split.triplets], train_split=split, dataset_key="tiny")
-    method = build_method("cir_lvlm", {"backbone": {**TINY, "patch_size": 16, "freeze_vision": True}, "lm_adaptation": adaptation,
+    method = build_method("cir_lvlm",
+                          {"backbone": {**TINY, "patch_size": 16, "freeze_vision": True}, "lm_adaptation": adaptation,
                                        "stage0": {"enabled": False}, "embed_dim": 16,
                                        "connector": {"num_queries": 4, "heads": 2}}, context)
     before = {name: tensor.detach().clone() for name, tensor in method.language_model.named_parameters()}
@@ -209,7 +211,7 @@ def test_full_trains_every_language_model_weight(tiny_benchmark: Path):
 
 
 def test_lora_targets_that_name_nothing_are_refused():
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     with pytest.raises(HarnessError, match="lora_targets"):
         _method(lora_targets=["no_such_proj"])
@@ -223,7 +225,8 @@ def _pretrained(backbone: dict, **params):
 
 
 def test_pretrained_directories_load_back_with_their_weights(saved_backbones):
-    method = _pretrained({"vision_dir": str(saved_backbones["vision"]), "language_dir": str(saved_backbones["language"])},
+    method = _pretrained({"vision_dir": str(saved_backbones["vision"]),
+                          "language_dir": str(saved_backbones["language"])},
                          lm_adaptation="full")
     saved_vision = CLIPVisionModel.from_pretrained(saved_backbones["vision"])
     saved_language = LlamaForCausalLM.from_pretrained(saved_backbones["language"])
@@ -236,13 +239,15 @@ def test_pretrained_directories_load_back_with_their_weights(saved_backbones):
 
 
 def test_lora_touches_only_language_model_modules(saved_backbones):
-    method = _pretrained({"vision_dir": str(saved_backbones["vision"]), "language_dir": str(saved_backbones["language"]),
+    method = _pretrained({"vision_dir": str(saved_backbones["vision"]),
+                          "language_dir": str(saved_backbones["language"]),
                           "lora_rank": 4})
     lora = [name for name, _ in method.named_parameters() if "lora_" in name]
     assert lora and all(name.startswith("language_model.") for name in lora)
     assert len(lora) == 2 * 4 * 2  # A and B for q, k, v, o in both layers
     trainable = {name.split(".")[0] for name, p in method.named_parameters() if p.requires_grad}
-    assert trainable == {"language_model", "connector", "pool", "head", "embedding_row"}  # [EMB] learned beside the frozen table
+    assert trainable == {"language_model", "connector", "pool", "head",
+                         "embedding_row"}  # [EMB] learned beside the frozen table
     frozen_lm = [name for name, p in method.language_model.named_parameters() if not p.requires_grad]
     assert any("mlp" in name for name in frozen_lm)  # base LM weights stay frozen
     assert not any(p.requires_grad for p in method.vision.parameters())  # vision frozen by default when pretrained
@@ -267,7 +272,8 @@ QWEN_VISION = {
 
 
 @pytest.fixture(scope="module", params=sorted(QWEN_VISION))
-def saved_qwen(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+def saved_qwen(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
     """A tiny Qwen2-VL / Qwen2.5-VL checkpoint saved with save_pretrained, plus the model saved."""
     from transformers import (
         Qwen2_5_VLConfig,
@@ -327,7 +333,7 @@ def test_qwen_patch_layout_matches_the_image_processor():
 
 
 def test_missing_pretrained_directory_is_a_user_error(tmp_path: Path):
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     with pytest.raises(HarnessError, match="vision_dir"):
         _pretrained({"vision_dir": str(tmp_path / "nope"), "language_dir": str(tmp_path / "nope")})
@@ -336,7 +342,7 @@ def test_missing_pretrained_directory_is_a_user_error(tmp_path: Path):
 def _small_stage0(steps: int):
     """A seconds-long stage 0: ``steps`` contrastive and describe steps, 2 instruction-tuning
     steps (the phase runs, its default 300 would not be seconds)."""
-    from harness.stage0 import Stage0Params
+    from harness.pretraining.stage0 import Stage0Params
 
     return Stage0Params(vision_steps=steps, caption_steps=steps, instruct_steps=2, vision_batch_size=8,
                         caption_batch_size=8)
@@ -344,7 +350,7 @@ def _small_stage0(steps: int):
 
 def test_building_stage0_leaves_the_callers_random_state_alone(tiny_benchmark: Path):
     from harness.backbones.params import BackboneParams
-    from harness.stage0 import Stage0Request, ensure_stage0
+    from harness.pretraining.stage0 import Stage0Request, ensure_stage0
 
     split = load_cirr_split(tiny_benchmark, "train")
     request = Stage0Request("rng-test", BackboneParams(**TINY), {"type": "queries", "num_queries": 4, "heads": 2},
@@ -361,7 +367,7 @@ def test_connector_variants_share_the_vision_phase_and_results_do_not_depend_on_
     tiny_benchmark: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from harness.backbones.params import BackboneParams
-    from harness.stage0 import Stage0Request, ensure_stage0
+    from harness.pretraining.stage0 import Stage0Request, ensure_stage0
 
     split = load_cirr_split(tiny_benchmark, "train")
     params = _small_stage0(3)
@@ -382,7 +388,7 @@ def test_connector_variants_share_the_vision_phase_and_results_do_not_depend_on_
 
 def test_optional_embed_phase_runs_and_keeps_existing_stage0_keys(tiny_benchmark: Path):
     from harness.backbones.params import BackboneParams
-    from harness.stage0 import Stage0Request, ensure_stage0
+    from harness.pretraining.stage0 import Stage0Request, ensure_stage0
 
     split = load_cirr_split(tiny_benchmark, "train")
     connector = {"type": "queries", "num_queries": 4, "heads": 2}

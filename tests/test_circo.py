@@ -1,4 +1,5 @@
-"""CIRCO: loader on CIRCO-format annotation files (tests/circo_format.py; placeholder images) and mAP@K with several ground truths."""
+"""CIRCO: loader on CIRCO-format annotation files (tests/circo_format.py; placeholder images) and mAP@K with
+several ground truths."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from harness.core.errors import HarnessError
 from harness.data.circo import read_circo_split
-from harness.data.triplet import CIRSplit, ImageStore, Triplet
-from harness.errors import HarnessError
-from harness.evaluate import evaluate
-from harness.protocol import EvalConfig
-from harness.metrics import map_at_k
+from harness.data.images import ImageStore
+from harness.data.triplet import CIRSplit, Triplet
+from harness.evaluation.evaluate import evaluate
+from harness.evaluation.metrics import map_at_k
+from harness.evaluation.protocol import EvalConfig
 
 from .circo_format import write_circo_annotations
 from .test_fashioniq import _Lookup
@@ -56,7 +58,8 @@ def test_val_loads_every_query_with_all_ground_truths(circo_root: Path):
                                                               str(written["target_img_id"]))
     assert first.ground_truths == tuple(str(t) for t in written["gt_img_ids"])
     assert any(len(t.ground_truths) > 1 for t in split.triplets)
-    assert len(split.gallery) == len({e["reference_img_id"] for e in entries} | {g for e in entries for g in e["gt_img_ids"]}) + 3
+    named = {e["reference_img_id"] for e in entries} | {g for e in entries for g in e["gt_img_ids"]}
+    assert len(split.gallery) == len(named) + 3
 
 
 def test_test_split_has_no_targets_and_reports_missing_references(circo_root: Path):
@@ -106,4 +109,5 @@ def test_image_links_out_of_the_dataset_are_refused_and_linked_folders_followed(
     from .confinement import check_confinement
 
     image = sorted((circo_root / "unlabeled2017").glob("*.jpg"))[0]
-    check_confinement(circo_root, tmp_path, image, circo_root / "unlabeled2017", lambda root: read_circo_split(root, "val"))
+    check_confinement(circo_root, tmp_path, image, circo_root / "unlabeled2017",
+                      lambda root: read_circo_split(root, "val"))

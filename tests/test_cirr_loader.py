@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.core.errors import HarnessError
 from harness.data.cirr import load_cirr_split, read_cirr_split
-from harness.errors import HarnessError
 
 
 def _copy(tiny_benchmark: Path, tmp_path: Path) -> Path:
@@ -136,10 +136,10 @@ def test_decoded_images_are_kept_on_disk_and_a_changed_file_is_decoded_again(tin
 
     import torch
 
-    from harness.data import triplet as triplets
+    from harness.data import images as image_store
     from harness.data.cirr import load_cirr_split
 
-    monkeypatch.setattr(triplets, "DISK_CACHE_MIN", 8)
+    monkeypatch.setattr(image_store, "DISK_CACHE_MIN", 8)
     names = sorted(load_cirr_split(tiny_benchmark, "val").images.paths)[:20]
     first = load_cirr_split(tiny_benchmark, "val").images.load(names)
     store = load_cirr_split(tiny_benchmark, "val").images  # another process would start like this
@@ -183,7 +183,7 @@ def test_dropping_missing_images_drops_them_from_the_image_store_too(tiny_benchm
     images from the store: a missing file must not be left there for it to read."""
     from harness.data.datasets import drop_missing_images
     from harness.methods.base import MethodContext
-    from harness.registry import build_method
+    from harness.methods.registry import build_method
 
     root = _copy(tiny_benchmark, tmp_path)
     split, _ = read_cirr_split(root, "train")
@@ -203,10 +203,10 @@ def test_a_large_load_is_decoded_once_into_a_mapped_file_and_a_broken_one_is_red
     import numpy as np
     import torch
 
-    from harness.data import triplet as triplets
+    from harness.data import images as image_store
     from harness.data.cirr import load_cirr_split
 
-    monkeypatch.setattr(triplets, "DISK_CACHE_MIN", 8)
+    monkeypatch.setattr(image_store, "DISK_CACHE_MIN", 8)
     store = load_cirr_split(tiny_benchmark, "val").images
     names = sorted(store.paths)[20:36]
     images = store.load(names)
@@ -226,7 +226,7 @@ def test_images_become_square_by_squash_crop_or_pad():
     import numpy as np
     from PIL import Image
 
-    from harness.data.triplet import squared
+    from harness.data.images import squared
 
     wide = np.zeros((20, 40, 3), dtype=np.uint8)
     wide[:, 5:35] = 200  # a bright centre, dark sides
@@ -246,7 +246,7 @@ def test_the_resize_setting_reaches_the_image_store(tiny_benchmark, tmp_path):
     from PIL import Image
 
     from harness.data.datasets import DatasetConfig, load_dataset
-    from harness.data.triplet import ImageStore, squared
+    from harness.data.images import ImageStore, squared
 
     split = load_dataset(DatasetConfig(name="cirr", root=str(tiny_benchmark), resize="pad"), "val", progress=False)
     assert split.images.resize == "pad"

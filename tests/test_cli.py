@@ -33,7 +33,9 @@ def test_list_shows_methods_with_parameters_and_datasets():
 
 def test_data_synthetic_writes_a_benchmark_and_refuses_to_overwrite(tmp_path: Path):
     out = tmp_path / "bench"
-    result = CliRunner().invoke(app, ["data", "synthetic", "--out", str(out), "--size", "tiny", "--seed", "1", "--image-size", "32"])
+    result = CliRunner().invoke(app,
+                                ["data", "synthetic", "--out", str(out), "--size", "tiny", "--seed", "1",
+                                 "--image-size", "32"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "synthetic.json").read_text())
     assert manifest["counts"]["train"]["queries"] == 200 and manifest["config"]["image_size"] == 32

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.config import expand, load_experiment
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.experiments.config import expand, load_experiment
 
 from .conftest import write_yaml
 
@@ -99,7 +99,8 @@ def test_include_merges_and_set_overrides(tmp_path: Path):
 
 
 def test_grid_times_seeds_and_stable_ids(tmp_path: Path):
-    text = BASE + "grid:\n  train.lr: [0.001, 0.002]\n  method:\n    - {name: image_only}\n    - {name: sum}\nseeds: [0, 1]\n"
+    text = BASE + ("grid:\n  train.lr: [0.001, 0.002]\n  method:\n    - {name: image_only}\n    - {name: sum}\n"
+                   "seeds: [0, 1]\n")
     config = write_yaml(tmp_path / "exp.yaml", text)
     experiment, raw = load_experiment(config)
     specs = expand(experiment, raw, str(config))
@@ -110,7 +111,8 @@ def test_grid_times_seeds_and_stable_ids(tmp_path: Path):
     again = expand(*load_experiment(config), str(config))
     assert [s.run_id for s in specs] == [s.run_id for s in again]
     # key order in the YAML does not change ids
-    reordered = write_yaml(tmp_path / "b.yaml", "train: {batch_size: 8, epochs: 1}\n" + text.replace("train: {epochs: 1, batch_size: 8}\n", ""))
+    body = text.replace("train: {epochs: 1, batch_size: 8}\n", "")
+    reordered = write_yaml(tmp_path / "b.yaml", "train: {batch_size: 8, epochs: 1}\n" + body)
     assert {s.run_id for s in expand(*load_experiment(reordered), "b")} == {s.run_id for s in specs}
 
 
@@ -148,12 +150,13 @@ def test_image_size_is_one_setting(tmp_path: Path):
     config = write_yaml(tmp_path / "exp.yaml", BASE.replace("{name: synthetic}", "{name: synthetic, image_size: 32}"))
     experiment, _ = load_experiment(config)
     assert experiment.dataset.synthetic.image_size == 32
-    line = _error_line(tmp_path, BASE.replace("{name: synthetic}", "{name: synthetic, image_size: 32, synthetic: {image_size: 48}}"))
+    line = _error_line(tmp_path, BASE.replace("{name: synthetic}", "{name: synthetic, image_size: 32, synthetic: "
+                                                                   "{image_size: 48}}"))
     assert "dataset" in line and "set image_size only" in line
 
 
 def test_cuda_without_gpu_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from harness.device import resolve_device
+    from harness.core.device import resolve_device
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     with pytest.raises(HarnessError, match="eval.device"):
@@ -173,7 +176,7 @@ def test_paper_configs_validate_without_data(name: str):
 
 
 def test_environment_variables_fill_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from harness.config import load_experiment
+    from harness.experiments.config import load_experiment
 
     text = BASE.replace("{name: synthetic}", "{name: cirr, root: '${MY_CIRR_ROOT:-data/cirr}'}")
     path = tmp_path / "x.yaml"

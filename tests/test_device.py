@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from harness.device import (
+from harness.core.device import (
     autocast,
     cpu_has_native_bf16,
     full_precision,
@@ -47,14 +47,14 @@ def test_every_batch_reaches_the_device_through_to_device(tiny_benchmark: Path, 
     """The training loop and the evaluation copy each batch with to_device, which on a GPU
     stages it in pinned memory and copies it without a stream sync (a plain .to(device) from
     pageable memory would make the host wait for the GPU at every step)."""
-    import harness.evaluate as evaluate_module
-    import harness.train as train_module
+    import harness.evaluation.evaluate as evaluate_module
+    import harness.training.loop as train_module
     from harness.data.cirr import load_cirr_split
-    from harness.evaluate import evaluate
-    from harness.protocol import EvalConfig
+    from harness.evaluation.evaluate import evaluate
+    from harness.evaluation.protocol import EvalConfig
     from harness.methods.base import MethodContext
-    from harness.registry import build_method
-    from harness.train import TrainConfig, train
+    from harness.methods.registry import build_method
+    from harness.training.loop import TrainConfig, train
 
     shapes: list[tuple[int, ...]] = []
 

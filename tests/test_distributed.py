@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from harness.distributed import World, batch_starts, shard_rows
-from harness.errors import HarnessError
+from harness.core.distributed import World, batch_starts, shard_rows
+from harness.core.errors import HarnessError
 
 from .conftest import TINY_LVLM, write_yaml
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from harness.config import RunConfig
 from harness.data.cirr import load_cirr_split
-from harness.registry import build_run_method, get_method
-from harness.train import TrainConfig, train
+from harness.experiments.config import RunConfig
+from harness.methods.registry import build_run_method, get_method
+from harness.training.loop import TrainConfig, train
 from tests import stand_ins
 
 from .conftest import REPO

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.results import read_result
+from harness.evaluation.results import read_result
 
 from .conftest import EXPERIMENT, write_yaml
 

@@ -11,11 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+from harness.core.errors import HarnessError
 from harness.data.fashioniq import read_fashioniq_split
-from harness.data.triplet import CIRSplit, ImageStore, Triplet
-from harness.errors import HarnessError
-from harness.evaluate import evaluate
-from harness.protocol import EvalConfig
+from harness.data.images import ImageStore
+from harness.data.triplet import CIRSplit, Triplet
+from harness.evaluation.evaluate import evaluate
+from harness.evaluation.protocol import EvalConfig
 from harness.methods.base import CIRMethod, MethodContext, MethodParams
 
 from .conftest import FIXTURES
@@ -59,7 +60,7 @@ def test_dress_loads_with_probed_extensions_and_joined_captions(fiq_root: Path):
 
 
 def test_methods_join_captions_by_their_own_convention(fiq_root: Path):
-    from harness.registry import get_method
+    from harness.methods.registry import get_method
 
     split, _ = read_fashioniq_split(fiq_root, "val", categories=("dress",))
     first = split.triplets[0]
@@ -127,7 +128,8 @@ def test_protocol_ranks_each_category_gallery_and_averages_categories(tmp_path: 
         "q-shirt": torch.tensor([1.0, 0.0, 0.0, 0.0, 0.2]),  # d0 closest (hidden), then s1 = target
         "q-shirt-2": torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0]),  # s0 = target
     }
-    triplets = [Triplet(0, "d0", "q-dress", "d2", category="dress"), Triplet(1, "s0", "q-shirt", "s1", category="shirt"),
+    triplets = [Triplet(0, "d0", "q-dress", "d2", category="dress"),
+                Triplet(1, "s0", "q-shirt", "s1", category="shirt"),
                 Triplet(2, "s1", "q-shirt-2", "s0", category="shirt")]
     split = CIRSplit("fashioniq", "val", tmp_path, triplets, names, ImageStore(paths, 8),
                      galleries={"dress": ["d0", "d1", "d2"], "shirt": ["s0", "s1"]})
@@ -157,10 +159,12 @@ def test_data_check_lists_counts_and_missing_images(fiq_root: Path):
 
     from harness.cli import app
 
-    result = CliRunner().invoke(app, ["data", "check", "--dataset", "fashioniq", "--root", str(fiq_root), "--split", "val"])
+    result = CliRunner().invoke(app,
+                                ["data", "check", "--dataset", "fashioniq", "--root", str(fiq_root), "--split", "val"])
     assert result.exit_code == 1  # the shirt and toptee images are missing
     assert "fashioniq/val: 6016 queries (6016 with targets)" in result.stdout
-    assert "dress: gallery 3817 images" in result.stdout and "categories: dress 2017, shirt 2038, toptee 1961" in result.stdout
+    assert "dress: gallery 3817 images" in result.stdout
+    assert "categories: dress 2017, shirt 2038, toptee 1961" in result.stdout
     assert "problem: " in result.stdout and "more" in result.stdout
 
 

@@ -1,9 +1,9 @@
-"""Intent fidelity and visual retention read off scene graphs (harness.intent)."""
+"""Intent fidelity and visual retention read off scene graphs (harness.evaluation.intent)."""
 
 from __future__ import annotations
 
 from harness.data.synthetic.scene import SceneObject, apply_edits, edit_from_json, make_scene
-from harness.intent import score_retrieved
+from harness.evaluation.intent import score_retrieved
 
 REFERENCE = make_scene([SceneObject((0, 0), "circle", "red", "small"), SceneObject((1, 1), "square", "blue", "large"),
                         SceneObject((2, 2), "star", "green", "small")])
@@ -17,7 +17,8 @@ def test_the_target_shows_every_edit_and_keeps_everything_else():
 
 
 def test_the_reference_keeps_everything_and_shows_no_edit():
-    assert score_retrieved(REFERENCE, [RECOLOUR, REMOVE], REFERENCE) == {"intent_fidelity": 0.0, "visual_retention": 1.0}
+    assert score_retrieved(REFERENCE, [RECOLOUR, REMOVE],
+                           REFERENCE) == {"intent_fidelity": 0.0, "visual_retention": 1.0}
 
 
 def test_an_image_that_follows_the_caption_but_loses_the_reference():

@@ -1,4 +1,4 @@
-"""What a ranking shows about following intent on the benchmark v2 (harness.group_metrics), and
+"""What a ranking shows about following intent on the benchmark v2 (harness.evaluation.intent), and
 the report sections built from it (harness.reporting.intent_sections)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from harness.data.cirr import load_cirr_split
 from harness.data.triplet import CIRSplit
-from harness.group_metrics import annotate, group_metrics, learning_free, records, rescored
-from harness.results import RunResult
+from harness.evaluation.intent import annotate, group_metrics, learning_free, records, rescored
+from harness.evaluation.results import RunResult
 
 
 def _split(root: Path) -> CIRSplit:
@@ -43,7 +43,8 @@ def _first(record: dict[str, Any], kind: str) -> str | None:
 
 def test_a_perfect_ranking_scores_100_everywhere(v2_benchmark: Path):
     metrics = _rank(_split(v2_benchmark), lambda record, t: t.target)
-    for key in ("recall_joint_at_1", "recall_rest_at_1", "recall_group_at_1", "recall_held_out_at_1", "recall_seen_at_1"):
+    for key in ("recall_joint_at_1", "recall_rest_at_1", "recall_group_at_1", "recall_held_out_at_1",
+                "recall_seen_at_1"):
         assert metrics[key] == 100.0, key
     assert metrics["top1_intent"] == metrics["top1_retention"] == metrics["top1_elsewhere"] == 0.0
 
@@ -146,7 +147,8 @@ experiment: tiny_v2
 dataset:
   name: synthetic
   synthetic: {seed: 5, num_train: 24, num_val: 16, num_test: 4, version: 2}
-method: {name: sum, params: {start: scratch, embed_dim: 16, vision_hidden: 16, text_hidden: 16, vision_heads: 2, text_heads: 2}}
+method: {name: sum, params: {start: scratch, embed_dim: 16, vision_hidden: 16, text_hidden: 16, vision_heads: 2,
+                             text_heads: 2}}
 train: {max_steps: 2, batch_size: 8, num_threads: 2}
 eval: {batch_size: 16}
 seeds: [0]
@@ -158,7 +160,7 @@ def test_a_v2_run_records_the_group_metrics_and_the_report_shows_them(tmp_path: 
     from typer.testing import CliRunner
 
     from harness.cli import app
-    from harness.results import read_rankings
+    from harness.evaluation.results import read_rankings
 
     config = tmp_path / "tiny_v2.yaml"
     config.write_text(V2_EXPERIMENT, encoding="utf-8")

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.runner import run_experiment
+from harness.experiments.runner import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_reference_methods_show_what_the_benchmark_rewards(tmp_path: Path):
-    results = run_experiment(REPO / "ablations" / "reference.yaml", output=tmp_path, progress=False, echo=lambda *_: None)
+    results = run_experiment(REPO / "ablations" / "reference.yaml", output=tmp_path, progress=False,
+                             echo=lambda *_: None)
     recall = {(r.label, r.seed): r.metrics["recall_at_1"] for r in results}
     for start in ("", "(start=scratch)"):
         at = {method: recall[(method + start, 0)] for method in ("image_only", "text_only", "sum")}
@@ -27,7 +28,8 @@ def test_reference_methods_show_what_the_benchmark_rewards(tmp_path: Path):
 
 @pytest.mark.slow
 def test_pool_size_main_job_runs_every_variant_on_the_same_seeds_and_reports_what_it_can_resolve(tmp_path: Path):
-    results = run_experiment(REPO / "ablations" / "pool_size.yaml", output=tmp_path, progress=False, echo=lambda *_: None,
+    results = run_experiment(REPO / "ablations" / "pool_size.yaml", output=tmp_path, progress=False,
+                             echo=lambda *_: None,
                              overrides=[f"report.dir={tmp_path / 'reports'}"])
     seeds: dict[str, set[int]] = {}
     for r in results:

@@ -9,13 +9,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from harness.activation_memory import SavedTensors, enable_gradient_checkpointing
 from harness.cli import app
-from harness.config import RunConfig, RunSpec
+from harness.core.device import autocast
 from harness.data.cirr import load_cirr_split
-from harness.device import autocast
-from harness.memory_estimate import estimate_run, probe_batch, sizes
-from harness.registry import build_run_method
+from harness.experiments.config import RunConfig, RunSpec
+from harness.measure.memory_estimate import estimate_run, probe_batch, sizes
+from harness.methods.registry import build_run_method
+from harness.training.activation_memory import SavedTensors, enable_gradient_checkpointing
 from tests import stand_ins
 
 from .conftest import write_yaml

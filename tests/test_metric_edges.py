@@ -11,12 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.data.triplet import CIRSplit, ImageStore, Triplet
-from harness.errors import HarnessError
-from harness.evaluate import evaluate
-from harness.protocol import EvalConfig, metrics_from_ranks, per_query_value, table_columns
-from harness.rescore import score
-from harness.submission import read_submission
+from harness.core.errors import HarnessError
+from harness.data.images import ImageStore
+from harness.data.triplet import CIRSplit, Triplet
+from harness.evaluation.evaluate import evaluate
+from harness.evaluation.metrics import metrics_from_ranks
+from harness.evaluation.protocol import EvalConfig, per_query_value, table_columns
+from harness.evaluation.saved_rankings import score
+from harness.evaluation.submission import read_submission
 
 from .test_fashioniq import _Lookup
 

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.metrics import (
+from harness.evaluation.metrics import (
     cirr_metrics,
     ranking,
     recall_at_k,
@@ -88,7 +88,7 @@ def test_ranks_invariant_to_gallery_order(queries: int, gallery: int, seed: int)
 
 
 def test_the_metric_catalogue_titles_and_per_query_values():
-    from harness.protocol import higher_is_better, per_query_value, table_columns, title
+    from harness.evaluation.protocol import higher_is_better, per_query_value, table_columns, title
 
     assert [title(k) for k in ("recall_at_10", "recall_subset_at_2", "map_at_25", "avg", "visual_retention")] == \
         ["R@10", "Rs@2", "mAP@25", "Avg", "visual retention"]
@@ -98,4 +98,5 @@ def test_the_metric_catalogue_titles_and_per_query_values():
     assert per_query_value(entry, "avg") == 100.0  # (R@5 hit + Rs@1 hit) / 2
     assert per_query_value(entry, "intent_fidelity") == 50.0 and per_query_value(entry, "map_at_5") is None
     assert per_query_value({}, "recall_at_1") is None and higher_is_better("recall_at_1")
-    assert table_columns({"map_at_5", "recall_at_1", "intent_fidelity"}) == [("recall_at_1", "R@1"), ("map_at_5", "mAP@5")]
+    assert table_columns({"map_at_5", "recall_at_1",
+                          "intent_fidelity"}) == [("recall_at_1", "R@1"), ("map_at_5", "mAP@5")]

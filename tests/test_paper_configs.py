@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.results import read_result
+from harness.evaluation.results import read_result
 from tests import stand_ins
 
 from .conftest import FIXTURES, REPO
@@ -34,7 +34,8 @@ def mini_cirr(root: Path, train: int = 16, val: int = 24, test1: int = 30) -> Pa
     test = json.loads((source / "captions" / "cap.rc2.test1.json").read_text())
     splits = {"train": dev[:train], "val": dev[train:train + val], "test1": test[:test1]}
     for split, queries in splits.items():
-        names = sorted({name for q in queries for name in (q["reference"], q.get("target_hard"), *q["img_set"]["members"])
+        names = sorted({name for q in queries for name in (q["reference"], q.get("target_hard"),
+                                                           *q["img_set"]["members"])
                         if name})
         folder = "test1" if split == "test1" else "dev"
         for directory in ("captions", "image_splits"):
@@ -52,7 +53,8 @@ def mini_cirr(root: Path, train: int = 16, val: int = 24, test1: int = 30) -> Pa
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("paper")
-    return {"data": mini_cirr(root / "cirr-release"), "clip": stand_ins.save_clip(root / "clip-vit-fp16", torch.float16),
+    return {"data": mini_cirr(root / "cirr-release"),
+            "clip": stand_ins.save_clip(root / "clip-vit-fp16", torch.float16),
             "out": root / "out",
             "qwen2.5-vl-bf16": stand_ins.save_qwen_vl(root / "qwen2.5-vl-bf16", "qwen2_5_vl", torch.bfloat16),
             "qwen2.5-vl-fp16": stand_ins.save_qwen_vl(root / "qwen2.5-vl-fp16", "qwen2_5_vl", torch.float16),

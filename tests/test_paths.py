@@ -1,4 +1,4 @@
-"""The confinement rule (harness.paths.Confiner): what a data file says stays inside the root, the
+"""The confinement rule (harness.core.paths.Confiner): what a data file says stays inside the root, the
 user's folder links are followed, an image file's own link may not escape; answers equal Path.resolve."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.paths import Confiner
+from harness.core.errors import HarnessError
+from harness.core.paths import Confiner
 
 
 @pytest.fixture
@@ -60,7 +60,8 @@ def test_one_confiner_answers_many_paths_of_one_directory_alike(tree: Path):
 
 
 def test_a_staged_directory_replaces_the_old_one_only_when_complete(tmp_path: Path):
-    from harness.paths import cached_directory, staged_directory
+    from harness.core.files import staged_directory
+    from harness.core.paths import cached_directory
 
     target = tmp_path / "entry"
     with staged_directory(target) as staging:
@@ -76,5 +77,6 @@ def test_a_staged_directory_replaces_the_old_one_only_when_complete(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]  # no staging or old folder left
     built: list[Path] = []
     for _ in range(2):  # the second call finds the marker and builds nothing
-        cached_directory(tmp_path / "cached", "done.json", lambda out: (built.append(out), (out / "done.json").write_text("{}")))
+        cached_directory(tmp_path / "cached", "done.json",
+                         lambda out: (built.append(out), (out / "done.json").write_text("{}")))
     assert len(built) == 1 and (tmp_path / "cached" / "done.json").is_file()

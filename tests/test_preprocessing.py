@@ -1,5 +1,5 @@
 """dataset.resize auto: each run's images are made square the way its checkpoint's own image
-processor does it (harness.backbones.vision.processor_resize, harness.executor.image_resize)."""
+processor does it (harness.backbones.vision.processor_resize, harness.experiments.executor.image_resize)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from harness.backbones.vision import processor_resize
-from harness.config import RunConfig
-from harness.errors import HarnessError
-from harness.executor import image_resize
+from harness.core.errors import HarnessError
+from harness.experiments.config import RunConfig
+from harness.experiments.executor import image_resize
 from tests import stand_ins
 
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from harness.checkpoint import split_state
+from harness.core.errors import HarnessError
 from harness.data.cirr import load_cirr_split
-from harness.errors import HarnessError
 from harness.methods.base import MethodContext
-from harness.registry import build_method
-from harness.train import TrainConfig, load_checkpoint, train
+from harness.methods.registry import build_method
+from harness.training.checkpoint import split_state
+from harness.training.loop import TrainConfig, load_checkpoint, train
 from tests import stand_ins
 
 LVLM_PARAMS = {"embed_dim": 16, "connector": {"num_queries": 4, "heads": 2}}
@@ -43,7 +43,8 @@ def stand_in(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 def _lvlm(backbone: dict, split, **params):
     torch.manual_seed(0)
     context = MethodContext(64, [t.caption for t in split.triplets], train_split=split, dataset_key="tiny")
-    return build_method("cir_lvlm", LVLM_PARAMS | params | {"backbone": {"source": "pretrained", "lora_rank": 4, **backbone}},
+    return build_method("cir_lvlm",
+                        LVLM_PARAMS | params | {"backbone": {"source": "pretrained", "lora_rank": 4, **backbone}},
                         context)
 
 
@@ -110,7 +111,8 @@ def test_llava15_features_come_from_its_trained_layer_without_cls(tmp_path: Path
 def test_a_lora_checkpoint_holds_no_frozen_base_weight(split, tmp_path: Path):
     backbone = {"lvlm_dir": str(stand_ins.save_qwen_vl(tmp_path / "q25"))}
     method = _lvlm(backbone, split)
-    train(method, split, TrainConfig(max_steps=2, batch_size=4), seed=0, checkpoint_dir=tmp_path / "ckpt", progress=False)
+    train(method, split, TrainConfig(max_steps=2, batch_size=4), seed=0, checkpoint_dir=tmp_path / "ckpt",
+          progress=False)
     with safe_open(str(tmp_path / "ckpt" / "last" / "model.safetensors"), framework="pt") as handle:
         saved = set(handle.keys())
     frozen = set(split_state(method)[1])
@@ -163,7 +165,8 @@ def test_the_checkpoint_connector_is_llavas_own_projector_trained_on(split, tmp_
     directory = stand_ins.save_llava15(tmp_path / "llava", torch.float16)
     method = _lvlm({"lvlm_dir": str(directory)}, split, connector={"type": "checkpoint"})
     projector = LlavaForConditionalGeneration.from_pretrained(directory).model.multi_modal_projector
-    for (name, ours), (_, theirs) in zip(method.connector.state_dict().items(), projector.state_dict().items(), strict=True):
+    for (name, ours), (_, theirs) in zip(method.connector.state_dict().items(), projector.state_dict().items(),
+                                         strict=True):
         assert ours.dtype == torch.float32 and torch.equal(ours, theirs.float()), name  # trained: float32 master copy
     with torch.no_grad():
         _, _, layout, _ = method.build_inputs(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), ["a", "b"])
@@ -176,7 +179,7 @@ def test_the_checkpoint_connector_is_llavas_own_projector_trained_on(split, tmp_
 
 
 def test_qwens_merged_patch_tokens_get_their_mrope_grid_positions(split, tmp_path: Path):
-    from harness.cir_lvlm.model import mrope_positions
+    from harness.methods.cir_lvlm.model import mrope_positions
 
     positions = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 6, 7]])  # 2 text, 2 x 2 image, 1 text, padding, 1 text
     rows = mrope_positions(positions, (2, 6), 2)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.methods.base import CIRMethod, MethodContext, TripletBatch, info_nce
-from harness.registry import build_method, get_method, list_methods, register_method
+from harness.methods.registry import build_method, get_method, list_methods, register_method
 
 CONTEXT = MethodContext(image_size=32, corpus=["add a red circle", "remove the blue square"])
-SMALL = {"start": "scratch", "embed_dim": 16, "vision_hidden": 32, "text_hidden": 32, "patch_size": 8, "vision_heads": 2, "text_heads": 2}
+SMALL = {"start": "scratch", "embed_dim": 16, "vision_hidden": 32, "text_hidden": 32, "patch_size": 8,
+         "vision_heads": 2, "text_heads": 2}
 
 
 def test_reference_methods_are_registered_with_families():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from harness.evaluation.results import RunResult
 from harness.reporting.report import findings
-from harness.results import RunResult
 
 
 def _result(label: str, method: str, seed: int, r1: float) -> RunResult:

@@ -160,7 +160,8 @@ def test_html_page_opens_in_headless_chromium_with_every_image_and_no_console_er
     chromium = chromium_path()
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
              "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", checked.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run([chromium, *flags, "--dump-dom", checked.as_uri()], capture_output=True, text=True,
+                         timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     images = int(re.search(r'data-images="(\d+)"', dom.stdout).group(1))
     broken = json.loads(re.search(r"data-broken=\"([^\"]*)\"", dom.stdout).group(1).replace("&quot;", '"'))
@@ -168,15 +169,16 @@ def test_html_page_opens_in_headless_chromium_with_every_image_and_no_console_er
     assert images == page.count("<img") == figures >= 4 and broken == []
     shot = tmp_path / "report.png"
     page_run = subprocess.run([chromium, *flags, "--window-size=1200,3000", f"--screenshot={shot}",
-                               (output / "report" / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+                               (output / "report" / "report.html").as_uri()], capture_output=True, text=True,
+                               timeout=120)
     assert page_run.returncode == 0 and shot.read_bytes()[:4] == b"\x89PNG"
     console = [line for line in (dom.stderr + page_run.stderr).splitlines() if ":CONSOLE" in line]
     assert console == [], console
 
 
 def test_a_report_of_runs_over_two_seeds_adds_the_seed_aware_table_and_every_mde(finished, tmp_path: Path):
+    from harness.evaluation.results import read_result
     from harness.reporting.report import write_report
-    from harness.results import read_result
 
     _, output, _ = finished
     results = [read_result(p) for p in sorted((output / "runs").glob("*/result.json"))]
@@ -191,8 +193,8 @@ def test_a_report_of_runs_over_two_seeds_adds_the_seed_aware_table_and_every_mde
 
 
 def test_a_report_says_which_digits_reproduce_where(finished):
+    from harness.evaluation.results import read_result
     from harness.reporting.report import _machine_caveat
-    from harness.results import read_result
 
     _, output, _ = finished
     result = read_result(next((output / "runs").glob("*/result.json")))

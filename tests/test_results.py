@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.results import (
+from harness.core.errors import HarnessError
+from harness.core.files import atomic_write_text
+from harness.evaluation.results import (
     RunResult,
-    atomic_write_text,
     read_rankings,
     read_result,
     write_rankings,
@@ -74,7 +74,7 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path: Path, monkeypa
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("harness.results.os.replace", crash)
+    monkeypatch.setattr("harness.core.files.os.replace", crash)
     with pytest.raises(OSError):
         write_result(path, _result(seed=1))
     assert path.read_bytes() == before

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.metrics import ranking
-from harness.retrieval import faiss_available, top_k, top_k_torch
+from harness.evaluation.metrics import ranking
+from harness.evaluation.retrieval import faiss_available, top_k, top_k_torch
 
 
 def _brute_force(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> torch.Tensor:

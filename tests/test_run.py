@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.data.cirr import load_cirr_split
-from harness.evaluate import evaluate
-from harness.protocol import EvalConfig
+from harness.evaluation.evaluate import evaluate
+from harness.evaluation.protocol import EvalConfig
+from harness.evaluation.results import read_rankings, read_result
 from harness.methods.base import MethodContext
-from harness.registry import build_method
-from harness.results import read_rankings, read_result
-from harness.train import load_checkpoint
+from harness.methods.registry import build_method
+from harness.training.loop import load_checkpoint
 
 from .conftest import EXPERIMENT, TINY_LVLM, write_yaml
 
@@ -133,8 +133,9 @@ def test_checkpoint_restores_the_trained_model(finished):
 def test_a_gallery_on_disk_scored_in_blocks_gives_the_same_evaluation(finished, monkeypatch):
     """eval.gallery_on_disk: the gallery's embeddings go to a scratch file a batch at a time, are
     scored from it in several blocks, and the file is gone afterwards; nothing else changes."""
-    from harness import embedding_file, scoring
-    from harness.paths import cache_dir
+    from harness.core.paths import cache_dir
+    from harness.evaluation import embedding_file
+    from harness.evaluation import ranking as scoring
 
     _, output, _ = finished
     run = next(p for p in (output / "runs").iterdir() if read_result(p / "result.json").method == "image_only")
@@ -164,7 +165,8 @@ def _dataset_root(config: dict) -> str:
 
 
 def test_missing_dataset_root_is_a_user_error(tmp_path: Path):
-    config = write_yaml(tmp_path / "x.yaml", EXPERIMENT.replace("name: synthetic", f"name: cirr\n  root: {tmp_path / 'nope'}"))
+    config = write_yaml(tmp_path / "x.yaml", EXPERIMENT.replace("name: synthetic", "name: cirr\n  root: "
+                                                                                   f"{tmp_path / 'nope'}"))
     result = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "dataset.root" in result.stderr and "does not exist" in result.stderr
@@ -177,7 +179,8 @@ def test_run_writes_a_report_with_table_and_plot(finished):
     assert "| image_only | 0 |" in text and "Machine:" in text
     assert "Findings (generated" in text and "R@1, best first: " in text  # two methods, one setting each: ranked
     assert "against **image_only**" in text and "## Statistics over queries" in text and "## Efficiency" in text
-    stems = {"pareto", "recall_by_edit_type", "intent_vs_retention", "retrieval_examples", "top1_kinds"}  # v2: error kinds
+    stems = {"pareto", "recall_by_edit_type", "intent_vs_retention", "retrieval_examples",
+             "top1_kinds"}  # v2: error kinds
     assert {p.stem for p in report.glob("*.png")} == stems == {p.stem for p in report.glob("*.pdf")}
     assert all((report / f"{stem}.png").read_bytes()[:4] == b"\x89PNG" for stem in stems)
     assert (report / "results.csv").read_text().count("\n") == 3
@@ -225,12 +228,34 @@ def test_report_rebuilds_from_results_json_alone(finished, tmp_path: Path):
     assert missing.exit_code == 2 and "experiment.json" in missing.stderr
 
 
-RESUME = EXPERIMENT.replace("epochs: 2", "epochs: 3").replace("  method.name: [image_only, sum]\n", "  method.name: [sum]\n")
+def test_harness_report_loads_neither_torch_nor_the_training_stack(finished, tmp_path: Path):
+    """A report is built from results files alone: in a fresh process, `harness report` writes
+    it without importing torch, a method, a training or evaluation loop, or an experiment runner."""
+    import subprocess
+    import sys
+
+    _, output, _ = finished
+    script = ("import sys\nfrom harness.cli import app\n"
+              "try:\n    app(['report', sys.argv[1], '--out', sys.argv[2]])\nexcept SystemExit as end:\n"
+              "    assert not end.code, end.code\n"
+              "heavy = ('torch', 'transformers.modeling_utils', 'peft', 'harness.methods', 'harness.training',\n"
+              "         'harness.pretraining', 'harness.backbones', 'harness.experiments', "
+              "'harness.evaluation.evaluate',\n         'harness.evaluation.metrics')\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith(heavy)))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(output), str(tmp_path / "report")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
+RESUME = EXPERIMENT.replace("epochs: 2", "epochs: 3").replace("  method.name: [image_only, sum]\n",
+                                                              "  method.name: [sum]\n")
 
 
 def test_an_interrupted_run_resumes_and_ends_with_the_uninterrupted_metrics(tmp_path: Path, monkeypatch):
-    import harness.train as training
-    from harness.runner import run_experiment
+    import harness.training.loop as training
+    from harness.experiments.runner import run_experiment
 
     config = write_yaml(tmp_path / "resume.yaml", RESUME)
     [whole] = run_experiment(config, output=tmp_path / "whole", progress=False, echo=lambda *_: None)
@@ -254,7 +279,7 @@ def test_an_interrupted_run_resumes_and_ends_with_the_uninterrupted_metrics(tmp_
 
 
 def test_overwrite_modes(tmp_path: Path):
-    from harness.runner import run_experiment
+    from harness.experiments.runner import run_experiment
 
     config = write_yaml(tmp_path / "modes.yaml", RESUME.replace("epochs: 3", "epochs: 1"))
     [first] = run_experiment(config, output=tmp_path / "out", progress=False, echo=lambda *_: None)
@@ -274,12 +299,13 @@ def test_a_run_sigkilled_mid_training_resumes_to_the_uninterrupted_metrics(tmp_p
     import sys
     import time
 
-    from harness.runner import run_experiment
+    from harness.experiments.runner import run_experiment
 
     config = write_yaml(tmp_path / "resume.yaml", RESUME.replace("epochs: 3", "epochs: 8"))
     [whole] = run_experiment(config, output=tmp_path / "whole", progress=False, echo=lambda *_: None)
     process = subprocess.Popen([sys.executable, "-m", "harness", "run", str(config), "--output", str(tmp_path / "cut"),
-                                "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and process.poll() is None:
@@ -310,23 +336,26 @@ tracking: {enabled: false}
 def test_jobs_train_runs_side_by_side_with_the_results_of_one_at_a_time(tmp_path: Path):
     """--jobs 2 runs two processes of one torch thread each; their results equal serial runs at
     one thread (the thread count is what a run's last bits depend on, not --jobs)."""
-    from harness.device import resolve_precision
+    from harness.core.device import resolve_precision
 
     config = write_yaml(tmp_path / "jobs.yaml", JOBS)
     side = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "side"), "--quiet", "--jobs", "2"])
     assert side.exit_code == 0, side.output
     assert "2 runs, 2 at a time (1 torch thread(s) each" in side.stdout
-    serial = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "serial"), "--quiet", "--jobs", "1",
+    serial = CliRunner().invoke(app,
+                                ["run", str(config), "--output", str(tmp_path / "serial"), "--quiet", "--jobs", "1",
                                       "--set", "train.num_threads=1"])
     assert serial.exit_code == 0, serial.output
-    side_by_label, serial_by_label = ({r.label: r for r in map(read_result, (tmp_path / where).glob("jobs/runs/*/result.json"))}
+    side_by_label, serial_by_label = ({r.label: r for r in map(read_result,
+                                                               (tmp_path / where).glob("jobs/runs/*/result.json"))}
                                       for where in ("side", "serial"))  # num_threads=1 changes the run ids
     assert sorted(side_by_label) == sorted(serial_by_label) and len(side_by_label) == 2
     for label, one in side_by_label.items():
         two = serial_by_label[label]
         assert one.environment["hardware"]["torch_threads"] == 1 == two.environment["hardware"]["torch_threads"]
         expected = resolve_precision("auto", "cpu")  # what each run trained and evaluated in is recorded
-        assert one.environment["precision"] == {"train": expected, "eval": expected} and one.train["precision"] == expected
+        assert one.environment["precision"] == {"train": expected,
+                                                "eval": expected} and one.train["precision"] == expected
         assert one.metrics == two.metrics and one.train["loss_per_epoch"] == two.train["loss_per_epoch"]
     assert (tmp_path / "side" / "jobs" / "report" / "report.md").is_file()
 
@@ -343,7 +372,7 @@ def test_file_lock_makes_builders_take_turns(tmp_path: Path):
     import threading
     import time
 
-    from harness.paths import file_lock
+    from harness.core.paths import file_lock
 
     events: list[str] = []
 
@@ -354,7 +383,8 @@ def test_file_lock_makes_builders_take_turns(tmp_path: Path):
             time.sleep(0.3)
             events.append(f"{name} out")
 
-    threads = [threading.Thread(target=build, args=("first", 0.0)), threading.Thread(target=build, args=("second", 0.1))]
+    threads = [threading.Thread(target=build, args=("first", 0.0)),
+               threading.Thread(target=build, args=("second", 0.1))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -363,7 +393,7 @@ def test_file_lock_makes_builders_take_turns(tmp_path: Path):
 
 
 def test_runs_that_build_a_missing_warm_start_go_first(tmp_path: Path):
-    from harness.runner import missing_warm_starts, plan_experiment, warm_starts_first
+    from harness.experiments.runner import missing_warm_starts, plan_experiment, warm_starts_first
 
     config = write_yaml(tmp_path / "order.yaml", JOBS.replace("grid:\n  method.params.pool_size: [1, 4]\n", """grid:
   method:
@@ -391,7 +421,7 @@ def test_a_failing_grid_point_does_not_stop_the_others(tmp_path: Path):
 
 
 def test_the_per_run_line_shows_the_protocols_own_headline_metrics():
-    from harness.runner import headline
+    from harness.experiments.runner import headline
 
     assert headline({"recall_at_1": 9.14, "recall_subset_at_1": 33.4, "avg": 30.0}) == "R@1 9.1  Rs@1 33.4"
     assert headline({"recall_at_10": 41.2, "recall_at_50": 66.0}) == "R@10 41.2  R@50 66.0"  # FashionIQ: no R@1
@@ -401,7 +431,7 @@ def test_the_per_run_line_shows_the_protocols_own_headline_metrics():
 def test_a_partial_rerun_adds_to_the_report_which_sits_beside_the_results_root(tmp_path: Path, monkeypatch):
     """The second invocation runs one more method: experiment.json and the report keep the first
     one's run. A relative report.dir lands beside the --output root, not in the working directory."""
-    from harness.runner import run_experiment
+    from harness.experiments.runner import run_experiment
 
     monkeypatch.chdir(tmp_path)
     text = EXPERIMENT.replace("epochs: 2", "epochs: 1") + "report: {dir: reports}\n"
@@ -421,7 +451,7 @@ def test_jobs_on_a_gpu_machine_give_each_worker_its_own_gpu(monkeypatch):
     the spread itself needs GPUs (none here)."""
     import queue
 
-    from harness.parallel import _start_worker, gpu_slots
+    from harness.experiments.parallel import _start_worker, gpu_slots
 
     assert gpu_slots(4, 2) == [0, 1, 0, 1] and gpu_slots(2, 8) == [0, 1] and gpu_slots(3, 0) == []
     slots: queue.Queue = queue.Queue()
@@ -440,7 +470,8 @@ def test_two_invocations_started_together_on_a_fresh_output_both_finish(tmp_path
     config = write_yaml(tmp_path / "tiny.yaml", EXPERIMENT.replace("  method.name: [image_only, sum]",
                                                                    "  method.name: [image_only]"))
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    processes = [subprocess.Popen([sys.executable, "-m", "harness", "run", str(config), "--output", str(tmp_path / "out"),
+    processes = [subprocess.Popen([sys.executable, "-m", "harness", "run", str(config), "--output",
+                                   str(tmp_path / "out"),
                                    "--quiet", "--set", f"seeds=[{seed}]"], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, env=env) for seed in (0, 1)]
     for process in processes:

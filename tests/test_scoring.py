@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.metrics import ranking, similarity, subset_ranks, target_ranks
-from harness.scoring import score_blockwise, score_per_gallery
+from harness.evaluation.metrics import ranking, subset_ranks, target_ranks
+from harness.evaluation.ranking import score_blockwise, score_per_gallery
+from harness.objectives.losses import similarity
 
 
 def _embeddings(queries: int, gallery: int, seed: int, ties: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +64,7 @@ def test_category_galleries_never_rank_other_categories():
 def test_reference_images_come_from_the_gallery_and_the_rest_are_decoded():
     from types import SimpleNamespace
 
-    from harness.evaluate import _reference_images
+    from harness.evaluation.evaluate import _reference_images
 
     pictures = {name: torch.full((3, 2, 2), value, dtype=torch.uint8) for value, name in enumerate("abcdef")}
     decoded: list[list[str]] = []
@@ -92,7 +93,7 @@ def test_reference_images_come_from_the_gallery_and_the_rest_are_decoded():
 
 def test_image_source_preloads_when_it_fits_and_decodes_per_batch_otherwise(tiny_benchmark, monkeypatch):
     from harness.data.cirr import load_cirr_split
-    from harness.train import ImageSource, TrainConfig
+    from harness.training.loop import ImageSource, TrainConfig
 
     split = load_cirr_split(tiny_benchmark, "train")
     names = sorted(split.images.paths)[:40]
@@ -149,8 +150,8 @@ def test_one_vector_per_image_scores_as_the_single_vector_gallery_bit_for_bit(ga
 
 
 def test_multi_vector_galleries_go_through_the_scratch_file_and_the_embedding_cache():
-    from harness.embedding_cache import load_embeddings, save_embeddings
-    from harness.embedding_file import EmbeddingFile
+    from harness.evaluation.embedding_cache import load_embeddings, save_embeddings
+    from harness.evaluation.embedding_file import EmbeddingFile
 
     gallery = torch.randn(10, 3, 8, generator=torch.Generator().manual_seed(6))
     with EmbeddingFile(10) as store:

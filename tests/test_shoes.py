@@ -11,9 +11,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.core.errors import HarnessError
 from harness.data.datasets import DatasetConfig, load_dataset
 from harness.data.shoes import read_shoes_split
-from harness.errors import HarnessError
 
 from .conftest import FIXTURES
 
@@ -35,7 +35,8 @@ def shoes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _expected(root: Path, split: str) -> list[dict]:
     names = set((root / f"{split}_im_names.txt").read_text().split())
-    return [e for e in json.loads((root / "relative_captions_shoes.json").read_text()) if e["ReferenceImageName"] in names]
+    entries = json.loads((root / "relative_captions_shoes.json").read_text())
+    return [e for e in entries if e["ReferenceImageName"] in names]
 
 
 def test_eval_split_counts_gallery_and_triplets(shoes_root: Path):
@@ -79,9 +80,11 @@ def test_image_names_with_a_path_are_refused(tmp_path: Path):
 
 
 def test_data_check_reports_shoes_counts(shoes_root: Path):
-    result = CliRunner().invoke(app, ["data", "check", "--dataset", "shoes", "--root", str(shoes_root), "--split", "eval"])
+    result = CliRunner().invoke(app,
+                                ["data", "check", "--dataset", "shoes", "--root", str(shoes_root), "--split", "eval"])
     assert result.exit_code == 0, result.output
-    assert f"shoes/eval: {len(_expected(shoes_root, 'eval'))} queries" in result.stdout and "4658 images, 0 missing" in result.stdout
+    assert f"shoes/eval: {len(_expected(shoes_root, 'eval'))} queries" in result.stdout
+    assert "4658 images, 0 missing" in result.stdout
 
 
 def _mini_shoes(root: Path) -> Path:
@@ -89,27 +92,30 @@ def _mini_shoes(root: Path) -> Path:
     import random
 
     rng = random.Random(0)
-    names = {split: [f"img_womens_clogs_{split}{i}.jpg" for i in range(n)] for split, n in (("train", 48), ("eval", 24))}
+    names = {split: [f"img_womens_clogs_{split}{i}.jpg" for i in range(n)] for split,
+             n in (("train", 48), ("eval", 24))}
     folder = root / "womens_clogs" / "0"
     folder.mkdir(parents=True)
     for split, listed in names.items():
         (root / f"{split}_im_names.txt").write_text("\n".join(listed) + "\n")
         for name in listed:
             Image.new("RGB", (16, 16), tuple(rng.randrange(256) for _ in range(3))).save(folder / name)
-    entries = [{"ImageName": b, "ReferenceImageName": a, "RelativeCaption": rng.choice(["is red", "has laces", "is taller"])}
+    entries = [{"ImageName": b, "ReferenceImageName": a,
+                "RelativeCaption": rng.choice(["is red", "has laces", "is taller"])}
                for listed in names.values() for a, b in zip(listed, listed[1:], strict=False)]
     (root / "relative_captions_shoes.json").write_text(json.dumps(entries))
     return root
 
 
 def test_a_run_on_shoes_uses_its_protocol(tmp_path: Path):
-    from harness.results import read_result
+    from harness.evaluation.results import read_result
 
     root = _mini_shoes(tmp_path / "shoes")
     (tmp_path / "shoes.yaml").write_text(f"""
 experiment: shoes
 dataset: {{name: shoes, root: {root}, eval_split: eval, image_size: 32}}
-method: {{name: image_only, params: {{start: scratch, embed_dim: 16, vision_hidden: 32, vision_heads: 2, patch_size: 8}}}}
+method: {{name: image_only, params: {{start: scratch, embed_dim: 16, vision_hidden: 32, vision_heads: 2,
+                                    patch_size: 8}}}}
 train: {{epochs: 1, batch_size: 16}}
 eval: {{batch_size: 16}}
 tracking: {{enabled: false}}

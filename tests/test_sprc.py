@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from baselines.sprc import Sprc
-from harness.stage0_qformer import QFormerPretraining, QFormerWarmStart, itm_loss
 from harness.data.cirr import load_cirr_split
-from harness.evaluate import evaluate
+from harness.evaluation.evaluate import evaluate
+from harness.evaluation.protocol import EvalConfig
 from harness.methods.base import MethodContext, TripletBatch
-from harness.protocol import EvalConfig
-from harness.registry import build_method
-from harness.train import TrainConfig, train
+from harness.methods.registry import build_method
+from harness.methods.sprc import Sprc
+from harness.pretraining.blip2_stage1 import QFormerPretraining, QFormerWarmStart, itm_loss
+from harness.training.loop import TrainConfig, train
 from tests import stand_ins
 
 TINY = {"vision_hidden": 32, "vision_heads": 2, "language_hidden": 32, "language_heads": 2, "patch_size": 16}
@@ -114,7 +114,7 @@ def test_loss_weights_compose_the_total(split):
 
 
 def test_the_qformer_stage0_is_cached_and_reused(split):
-    from harness.registry import get_method
+    from harness.methods.registry import get_method
 
     params = get_method("sprc").params.model_validate(
         {"backbone": TINY, "stage0": STAGE0, "qformer": QFORMER, "qformer_pretraining": PRETRAINING})
@@ -149,7 +149,7 @@ def test_itm_pretraining_samples_only_non_matching_negatives_and_trains_the_fusi
 
 
 def test_itm_pretraining_is_its_own_cache_entry_and_itc_alone_keeps_its_key(split):
-    from harness.registry import get_method
+    from harness.methods.registry import get_method
 
     params = get_method("sprc").params.model_validate(
         {"backbone": TINY, "stage0": STAGE0, "qformer": QFORMER, "qformer_pretraining": PRETRAINING})
@@ -175,7 +175,7 @@ def test_the_temperature_starts_where_the_qformer_pretraining_left_it(split):
 
 
 def test_a_broken_qformer_report_in_the_cache_is_one_line_naming_it(split):
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     [start] = Sprc.warm_starts(_sprc(split).params, "sprc-test")
     report = start.directory() / "qformer.json"
@@ -206,7 +206,7 @@ def test_pretrained_loads_a_saved_blip2_retrieval_model_and_embeds_a_query(tmp_p
 
 
 def test_pretrained_without_a_directory_is_a_clear_error(split):
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     with pytest.raises(HarnessError, match="blip2_dir"):
         _sprc(split, backbone={"source": "pretrained"})
@@ -241,7 +241,7 @@ def test_harness_pretrain_run_and_score_a_multi_vector_method(tmp_path: Path):
     from typer.testing import CliRunner
 
     from harness.cli import app
-    from harness.results import read_result
+    from harness.evaluation.results import read_result
 
     from .conftest import write_yaml
 

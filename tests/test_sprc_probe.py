@@ -50,7 +50,8 @@ def test_target_side_statistics_match_a_method_with_known_answers(offset: int, r
     images = {name: torch.full((3, 4, 4), i, dtype=torch.uint8) for i, name in enumerate(names)}
     triplets = [SimpleNamespace(reference=n, target=names[(i + offset) % count], caption="x")
                 for i, n in enumerate(names)]
-    split = SimpleNamespace(triplets=triplets, images=SimpleNamespace(load=lambda ns: torch.stack([images[n] for n in ns])))
+    split = SimpleNamespace(triplets=triplets,
+                            images=SimpleNamespace(load=lambda ns: torch.stack([images[n] for n in ns])))
     stats = _probe_module().target_side(_TwoVectorMethod(count), split, count)
     assert stats["mean_cos_between_images"] == [0.0, 1.0]  # the identity differs between images, the constant not
     assert stats["winning_vector_share"] == [1.0, 0.0]  # ties go to the first vector

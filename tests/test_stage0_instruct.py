@@ -1,4 +1,4 @@
-"""Stage 0's visual instruction tuning (harness.stage0_instruct): its examples, its batches,
+"""Stage 0's visual instruction tuning (harness.pretraining.instruction_tuning): its examples, its batches,
 and that the tuned LM answers its questions on held-out images above chance."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 from harness.backbones.params import BackboneParams
+from harness.backbones.tokenization import QUERY_TASK_PROMPT, TARGET_TASK_PROMPT
 from harness.data.cirr import load_cirr_split
 from harness.data.synthetic.scene import describe
-from harness.stage0 import Stage0Params, Stage0Request, ensure_stage0, scene_graphs
-from harness.stage0_instruct import (
+from harness.pretraining.instruction_tuning import (
     COLOUR_QUESTION,
     NUMBER_WORDS,
     InstructionBatches,
@@ -20,7 +20,7 @@ from harness.stage0_instruct import (
     first_words,
     majority_share,
 )
-from harness.tokenization import QUERY_TASK_PROMPT, TARGET_TASK_PROMPT
+from harness.pretraining.stage0 import Stage0Params, Stage0Request, ensure_stage0, scene_graphs
 
 BACKBONE = {"vision_hidden": 32, "vision_heads": 2, "language_hidden": 32, "language_heads": 2}
 CONNECTOR = {"type": "queries", "num_queries": 4, "heads": 2}
@@ -56,7 +56,7 @@ def test_batches_put_the_loss_on_the_answer_and_eos_alone(tiny_benchmark: Path):
     directory = ensure_stage0(request, split, progress=False)
     from transformers import AutoTokenizer
 
-    from harness.stage0_instruct import with_question_words
+    from harness.pretraining.instruction_tuning import with_question_words
 
     tokenizer = with_question_words(AutoTokenizer.from_pretrained(directory / "tokenizer", local_files_only=True))
     images = sorted({t.reference for t in split.triplets})[:20]
@@ -80,7 +80,8 @@ def test_instruction_tuned_stage0_answers_its_questions_on_held_out_images(tiny_
     assert off.vision_key() == request.vision_key()  # the CLIP phase (shared with dual encoders) is unchanged
     directory = ensure_stage0(request, train, progress=False)
     report = json.loads((directory / "stage0.json").read_text())["instruct"]
-    assert set(report["examples"]) == {"describe", "colour", "count", "edit"} and report["last_loss"] < report["first_loss"]
+    assert set(report["examples"]) == {"describe", "colour", "count",
+                                       "edit"} and report["last_loss"] < report["first_loss"]
     model = _loaded(directory)
     names = sorted({t.reference for t in val.triplets} | {t.target for t in val.triplets})  # never seen in stage 0
     images = val.images.load(names)
@@ -90,7 +91,8 @@ def test_instruction_tuned_stage0_answers_its_questions_on_held_out_images(tiny_
     colour = first_words(*model, images, index, asked["colour"])
     colours = {e.answer for e in asked["colour"]}
     # the words alone tell the two questions apart: numbers to the one, colours to the other
-    assert sum(w in NUMBER_WORDS for w in count) / len(count) > 0.95 and sum(w in colours for w in colour) / len(colour) > 0.95
+    assert sum(w in NUMBER_WORDS for w in count) / len(count) > 0.95
+    assert sum(w in colours for w in colour) / len(colour) > 0.95
     accuracy = 100 * sum(w == e.answer for w, e in zip(count, asked["count"])) / len(count)
     assert accuracy > majority_share(asked["count"]) + 10, (accuracy, majority_share(asked["count"]))
 
@@ -100,8 +102,8 @@ def _loaded(directory: Path) -> tuple:
     from safetensors.torch import load_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from harness.backbones.connector import ConnectorParams, build_connector
     from harness.backbones.vision import VisionTower
-    from harness.cir_lvlm.connector import ConnectorParams, build_connector
 
     tower = VisionTower.from_directory(directory / "vision").eval()
     connector = build_connector(ConnectorParams(**CONNECTOR), tower.hidden_size, BACKBONE["language_hidden"])

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.activation_memory import SavedTensors, enable_gradient_checkpointing
+from harness.core.errors import HarnessError
 from harness.data.cirr import load_cirr_split
-from harness.errors import HarnessError
-from harness.evaluate import evaluate
-from harness.protocol import EvalConfig
+from harness.evaluation.evaluate import evaluate
+from harness.evaluation.protocol import EvalConfig
 from harness.methods.base import CIRMethod, MethodContext
-from harness.registry import build_method
-from harness.train import TrainConfig, build_optimizer, train
+from harness.methods.registry import build_method
+from harness.training.activation_memory import SavedTensors, enable_gradient_checkpointing
+from harness.training.loop import TrainConfig, build_optimizer, train
 from tests import stand_ins
 
 TINY_LVLM = {"backbone": {"vision_hidden": 32, "vision_heads": 2, "language_hidden": 32, "language_heads": 2},
@@ -41,7 +41,7 @@ def qwen2_vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _build(name: str, split, **params) -> CIRMethod:
     """The method with dropout off: micro-batches draw other dropout masks than one batch does
-    (harness.grad_cache), which these comparisons are not about."""
+    (harness.training.grad_cache), which these comparisons are not about."""
     torch.manual_seed(0)
     context = MethodContext(64, [t.caption for t in split.triplets], train_split=split, dataset_key="tiny")
     method = build_method(name, params, context)
@@ -189,7 +189,7 @@ def _batch(split, size: int):
 
 
 def test_the_attention_kernel_is_a_backbone_setting_outside_the_run_id(split, tmp_path: Path):
-    from harness.config import RunConfig
+    from harness.experiments.config import RunConfig
 
     params = TINY_LVLM | {"backbone": TINY_LVLM["backbone"] | {"attn_implementation": "eager"}}
     method = _build("cir_lvlm", split, **params)

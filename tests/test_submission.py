@@ -10,16 +10,15 @@ import yaml
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.config import RunConfig
 from harness.data.cirr import read_cirr_split
 from harness.data.datasets import dataset_root
-from harness.protocol import EvalConfig
-from harness.results import read_result
-from harness.rescore import score
-from harness.submission import circo_submission, cirr_submission, read_submission
+from harness.evaluation.protocol import EvalConfig
+from harness.evaluation.results import read_result
+from harness.evaluation.saved_rankings import score
+from harness.evaluation.submission import circo_submission, cirr_submission, read_submission
+from harness.experiments.config import RunConfig
 
 from .conftest import FIXTURES
-
 
 #: The evaluation's own diagnostics of the embedded benchmark: no protocol metric, so not scored.
 DIAGNOSTICS = ("intent_fidelity", "visual_retention")
@@ -30,7 +29,8 @@ def _run_dirs(output: Path) -> list[Path]:
 
 
 def _metric_lines(text: str) -> dict[str, float]:
-    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith(("recall", "avg", "map", "top1_"))}
+    metric_lines = [line for line in text.splitlines() if line.startswith(("recall", "avg", "map", "top1_"))]
+    return {line.split()[0]: float(line.split()[1]) for line in metric_lines}
 
 
 def test_score_reproduces_the_metrics_the_evaluation_wrote(finished):
@@ -62,7 +62,8 @@ def test_submission_files_round_trip_through_score(finished, tmp_path: Path):
                                       "--split", "val"])
     assert scored.exit_code == 0, scored.output
     written = read_result(run_dir / "result.json").metrics
-    assert _metric_lines(scored.stdout) == pytest.approx({k: round(v, 2) for k, v in written.items() if k not in DIAGNOSTICS}, abs=0.006)
+    assert _metric_lines(scored.stdout) == pytest.approx({k: round(v, 2) for k,
+                                                          v in written.items() if k not in DIAGNOSTICS}, abs=0.006)
 
 
 def test_official_cirr_demo_files_pass_validation_and_are_rewritten_identically():
@@ -83,12 +84,13 @@ def test_official_cirr_demo_files_pass_validation_and_are_rewritten_identically(
 
 def test_invalid_rankings_are_refused_before_writing():
     source = FIXTURES / "cirr"
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     split, _ = read_cirr_split(source, "test1")
     triplet = split.triplets[0]
     others = [name for name in split.gallery if name != triplet.reference]
-    good = {"pairid": triplet.pairid, "top": others[:50], "subset_top": [m for m in triplet.subset if m != triplet.reference]}
+    good = {"pairid": triplet.pairid, "top": others[:50],
+            "subset_top": [m for m in triplet.subset if m != triplet.reference]}
     rest = [{"pairid": t.pairid, "top": [n for n in split.gallery if n != t.reference][:50],
              "subset_top": [m for m in t.subset if m != t.reference]} for t in split.triplets[1:]]
     cirr_submission([good, *rest], split)  # valid

@@ -17,7 +17,8 @@ experiment: tinysweep
 dataset:
   name: synthetic
   synthetic: {seed: 5, num_train: 160, num_val: 40, num_test: 8}
-method: {name: sum, params: {start: scratch, embed_dim: 32, vision_hidden: 32, text_hidden: 32, vision_heads: 2, text_heads: 2}}
+method: {name: sum, params: {start: scratch, embed_dim: 32, vision_hidden: 32, text_hidden: 32, vision_heads: 2,
+                             text_heads: 2}}
 train: {epochs: 2, batch_size: 32, num_threads: 2, checkpoint: true}
 eval: {batch_size: 64}
 tracking: {enabled: false}
@@ -51,8 +52,8 @@ def test_sweep_finishes_and_a_rerun_adds_nothing(tmp_path: Path):
 
 
 def test_an_interrupted_sweep_continues_to_the_requested_total(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import harness.sweep as sweeping
-    from harness.sweep import run_sweep
+    import harness.experiments.sweep as sweeping
+    from harness.experiments.sweep import run_sweep
 
     config = write_yaml(tmp_path / "sweep.yaml", SWEEP)
     original = sweeping.execute_run
@@ -91,14 +92,14 @@ def test_two_objectives_report_a_pareto_front(tmp_path: Path):
 
 @pytest.mark.parametrize("path", sorted(Path("ablations/sweeps").glob("*.yaml")), ids=lambda p: p.stem)
 def test_sweep_files_validate(path: Path):
-    from harness.config import load_experiment
+    from harness.experiments.config import load_experiment
 
     experiment, _ = load_experiment(path)
     assert experiment.sweep is not None and experiment.sweep.trials >= 10 and not experiment.grid
 
 
 def test_two_workers_on_a_journal_file_reach_the_exact_trial_count(tmp_path: Path):
-    from harness.sweep import run_sweep
+    from harness.experiments.sweep import run_sweep
 
     config = write_yaml(tmp_path / "sweep.yaml", SWEEP.replace("trials: 3", "trials: 4") + "  storage: journal\n")
     lines: list[str] = []
@@ -128,9 +129,10 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_two_workers_on_postgresql_reach_the_exact_trial_count(tmp_path: Path, postgres_url: str):
-    from harness.sweep import run_sweep
+    from harness.experiments.sweep import run_sweep
 
-    config = write_yaml(tmp_path / "sweep.yaml", SWEEP.replace("trials: 3", "trials: 4") + f"  storage: {postgres_url}\n")
+    config = write_yaml(tmp_path / "sweep.yaml", SWEEP.replace("trials: 3", "trials: 4") + "  storage: "
+                                                                                           f"{postgres_url}\n")
     study = run_sweep(config, output=tmp_path / "out", progress=False, echo=lambda *_: None, workers=2)
     trials = study.get_trials()
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
@@ -146,7 +148,7 @@ def test_sweep_trials_are_nested_runs_seen_through_an_mlflow_server(tmp_path: Pa
     import urllib.parse
     import urllib.request
 
-    from harness.sweep import run_sweep
+    from harness.experiments.sweep import run_sweep
 
     from .mlflow_server import mlflow_server
 
@@ -154,7 +156,8 @@ def test_sweep_trials_are_nested_runs_seen_through_an_mlflow_server(tmp_path: Pa
     config = write_yaml(tmp_path / "sweep.yaml", text)
     run_sweep(config, output=tmp_path / "out", progress=False, echo=lambda *_: None)
     store = tmp_path / "out" / "tinysweep" / "mlflow.db"
-    with mlflow_server("server", store, "--default-artifact-root", str(tmp_path / "artifacts"), "--workers", "1") as base:
+    with mlflow_server("server", store, "--default-artifact-root", str(tmp_path / "artifacts"), "--workers",
+                       "1") as base:
         def post(path: str, body: dict) -> dict:
             request = urllib.request.Request(base + path, data=json.dumps(body).encode(),
                                              headers={"Content-Type": "application/json"})
@@ -181,7 +184,7 @@ def test_sweep_trials_are_nested_runs_seen_through_an_mlflow_server(tmp_path: Pa
 def test_a_trial_left_running_by_a_killed_process_is_retried(tmp_path: Path):
     """A SIGKILLed worker leaves its trial RUNNING in the storage: a re-run marks it failed and
     runs its parameters again."""
-    from harness.sweep import run_sweep
+    from harness.experiments.sweep import run_sweep
 
     config = write_yaml(tmp_path / "sweep.yaml", SWEEP.replace("trials: 3", "trials: 2"))
     run_sweep(config, output=tmp_path / "out", progress=False, echo=lambda *_: None)
@@ -205,7 +208,7 @@ def test_the_median_pruner_stops_a_trial_that_falls_behind(tmp_path: Path, monke
     wiring: per-epoch reports, the pruner's decision, the message, no result written."""
     import itertools
 
-    import harness.sweep as sweeping
+    import harness.experiments.sweep as sweeping
 
     real_evaluate, calls = sweeping.evaluate, itertools.count(1)
 
@@ -242,7 +245,8 @@ def test_a_sweep_whose_worker_is_sigkilled_continues_on_rerun(tmp_path: Path):
     import time
 
     config = write_yaml(tmp_path / "sweep.yaml", SWEEP.replace("epochs: 2", "epochs: 4"))
-    worker = subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(config), "--output", str(tmp_path / "out")],
+    worker = subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(config), "--output",
+                               str(tmp_path / "out")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline, finished, running = time.monotonic() + 300, [], []
     try:
@@ -282,8 +286,8 @@ def test_a_resumed_study_samples_what_an_uninterrupted_one_does(tmp_path: Path, 
     """Each invocation builds a new sampler (a new process): trial k must still draw trial k's
     values, so a study stopped after 5 trials and extended twice equals one run in one go, and
     no two trials share a point (it used to re-draw the first values on every invocation)."""
-    from harness.config import SweepConfig
-    from harness.sweep import _sampler
+    from harness.experiments.config import SweepConfig
+    from harness.experiments.sweep import _sampler
 
     sweep = SweepConfig(space={"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}, sampler=kind, seed=3)
 

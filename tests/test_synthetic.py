@@ -25,13 +25,14 @@ from harness.data.synthetic.scene import (
     scene_from_json,
     scene_key,
 )
-from harness.metrics import cirr_metrics, subset_ranks, target_ranks
+from harness.evaluation.metrics import cirr_metrics, subset_ranks, target_ranks
 
 from .conftest import TINY
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def test_same_seed_gives_byte_identical_files(tmp_path: Path, tiny_benchmark: Path):
@@ -135,7 +136,8 @@ def test_scene_graph_oracle_reaches_100(tiny_benchmark: Path):
     target_t, reference_t = torch.tensor(target), torch.tensor(reference)
     assert (scores.sum(1) == 1).all()  # exactly one image shows the edited scene
     subset = torch.tensor([[index[m] for m in t.subset] for t in split.triplets])
-    metrics = cirr_metrics(target_ranks(scores, target_t, reference_t), [1], subset_ranks(scores, subset, target_t, reference_t), [1])
+    metrics = cirr_metrics(target_ranks(scores, target_t, reference_t), [1],
+                           subset_ranks(scores, subset, target_t, reference_t), [1])
     assert metrics["recall_at_1"] == 100.0 and metrics["recall_subset_at_1"] == 100.0
 
 

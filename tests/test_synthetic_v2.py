@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.core.errors import HarnessError
 from harness.data.synthetic.caption_parser import parse
 from harness.data.synthetic.ceilings import split_ceilings
 from harness.data.synthetic.families import FAMILIES
@@ -25,7 +26,6 @@ from harness.data.synthetic.scene import (
     scene_from_json,
     scene_key,
 )
-from harness.errors import HarnessError
 
 from .conftest import V2
 
@@ -37,7 +37,8 @@ def _read(root: Path, name: str) -> list[dict] | dict:
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def test_same_seed_gives_byte_identical_files_with_one_and_two_workers(tmp_path: Path):
@@ -51,8 +52,8 @@ def test_same_seed_gives_byte_identical_files_with_one_and_two_workers(tmp_path:
 
 
 def test_version_1_settings_leave_out_version_2_fields():
-    from harness.config import RunConfig
     from harness.data.datasets import synthetic_key
+    from harness.experiments.config import RunConfig
 
     v1 = SyntheticConfig(version=1)
     assert "version" not in v1.settings() and "group_size" not in v1.settings()
@@ -60,7 +61,8 @@ def test_version_1_settings_leave_out_version_2_fields():
     assert synthetic_key(v1) != synthetic_key(v1.model_copy(update={"version": 2}))
     run = {"experiment": "x", "method": {"name": "sum"}}
     plain = RunConfig.model_validate(run).run_id()
-    explicit = RunConfig.model_validate({**run, "dataset": {"synthetic": {"version": 1, "held_out_share": 0.5}}}).run_id()
+    explicit = RunConfig.model_validate({**run,
+                                         "dataset": {"synthetic": {"version": 1, "held_out_share": 0.5}}}).run_id()
     v2 = RunConfig.model_validate({**run, "dataset": {"synthetic": {"version": 2}}}).run_id()
     assert plain == v2 != explicit  # version 2 is the default; version 1 leaves version 2's fields out
     v1_plain = RunConfig.model_validate({**run, "dataset": {"synthetic": {"version": 1}}}).run_id()

@@ -1,3 +1,8 @@
-"""Backbones of the LVLM methods: a vision tower and a causal language model, each from a
-``tiny`` transformers config (random init, warm-started by stage 0) or from a local
-``pretrained`` directory, plus LoRA on the language model."""
+"""The networks methods are built from: vision towers (``vision``), causal language models and
+LoRA (``language``), the CLIP / SigLIP dual encoder (``dual_encoder``), BLIP-2's Q-Former
+(``qformer``), the LVLM connector (``connector``), tokenizers (``tokenization``), each from a
+``tiny`` transformers config or a local ``pretrained`` directory (``loading``, ``params``).
+
+Imports harness.core only: where a tiny backbone's weights come from (stage 0) is the method's
+question, not the backbone's.
+"""

@@ -1,6 +1,7 @@
 """The dual-encoder backbone (CLIP / SigLIP) of the early-fusion and textual-inversion methods.
 
-    encoder = DualEncoder.for_method(backbone, stage0, context)   # tiny: stage-0 CLIP; pretrained: a local dir
+    encoder = DualEncoder.from_stage0(directory)   # stage 0's tiny CLIP (the method asks stage 0 for it)
+    encoder = DualEncoder.from_directory(path)     # a pretrained CLIP / SigLIP directory
     image = encoder.image_features(images_uint8)                   # [B, d], not normalised
     text = encoder.text_features(["a red circle", ...])            # [B, d]
     query = encoder.prompt_features(["a photo of * , make it blue"], pseudo_tokens)  # * <- pseudo_tokens [B, w]
@@ -24,11 +25,9 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from harness.backbones.loading import pretrained_model
-from harness.backbones.params import BackboneParams
-from harness.stage0 import Stage0Params, clip_request, ensure_stage0_clip
 from harness.backbones.vision import TINY_MEAN, TINY_STD, preprocessor_stats
-from harness.device import HALF_DTYPES, in_weights_dtype, to_device
-from harness.errors import HarnessError
+from harness.core.device import HALF_DTYPES, in_weights_dtype, to_device
+from harness.core.errors import HarnessError
 
 
 class DualEncoder(nn.Module):
@@ -67,19 +66,9 @@ class DualEncoder(nn.Module):
         return cls(model, tokenizer, mean, std)
 
     @classmethod
-    def for_method(cls, backbone: BackboneParams, stage0: Stage0Params, context) -> DualEncoder:
-        """The backbone a method asked for: stage 0's tiny CLIP, or a pretrained directory."""
-        if backbone.source == "pretrained":
-            if not backbone.vision_dir:
-                raise HarnessError("source 'pretrained' needs vision_dir: a whole CLIP or SigLIP directory",
-                                   field="method.params.backbone.vision_dir", fix="set it to your local checkpoint")
-            return cls.from_directory(backbone.vision_dir)
-        if context.train_split is None:
-            raise HarnessError("the tiny dual encoder comes from stage 0, which needs the training split",
-                               field="method.params.backbone.source",
-                               fix="run through `harness run`, or use source: pretrained")
-        directory = ensure_stage0_clip(clip_request(context.dataset_key, backbone, stage0), context.train_split,
-                                       progress=context.progress)
+    def from_stage0(cls, directory: Path) -> DualEncoder:
+        """Stage 0's tiny CLIP from its cache directory (clip/, tokenizer/), with the tiny
+        backbone's preprocessing statistics."""
         model = AutoModel.from_pretrained(directory / "clip", local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer", local_files_only=True, padding_side="right")
         return cls(model, tokenizer, TINY_MEAN, TINY_STD)
@@ -140,7 +129,8 @@ class DualEncoder(nn.Module):
         device = self.mean.device
         kwargs = {} if self.siglip else {"attention_mask": to_device(mask, device)}  # SigLIP was trained without a mask
         with in_weights_dtype(self.text_tower) as dtype:
-            return _as_computed(_pooled(self.model.get_text_features(input_ids=to_device(ids, device), **kwargs)), dtype)
+            return _as_computed(_pooled(self.model.get_text_features(input_ids=to_device(ids, device), **kwargs)),
+                                dtype)
 
     def _tokenize(self, texts: list[str], placeholder: str | None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """Token ids (BOS and EOS added by hand, so one rule serves our word-level tokenizers and

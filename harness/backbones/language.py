@@ -27,8 +27,7 @@ from transformers import (
 
 from harness.backbones.loading import pretrained_model
 from harness.backbones.params import BackboneParams
-from harness.errors import HarnessError
-
+from harness.core.errors import HarnessError
 
 
 def lora_target(modules: list[str]) -> str:

@@ -8,7 +8,7 @@
 Inside ``structure_probe`` every pretrained loader builds the checkpoint's architecture from its
 config.json alone, with the given number of transformer layers per role and random weights in
 the checkpoint's dtype: nothing but the config is read, so a 7B model's layer costs can be
-measured on a CPU in seconds (harness.memory_estimate extrapolates them to the full depth).
+measured on a CPU in seconds (harness.measure.memory_estimate extrapolates them to the full depth).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ class BackboneParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    source: Literal["tiny", "pretrained"] = Field("tiny", description="tiny: from config + stage 0; pretrained: local dirs")
+    source: Literal["tiny", "pretrained"] = Field("tiny", description="tiny: from config + stage 0; pretrained: local "
+                                                                      "dirs")
     vision_hidden: int = Field(128, ge=16, description="tiny vision width (docs/assumptions.md)")
     vision_layers: int = Field(2, ge=1, description="tiny vision layers")
     vision_heads: int = Field(4, ge=1)
@@ -29,16 +30,18 @@ class BackboneParams(BaseModel):
     language_heads: int = Field(4, ge=1)
     vision_dir: str | None = Field(None, description="pretrained: CLIP/SigLIP checkpoint directory")
     language_dir: str | None = Field(None, description="pretrained: causal LM directory (with tokenizer)")
-    lvlm_dir: str | None = Field(None, description="pretrained: one LLaVA-, Qwen2-VL- or Qwen2.5-VL-style checkpoint directory (with tokenizer)")
-    lora_rank: int = Field(8, ge=1, description="LoRA rank on the LM (a CIR-LVLM with lm_adaptation: lora); ReCALL uses 16 on Qwen2.5-VL-7B")
+    lvlm_dir: str | None = Field(None, description="pretrained: one LLaVA-, Qwen2-VL- or Qwen2.5-VL-style checkpoint "
+                                                   "directory (with tokenizer)")
+    lora_rank: int = Field(8, ge=1, description="LoRA rank on the LM (a CIR-LVLM with lm_adaptation: lora); ReCALL "
+                                                "uses 16 on Qwen2.5-VL-7B")
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
         None, description="attention kernel of every transformers model of the method (flash_attention_2 needs the "
         "flash-attn package and a GPU); null: transformers' default (SDPA where it applies). Not part of the run id")
     freeze_vision: bool | None = Field(
-        None, description="freeze the vision tower (default: frozen when it starts pretrained or warm-started, as TRACE; "
-        "trained when built from scratch)")
+        None, description="freeze the vision tower (default: frozen when it starts pretrained or warm-started, as "
+        "TRACE; trained when built from scratch)")
 
     def vision_frozen(self, warm_started: bool) -> bool:
         if self.freeze_vision is not None:

@@ -31,8 +31,8 @@ from transformers.models.blip_2.modeling_blip_2 import Blip2TextEmbeddings
 
 from harness.backbones.loading import pretrained_model
 from harness.backbones.vision import VisionTower, preprocessor_stats
-from harness.errors import HarnessError
-from harness.files import read_json_object
+from harness.core.errors import HarnessError
+from harness.core.files import read_json_object
 
 
 class QFormerParams(BaseModel):
@@ -173,7 +173,7 @@ class QFormerBackbone(nn.Module):
 
     @classmethod
     def tiny(cls, directory: Path, max_text_length: int) -> QFormerBackbone:
-        """Stage 0's Q-Former directory (harness.stage0_qformer): the CLIP tower, whose own
+        """Stage 0's Q-Former directory (harness.pretraining.blip2_stage1): the CLIP tower, whose own
         post-layernorm plays BLIP-2's ``ln_vision``, the Q-Former and its word tokenizer."""
         tower = VisionTower.from_directory(directory / "vision")
         tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"), local_files_only=True)

@@ -17,9 +17,9 @@ from transformers import AutoConfig, AutoModel, CLIPVisionConfig, CLIPVisionMode
 
 from harness.backbones.loading import pretrained_model
 from harness.backbones.params import BackboneParams
-from harness.device import in_weights_dtype
-from harness.errors import HarnessError
-from harness.files import read_json_object
+from harness.core.device import in_weights_dtype
+from harness.core.errors import HarnessError
+from harness.core.files import read_json_object
 
 #: Pixel statistics of the tiny towers (docs/assumptions.md): x / 255 -> (x - 0.5) / 0.25.
 TINY_MEAN, TINY_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -39,7 +39,7 @@ class VisionTower(nn.Module):
     ``feature_layer`` picks the hidden state the features come from (-1: the last; LLaVA-1.5 was
     trained on -2) and ``drop_cls`` drops the first token (LLaVA's "default" selection strategy);
     both are read from a LLaVA checkpoint's config. A tower kept in half precision runs in its own
-    dtype (harness.device.in_weights_dtype)."""
+    dtype (harness.core.device.in_weights_dtype)."""
 
     def __init__(self, model: nn.Module, image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
                  feature_layer: int = -1, drop_cls: bool = False):
@@ -79,7 +79,8 @@ class VisionTower(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pixels = images.float() / 255.0
         if pixels.shape[-1] != self.image_size:
-            pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear",
+                                   align_corners=False)
         pixels = (pixels - self.mean) / self.std
         with in_weights_dtype(self.model) as dtype:
             if self.feature_layer == -1:
@@ -126,7 +127,8 @@ class QwenVisionTower(VisionTower):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pixels = images.float() / 255.0
         if pixels.shape[-1] != self.image_size or pixels.shape[-2] != self.image_size:
-            pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear",
+                                   align_corners=False)
         pixels = (pixels - self.mean) / self.std
         flat, grid = self.patchify(pixels)
         with in_weights_dtype(self.model) as dtype:
@@ -135,7 +137,7 @@ class QwenVisionTower(VisionTower):
 
 
 def processor_resize(directory: Path) -> str | None:
-    """The square geometry (harness.data.triplet.squared) closest to the checkpoint's own image
+    """The square geometry (harness.data.images.squared) closest to the checkpoint's own image
     processor, from its preprocessor_config.json: ``crop`` where it centre-crops (CLIPImageProcessor,
     LLaVA-1.5's hf conversion), ``pad`` for Qwen2-VL's processor, which keeps the aspect ratio at a
     dynamic resolution (a fixed square cannot; padding keeps the aspect and all the content: an

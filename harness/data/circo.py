@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.core.errors import HarnessError
+from harness.core.paths import confine_found
 from harness.data.cirr import read_json
-from harness.data.triplet import CIRSplit, ImageStore, Triplet
+from harness.data.images import ImageStore
 from harness.data.spec import DatasetSpec
-from harness.errors import HarnessError
-from harness.paths import confine_found
+from harness.data.triplet import CIRSplit, Triplet
 
 CIRCO_SPLITS = ("val", "test")
 IMAGES = "unlabeled2017"
@@ -44,8 +45,10 @@ def read_circo_split(root: Path, split: str, image_size: int = 64) -> tuple[CIRS
     if not isinstance(entries, list):
         raise HarnessError("expected a JSON list of queries", file=annotations, fix="restore the original file")
     images = root / IMAGES
-    problems: list[str] = [] if images.is_dir() else [f"{root}: the {IMAGES}/ folder (the COCO 2017 unlabeled images) is missing"]
-    paths = confine_found(root, {str(int(path.stem)): path for path in sorted(images.glob("*.jpg")) if path.stem.isdigit()},
+    problems: list[str] = [] if images.is_dir() else [f"{root}: the {IMAGES}/ folder (the COCO 2017 unlabeled images) "
+                                                      "is missing"]
+    paths = confine_found(root,
+                          {str(int(path.stem)): path for path in sorted(images.glob("*.jpg")) if path.stem.isdigit()},
                           file=images)
     triplets: list[Triplet] = []
     seen: set[int] = set()

@@ -4,8 +4,8 @@
     split = load_cirr_split(root, "val", image_size=64)   # raises HarnessError on any problem
 
 Both CIRR layouts are read: ``captions/`` and ``image_splits/`` at the root, or under
-``root/cirr/`` as the release unpacks. Refused, with the file and the field named: missing files, duplicate pair ids or image
-names, references, targets or set members absent from the split's images, and image paths
+``root/cirr/`` as the release unpacks. Refused, with the file and the field named: missing files,
+duplicate pair ids or image names, references, targets or set members absent from the split's images, and image paths
 that are absolute or climb out of the root. Missing image files are reported too.
 """
 
@@ -16,10 +16,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness.data.triplet import CIRSplit, ImageStore, Triplet
+from harness.core.errors import HarnessError
+from harness.core.paths import Confiner
+from harness.data.images import ImageStore
 from harness.data.spec import DatasetSpec
-from harness.errors import HarnessError
-from harness.paths import Confiner
+from harness.data.triplet import CIRSplit, Triplet
 
 CIRR_SPLITS = ("train", "val", "test1")
 
@@ -101,7 +102,8 @@ def read_cirr_split(root: Path, split: str, image_size: int = 64, dataset: str =
             raise HarnessError("target_soft must map image names to numbers", file=captions_file,
                                field=f"{field}.target_soft", fix="restore the original file")
         triplets.append(Triplet(pairid, reference, caption, None if target is None else str(target), members,
-                                edit_types.get(pairid), soft_targets=tuple((str(k), float(v)) for k, v in soft.items())))
+                                edit_types.get(pairid),
+                                soft_targets=tuple((str(k), float(v)) for k, v in soft.items())))
     loaded = CIRSplit(dataset, split, root, triplets, list(image_split), ImageStore(paths, image_size))
     return loaded, problems
 
@@ -111,7 +113,8 @@ def load_cirr_split(root: Path, split: str, image_size: int = 64, dataset: str =
     loaded, problems = read_cirr_split(root, split, image_size, dataset)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise HarnessError(problems[0] + more, fix=f"run `harness data check --dataset {dataset} --root {root} --split {split}`")
+        raise HarnessError(problems[0] + more, fix=f"run `harness data check --dataset {dataset} --root {root} --split "
+                                                   f"{split}`")
     return loaded
 
 

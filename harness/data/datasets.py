@@ -17,11 +17,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harness.core.errors import HarnessError, did_you_mean
+from harness.core.paths import cache_dir, file_lock
 from harness.data.circo import SPEC as CIRCO_SPEC
 from harness.data.cirr import CIRR_SPLITS, read_cirr_split
 from harness.data.cirr import SPEC as CIRR_SPEC
 from harness.data.fashioniq import FASHIONIQ_CATEGORIES
 from harness.data.fashioniq import SPEC as FASHIONIQ_SPEC
+from harness.data.images import ImageStore
 from harness.data.shoes import SPEC as SHOES_SPEC
 from harness.data.spec import DatasetSpec
 from harness.data.synthetic.generate import (
@@ -29,9 +32,7 @@ from harness.data.synthetic.generate import (
     SyntheticConfig,
     write_benchmark,
 )
-from harness.data.triplet import CIRSplit, ImageStore
-from harness.errors import HarnessError, did_you_mean
-from harness.paths import cache_dir, file_lock
+from harness.data.triplet import CIRSplit
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ SYNTHETIC = DatasetSpec(
     "synthetic", "embedded benchmark: rendered scenes of shapes, template captions, CIRR layout, no download (default)",
     CIRR_SPLITS, "cirr", lambda root, split, size, _: read_cirr_split(root, split, size, dataset="synthetic"),
     CIRR_SPEC.annotation_present)
-TABLE: dict[str, DatasetSpec] = {spec.name: spec for spec in (SYNTHETIC, CIRR_SPEC, FASHIONIQ_SPEC, CIRCO_SPEC, SHOES_SPEC)}
+TABLE: dict[str,
+            DatasetSpec] = {spec.name: spec for spec in (SYNTHETIC, CIRR_SPEC, FASHIONIQ_SPEC, CIRCO_SPEC, SHOES_SPEC)}
 DATASETS: dict[str, str] = {name: spec.description for name, spec in TABLE.items()}
 
 
@@ -51,7 +53,8 @@ class DatasetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field("synthetic", description="dataset name (see `harness list`)")
-    root: str | None = Field(None, description="local dataset directory; synthetic: generated into the cache when unset")
+    root: str | None = Field(None,
+                             description="local dataset directory; synthetic: generated into the cache when unset")
     train_split: str = "train"
     eval_split: str = "val"
     image_size: int = Field(64, ge=16, le=1024, description="images are resized to this square side")
@@ -74,7 +77,8 @@ class DatasetConfig(BaseModel):
         if isinstance(data, dict) and isinstance(data.get("synthetic"), dict) and "image_size" in data["synthetic"]:
             rendered = data["synthetic"]["image_size"]
             if "image_size" in data and data["image_size"] != rendered:
-                raise ValueError(f"synthetic.image_size {rendered} differs from image_size {data['image_size']}; set image_size only")
+                raise ValueError(f"synthetic.image_size {rendered} differs from image_size {data['image_size']}; set "
+                                 "image_size only")
             data = {**data, "image_size": rendered}
         if isinstance(data, dict) and "image_size" in data:
             synthetic = data.get("synthetic") or {}
@@ -161,7 +165,8 @@ def drop_missing_images(split: CIRSplit, problems: list[str]) -> tuple[CIRSplit,
     that remain (anything but a missing file). Counts go to ``split.info``."""
     present = {name for name, path in split.images.paths.items() if path.is_file()}
     kept = [t for t in split.triplets
-            if all(name in present for name in (t.reference, t.target, *t.subset, *t.ground_truths) if name is not None)]
+            if all(name in present for name in (t.reference, t.target, *t.subset,
+                                                *t.ground_truths) if name is not None)]
     gallery = [name for name in split.gallery if name in present]
     galleries = {category: [n for n in names if n in present] for category, names in split.galleries.items()}
     info = {**split.info, "dropped_queries": len(split.triplets) - len(kept),

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.core.errors import HarnessError
+from harness.core.paths import confine_found
 from harness.data.caption_join import join_captions
 from harness.data.cirr import read_json
-from harness.data.triplet import CIRSplit, ImageStore, Triplet
+from harness.data.images import ImageStore
 from harness.data.spec import DatasetSpec
-from harness.errors import HarnessError
-from harness.paths import confine_found
+from harness.data.triplet import CIRSplit, Triplet
 
 FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
 FASHIONIQ_SPLITS = ("train", "val", "test")

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.core.errors import HarnessError
+from harness.core.files import read_text
+from harness.core.paths import confine_found
 from harness.data.cirr import read_json
-from harness.data.triplet import CIRSplit, ImageStore, Triplet
+from harness.data.images import ImageStore
 from harness.data.spec import DatasetSpec
-from harness.errors import HarnessError
-from harness.paths import confine_found
-from harness.files import read_text
+from harness.data.triplet import CIRSplit, Triplet
 
 SHOES_SPLITS = ("train", "eval")
 CAPTIONS = "relative_captions_shoes.json"
@@ -43,7 +44,8 @@ def _image_files(root: Path) -> dict[str, Path]:
 def _names(path: Path) -> list[str]:
     if not path.is_file():
         raise HarnessError("image name list not found", file=path, fix="check --root and the dataset layout")
-    names = [line.strip() for line in read_text(path, fix="restore the dataset's original file").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path,
+                                                fix="restore the dataset's original file").splitlines() if line.strip()]
     for line, name in enumerate(names, start=1):
         if "/" in name or "\\" in name or name.startswith("."):
             raise HarnessError(f"line {line}: {name!r} is not a bare image name", file=path,

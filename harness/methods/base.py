@@ -7,13 +7,13 @@ A method is a ``torch.nn.Module`` with
   captions, L2-normalised;
 - ``encode_target(images) -> Tensor[B, D]``: candidate images, L2-normalised; a method that
   sets ``scoring = "max_similarity"`` returns several vectors per image, ``Tensor[B, M, D]``,
-  and an image scores the best of them (SPRC's query-token outputs; harness.scoring);
+  and an image scores the best of them (SPRC's query-token outputs; harness.evaluation.ranking);
 - ``loss_inputs(batch) -> dict[str, Tensor]`` and ``loss_from(inputs) -> Tensor``: the loss
   in two halves, per-item tensors (row i belongs to item i: the query and target embeddings
   by default) and the batch loss computed from them (in-batch InfoNCE by default). A method
   adds its own terms by overriding both; ``loss(batch)`` is their composition. The split is
   what lets the shared loop micro-batch a step with exact in-batch negatives
-  (harness.grad_cache).
+  (harness.training.grad_cache).
 
 A method trains on triplets by default; one that learns from images alone (zero-shot
 textual inversion) sets ``training_data = "images"`` and gets ``ImageBatch``es of the
@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from harness.data.caption_join import DEFAULT_CONVENTION, join_captions
-from harness.losses import info_nce  # noqa: F401  (re-exported: methods import it from here)
+from harness.objectives.losses import info_nce  # noqa: F401  (re-exported: methods import it from here)
 
 
 class MethodParams(BaseModel):
@@ -134,7 +134,7 @@ class CIRMethod(nn.Module):
 
     @classmethod
     def warm_starts(cls, params: MethodParams, dataset_key: str) -> list[Any]:
-        """The stage-0 checkpoints a method with ``params`` starts from (harness.warm_start's
+        """The stage-0 checkpoints a method with ``params`` starts from (harness.pretraining.warm_start's
         ``WarmStart``s); `harness pretrain` and the runner build them."""
         return []
 
@@ -203,7 +203,7 @@ class CIRMethod(nn.Module):
 
     def frozen_target_state(self) -> dict[str, torch.Tensor] | None:
         """The tensors ``encode_target`` depends on when they never train (then the gallery's
-        embeddings are cached across runs, harness.embedding_cache); None, the default, when
+        embeddings are cached across runs, harness.evaluation.embedding_cache); None, the default, when
         the target side trains."""
         return None
 

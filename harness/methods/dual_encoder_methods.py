@@ -1,4 +1,8 @@
-"""Bases of the methods built on the shared dual encoder (CLIP4Cir, Pic2Word, SEARLE, references)."""
+"""Bases of the methods built on the shared dual encoder (CLIP4Cir, Pic2Word, SEARLE, references),
+and where their dual encoder comes from: stage 0's tiny CLIP, or a pretrained directory.
+
+    encoder = dual_encoder(params.backbone, params.stage0, context)
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,28 @@ import torch
 import torch.nn.functional as F
 
 from harness.backbones.dual_encoder import DualEncoder
-from harness.stage0 import clip_request
+from harness.backbones.params import BackboneParams
+from harness.core.errors import HarnessError
 from harness.data.caption_join import ORDER_SEPARATOR
 from harness.methods.base import CIRMethod, MethodContext
+from harness.pretraining.stage0 import Stage0Params, clip_request, ensure_stage0_clip
+
+
+def dual_encoder(backbone: BackboneParams, stage0: Stage0Params, context: MethodContext) -> DualEncoder:
+    """The backbone a method asked for: stage 0's tiny CLIP (built or read from its cache), or a
+    pretrained CLIP / SigLIP directory."""
+    if backbone.source == "pretrained":
+        if not backbone.vision_dir:
+            raise HarnessError("source 'pretrained' needs vision_dir: a whole CLIP or SigLIP directory",
+                               field="method.params.backbone.vision_dir", fix="set it to your local checkpoint")
+        return DualEncoder.from_directory(backbone.vision_dir)
+    if context.train_split is None:
+        raise HarnessError("the tiny dual encoder comes from stage 0, which needs the training split",
+                           field="method.params.backbone.source",
+                           fix="run through `harness run`, or use source: pretrained")
+    directory = ensure_stage0_clip(clip_request(context.dataset_key, backbone, stage0), context.train_split,
+                                   progress=context.progress)
+    return DualEncoder.from_stage0(directory)
 
 
 class DualEncoderMethod(CIRMethod):
@@ -19,7 +42,7 @@ class DualEncoderMethod(CIRMethod):
 
     @classmethod
     def warm_starts(cls, params: Any, dataset_key: str) -> list[Any]:
-        from harness.warm_start import Stage0WarmStart
+        from harness.pretraining.warm_start import Stage0WarmStart
 
         if getattr(params, "start", "stage0") != "stage0" or params.backbone.source != "tiny":
             return []
@@ -42,7 +65,7 @@ class TextualInversionMethod(DualEncoderMethod):
     def __init__(self, params: Any, context: MethodContext):
         super().__init__(params, context)
         self.training_data = "triplets" if params.supervised else "images"
-        self.encoder = DualEncoder.for_method(params.backbone, params.stage0, context).requires_grad_(False)
+        self.encoder = dual_encoder(params.backbone, params.stage0, context).requires_grad_(False)
 
     def invert(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.protocol import per_query_value
+from harness.evaluation.protocol import per_query_value
+from harness.evaluation.results import RunResult, read_rankings
 from harness.reporting.stats import weights_for
-from harness.results import RunResult, read_rankings
-
 
 
 def config_value(config: dict[str, Any], path: str) -> Any:
@@ -87,7 +86,8 @@ class Group:
 
     def rankings(self, run: RunResult) -> list[dict[str, Any]] | None:
         if run.run_id not in self._rankings:
-            path = None if self.runs_dir is None or not run.rankings_file else self.runs_dir / run.run_id / run.rankings_file
+            kept = self.runs_dir is not None and run.rankings_file
+            path = self.runs_dir / run.run_id / run.rankings_file if kept else None
             self._rankings[run.run_id] = read_rankings(path) if path is not None and path.is_file() else []
         return self._rankings[run.run_id] or None
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.group_metrics import ERROR_KINDS, LEARNING_FREE
-from harness.protocol import title as metric_title
+from harness.evaluation.intent import ERROR_KINDS, LEARNING_FREE
+from harness.evaluation.protocol import title as metric_title
 from harness.reporting.data import Group
 from harness.reporting.tables import Cell, Table, mean_std_text
 
@@ -32,7 +32,8 @@ def learning_free_rows(groups: Sequence[Group], columns: Sequence[str], leading:
     """One row per learning-free scorer: its label, ``leading - 1`` empty cells, then ``columns``."""
     rows = []
     for scorer, values in learning_free(groups).items():
-        row = [Cell(f"{LEARNING_FREE_LABEL}: {LEARNING_FREE.get(scorer, scorer)}"), *(Cell("-") for _ in range(leading - 1))]
+        row = [Cell(f"{LEARNING_FREE_LABEL}: {LEARNING_FREE.get(scorer, scorer)}"),
+               *(Cell("-") for _ in range(leading - 1))]
         row += [Cell(f"{values[c]:.1f}", values[c]) if c in values else Cell("-") for c in columns]
         rows.append(row)
     return rows
@@ -50,12 +51,12 @@ def intent_table(groups: Sequence[Group]) -> Table | None:
     rows = [[Cell(g.label), *(_mean_std_cell(g, m) for m in INTENT_METRICS)] for g in groups]
     table = Table("Following intent", ["run", *(metric_title(m) for m in INTENT_METRICS)], rows, name="intent",
                   csv_header=["run", *INTENT_METRICS],
-                  caption="Embedded benchmark v2, metrics in %, mean ± std over seeds. Joint = the queries a learning-free "
-                  "additive scorer score(x) = a(caption, x) + b(reference, x) cannot solve even with perfect perception "
-                  "(the target depends on the reference in a way the caption does not spell out); rest = the others. "
-                  "Rg@1 = the target ranked first within the query's own image group (reference left out). Held-out = "
-                  "captions phrased with phrasings or synonyms training never shows. The last rows read the scene "
-                  "graphs instead of pixels and learn nothing.")
+                  caption="Embedded benchmark v2, metrics in %, mean ± std over seeds. Joint = the queries a "
+                  "learning-free additive scorer score(x) = a(caption, x) + b(reference, x) cannot solve even with "
+                  "perfect perception (the target depends on the reference in a way the caption does not spell out); "
+                  "rest = the others. Rg@1 = the target ranked first within the query's own image group (reference "
+                  "left out). Held-out = captions phrased with phrasings or synonyms training never shows. The last "
+                  "rows read the scene graphs instead of pixels and learn nothing.")
     table.mark_best({1 + i: "max" for i in range(len(INTENT_METRICS))})
     table.rows += learning_free_rows(groups, INTENT_METRICS, 1)
     return table

@@ -17,10 +17,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from harness.protocol import title  # noqa: E402
+from harness.core.files import atomic_write_bytes  # noqa: E402
+from harness.evaluation.protocol import title  # noqa: E402
 from harness.reporting.data import Group, config_value  # noqa: E402
 from harness.reporting.stats import bootstrap_ci  # noqa: E402
-from harness.results import atomic_write_bytes  # noqa: E402
 
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
 STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 6, "xtick.labelsize": 6,
@@ -37,7 +37,8 @@ def save(figure: Any, out: Path, stem: str) -> str:
     return stem
 
 
-def recall_vs_parameter(groups: Sequence[Group], x: str, main: str | None, metrics: Sequence[str], out: Path) -> str | None:
+def recall_vs_parameter(groups: Sequence[Group], x: str, main: str | None, metrics: Sequence[str],
+                        out: Path) -> str | None:
     """Recall of the method under study against the swept parameter: seed mean as points, 95%
     bootstrap interval over queries as a band; other methods as horizontal lines."""
     swept = [g for g in groups if (main is None or g.method == main) and config_value(g.runs[0].config, x) is not None]
@@ -130,7 +131,8 @@ def by_edit_type(groups: Sequence[Group], metric: str, out: Path) -> str | None:
         figure, axis = plt.subplots(figsize=(COLUMN_WIDTH * 2, 2.2))
         width = 0.8 / len(groups)
         for index, group in enumerate(groups):
-            means = [np.mean([r.metrics_by_edit_type.get(t, {}).get(metric, np.nan) for r in group.runs]) for t in order]
+            means = [np.mean([r.metrics_by_edit_type.get(t,
+                                                         {}).get(metric, np.nan) for r in group.runs]) for t in order]
             axis.bar(np.arange(len(order)) + index * width - 0.4 + width / 2, means, width, label=group.label)
         axis.set_xticks(np.arange(len(order)), order)
         axis.set_ylabel(f"{title(metric)} (%)")
@@ -244,7 +246,8 @@ def retrieval_examples(groups: Sequence[Group], out: Path, queries: int = 2, max
 
 #: Top-1 kinds of the error figure, in stacking order, with their colours.
 TOP1_KINDS = (("recall_at_1", "target", "tab:green"), ("top1_intent", "intent distractor", "tab:red"),
-              ("top1_retention", "retention distractor", "tab:orange"), ("top1_topped_up", "topped-up member", "tab:gray"),
+              ("top1_retention", "retention distractor", "tab:orange"),
+              ("top1_topped_up", "topped-up member", "tab:gray"),
               ("top1_elsewhere", "elsewhere", "tab:blue"))
 
 

@@ -24,8 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
-from harness.config import flatten
+from harness.core.errors import HarnessError
+from harness.core.files import atomic_write_text
+from harness.core.settings import flatten
+from harness.evaluation.protocol import TABLE_METRICS, title
+from harness.evaluation.results import RunResult
 from harness.reporting.data import Group, config_value, load_groups
 from harness.reporting.intent_sections import error_kinds_table, intent_table
 from harness.reporting.sections import (
@@ -42,8 +45,6 @@ from harness.reporting.sections import (
 )
 from harness.reporting.stats import RESAMPLES
 from harness.reporting.tables import Cell, Table, latex_escape
-from harness.results import RunResult, atomic_write_text
-from harness.protocol import TABLE_METRICS, title
 
 PLOT_METRICS = ("recall_at_1", "recall_at_5", "recall_subset_at_1")
 
@@ -203,7 +204,8 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     drawn = [
         (plots.pareto(groups, headline[0] if headline else "recall_at_1", out),
          "Accuracy against latency; the red steps join the runs no other run beats on both."),
-        (plots.by_edit_type(groups, headline[0] if headline else "recall_at_1", out), "Recall per edit type of the query."),
+        (plots.by_edit_type(groups, headline[0] if headline else "recall_at_1", out), "Recall per edit type of the "
+                                                                                      "query."),
         (plots.intent_vs_retention(groups, out),
          "Intent fidelity against visual retention of each run's top-1 image (the target scores 100 on both)."),
         (plots.top1_kinds(groups, out), "What each run's top-1 image is: the target, an intent distractor (a "
@@ -224,8 +226,9 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
              f"over seeds unless marked; intervals are 95% bootstrap intervals over the {queries} queries "
              f"({RESAMPLES} resamples)." + _machine_caveat(results))
     hardware = first.environment.get("hardware", {})
-    machine = (f"Machine: {hardware.get('cpu')}, {hardware.get('cpu_cores')} cores, {hardware.get('torch_threads')} torch "
-               f"threads, device {hardware.get('gpu') or hardware.get('device')}; commit {first.environment.get('git_commit')}.")
+    machine = (f"Machine: {hardware.get('cpu')}, {hardware.get('cpu_cores')} cores, {hardware.get('torch_threads')} "
+               f"torch threads, device {hardware.get('gpu') or hardware.get('device')}; commit "
+               f"{first.environment.get('git_commit')}.")
     return Report(title, description, setup, summary(comparisons, groups), tables, findings(results),
                   _notes(results), figures, machine, _published(published))
 
@@ -234,23 +237,25 @@ def _machine_caveat(results: Sequence[RunResult]) -> str:
     """Which digits of the runs reproduce where: bit for bit on one machine and thread count;
     across CPUs, under bf16 autocast, per-run metrics moved by up to 1.6 points (measured,
     docs/reliability.md)."""
-    same = (" Which digits reproduce: a run id gives the same metrics bit for bit on the same CPU model, torch build and "
-            "thread count (these runs' are named below).")
+    same = (" Which digits reproduce: a run id gives the same metrics bit for bit on the same CPU model, torch build "
+            "and thread count (these runs' are named below).")
     if any(r.environment.get("precision", {}).get("train") == "bf16" or
            r.environment.get("precision", {}).get("eval") == "bf16" for r in results):
         return same + (" Runs under bf16 autocast depend on the CPU's kernels: the main job's run ids on an AMD EPYC "
                        "and an Intel Xeon gave per-run metrics up to 1.6 points apart, more than the seeds' spread "
                        "(docs/reliability.md), so compare runs from one machine and read a difference below its MDE "
                        "as unresolved; precision: fp32 is the portable choice.")
-    return same + (" These runs are fp32, the portable choice: other CPUs round their sums differently only in the last "
-                   "bits (not measured across machines here), so compare across machines within the seeds' spread.")
+    return same + (" These runs are fp32, the portable choice: other CPUs round their sums differently only in the "
+                   "last bits (not measured across machines here), so compare across machines within the seeds' "
+                   "spread.")
 
 
 def _attention_caption(groups: Sequence[Group]) -> str:
     """Figure 5's caption; it says where a layout puts the task prompt before the task input."""
     caption = ("Attention on visual and caption tokens from the soft prompt, the task prompt and [EMB] (the paper's "
                "Figure 5).")
-    first = [g.label for g in groups if config_value(g.runs[0].config, "method.params.instruction_order") == "task_first"]
+    first = [g.label for g in groups if config_value(g.runs[0].config,
+                                                     "method.params.instruction_order") == "task_first"]
     if first:
         caption += (f" In {', '.join(first)} (instruction_order: task_first) the task prompt precedes both, so causal "
                     "attention gives it none.")
@@ -261,7 +266,8 @@ def _notes(results: Sequence[RunResult]) -> list[str]:
     lines = []
     usage = [(r.label, r.seed, r.method_statistics) for r in results if "prompt_usage" in r.method_statistics]
     if usage:
-        lines += ["Prompt-pool usage on the evaluation queries (selections per prompt; effective number = exp(entropy)):", ""]
+        lines += ["Prompt-pool usage on the evaluation queries (selections per prompt; effective number = "
+                  "exp(entropy)):", ""]
         lines += [f"- {label}, seed {seed}: {stats['prompt_usage']} (effective {stats['prompts_used_effective']:.1f})"
                   for label, seed, stats in usage]
         lines.append("")
@@ -309,11 +315,15 @@ def latex(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
-STYLE = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222;line-height:1.4}
-table{border-collapse:collapse;margin:0.5rem 0;font-size:0.85rem}caption{text-align:left;font-weight:bold;padding:0.3rem 0}
-th,td{padding:0.2rem 0.5rem;border-bottom:1px solid #ddd;text-align:right}th:first-child,td:first-child{text-align:left}
-thead th{border-bottom:2px solid #444}.note{font-size:0.8rem;color:#555;margin-top:0}figure{margin:1.5rem 0}
-figure img{max-width:100%}figcaption{font-size:0.85rem;color:#444}code{background:#f4f4f4;padding:0 0.2rem}"""
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222;"
+         "line-height:1.4}\n"
+         "table{border-collapse:collapse;margin:0.5rem 0;font-size:0.85rem}caption{text-align:left;font-weight:bold;"
+         "padding:0.3rem 0}\n"
+         "th,td{padding:0.2rem 0.5rem;border-bottom:1px solid #ddd;text-align:right}th:first-child,td:first-child"
+         "{text-align:left}\n"
+         "thead th{border-bottom:2px solid #444}.note{font-size:0.8rem;color:#555;margin-top:0}"
+         "figure{margin:1.5rem 0}\n"
+         "figure img{max-width:100%}figcaption{font-size:0.85rem;color:#444}code{background:#f4f4f4;padding:0 0.2rem}")
 
 
 def html_page(report: Report, out: Path) -> str:
@@ -338,7 +348,8 @@ def html_page(report: Report, out: Path) -> str:
                     f'<figcaption>{html.escape(caption)} <a href="{stem}.pdf">PDF</a></figcaption></figure>')
     extra = [line for line in report.findings + report.notes if line]
     if extra:
-        body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{paragraph(line.lstrip('- '))}</li>" for line in extra) + "</ul>")
+        notes = "".join(f"<li>{paragraph(line.lstrip('- '))}</li>" for line in extra)
+        body.append(f"<h2>Notes</h2><ul>{notes}</ul>")
     body.append(f"<p class=\"note\">{paragraph(report.machine)}</p>")
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(report.title)}</title><style>{STYLE}</style></head><body>"
@@ -352,7 +363,8 @@ def write_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     (or the first format's file)."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
-        raise HarnessError(f"unknown report format {unknown[0]!r}", field="--format", fix=f"use some of {','.join(FORMATS)}")
+        raise HarnessError(f"unknown report format {unknown[0]!r}", field="--format", fix="use some of "
+                                                                                          f"{','.join(FORMATS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = build_report(results, out, title, description, x, published, runs_dir, baseline)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.evaluation.protocol import TABLE_METRICS
+from harness.evaluation.protocol import title as metric_title
 from harness.reporting.data import Group, config_value
 from harness.reporting.intent_sections import LEARNING_FREE_LABEL, learning_free_rows
 from harness.reporting.stats import (
@@ -25,8 +27,7 @@ from harness.reporting.stats import (
     seed_aware_test,
 )
 from harness.reporting.tables import Cell, Table, fmt, mean_std_text
-from harness.protocol import TABLE_METRICS
-from harness.protocol import title as metric_title
+
 #: Metrics a report tests, in order of preference (the first two the runs have per query).
 HEADLINE = ("recall_at_1", "recall_subset_at_1", "recall_at_10", "recall_at_50", "recall_at_5")
 EDIT_ORDER = ("add", "remove", "recolour", "resize", "move", "replace", "compound")
@@ -134,8 +135,8 @@ def statistics_table(groups: Sequence[Group], comparisons: Sequence[Comparison])
     baseline = comparisons[0].baseline if comparisons else "-"
     table = Table("Statistics over queries", header, rows, name="statistics", csv_header=csv_header, csv_rows=csv_rows,
                   caption=f"Seed-averaged per-query values with 95% bootstrap intervals over queries; Δ = run - "
-                  f"{baseline} on the same queries, paired sign-flip permutation test (two-sided); {NOT_SIGNIFICANT} = not "
-                  f"significant at α = {ALPHA} after Holm's correction over the runs compared; MDE = the smallest "
+                  f"{baseline} on the same queries, paired sign-flip permutation test (two-sided); {NOT_SIGNIFICANT} = "
+                  f"not significant at α = {ALPHA} after Holm's correction over the runs compared; MDE = the smallest "
                   f"difference this test detects with {POWER:.0%} power (query sampling only: seeds are averaged).")
     return table
 
@@ -170,7 +171,8 @@ def seed_statistics_table(comparisons: Sequence[Comparison]) -> Table | None:
                  csv_rows=csv_rows, caption=f"Δ = run - {tested[0].baseline} over the seeds both ran: each of the "
                  "bootstrap's samples draws seeds with replacement (the same for both runs), then queries, so training "
                  "luck of one seed counts as noise; p = two-sided bootstrap p-value; "
-                 f"{NOT_SIGNIFICANT} = not significant at α = {ALPHA} after Holm's correction; MDE at {POWER:.0%} power.")
+                 f"{NOT_SIGNIFICANT} = not significant at α = {ALPHA} after Holm's correction; MDE at {POWER:.0%} "
+                 "power.")
 
 
 def _test_cells(test: PairedTest, significant: bool) -> list[Cell]:
@@ -215,8 +217,9 @@ def ablation_table(groups: Sequence[Group], main: str | None, x: str | None, met
         rows.append(row)
     table = Table(f"Ablation: {main}, {name}", header, rows, name="ablation",
                   caption=f"{main} variants; metrics mean ± std over seeds; Δ on the same queries with a paired "
-                  f"sign-flip test; {NOT_SIGNIFICANT} = not significant at α = {ALPHA} (Holm); p (seeds): the seed-aware "
-                  f"test (seeds, then queries); MDE: the smallest difference each test detects with {POWER:.0%} power.")
+                  f"sign-flip test; {NOT_SIGNIFICANT} = not significant at α = {ALPHA} (Holm); p (seeds): the "
+                  "seed-aware test (seeds, then queries); MDE: the smallest difference each test detects with "
+                  f"{POWER:.0%} power.")
     return table.mark_best({1 + ambiguous + i: "max" for i in range(len(metrics))})
 
 
@@ -294,7 +297,8 @@ def edit_type_table(groups: Sequence[Group], metric: str) -> Table | None:
     counts = groups[0].runs[0].metrics_by_edit_type
     header = ["run", *(f"{t} ({int(counts[t]['num_queries'])})" if t in counts else t for t in order)]
     table = Table(f"{metric_title(metric)} per edit type", header, rows, name="edit_types",
-                  caption=f"{metric_title(metric)} in %, mean over seeds, per edit type of the query (queries in brackets).",
+                  caption=f"{metric_title(metric)} in %, mean over seeds, per edit type of the query (queries in "
+                          "brackets).",
                   csv_header=["run", *order])
     return table.mark_best({1 + i: "max" for i in range(len(order))})
 
@@ -334,9 +338,11 @@ def summary(comparisons: Sequence[Comparison], groups: Sequence[Group]) -> list[
              f"significant means p < {ALPHA} after Holm's correction.", ""]
     for comparison in comparisons:
         title = metric_title(comparison.metric)
-        above = [f"{label} ({t.difference:+.1f}{_seed_text(comparison, label)})" for label, t in comparison.tests.items()
+        above = [f"{label} ({t.difference:+.1f}{_seed_text(comparison, label)})" for label,
+                 t in comparison.tests.items()
                  if comparison.significant[label] and t.difference > 0]
-        below = [f"{label} ({t.difference:+.1f}{_seed_text(comparison, label)})" for label, t in comparison.tests.items()
+        below = [f"{label} ({t.difference:+.1f}{_seed_text(comparison, label)})" for label,
+                 t in comparison.tests.items()
                  if comparison.significant[label] and t.difference < 0]
         tied = [f"{label} ({t.difference:+.1f}, p = {_p_text(t.p_value)}, " +
                 (f"not resolved at MDE {t.mde:.1f})" if t.mde > 0 else "the same on every query)")

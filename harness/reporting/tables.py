@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from harness.protocol import table_columns
-from harness.results import RunResult
+from harness.evaluation.protocol import table_columns
+from harness.evaluation.results import RunResult
 
 
 @dataclass

@@ -10,10 +10,10 @@ image, each checkable on one image alone, see ``image_features``), over gallery 
 
 where |R (sym. diff.) x| counts the object features in one scene only (each object's
 (cell, shape, colour, size) and its four projections that drop one attribute, so an object
-one attribute away is nearer than one two attributes away) and ids are the (colour, shape) pairs. Grid: alpha in {0, 1}, beta in {0} and 2^-6 ... 2^1,
-gamma in {0, 1/4, 1/2, 1} (all-zero left out); dyadic values keep sums of small integers exact,
-so ties are real ties. The reference image itself is never ranked;
-R@1 is the expectation under random tie-breaking.
+one attribute away is nearer than one two attributes away) and ids are the (colour, shape) pairs.
+Grid: alpha in {0, 1}, beta in {0} and 2^-6 ... 2^1, gamma in {0, 1/4, 1/2, 1} (all-zero left out);
+dyadic values keep sums of small integers exact, so ties are real ties. The reference image itself
+is never ranked; R@1 is the expectation under random tie-breaking.
 
 - ``needs_joint_reading``: no grid point ranks the target strictly first;
 - best additive: the grid point with alpha = 1 of highest mean R@1 over a split;
@@ -168,7 +168,8 @@ def certify(references: Sequence[Scene], facts: Sequence[list[Fact]], targets: S
             hit = scores[local, targets_[rows]] == top
             r1[rows, k] = hit / ties
             strict[rows, k] = hit & (ties == 1)
-    oracle = np.array([_oracle_r1(keys.get(scene_key(e), []), t, r) for e, t, r in zip(expected, targets, reference_columns)])
+    oracle = np.array([_oracle_r1(keys.get(scene_key(e), []), t, r) for e, t,
+                       r in zip(expected, targets, reference_columns)])
     return Certificate(r1, strict, oracle)
 
 

@@ -57,8 +57,9 @@ def _core_regex(text: str, seen_only: bool) -> re.Pattern[str]:
             parts.append(f"the {_alt('thing', None, seen_only)} {_alt('relation', 'relation', seen_only)} "
                          f"{_anchor(seen_only)}")
         elif piece == "object":
-            parts.append(f"an? {_alt('size', 'object__size', seen_only)} {_alt('colour', 'object__colour', seen_only)} "
-                         f"{_alt('shape', 'object__shape', seen_only)} in the {_alt('cell', 'object__cell', seen_only)}")
+            size, colour = _alt("size", "object__size", seen_only), _alt("colour", "object__colour", seen_only)
+            shape, cell = _alt("shape", "object__shape", seen_only), _alt("cell", "object__cell", seen_only)
+            parts.append(f"an? {size} {colour} {shape} in the {cell}")
         elif piece == "a":
             parts.append("an?")
         elif piece in ("colourword", "thing"):

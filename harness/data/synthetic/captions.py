@@ -42,7 +42,8 @@ def _phrasings(edit: Edit) -> list[str]:
         where = cell_name(edit.new)
         return [f"move {the} to the {where}", f"put {the} in the {where}", f"shift {the} to the {where}"]
     if edit.type == "replace":
-        return [f"turn {the} into a {edit.new}", f"replace {the} with a {colour} {edit.new}", f"make {the} a {edit.new}"]
+        return [f"turn {the} into a {edit.new}", f"replace {the} with a {colour} {edit.new}",
+                f"make {the} a {edit.new}"]
     raise ValueError(f"unknown edit type {edit.type!r}")
 
 

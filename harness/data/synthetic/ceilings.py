@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from harness.core.errors import HarnessError
 from harness.data.cirr import read_json
 from harness.data.synthetic.additive import certify
 from harness.data.synthetic.families import FAMILIES
 from harness.data.synthetic.programs import Program, classic_program, program
 from harness.data.synthetic.scene import apply_edits, edit_from_json, scene_from_json
-from harness.errors import HarnessError
 
 COLUMNS = ("queries", "oracle", "best_additive", "caption_only", "reference_only", "joint_share")
 
@@ -37,7 +37,8 @@ def split_ceilings(root: Path, split: str) -> list[dict[str, Any]]:
     edits_file = root / f"query_edits.rc2.{split}.json"
     graphs = read_json(root / "scene_graphs.json", what="scene graphs file")
     entries = read_json(edits_file, what="query edits file")
-    captions = {e["pairid"]: e["reference"] for e in read_json(root / "captions" / f"cap.rc2.{split}.json", what="caption file")}
+    captions = {e["pairid"]: e["reference"] for e in read_json(root / "captions" / f"cap.rc2.{split}.json",
+                                                               what="caption file")}
     names = list(read_json(root / "image_splits" / f"split.rc2.{split}.json", what="image split file"))
     column = {name: i for i, name in enumerate(names)}
     try:
@@ -66,7 +67,8 @@ def split_ceilings(root: Path, split: str) -> list[dict[str, Any]]:
 
 def format_rows(rows: list[dict[str, Any]]) -> list[str]:
     """Plain-text table lines, R@1 in percent."""
-    header = f"  {'family':<16} {'queries':>7} {'oracle':>7} {'additive':>8} {'caption':>8} {'reference':>9} {'joint %':>7}"
+    header = (f"  {'family':<16} {'queries':>7} {'oracle':>7} {'additive':>8} {'caption':>8} {'reference':>9} "
+              f"{'joint %':>7}")
     lines = [header]
     for row in rows:
         lines.append(f"  {row['family']:<16} {row['queries']:>7} {row['oracle']:>7.1f} {row['best_additive']:>8.1f} "

@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
+from harness.core.files import staged_directory
 from harness.data.synthetic.captions import random_caption
 from harness.data.synthetic.query import SPLIT_DIRS, SPLITS, Query, SceneRegistry
 from harness.data.synthetic.render import render_scene
@@ -45,7 +46,6 @@ from harness.data.synthetic.scene import (
     random_scene,
     wrong_argument_edits,
 )
-from harness.paths import staged_directory
 
 GENERATOR_VERSION = 1
 SET_SIZE = 6
@@ -276,7 +276,8 @@ def _dump_json(path: Path, data: object) -> None:
 
 
 #: Query counts (train, val, test1) of each `harness data synthetic --size` preset.
-SIZE_PRESETS = {"tiny": (200, 100, 50), "small": (2000, 500, 200), "default": (10000, 1000, 500), "large": (40000, 3000, 1000)}
+SIZE_PRESETS = {"tiny": (200, 100, 50), "small": (2000, 500, 200), "default": (10000, 1000, 500),
+                "large": (40000, 3000, 1000)}
 
 
 def write_benchmark(config: SyntheticConfig, out: Path, workers: int | None = None, progress: bool = True) -> Path:

@@ -136,7 +136,8 @@ def draw_query(rng: np.random.Generator, config, evaluation: bool, fresh) -> Dra
             continue
         held_out = evaluation and bool(rng.random() < config.held_out_share)
         caption, held_out = render(prog, rng, held_out)
-        kinds = ["reference", "target", *["intent"] * len(intent), *["retention"] * len(retention), *["topped_up"] * len(topped)]
+        kinds = ["reference", "target", *["intent"] * len(intent), *["retention"] * len(retention),
+                 *["topped_up"] * len(topped)]
         return Drawn(family.name, prog, edits, caption, held_out, taken + topped, kinds, family.facts(prog))
 
 
@@ -164,7 +165,8 @@ def certificate_of(drawn: list[Drawn], names: list[list[str]]) -> list[dict[str,
                      targets=[column[n[1]] for n in names], expected=[q.scenes[1] for q in drawn],
                      reference_columns=[column[n[0]] for n in names], gallery=gallery)
     scorers = result.scorers()
-    return [{"needs_joint_reading": bool(joint), "learning_free_r1": {k: round(float(v[i]), 6) for k, v in scorers.items()}}
+    return [{"needs_joint_reading": bool(joint),
+             "learning_free_r1": {k: round(float(v[i]), 6) for k, v in scorers.items()}}
             for i, joint in enumerate(result.needs_joint_reading)]
 
 
@@ -183,7 +185,8 @@ def generate_queries_v2(config) -> dict[str, list]:
             position = np.argsort(rng.permutation(len(query.scenes)))  # scene i is image position[i]
             names.append([f"{SPLIT_DIRS[split]}-{set_id:05d}-img{int(p)}" for p in position])
             drawn.append(query)
-        certificates = certificate_of(drawn, names) if split != "train" else [{"needs_joint_reading": None}] * len(drawn)
+        certificates = certificate_of(drawn,
+                                      names) if split != "train" else [{"needs_joint_reading": None}] * len(drawn)
         queries[split] = []
         for query, scene_names, certificate in zip(drawn, names, certificates, strict=True):
             order = sorted(range(len(scene_names)), key=lambda i: scene_names[i])

@@ -12,6 +12,7 @@ import json
 
 import torch
 
+from harness.core.errors import HarnessError
 from harness.data.synthetic.scene import (
     apply_edits,
     edit_from_json,
@@ -19,7 +20,6 @@ from harness.data.synthetic.scene import (
     scene_key,
 )
 from harness.data.triplet import CIRSplit
-from harness.errors import HarnessError
 
 
 def oracle_scores(split: CIRSplit) -> torch.Tensor:
@@ -30,7 +30,8 @@ def oracle_scores(split: CIRSplit) -> torch.Tensor:
         raise HarnessError("the oracle needs scene graphs and query edits", file=split.root,
                            fix="use a dataset written by `harness data synthetic`")
     graphs = json.loads(graphs_file.read_text())
-    edits = {entry["pairid"]: [edit_from_json(e) for e in entry["edits"]] for entry in json.loads(edits_file.read_text())}
+    entries = json.loads(edits_file.read_text())
+    edits = {entry["pairid"]: [edit_from_json(e) for e in entry["edits"]] for entry in entries}
     gallery_keys: dict[str, list[int]] = {}
     for column, name in enumerate(split.gallery):
         gallery_keys.setdefault(scene_key(scene_from_json(graphs[name])), []).append(column)

@@ -32,14 +32,17 @@ LEXICONS: dict[str, Lexicon] = {
     "size": {"large": (("large", "big"), ("huge",)), "small": (("small", "tiny"), ("little",))},
     "size_cmp": {"large": (("bigger", "larger"), ()), "small": (("smaller",), ("tinier",))},
     "size_verb": {"large": (("enlarge", "grow"), ("scale up",)), "small": (("shrink",), ("scale down",))},
-    "direction": {"left": (("left", "to the left"), ("leftwards",)), "right": (("right", "to the right"), ("rightwards",)),
+    "direction": {"left": (("left", "to the left"), ("leftwards",)),
+                  "right": (("right", "to the right"), ("rightwards",)),
                   "up": (("up", "upwards"), ("higher",)), "down": (("down", "downwards"), ("lower",))},
-    "distance": {1: (("one cell", "one step"), ("a single cell",)), 2: (("two cells", "two steps"), ("a couple of cells",))},
+    "distance": {1: (("one cell", "one step"), ("a single cell",)),
+                 2: (("two cells", "two steps"), ("a couple of cells",))},
     "relation": {"left of": (("left of", "to the left of"), ("on the left side of",)),
                  "right of": (("right of", "to the right of"), ("on the right side of",)),
                  "above": (("above", "just above"), ("straight above",)),
                  "below": (("below", "just below", "under"), ("beneath",))},
-    "cell": {cell: ((cell_name(cell),), (cell_name(cell).replace("centre", "center"),) if "centre" in cell_name(cell) else ())
+    "cell": {cell: ((cell_name(cell),),
+                    (cell_name(cell).replace("centre", "center"),) if "centre" in cell_name(cell) else ())
              for cell in CELLS},
     "colourword": {None: (("colour",), ("color",))},
     "thing": {None: (("shape", "object"), ("figure",))},
@@ -78,8 +81,10 @@ CORES: dict[str, list[tuple[str, str, bool]]] = {
                       ("imp", "push {subject} {distance} {direction}", True),
                       ("desc", "with {subject} {distance} further {direction}", False),
                       ("desc", "where {subject} has moved {distance} {direction}", False)],
-    "move_beside": [("imp", "move {subject} {relation} {anchor}", False), ("imp", "put {subject} {relation} {anchor}", False),
-                    ("imp", "place {subject} {relation} {anchor}", False), ("imp", "bring {subject} {relation} {anchor}", True),
+    "move_beside": [("imp", "move {subject} {relation} {anchor}", False),
+                    ("imp", "put {subject} {relation} {anchor}", False),
+                    ("imp", "place {subject} {relation} {anchor}", False),
+                    ("imp", "bring {subject} {relation} {anchor}", True),
                     ("desc", "with {subject} now {relation} {anchor}", False),
                     ("desc", "where {subject} sits {relation} {anchor}", False)],
     "swap/position": [("imp", "swap {subject} and {other}", False), ("imp", "switch {subject} and {other}", False),
@@ -140,7 +145,8 @@ JOINERS: dict[str, list[tuple[str, bool]]] = {"imp": [(" and ", False), (", then
 
 def variant(prog: Program) -> str:
     """The key of a program's cores: the family, with its fixed choice when it has one."""
-    fixed = {"swap": "attribute", "copy_attribute": "attribute", "rule": "rule", "referent_edit": "action"}.get(prog.family)
+    fixed = {"swap": "attribute", "copy_attribute": "attribute", "rule": "rule",
+             "referent_edit": "action"}.get(prog.family)
     return prog.family if fixed is None else f"{prog.family}/{prog[fixed]}"
 
 
@@ -177,7 +183,8 @@ def _values(prog: Program) -> dict[str, Any]:
     if prog.family == "recolour":
         values["colour"] = prog["colour"]
     if prog.family == "referent_edit":
-        values[{"recolour": "colour", "resize": "size", "replace": "shape"}.get(prog["action"], "value")] = prog["value"]
+        values[{"recolour": "colour", "resize": "size",
+                "replace": "shape"}.get(prog["action"], "value")] = prog["value"]
     for name in ("size_cmp", "size_verb"):
         values[name] = values.get("size")
     return values

@@ -154,7 +154,8 @@ class ReferentEdit(Family):
         subject = self._subject(prog, reference)
         lists = [[Edit(prog["action"], obj.identity, prog["value"])] for obj in _others(reference, subject)]
         if prog["action"] in ("recolour", "replace"):  # the right object, a wrong value
-            lists += [[Edit(prog["action"], subject.identity, v)] for v in _values(prog["action"]) if v != prog["value"]]
+            lists += [[Edit(prog["action"], subject.identity,
+                            v)] for v in _values(prog["action"]) if v != prog["value"]]
         return _applicable(reference, lists)
 
     def facts(self, prog: Program) -> list[Fact]:
@@ -224,7 +225,8 @@ class Swap(Family):
             free = [cell for cell in CELLS if _free(reference, cell)]
             lists += [[Edit("move", second.identity, cell), Edit("move", first.identity, second.cell)] for cell in free]
         else:  # half done: both take one colour, or one takes a third colour
-            lists += [[Edit("recolour", first.identity, second.colour)], [Edit("recolour", second.identity, first.colour)]]
+            lists += [[Edit("recolour", first.identity, second.colour)],
+                      [Edit("recolour", second.identity, first.colour)]]
             lists += [[Edit("recolour", first.identity, second.colour), Edit("recolour", second.identity, c)]
                       for c in COLOURS if c not in (first.colour, second.colour)]
         return _applicable(reference, lists)
@@ -263,9 +265,11 @@ class CopyAttribute(Family):
         lists = [self._copy(source, subject, prog["attribute"]),  # the copy reversed
                  self._copy(subject, source, other_attribute)]
         lists += [self._copy(subject, obj, prog["attribute"]) for obj in _others(reference, subject, source)]
-        lists += [self._copy(obj, source, prog["attribute"]) for obj in _others(reference, subject, source)]  # wrong subject
+        lists += [self._copy(obj, source,
+                             prog["attribute"]) for obj in _others(reference, subject, source)]  # wrong subject
         if prog["attribute"] == "colour":  # the source's colour misjudged
-            lists += [[Edit("recolour", subject.identity, c)] for c in COLOURS if c not in (subject.colour, source.colour)]
+            lists += [[Edit("recolour", subject.identity,
+                            c)] for c in COLOURS if c not in (subject.colour, source.colour)]
         return _applicable(reference, lists)
 
     def facts(self, prog: Program) -> list[Fact]:

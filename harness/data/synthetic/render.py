@@ -42,7 +42,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
         points = [(-math.pi / 2 + k * math.pi / 5, r * (1.2 if k % 2 == 0 else 0.5)) for k in range(10)]
     elif shape == "cross":
         w = r * 0.38
-        corners = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
+        corners = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w),
+                   (-w, r)]
         points = [(math.atan2(y, x), math.hypot(x, y)) for x, y in corners]
     else:
         raise ValueError(f"no polygon for shape {shape!r}")

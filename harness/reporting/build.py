@@ -1,0 +1,55 @@
+"""An experiment's report built from its results folder alone: experiment.json, each run's
+result.json and the rankings beside them, never a model (`harness report`, and the end of
+`harness run` and `harness sweep`).
+
+    report = report_experiment(Path("runs/pool_size"))   # -> the report folder (report.md, ...)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.core.errors import HarnessError
+from harness.core.files import read_json_object
+from harness.evaluation.results import read_result
+from harness.reporting.report import FORMATS, write_report
+
+
+def report_experiment(output: Path, out: Path | None = None, formats: list[str] | None = None) -> Path:
+    """(Re)build the report of ``<output_dir>/<experiment>`` from its results JSON files (and
+    the rankings beside them) only."""
+    output = Path(output)
+    manifest_path = output / "experiment.json"
+    if not manifest_path.is_file():
+        raise HarnessError("no experiment.json here", file=output, fix="give the <output_dir>/<experiment> folder of a "
+                                                                       "run")
+    manifest = read_json_object(manifest_path, fix="run the experiment again (finished runs are kept and only "
+                                "its list of runs is rewritten)")
+    if not isinstance(manifest.get("experiment"), dict) or not isinstance(manifest.get("runs"), list):
+        raise HarnessError("not an experiment manifest (no experiment settings or run list)", file=manifest_path,
+                           fix="run the experiment again (finished runs are kept and only its list of runs is "
+                               "rewritten)")
+    experiment = manifest["experiment"]
+    labels = manifest.get("labels", {})  # a sweep names its rows by trial
+    results = [read_result(output / "runs" / run_id / "result.json") for run_id in dict.fromkeys(manifest["runs"])
+               if (output / "runs" / run_id / "result.json").is_file()]
+    results = [r.model_copy(update={"label": labels[r.run_id]}) if r.run_id in labels else r for r in results]
+    if not results:
+        raise HarnessError("no finished runs to report", file=output / "runs", fix="run the experiment first")
+    report = experiment.get("report") or {}
+    if out is None:
+        out = report_dir(output, report.get("dir"), experiment["experiment"])
+    return write_report(results, out, title=experiment["experiment"], description=experiment.get("description", ""),
+                        x=report.get("x"), published=report.get("published") or [], runs_dir=output / "runs",
+                        baseline=report.get("baseline"), formats=formats or report.get("formats") or FORMATS)
+
+
+def report_dir(output: Path, configured: str | None, experiment: str) -> Path:
+    """Where an experiment's report goes: ``<output>/report`` by default; a relative
+    ``report.dir`` sits beside the results root (``<output_dir>/../<dir>/<experiment>``), so
+    `harness run X --output /scratch/runs` reports to /scratch/<dir>, never into the working
+    directory (with the default output_dir ``runs``: ./<dir>/<experiment>)."""
+    if not configured:
+        return output / "report"
+    folder = Path(configured)
+    return (folder if folder.is_absolute() else output.parent.parent / folder) / experiment
