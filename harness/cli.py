@@ -333,13 +333,16 @@ def eval_(
     method is rebuilt from the run's config.yaml, its trained weights loaded from
     checkpoints/last, and the split evaluated under the run's protocol. Results go to
     <run>/eval/<split>/ (config.yaml, result.json, rankings.jsonl.gz), a run folder of its own
-    for `harness score` and `harness submit`; the run's result and the reports are untouched."""
+    for `harness score` and `harness submit`; the run's result and the reports are untouched.
+    Under torchrun (`torchrun --nproc-per-node N -m harness eval RUN`) the ranks share the evaluation."""
+    from harness.core import distributed
     from harness.experiments.finished_run import evaluate_run, evaluation_dir
     from harness.experiments.runner import headline
 
     result = evaluate_run(run_dir, split, progress=not quiet and sys.stderr.isatty())
     line = headline(result.metrics) if result.metrics else "no targets in this split: submit the rankings"
-    typer.echo(f"{result.label} on {result.dataset} {split}: {line} -> {evaluation_dir(run_dir, split)}")
+    if distributed.current().is_main:
+        typer.echo(f"{result.label} on {result.dataset} {split}: {line} -> {evaluation_dir(run_dir, split)}")
 
 
 @app.command()

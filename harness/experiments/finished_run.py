@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from harness.core import distributed
 from harness.core.device import resolve_device
 from harness.core.errors import HarnessError
 from harness.core.settings import validate_model
@@ -98,9 +99,19 @@ def rebuild_run(run_dir: Path, config: RunConfig, progress: bool = True,
 
 def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> RunResult:
     """Rebuild the run's method, load its checkpoint, evaluate it on ``split`` of its dataset
-    under its protocol and write ``<run_dir>/eval/<split>/``."""
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    under its protocol and write ``<run_dir>/eval/<split>/``. Under torchrun the ranks share the
+    evaluation (whole batches dealt to the ranks, embeddings gathered) and rank 0 writes."""
+    config = read_run_config(Path(run_dir))
+    joined = not distributed.current().distributed
+    world = distributed.init_from_environment(config.eval.device)
+    try:
+        return _evaluate_run(Path(run_dir), config, split, progress and world.is_main, world.is_main)
+    finally:
+        if joined and world.distributed:
+            distributed.shutdown()
+
+
+def _evaluate_run(run_dir: Path, config: RunConfig, split: str, progress: bool, main: bool) -> RunResult:
     finished = read_run_result(run_dir)
     trained = int(finished.train.get("steps", 0)) > 0
     if trained and not (run_dir / "checkpoints" / "last" / "model.safetensors").is_file():
@@ -109,6 +120,7 @@ def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> RunResult:
     config = config.model_copy(update={"dataset": config.dataset.model_copy(update={"eval_split": split})})
     method, eval_split = rebuild_run(run_dir, config, progress, weights=trained)
     out = evaluation_dir(run_dir, split)
-    write_run_config(out, config)
+    if main:
+        write_run_config(out, config)
     return evaluate_and_record(out, config, finished.run_id, finished.label, method, eval_split, finished.train,
                                resolve_device(config.eval.device), progress)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from harness.core import distributed
 from harness.core.device import autocast, resolve_precision, to_device
 from harness.core.errors import HarnessError
-from harness.core.files import read_torch, staged_directory
+from harness.core.files import read_torch, staged_directory, staged_file
 from harness.core.settings import Precision
 from harness.data.triplet import CIRSplit
 from harness.methods.base import CIRMethod, ImageBatch, TripletBatch
@@ -248,6 +248,7 @@ def train(
                 method.train()
     if not finished:  # also on a resumed run whose steps were all done
         finish_training(method, source, config.batch_size, loop.device, summary.precision)
+    loop.save_final_weights()
     bar.close()
     if loop.step_log is not None:
         loop.step_log.close()
@@ -384,6 +385,18 @@ class _Loop:
     @functools.cached_property
     def _clipped(self) -> list[torch.nn.Parameter]:
         return list(self.method.parameters())  # listed once: walking the module tree every step costs ~1%
+
+    def save_final_weights(self) -> None:
+        """Rewrite the last checkpoint's weights once training has finished: what ``finish_training``
+        re-estimated (CIR-LVLM's selection moments) is what the run evaluates with, so `harness eval`
+        must load it too. The training state (position, optimizer, RNGs) is left as it was."""
+        last = self.checkpoint_dir / "last" if self.checkpoint_dir is not None else None
+        if last is None or not self.config.checkpoint or not (last / "model.safetensors").is_file():
+            return
+        if self.world.is_main:
+            with staged_file(last / "model.safetensors") as staging:
+                save_trained_weights(self.method, staging)
+        distributed.barrier()
 
     def save(self, pass_start: torch.Tensor, pass_losses: list[torch.Tensor]) -> None:
         """Checkpoint at the current position: the pass's data order is redrawn from ``pass_start`` on resume."""
