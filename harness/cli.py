@@ -470,9 +470,10 @@ def data_synthetic(
     ] = Size.default,
     image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 64,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,
-    version: Annotated[int, typer.Option("--version", help="Generator version: 2 (reference-dependent families, "
-                                         "recorded distractor kinds, held-out phrasings, a per-query certificate) or "
-                                         "1 (the first benchmark, kept byte-identical).")] = 2,
+    version: Annotated[int, typer.Option("--version", help="Generator version: 3 (the default: a joint-reading "
+                                         "certificate by construction, mirror pairs whose targets are each other's "
+                                         "twins, groups with no hub), 2 (reference-dependent families, a grid "
+                                         "certificate) or 1 (the first benchmark); 1 and 2 stay byte-identical.")] = 3,
 ) -> None:
     """Generate the embedded CIR benchmark in CIRR's layout (captions/, image_splits/, PNGs)
     plus scene_graphs.json and per-query edit types (version 2: programs and certificates)."""

@@ -118,10 +118,10 @@ def test_a_v2_report_has_the_intent_sections_and_the_ceiling_rows(tmp_path: Path
     results = [_result(label, seed, True) for label in ("sum", "cir_lvlm") for seed in (0, 1)]
     text = write_report(results, tmp_path, "t").read_text()
     main = text[text.index("## Main results"):text.index("## Efficiency")]
-    assert "| perfect perception, no learning: best additive | - | 66.7 |" in main
+    assert "| perfect perception, no learning: additive grid | - | 66.7 |" in main
     intent = text[text.index("## Following intent"):]
     assert "| sum | 10.5 ± 0.7 | 4.5 ± 0.7 | 14.0 ± 0.0 | 30.0 ± 0.0 | 8.0 ± 0.0 | 11.0 ± 0.0 |" in intent
-    assert "| perfect perception, no learning: best additive | 66.7 | 22.0 | 99.8 | - | - | - |" in intent
+    assert "| perfect perception, no learning: additive grid | 66.7 | 22.0 | 99.8 | - | - | - |" in intent
     assert "## Top-1 errors by kind" in text and "| sum | 10.5 ± 0.7 | 39.5 ± 0.7 | 20.0 ± 0.0 | 0.0 ± 0.0 |" in text
     assert (tmp_path / "top1_kinds.png").read_bytes()[:4] == b"\x89PNG"
     rows = (tmp_path / "tables" / "main.csv").read_text().splitlines()
@@ -176,5 +176,5 @@ def test_a_v2_run_records_the_group_metrics_and_the_report_shows_them(tmp_path: 
                                              "top1_elsewhere"))
     assert shares == pytest.approx(100.0)
     report = next((tmp_path / "out").rglob("report.md")).read_text()
-    assert "## Following intent" in report and "perfect perception, no learning: best additive" in report
+    assert "## Following intent" in report and "perfect perception, no learning: additive grid" in report
     assert "Dataset `synthetic` version 2 (val split" in report

@@ -181,7 +181,7 @@ def test_a_report_of_runs_over_two_seeds_adds_the_seed_aware_table_and_every_mde
     from harness.reporting.report import write_report
 
     _, output, _ = finished
-    results = [read_result(p) for p in sorted((output / "runs").glob("*/result.json"))]
+    results = sorted((read_result(p) for p in (output / "runs").glob("*/result.json")), key=lambda r: r.method)
     twice = results + [r.model_copy(update={"seed": 1}) for r in results]  # seed 1 reads seed 0's rankings
     text = write_report(twice, tmp_path, "two seeds", runs_dir=output / "runs").read_text()
     rows = list(csv.DictReader((tmp_path / "tables" / "seed_statistics.csv").open()))

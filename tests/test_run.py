@@ -22,6 +22,13 @@ from harness.training.loop import load_checkpoint
 from .conftest import EXPERIMENT, TINY_LVLM, write_yaml
 
 
+def _cache_root(result) -> Path:
+    """The generated benchmark a run read (its folder in the cache)."""
+    from harness.data.datasets import DatasetConfig, dataset_root
+
+    return dataset_root(DatasetConfig.model_validate(result.config["dataset"]), progress=False)
+
+
 def test_run_writes_results_config_rankings_and_table(finished):
     _, output, stdout = finished
     runs = sorted((output / "runs").iterdir())
@@ -30,7 +37,9 @@ def test_run_writes_results_config_rankings_and_table(finished):
         result = read_result(run / "result.json")
         assert result.run_id == run.name
         assert {"recall_at_1", "recall_at_50", "recall_subset_at_1", "avg"} <= set(result.metrics)
-        assert result.num_queries == 40 and result.num_gallery == 40 * 16  # version 2: 16-image groups
+        captions = json.loads((_cache_root(result) / "captions" / "cap.rc2.val.json").read_text())
+        groups = {entry["reference"] for entry in captions}
+        assert result.num_queries == 40 and result.num_gallery == len(groups) * 16  # version 3: a group per reference
         assert result.train["steps"] == 2 * (160 // 32)
         assert result.environment["packages"]["torch"] and result.environment["hardware"]["cpu_cores"]
         assert result.timings["query_encode_ms_per_query"] > 0
@@ -64,7 +73,7 @@ def test_mlflow_has_parent_and_nested_runs(finished):
         assert (tags["method"], tags["family"], tags["seed"]) == (result.method, "reference" if result.method ==
                                                                    "image_only" else "late_fusion", "0")
         contexts = {i.tags[0].value: i.dataset for i in client.get_run(child.info.run_id).inputs.dataset_inputs}
-        assert set(contexts) == {"train", "eval"} and contexts["eval"].name == "synthetic v2 val"
+        assert set(contexts) == {"train", "eval"} and contexts["eval"].name == "synthetic v3 val"
         assert json.loads(contexts["eval"].profile)["queries"] == 40
     # mlflow 3's UI opens this kind of experiment on its runs table; the YAML's description is its note
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

@@ -62,8 +62,10 @@ def test_submission_files_round_trip_through_score(finished, tmp_path: Path):
                                       "--split", "val"])
     assert scored.exit_code == 0, scored.output
     written = read_result(run_dir / "result.json").metrics
-    assert _metric_lines(scored.stdout) == pytest.approx({k: round(v, 2) for k,
-                                                          v in written.items() if k not in DIAGNOSTICS}, abs=0.006)
+    printed = _metric_lines(scored.stdout)
+    # R@1 within the group needs each query's target or a group member in its top 50; else it is not re-checked
+    assert set(written) - set(DIAGNOSTICS) - set(printed) <= {"recall_group_at_1"}
+    assert printed == pytest.approx({k: round(v, 2) for k, v in written.items() if k in printed}, abs=0.006)
 
 
 def test_official_cirr_demo_files_pass_validation_and_are_rewritten_identically():

@@ -63,8 +63,9 @@ def test_version_1_settings_leave_out_version_2_fields():
     plain = RunConfig.model_validate(run).run_id()
     explicit = RunConfig.model_validate({**run,
                                          "dataset": {"synthetic": {"version": 1, "held_out_share": 0.5}}}).run_id()
+    v3 = RunConfig.model_validate({**run, "dataset": {"synthetic": {"version": 3}}}).run_id()
     v2 = RunConfig.model_validate({**run, "dataset": {"synthetic": {"version": 2}}}).run_id()
-    assert plain == v2 != explicit  # version 2 is the default; version 1 leaves version 2's fields out
+    assert plain == v3 != v2 != explicit  # version 3 is the default; version 1 leaves version 2's fields out
     v1_plain = RunConfig.model_validate({**run, "dataset": {"synthetic": {"version": 1}}}).run_id()
     assert v1_plain == explicit
 

@@ -51,16 +51,29 @@ def _check_split(dataset: str, root: Path, name: str, echo: Callable[[str], None
     for category, names in loaded.galleries.items():
         echo(f"  {category}: gallery {len(names)} images")
     if dataset == "synthetic" and name != "train" and (root / "scene_graphs.json").is_file():
-        from harness.data.synthetic.ceilings import format_rows, split_ceilings
+        from harness.data.synthetic.ceilings import format_audit, format_rows, split_audit, split_ceilings
 
         echo("  learning-free R@1 (perfect perception, no learning; see harness.data.synthetic.additive):")
         for line in format_rows(split_ceilings(root, name)):
             echo(line)
+        if _has_groups(root, name):
+            echo("  joint-reading certificate against an adversary, R@1 % (harness.data.synthetic.adversary) and "
+                 "caption-free structure (harness.data.synthetic.structure):")
+            for line in format_audit(split_audit(root, name)):
+                echo(line)
     for problem in problems[:SHOWN_PROBLEMS]:
         echo(f"  problem: {problem}")
     if len(problems) > SHOWN_PROBLEMS:
         echo(f"  ... and {len(problems) - SHOWN_PROBLEMS} more")
     return len(problems)
+
+
+def _has_groups(root: Path, split: str) -> bool:
+    """Whether a written embedded benchmark records each query's image group (version 2 on)."""
+    from harness.data.cirr import read_json
+
+    entries = read_json(root / f"query_edits.rc2.{split}.json", what="query edits file")
+    return bool(entries) and isinstance(entries[0], dict) and "group" in entries[0]
 
 
 def _unreadable(loaded: CIRSplit, missing: set[str], problems: list[str], progress: bool) -> int:

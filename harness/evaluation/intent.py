@@ -108,11 +108,11 @@ def score_retrieved(reference: Scene, edits_json: list[dict], retrieved: Scene) 
 
 
 #: The error kinds of a top-1 image, as metric keys top1_<kind>.
-ERROR_KINDS = ("intent", "retention", "topped_up", "elsewhere")
+ERROR_KINDS = ("twin", "intent", "retention", "topped_up", "elsewhere")  # a twin: benchmark v3 on
 GROUP_METRICS = ("recall_joint_at_1", "recall_rest_at_1", "recall_group_at_1", "recall_held_out_at_1",
                  "recall_seen_at_1", *(f"top1_{kind}" for kind in ERROR_KINDS))
 #: The learning-free scorers recorded per query by the generator (harness.data.synthetic.additive).
-LEARNING_FREE = {"oracle": "oracle (scene graphs)", "best_additive": "best additive",
+LEARNING_FREE = {"oracle": "oracle (scene graphs)", "best_additive": "additive grid",
                  "caption_only": "caption only", "reference_only": "reference only"}
 
 

@@ -260,7 +260,8 @@ CATALOGUE: tuple[MetricFamily, ...] = (
                  _rank_hit_where("held_out", False)),
     *(MetricFamily(f"top1_{kind}", f"top-1 {kind.replace('_', '-')}", f"share of queries whose top-1 is {what} (v2)",
                    _top1_is(kind), higher_is_better=False)
-      for kind, what in (("intent", "an intent distractor (a misreading of the caption)"),
+      for kind, what in (("twin", "the query's twin: the target of its mirror query, true to the caption's words (v3)"),
+                         ("intent", "an intent distractor (a misreading of the caption)"),
                          ("retention", "a retention distractor (the edit and one change more)"),
                          ("topped_up", "a topped-up group member"),
                          ("elsewhere", "outside the query's group"))),

@@ -65,15 +65,17 @@ def intent_table(groups: Sequence[Group]) -> Table | None:
 def error_kinds_table(groups: Sequence[Group]) -> Table | None:
     """Share of queries whose top-1 is the target, an intent distractor, a retention
     distractor, a topped-up group member or an image outside the group."""
-    keys = ["recall_at_1", *(f"top1_{kind}" for kind in ERROR_KINDS)]
     if not any(g.mean_std("top1_intent") for g in groups):
         return None
+    kinds = [kind for kind in ERROR_KINDS if any(g.mean_std(f"top1_{kind}") for g in groups)]
+    keys = ["recall_at_1", *(f"top1_{kind}" for kind in kinds)]
     rows = [[Cell(g.label), *(_mean_std_cell(g, k) for k in keys)] for g in groups]
     table = Table("Top-1 errors by kind", ["run", "top-1 target", *(metric_title(k) for k in keys[1:])], rows,
                   name="error_kinds", csv_header=["run", *keys],
                   caption="Share of queries (%) whose top-1 image is the target or each kind of error, mean ± std over "
                   "seeds; a row sums to 100 where the protocol leaves the reference out of the ranking (as CIRR's). "
-                  "Intent = a misreading of the caption (wrong argument, wrong subject, the family's natural "
+                  "Twin = the target of the query's mirror, true to every word of the caption (benchmark v3); "
+                  "intent = a misreading of the caption (wrong argument, wrong subject, the family's natural "
                   "misreading); retention = the requested edit with one unrequested change; topped-up = "
                   "a random edit added where a group had too few distractors; elsewhere = outside the query's group.")
-    return table.mark_best({1: "max", **{2 + i: "min" for i in range(len(ERROR_KINDS))}})
+    return table.mark_best({1: "max", **{2 + i: "min" for i in range(len(kinds))}})

@@ -245,7 +245,8 @@ def retrieval_examples(groups: Sequence[Group], out: Path, queries: int = 2, max
 
 
 #: Top-1 kinds of the error figure, in stacking order, with their colours.
-TOP1_KINDS = (("recall_at_1", "target", "tab:green"), ("top1_intent", "intent distractor", "tab:red"),
+TOP1_KINDS = (("recall_at_1", "target", "tab:green"), ("top1_twin", "twin (v3)", "tab:purple"),
+              ("top1_intent", "intent distractor", "tab:red"),
               ("top1_retention", "retention distractor", "tab:orange"),
               ("top1_topped_up", "topped-up member", "tab:gray"),
               ("top1_elsewhere", "elsewhere", "tab:blue"))
@@ -259,7 +260,7 @@ def top1_kinds(groups: Sequence[Group], out: Path) -> str | None:
     with plt.rc_context(STYLE):
         figure, axis = plt.subplots(figsize=(COLUMN_WIDTH, 0.4 + 0.22 * len(shown)))
         left = np.zeros(len(shown))
-        for key, name, colour in TOP1_KINDS:
+        for key, name, colour in [k for k in TOP1_KINDS if any(g.mean_std(k[0]) for g in shown)]:
             shares = np.array([(g.mean_std(key) or (0.0,))[0] for g in shown])
             axis.barh(np.arange(len(shown)), shares, left=left, color=colour, label=name, height=0.7)
             left += shares

@@ -92,7 +92,8 @@ def main_table(groups: Sequence[Group]) -> Table:
     table = Table("Main results", ["run", "seeds", *(metric_title(m) for m in metrics)], rows, name="main",
                   caption="Metrics in %, mean ± std over seeds; best in bold, second underlined." + (
                       f" Rows '{LEARNING_FREE_LABEL}': learning-free scorers that read the embedded benchmark's scene "
-                      "graphs (R@1 only; see 'Following intent')." if ceilings else ""),
+                      "graphs (R@1 only; see 'Following intent'); 'additive grid' is version 2's grid of additive "
+                      "scorers (`harness data check` also runs a stronger, fitted adversary)." if ceilings else ""),
                   csv_header=["run", "seeds", *metrics])
     table.mark_best({2 + i: "max" for i in range(len(metrics))})
     table.rows += ceilings

@@ -20,6 +20,7 @@ FIXED: dict[str, dict[str, Any]] = {
     "swap/position": {"attribute": "position"}, "swap/colour": {"attribute": "colour"},
     "copy_attribute/size": {"attribute": "size"}, "copy_attribute/colour": {"attribute": "colour"},
     "rule/colour_all": {"rule": "colour_all"}, "rule/remove_colour": {"rule": "remove_colour"},
+    "move_beside/adjacent": {"wording": "adjacent"},
     **{f"referent_edit/{a}": {"action": a} for a in ("remove", "recolour", "resize", "replace")},
 }
 
@@ -37,7 +38,8 @@ def _alt(lexicon: str, group: str | None, seen_only: bool) -> str:
 
 
 def _identity(name: str, seen_only: bool) -> str:
-    return f"the {_alt('colour', name + '__colour', seen_only)} {_alt('shape', name + '__shape', seen_only)}"
+    """An object's noun phrase: colour and shape, or (version 3) its shape alone."""
+    return f"the (?:{_alt('colour', name + '__colour', seen_only)} )?{_alt('shape', name + '__shape', seen_only)}"
 
 
 def _anchor(seen_only: bool) -> str:
@@ -85,7 +87,7 @@ def _slots(name: str, groups: dict[str, str | None]) -> dict[str, Any]:
         slot, _, part = key.partition("__")
         lexicon = {"size_cmp": "size_cmp", "size_verb": "size_verb"}.get(slot, part or slot)
         value = _words(lexicon)[word]
-        slot = {"size_cmp": "size", "size_verb": "size"}.get(slot, slot)
+        slot = {"size_cmp": "size", "size_verb": "size", "adjacent": "relation"}.get(slot, slot)
         if slot == "object":
             out.setdefault("object", {})[part] = list(value) if part == "cell" else value
         elif part:

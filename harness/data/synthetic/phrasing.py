@@ -41,6 +41,11 @@ LEXICONS: dict[str, Lexicon] = {
                  "right of": (("right of", "to the right of"), ("on the right side of",)),
                  "above": (("above", "just above"), ("straight above",)),
                  "below": (("below", "just below", "under"), ("beneath",))},
+    #: version 3: a relation that always means the adjacent cell
+    "adjacent": {"left of": (("directly left of", "immediately to the left of"), ("just to the left of",)),
+                 "right of": (("directly right of", "immediately to the right of"), ("just to the right of",)),
+                 "above": (("directly above", "immediately above"), ("right on top of",)),
+                 "below": (("directly below", "immediately below"), ("right underneath",))},
     "cell": {cell: ((cell_name(cell),),
                     (cell_name(cell).replace("centre", "center"),) if "centre" in cell_name(cell) else ())
              for cell in CELLS},
@@ -123,6 +128,8 @@ CORES: dict[str, list[tuple[str, str, bool]]] = {
                            ("desc", "without {anchor} or any {thing} of its {colourword}", False),
                            ("desc", "with {anchor} and the shapes of its {colourword} gone", False)],
 }
+#: version 3's move beside names the adjacent cell ("directly left of")
+CORES["move_beside/adjacent"] = [(s, t.replace("{relation}", "{adjacent}"), h) for s, t, h in CORES["move_beside"]]
 for _action, _cores in _CLASSIC_CORES.items():  # a referent edit: a classic core whose subject is "the shape left of X"
     CORES[f"referent_edit/{_action}"] = [(s, t.replace("{subject}", "{ref}"), h) for s, t, h in _cores]
 
@@ -146,8 +153,10 @@ JOINERS: dict[str, list[tuple[str, bool]]] = {"imp": [(" and ", False), (", then
 def variant(prog: Program) -> str:
     """The key of a program's cores: the family, with its fixed choice when it has one."""
     fixed = {"swap": "attribute", "copy_attribute": "attribute", "rule": "rule",
-             "referent_edit": "action"}.get(prog.family)
-    return prog.family if fixed is None else f"{prog.family}/{prog[fixed]}"
+             "referent_edit": "action", "move_beside": "wording"}.get(prog.family)
+    if fixed is None or prog.get(fixed) is None:  # version 2's move beside has no wording slot
+        return prog.family
+    return f"{prog.family}/{prog[fixed]}"
 
 
 # --- rendering ---------------------------------------------------------------------------
@@ -187,6 +196,7 @@ def _values(prog: Program) -> dict[str, Any]:
                 "replace": "shape"}.get(prog["action"], "value")] = prog["value"]
     for name in ("size_cmp", "size_verb"):
         values[name] = values.get("size")
+    values["adjacent"] = values.get("relation")
     return values
 
 
@@ -198,8 +208,8 @@ def _render_core(draw: _Draw, text: str, prog: Program) -> str:
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
-        if name in ("subject", "other"):
-            return _identity_phrase(draw, values[name])
+        if name in ("subject", "other"):  # version 3 names some by shape alone
+            return _identity_phrase(draw, values.get(name), values.get(f"{name}_shape"))
         if name == "anchor":
             return _identity_phrase(draw, values.get("anchor"), values.get("anchor_shape"))
         if name == "ref":
