@@ -76,3 +76,29 @@ def test_every_batch_reaches_the_device_through_to_device(tiny_benchmark: Path, 
                                      examples=0, embedding_cache=False, precision="fp32"), progress=False)
     batches = math.ceil(len(val.gallery) / 32) + math.ceil(len(val.triplets) / 32)
     assert len(shapes) == batches and all(shape[1:] == (3, 64, 64) for shape in shapes)
+
+
+def test_an_emulated_avx2_machine_resolves_auto_to_fp32_as_a_real_one(monkeypatch):
+    """Under ATEN_CPU_CAPABILITY=avx2 / ONEDNN_MAX_CPU_ISA=AVX2 (docs/scaling.md: timing the main job as on an AVX2
+    CPU) precision auto picks fp32, as it does on the AVX2 CPU the machine stands in for."""
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True}, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    cpu_has_native_bf16.cache_clear()
+    try:
+        assert cpu_has_native_bf16()  # the AVX512-BF16 machine itself
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+        cpu_has_native_bf16.cache_clear()
+        assert not cpu_has_native_bf16() and resolve_precision("auto", "cpu") == "fp32"
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+        cpu_has_native_bf16.cache_clear()
+        assert not cpu_has_native_bf16()
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+        cpu_has_native_bf16.cache_clear()
+        assert cpu_has_native_bf16()
+    finally:
+        monkeypatch.undo()
+        cpu_has_native_bf16.cache_clear()

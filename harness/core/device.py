@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Iterator
 from typing import Literal
 
@@ -25,12 +26,19 @@ def resolve_device(name: str) -> torch.device:
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:
-    """True where the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16): there
-    oneDNN multiplies bf16 at 4-5x the fp32 rate (measured on a Zen 4 EPYC: 400 against 80-180
-    GFLOP/s); elsewhere bf16 is emulated and slower than fp32."""
+    """True where the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16) and torch
+    and oneDNN may use them: there oneDNN multiplies bf16 at 4-5x the fp32 rate (measured on a
+    Zen 4 EPYC: 400 against 80-180 GFLOP/s); elsewhere bf16 is emulated and slower than fp32. A
+    machine told to behave as an AVX2 one (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2:
+    docs/scaling.md) answers False, as the AVX2 CPU it stands in for would."""
     try:
         capabilities = torch.cpu.get_capabilities()  # type: ignore[attr-defined]
     except (AttributeError, RuntimeError):
+        return False
+    if not str(torch.backends.cpu.get_cpu_capability()).upper().startswith("AVX512"):
+        return False
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if limit not in ("ALL", "DEFAULT") and "BF16" not in limit and "AMX" not in limit:
         return False
     return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
