@@ -178,3 +178,22 @@ def test_a_v2_run_records_the_group_metrics_and_the_report_shows_them(tmp_path: 
     report = next((tmp_path / "out").rglob("report.md")).read_text()
     assert "## Following intent" in report and "perfect perception, no learning: additive grid" in report
     assert "Dataset `synthetic` version 2 (val split" in report
+
+
+def test_the_group_auc_grades_where_the_target_sits_among_its_group(v2_benchmark: Path):
+    """AUC group: 100 when the target is above every other member, 100 (1 - 1/(n-1)) with one member
+    above it, and recomputed from saved top lists wherever the target's rank in its group is known."""
+    split = _split(v2_benchmark)
+    found = records(split)
+    assert found is not None
+    assert _rank(split, lambda record, t: t.target)["group_auc"] == 100.0
+    others = [len(found[t.pairid]["group"]) - 2 for t in split.triplets]  # the reference and the target left out
+    with_intent = [t for t in split.triplets if _first(found[t.pairid], "intent")]
+    metrics = _rank(split, lambda record, t: _first(record, "intent") or t.target)
+    expected = [100.0 * (1 - 1 / n) if _first(found[t.pairid], "intent") else 100.0
+                for t, n in zip(split.triplets, others, strict=True)]
+    assert with_intent and metrics["group_auc"] == pytest.approx(sum(expected) / len(expected))
+    # the target out of a top list whose members are not all in it: its rank is unknown, AUC left out
+    unknown = rescored(split, split.triplets, [{"pairid": t.pairid, "top": [_first(found[t.pairid], "intent") or "x"]}
+                                                for t in split.triplets])
+    assert "group_auc" not in unknown

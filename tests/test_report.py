@@ -94,3 +94,39 @@ def test_an_ablation_over_a_two_key_grid_names_each_row_by_its_grid_point():
     one_key = [r for r in results if r.label.endswith("pool_size=1")]
     assert ablation_table(load_groups(one_key, None), "lvlm", "train.max_steps", ["recall_at_1"]).header[:2] == [
         "max steps", "R@1"]  # a one-key grid keeps its short table
+
+
+def test_the_regime_gate_fails_a_floor_run_and_a_caption_blind_one(finished, tmp_path):
+    """Gate (c) fails runs at the floor (the tiny runs), gate (b) a run that ranks as image_only
+    does (it never reads the caption), gate (a) a run whose probe misses shapes; the report prints
+    the gate before any comparison and calls the claim not testable."""
+    import shutil
+
+    from harness.evaluation.results import read_result
+    from harness.reporting.data import load_groups
+    from harness.reporting.gate import regime_gate
+    from harness.reporting.report import write_report
+
+    _, output, _ = finished
+    results = {r.method: r for r in (read_result(p) for p in (output / "runs").glob("*/result.json"))}
+    runs = tmp_path / "runs"
+    shutil.copytree(output / "runs", runs)
+    blind = results["image_only"]
+    shutil.copytree(runs / blind.run_id, runs / "blind0000000")
+    copy = blind.model_copy(update={"run_id": "blind0000000", "label": "caption_blind", "method": "sum"})
+    checks = {c.letter: c for c in regime_gate(load_groups([blind, copy], runs), "recall_at_1")}
+    assert checks["b"].passed is False and "caption_blind" in checks["b"].detail
+    assert checks["c"].passed is False and blind.metrics["recall_at_1"] < 15
+    seeing = {"cell": 100.0, "shape": 99.0, "colour": 100.0, "size": 100.0}
+    sighted = [r.model_copy(update={"method_statistics": {**r.method_statistics, "perception": seeing}})
+               for r in (blind, copy)]
+    assert regime_gate(load_groups(sighted, runs), "recall_at_1")[0].passed is True
+    shapeless = {**seeing, "shape": 20.0}
+    half_blind = [r.model_copy(update={"method_statistics": {**r.method_statistics, "perception": shapeless}})
+                  for r in sighted]
+    perception = regime_gate(load_groups(half_blind, runs), "recall_at_1")[0]
+    assert perception.passed is False and "caption_blind" in perception.detail
+    text = write_report([blind, copy], tmp_path / "report", "gate", runs_dir=runs).read_text()
+    gate = text.split("## Regime gate")[1].split("## ")[0]
+    assert "(b) caption use: **fails**" in gate and "not testable here: gate" in gate
+    assert text.index("## Regime gate") < text.index("## Main results")

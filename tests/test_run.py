@@ -53,6 +53,19 @@ def test_run_writes_results_config_rankings_and_table(finished):
     assert (output / "results.md").is_file()
 
 
+def test_each_run_probes_what_its_fusion_sees_and_the_report_says_so(finished):
+    """The evaluation's perception probe (a linear read-out of every grid cell from what the
+    method's fusion reads of a gallery image) is kept with the run and printed in the report's
+    set-up line."""
+    _, output, _ = finished
+    for run in sorted((output / "runs").iterdir()):
+        probe = read_result(run / "result.json").method_statistics["perception"]
+        assert {"cell", "shape", "colour", "size"} <= set(probe) and probe["test_images"] > 0
+        assert all(0.0 <= probe[name] <= 100.0 for name in ("cell", "shape", "colour", "size"))
+    setup = (output / "report" / "report.md").read_text().split("## ")[0]
+    assert "Perception probe of what each run's fusion reads" in setup and "sum " in setup
+
+
 def test_mlflow_has_parent_and_nested_runs(finished):
     from mlflow.tracking import MlflowClient
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,15 +30,17 @@ from harness.core.device import (
     to_host,
 )
 from harness.core.errors import HarnessError
+from harness.data.synthetic.scene import scene_from_json
 from harness.data.triplet import CIRSplit, Triplet
 from harness.evaluation.embedding_cache import embedding_key, load_embeddings, save_embeddings
 from harness.evaluation.embedding_file import EmbeddingFile
-from harness.evaluation.intent import annotate, group_metrics, intent_scores, learning_free
+from harness.evaluation.intent import annotate, cached_json, group_metrics, intent_scores, learning_free
 from harness.evaluation.metrics import cirr_metrics, metrics_from_ranks
 from harness.evaluation.protocol import EvalConfig
 from harness.evaluation.ranking import score_blockwise, score_per_gallery
 from harness.methods.base import CIRMethod
 from harness.objectives.losses import similarity
+from harness.pretraining.perception import cell_labels, probe
 
 
 @dataclass
@@ -221,7 +224,7 @@ def _evaluate(method: CIRMethod, split: CIRSplit, triplets: list[Triplet], confi
                                                     progress, device)
     _synchronize(device)
     query_seconds = time.perf_counter() - start
-    batch1_ms, diagnostics = _extra_passes(encoders, gallery_embeddings, config)
+    batch1_ms, diagnostics = _extra_passes(encoders, gallery_embeddings, config, split)
     peak_mb, peak_kind = peak_memory_mb(device, window)
 
     start = time.perf_counter()
@@ -291,8 +294,8 @@ def _encode_gallery(encoders: _Encoders, config: EvalConfig, progress: bool, sto
     return embeddings
 
 
-def _extra_passes(encoders: _Encoders, gallery_embeddings: torch.Tensor,
-                  config: EvalConfig) -> tuple[list[float], dict[str, Any]]:
+def _extra_passes(encoders: _Encoders, gallery_embeddings: torch.Tensor, config: EvalConfig,
+                  split: CIRSplit) -> tuple[list[float], dict[str, Any]]:
     """(batch-1 latency samples, the method's diagnostics), leaving the method's statistics of the
     timed pass as they were (summed over ranks first)."""
     method, queries = encoders.method, encoders.queries
@@ -304,9 +307,35 @@ def _extra_passes(encoders: _Encoders, gallery_embeddings: torch.Tensor,
     count = config.diagnostic_queries
     diagnostics = (method.diagnostics(queries.reference_images[:count].to(encoders.device), queries.captions[:count])
                    if count and queries.triplets else {})
+    perception = _perception(encoders, gallery_embeddings, split, config.perception_images)
+    if perception:
+        diagnostics["perception"] = perception
     for counter, value in zip(method.statistics_counters(), counted):
         counter.copy_(value)
     return batch1_ms, diagnostics
+
+
+def _perception(encoders: _Encoders, gallery_embeddings: torch.Tensor, split: CIRSplit, images: int) -> dict[str, Any]:
+    """The perception probe of what the method's fusion reads (its own features, else the gallery
+    embeddings already computed), on the first ``images`` gallery images of an embedded-benchmark
+    split (two thirds fit, one third test); {} elsewhere."""
+    graphs_file = Path(split.root) / "scene_graphs.json"
+    count = min(images, len(encoders.queries.gallery))
+    if count < 30 or not graphs_file.is_file():
+        return {}
+    graphs = cached_json(graphs_file)
+    names = encoders.queries.gallery[:count]
+    labels = cell_labels([scene_from_json(graphs[name]) for name in names])
+    method, images_of = encoders.method, encoders.queries.gallery_images
+    if type(method).perception_features is CIRMethod.perception_features:  # the target embeddings
+        features = torch.as_tensor(gallery_embeddings[:count]).float().cpu()
+    else:
+        with torch.no_grad(), autocast(encoders.device, encoders.precision):
+            features = torch.cat([method.perception_features(to_device(images_of[lo:lo + 256], encoders.device))
+                                  .float().cpu() for lo in range(0, count, 256)])
+    fit = count * 2 // 3
+    return {"fit_images": fit, "test_images": count - fit,
+            **probe(features[:fit], labels[:fit], features[fit:], labels[fit:])}
 
 
 def _score(split: CIRSplit, queries: _Queries, query_embeddings: torch.Tensor, gallery_embeddings: torch.Tensor,

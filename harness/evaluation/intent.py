@@ -27,7 +27,9 @@ These are the harness's own measures (no CIR paper reports them).
 Per query, read from its recorded certificate and image group, and the metrics and
 learning-free rows made from them. Per query (added to its rankings entry):
 ``needs_joint_reading``, ``held_out`` (phrasing), ``group_rank`` (the target's rank among its own
-group, the reference left out; ties count for the target) and ``top1_kind`` (target, intent or
+group, the reference left out; ties count for the target), ``group_auc`` (the share of the other
+members ranked below the target: 1 above all, 0 below all; sensitive where R@1 sits at the floor)
+and ``top1_kind`` (target, intent or
 retention distractor, topped-up member, or elsewhere in the gallery). Metrics (see
 harness.evaluation.protocol's catalogue): R@1 on the joint-reading queries and on the rest, R@1
 within the group, R@1 on held-out and on seen phrasings, and the share of queries whose top-1 is
@@ -109,7 +111,7 @@ def score_retrieved(reference: Scene, edits_json: list[dict], retrieved: Scene) 
 
 #: The error kinds of a top-1 image, as metric keys top1_<kind>.
 ERROR_KINDS = ("twin", "intent", "retention", "topped_up", "elsewhere")  # a twin: benchmark v3 on
-GROUP_METRICS = ("recall_joint_at_1", "recall_rest_at_1", "recall_group_at_1", "recall_held_out_at_1",
+GROUP_METRICS = ("recall_joint_at_1", "recall_rest_at_1", "recall_group_at_1", "group_auc", "recall_held_out_at_1",
                  "recall_seen_at_1", *(f"top1_{kind}" for kind in ERROR_KINDS))
 #: The learning-free scorers recorded per query by the generator (harness.data.synthetic.additive).
 LEARNING_FREE = {"oracle": "oracle (scene graphs)", "best_additive": "additive grid",
@@ -139,8 +141,9 @@ def annotate(split: CIRSplit, triplets: Sequence[Triplet], rankings: list[dict[s
         scores = group_scores(row, members)
         target_score = scores[members.index(str(triplet.target))]
         top = entry["top"][0] if entry.get("top") else None
+        rank = sum(score > target_score for score in scores)
         entry.update(needs_joint_reading=bool(record["needs_joint_reading"]), held_out=bool(record["held_out"]),
-                     group_rank=sum(score > target_score for score in scores),
+                     group_rank=rank, group_auc=_auc(rank, len(members) - 1),
                      top1_kind=record["group"].get(top, "elsewhere"))  # the group names the target "target"
     return True
 
@@ -163,13 +166,21 @@ def rescored(split: CIRSplit, triplets: Sequence[Triplet], entries: Sequence[dic
         position = top.index(triplet.target) if triplet.target in top else len(top)
         above = sum(name in members for name in top[:position])
         known = position < len(top) or above > 0
+        exact = position < len(top) or above == len(members)  # the target's rank among its group, exactly
         fresh.append({"target_rank": position, "needs_joint_reading": bool(record["needs_joint_reading"]),
                       "held_out": bool(record["held_out"]), "group_rank": above if known else None,
+                      "group_auc": _auc(above, len(members)) if exact else None,
                       "top1_kind": record["group"].get(top[0], "elsewhere") if top else "elsewhere"})
     metrics = group_metrics(fresh)
-    if any(e["group_rank"] is None for e in fresh):
-        metrics.pop("recall_group_at_1", None)
+    for key, field in (("recall_group_at_1", "group_rank"), ("group_auc", "group_auc")):
+        if any(e[field] is None for e in fresh):
+            metrics.pop(key, None)
     return metrics
+
+
+def _auc(rank: int, others: int) -> float:
+    """The target's AUC against the other members of its group: the share ranked below it."""
+    return 1.0 - rank / others if others else 1.0
 
 
 def _mean(values: list[float | None]) -> float | None:

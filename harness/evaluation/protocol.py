@@ -70,6 +70,10 @@ class EvalConfig(BaseModel):
     embedding_cache: bool = Field(True, description="reuse the gallery embeddings of a frozen target encoder across "
                                   "runs (harness.evaluation.embedding_cache; methods with a trained target side never "
                                   "hit it)")
+    perception_images: int = Field(3000, ge=0, description="embedded benchmark: gallery images the perception probe "
+                                   "reads from what the method's fusion reads of an image (two thirds fit a linear "
+                                   "probe of every grid cell's content, one third test it; harness.pretraining."
+                                   "perception); a diagnostic that changes no metric; 0 skips it")
     diagnostic_queries: int = Field(64, ge=0, description="queries a method's own diagnostics read (CIR-LVLM: where "
                                     "its prompts attend); 0 skips them")
     gallery_on_disk: int | None = Field(
@@ -254,6 +258,8 @@ CATALOGUE: tuple[MetricFamily, ...] = (
                  _rank_hit_where("needs_joint_reading", False)),
     MetricFamily("recall_group_at_{k}", "Rg@{k}", "target among the top K of its own image group, reference left "
                  "out (v2)", _rank_hit("group_rank")),
+    MetricFamily("group_auc", "AUC group", "per query, the share of the other members of its group ranked below the "
+                 "target (100: above all of them; 50: chance), mean (v2 on)", _stored("group_auc")),
     MetricFamily("recall_held_out_at_{k}", "R@{k} held-out", "R@K on captions phrased with held-out phrasings or "
                  "synonyms (v2)", _rank_hit_where("held_out", True)),
     MetricFamily("recall_seen_at_{k}", "R@{k} seen", "R@K on captions phrased as in training (v2)",

@@ -139,7 +139,7 @@ class ReportConfig(BaseModel):
 #: attention kernel), not what: left out of run ids (a run resumes under other such settings)
 ID_NEUTRAL: tuple[str, ...] = (
     "train.keep_checkpoint", "train.checkpoint_every", "train.micro_batch_size", "train.gradient_checkpointing",
-    "method.params.backbone.attn_implementation", "eval.gallery_on_disk")
+    "method.params.backbone.attn_implementation", "eval.gallery_on_disk", "eval.perception_images")
 #: dotted paths of settings added after run ids were first given out, with the value that does what
 #: the code did before them (their default, or for CIR-LVLM's instruction order and LM adaptation
 #: the earlier behaviour, now selectable): left out of a run id at that value, so the runs made
@@ -150,7 +150,8 @@ ID_LATER: dict[str, Any] = {"train.group_lr": {}, "dataset.resize": "squash",
                             "method.params.lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"],
                             "method.params.stage0.instruct_steps": 0,
                             "method.params.stage0.instructions": ["describe", "colour", "count", "edit"],
-                            "method.params.qformer_pretraining.itm": False}
+                            "method.params.qformer_pretraining.itm": False,
+                            "method.params.stage0.dense_weight": 0.0}
 
 
 def _drop_path(resolved: dict[str, Any], path: str, only_if: Any = ...) -> None:

@@ -207,6 +207,13 @@ class CIRMethod(nn.Module):
         the target side trains."""
         return None
 
+    def perception_features(self, images: torch.Tensor) -> torch.Tensor | None:
+        """What the method's fusion reads of an image, [B, D] or [B, T, D], for the evaluation's
+        perception probe (harness.pretraining.perception). None (the default): the target
+        embeddings the evaluation already computed (the pooled image embedding of a dual encoder,
+        SPRC's query outputs); CIR-LVLM returns its connector's visual prompt tokens."""
+        return None
+
     def diagnostics(self, reference_images: torch.Tensor, captions: list[str]) -> dict[str, Any]:
         """A method's own figures on a few evaluation queries (CIR-LVLM: where its prompts
         attend), kept in the result's method statistics. Nothing by default."""

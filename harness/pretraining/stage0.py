@@ -62,6 +62,7 @@ from harness.data.triplet import CIRSplit
 from harness.objectives.schedule import cosine_with_warmup
 from harness.pretraining import instruction_tuning as instruct
 from harness.pretraining.instruction_tuning import INSTRUCTIONS, with_question_words
+from harness.pretraining.perception import CellDecoder, cell_labels, probe
 
 try:  # the name in transformers 5.24; earlier releases call the same function clip_loss
     from transformers.models.clip.modeling_clip import image_text_contrastive_loss
@@ -89,6 +90,11 @@ class Stage0Params(BaseModel):
     vision_steps: int = Field(300, ge=0, description="contrastive image-description steps")
     vision_batch_size: int = Field(128, ge=2)
     vision_lr: float = Field(1e-3, gt=0)
+    dense_weight: float = Field(0.0, ge=0, description="vision phase: weight of a dense scene-graph loss beside the "
+                                "contrastive one: linear heads read every grid cell's content (empty, or shape, "
+                                "colour, size) from the pooled image embedding and from the patch tokens (issue 34). "
+                                "0, the default for now: contrastive alone; at the default 16-pixel patches it lifts "
+                                "no shape read-out (docs/assumptions.md, 'Perception')")
     caption_steps: int = Field(300, ge=0, description="describe-the-image steps for connector + LM")
     caption_batch_size: int = Field(64, ge=1)
     caption_lr: float = Field(1e-3, gt=0)
@@ -141,9 +147,9 @@ class Stage0Request:
 
     def vision_key(self) -> str:
         """Key of the first phase (tokenizer + CLIP), which the connector does not change."""
-        vision = _with_resolved_precision(
-            self.params.model_dump(include={"seed", "vision_steps", "vision_batch_size", "vision_lr", "precision"}),
-            self.params)
+        vision = _with_resolved_precision(self.params.model_dump(include={
+            "seed", "vision_steps", "vision_batch_size", "vision_lr", "precision",
+            *({"dense_weight"} if self.params.dense_weight else set())}), self.params)
         blob = json.dumps(
             {"version": STAGE0_VERSION, "dataset": self.dataset_key, "backbone": self.backbone.tiny_key(),
              "stage0": vision, "corpus": sorted(self.extra_corpus)},
@@ -169,6 +175,8 @@ def _phases_off(params: Stage0Params) -> set[str]:
         off.add("embed_steps")
     if params.instruct_steps == 0:
         off |= {"instruct_steps", "instructions"}
+    if params.dense_weight == 0:
+        off.add("dense_weight")
     return off
 
 
@@ -262,6 +270,7 @@ class _TrainingData:
         self.names = _training_images(split)
         self.images = split.images.load(self.names)
         self.texts = [describe(self.scenes[name]) for name in self.names]
+        self.labels = cell_labels([self.scenes[name] for name in self.names])
 
     def encode(self, tokenizer) -> dict:
         return tokenizer([f"[BOS] {t} [EOS]" for t in self.texts], padding=True, return_tensors="pt")
@@ -295,17 +304,47 @@ def _build_vision(request: Stage0Request, data: _TrainingData, out: Path, progre
     ))
     mean = torch.tensor(TINY_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(TINY_STD).view(1, 3, 1, 1)
-    report = _phase(clip, params.vision_steps, params.vision_lr, "stage 0: vision-description contrastive", progress,
-                    lambda: _clip_step(clip, data.images, encoded, mean, std, params.vision_batch_size, generator),
+    heads = _dense_heads(clip) if params.dense_weight else None
+    trained = torch.nn.ModuleList([clip, *([heads] if heads is not None else [])])
+    report = _phase(trained, params.vision_steps, params.vision_lr, "stage 0: vision-description contrastive", progress,
+                    lambda: _clip_step(clip, data.images, encoded, mean, std, params.vision_batch_size, generator,
+                                       heads, data.labels, params.dense_weight),
                     params.precision)
     clip.save_pretrained(str(out / "clip"))
     clip.vision_model.save_pretrained(str(out / "vision"))
     statistics = {"image_mean": TINY_MEAN, "image_std": TINY_STD}
     (out / "vision" / "preprocessor_config.json").write_text(json.dumps(statistics))
     torch.save({"torch": torch.get_rng_state(), "batches": generator.get_state()}, out / "rng.pt")
+    with torch.random.fork_rng():  # after rng.pt: the probe leaves the next phase's draws as they were
+        report["perception"] = _perception(clip, data, mean, std)
     return {"settings": {"backbone": backbone.tiny_key(), **_with_resolved_precision(params.model_dump(include={
-            "seed", "vision_steps", "vision_batch_size", "vision_lr"}), params)}, "images": len(data.names),
+            "seed", "vision_steps", "vision_batch_size", "vision_lr",
+            *({"dense_weight"} if params.dense_weight else set())}), params)}, "images": len(data.names),
             "vision": report}
+
+
+#: Training images the perception probe fits on, then those it is tested on (disjoint).
+PROBE_FIT, PROBE_TEST = 4000, 2000
+
+
+def _perception(clip, data: _TrainingData, mean: torch.Tensor, std: torch.Tensor) -> dict:
+    """The linear perception probe (harness.pretraining.perception) of the frozen tower: from the
+    pooled image embedding (what the dual encoders compare) and from the patch tokens (what a
+    connector or a Q-Former reads), fitted on some training images, tested on others (images the
+    tower trained on, the probe did not)."""
+    fit = min(PROBE_FIT, len(data.names) * 2 // 3)
+    rows = torch.arange(min(len(data.names), fit + PROBE_TEST))
+    pooled, tokens = [], []
+    with torch.no_grad():
+        for start in range(0, len(rows), 256):
+            pixels = (data.images[rows[start:start + 256]].float() / 255.0 - mean) / std
+            output = clip.vision_model(pixel_values=pixels)
+            pooled.append(clip.visual_projection(output.pooler_output))
+            tokens.append(output.last_hidden_state[:, 1:])
+    labels = data.labels[rows]
+    return {"fit_images": fit, "test_images": len(rows) - fit,
+            **{name: probe(features[:fit], labels[:fit], features[fit:], labels[fit:])
+               for name, features in (("pooled", torch.cat(pooled)), ("tokens", torch.cat(tokens)))}}
 
 
 def _build_describe(request: Stage0Request, data: _TrainingData, vision: Path, out: Path, progress: bool) -> dict:
@@ -416,7 +455,18 @@ def _loop(module: torch.nn.Module, steps: int, lr: float, desc: str, progress: b
     return losses
 
 
-def _clip_step(clip, images, encoded, mean, std, batch_size, generator) -> torch.Tensor:
+def _dense_heads(clip) -> torch.nn.ModuleDict:
+    """The vision phase's dense heads: every cell's content read linearly from the pooled image
+    embedding (what the dual-encoder methods compare) and from the patch tokens (what the LVLM's
+    connector and SPRC's Q-Former read). They train with the tower and are not kept."""
+    config = clip.vision_model.config
+    patches = (config.image_size // config.patch_size) ** 2
+    return torch.nn.ModuleDict({"pooled": CellDecoder(clip.config.projection_dim),
+                                "tokens": CellDecoder(patches * config.hidden_size)})
+
+
+def _clip_step(clip, images, encoded, mean, std, batch_size, generator, heads=None, labels=None,
+               dense_weight: float = 0.0) -> torch.Tensor:
     rows = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
     pixels = (images[rows].float() / 255.0 - mean) / std
     mask = encoded["attention_mask"][rows]
@@ -425,7 +475,13 @@ def _clip_step(clip, images, encoded, mean, std, batch_size, generator) -> torch
     # CLIP's loss (transformers' clip_loss), with the similarities in float32 under bf16 autocast
     with full_precision("cpu"):
         text, image = output.text_embeds.float(), output.image_embeds.float()
-        return image_text_contrastive_loss(torch.matmul(text, image.t()) * clip.logit_scale.exp())
+        loss = image_text_contrastive_loss(torch.matmul(text, image.t()) * clip.logit_scale.exp())
+    if heads is None:
+        return loss
+    pooled = clip.visual_projection(output.vision_model_output.pooler_output)
+    tokens = output.vision_model_output.last_hidden_state[:, 1:]
+    dense = heads["pooled"].loss(pooled, labels[rows]) + heads["tokens"].loss(tokens, labels[rows])
+    return loss + dense_weight * dense
 
 
 def _caption_step(tower, connector, language_model, images, encoded, batch_size, generator) -> torch.Tensor:

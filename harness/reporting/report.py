@@ -20,7 +20,7 @@ import re
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from harness.core.settings import flatten
 from harness.evaluation.protocol import TABLE_METRICS, title
 from harness.evaluation.results import RunResult
 from harness.reporting.data import Group, config_value, load_groups
+from harness.reporting.gate import gate_lines, regime_gate
 from harness.reporting.intent_sections import error_kinds_table, intent_table
 from harness.reporting.sections import (
     ablation_table,
@@ -169,6 +170,7 @@ class Report:
     figures: list[tuple[str, str]]  # (stem, caption)
     machine: str
     published: Table | None = None
+    gate: list[str] = field(default_factory=list)  # the regime gate's lines (harness.reporting.gate)
 
 
 def build_report(results: Sequence[RunResult], out: Path, title: str, description: str = "", x: str | None = None,
@@ -224,13 +226,31 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     setup = (f"Dataset {named} ({first.split} split: {queries} queries, {first.num_gallery} gallery images); "
              f"protocol: {first.protocol.description()}; seeds {', '.join(map(str, seeds))}. Metrics in %, mean ± std "
              f"over seeds unless marked; intervals are 95% bootstrap intervals over the {queries} queries "
-             f"({RESAMPLES} resamples)." + _machine_caveat(results))
+             f"({RESAMPLES} resamples)." + _perception_line(groups) + _machine_caveat(results))
     hardware = first.environment.get("hardware", {})
     machine = (f"Machine: {hardware.get('cpu')}, {hardware.get('cpu_cores')} cores, {hardware.get('torch_threads')} "
                f"torch threads, device {hardware.get('gpu') or hardware.get('device')}; commit "
                f"{first.environment.get('git_commit')}.")
+    gate = gate_lines(regime_gate(groups, headline[0] if headline else "recall_at_1"))
     return Report(title, description, setup, summary(comparisons, groups), tables, findings(results),
-                  _notes(results), figures, machine, _published(published))
+                  _notes(results), figures, machine, _published(published), gate)
+
+
+def _perception_line(groups: Sequence[Group]) -> str:
+    """What each run's fusion sees of an image: the evaluation's linear perception probe (percent
+    of grid cells read right: occupancy, and shape / colour / size of the occupied ones; mean over
+    seeds), where the runs recorded it."""
+    parts = []
+    for group in groups:
+        probes = [r.method_statistics.get("perception") for r in group.runs]
+        probes = [p for p in probes if isinstance(p, dict)]
+        if probes:
+            means = [statistics.fmean(float(p[name]) for p in probes) for name in ("cell", "shape", "colour", "size")]
+            parts.append(f"{group.label} {' / '.join(f'{v:.0f}' for v in means)}")
+    if not parts:
+        return ""
+    return (" Perception probe of what each run's fusion reads (linear read-out of every grid cell on held-out "
+            "gallery images, % right: occupied / shape / colour / size): " + "; ".join(parts) + ".")
 
 
 def _machine_caveat(results: Sequence[RunResult]) -> str:
@@ -294,7 +314,8 @@ def _published(rows: Sequence[dict[str, Any]]) -> Table | None:
 
 
 def markdown(report: Report) -> str:
-    lines = [f"# {report.title}", "", report.description, "", report.setup, "", *report.summary]
+    lines = [f"# {report.title}", "", report.description, "", report.setup, "",
+             *(["## Regime gate", "", *report.gate, ""] if report.gate else []), *report.summary]
     for table in report.tables:
         lines += [f"## {table.title}", "", table.markdown(), "", table.caption, ""]
     if report.published is not None:
@@ -335,6 +356,9 @@ def html_page(report: Report, out: Path) -> str:
 
     body = [f"<h1>{html.escape(report.title)}</h1>", f"<p>{paragraph(report.description)}</p>",
             f"<p>{paragraph(report.setup)}</p>"]
+    if report.gate:
+        body.append("<h2>Regime gate</h2><ul>" + "".join(f"<li>{paragraph(line[2:])}</li>" for line in report.gate)
+                    + "</ul>")
     bullets = [line[2:] for line in report.summary if line.startswith("- ")]
     body += [f"<p>{paragraph(line)}</p>" for line in report.summary if line and not line.startswith("- ")]
     if bullets:

@@ -309,6 +309,10 @@ class CIRLVLM(CIRMethod):
         """Token embeddings in float32 (segments are joined in float32, then cast to the LM's dtype)."""
         return self.language_model.get_input_embeddings()(ids).float()
 
+    def perception_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The connector's visual prompt tokens: all the language model sees of an image."""
+        return self._visual_prompt_tokens(images)
+
     def _visual_prompt_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """The connector's visual prompt tokens of ``images``, float32 [B, N, hidden]."""
         features = self.vision(to_device(images, self.head.weight.device))
