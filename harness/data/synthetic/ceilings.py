@@ -59,14 +59,21 @@ def _version(root: Path) -> int:
     return int(read_json(manifest, what="benchmark manifest").get("generator_version", 1)) if manifest.is_file() else 1
 
 
-def split_ceilings(root: Path, split: str) -> list[dict[str, Any]]:
-    """One row for the whole split, then one per family, sorted by name."""
+def _split_files(root: Path, split: str) -> tuple[Path, dict, list, dict, list[str]]:
+    """(query-edits file, scene graphs, query-edits entries, reference per pair id, gallery names)
+    of a written split."""
     edits_file = root / f"query_edits.rc2.{split}.json"
     graphs = read_json(root / "scene_graphs.json", what="scene graphs file")
     entries = read_json(edits_file, what="query edits file")
     captions = {e["pairid"]: e["reference"] for e in read_json(root / "captions" / f"cap.rc2.{split}.json",
                                                                what="caption file")}
     names = list(read_json(root / "image_splits" / f"split.rc2.{split}.json", what="image split file"))
+    return edits_file, graphs, entries, captions, names
+
+
+def split_ceilings(root: Path, split: str) -> list[dict[str, Any]]:
+    """One row for the whole split, then one per family, sorted by name."""
+    edits_file, graphs, entries, captions, names = _split_files(root, split)
     column = {name: i for i, name in enumerate(names)}
     try:
         gallery = [scene_from_json(graphs[name]) for name in names]
@@ -118,12 +125,7 @@ AUDIT_COLUMNS = ("queries", "certified", "adversary", "adversary_certified", "me
 def read_split_data(root: Path, split: str) -> tuple[SplitData, list[dict[str, Any]]]:
     """The scenes, programs, references, targets and groups of a written split with recorded
     groups (version 2 or 3), and its query-edits entries."""
-    edits_file = root / f"query_edits.rc2.{split}.json"
-    graphs = read_json(root / "scene_graphs.json", what="scene graphs file")
-    entries = read_json(edits_file, what="query edits file")
-    captions = {e["pairid"]: e["reference"] for e in read_json(root / "captions" / f"cap.rc2.{split}.json",
-                                                               what="caption file")}
-    names = list(read_json(root / "image_splits" / f"split.rc2.{split}.json", what="image split file"))
+    edits_file, graphs, entries, captions, names = _split_files(root, split)
     column = {name: i for i, name in enumerate(names)}
     try:
         data = SplitData(gallery=[scene_from_json(graphs[name]) for name in names],

@@ -139,22 +139,6 @@ class Drawn:
         return len(self.programs) == 2
 
 
-def _distinct(rng: np.random.Generator, base: Scene, edit_lists: list[list[Edit]], fresh, taken: list[Scene],
-              wanted: int) -> list[Scene]:
-    """Up to ``wanted`` new scenes from ``edit_lists`` applied to ``base`` (in random order)."""
-    chosen: list[Scene] = []
-    for index in rng.permutation(len(edit_lists)):
-        if len(chosen) == wanted:
-            break
-        try:
-            scene = apply_edits(base, edit_lists[int(index)])
-        except EditNotApplicable:
-            continue
-        if fresh(scene, *taken, *chosen):
-            chosen.append(scene)
-    return chosen
-
-
 def _draw_queries(rng: np.random.Generator, config) -> tuple[PairFamily | Family, Scene, list[Program],
                                                               list[list[Edit]], list[Scene]]:
     """A family, a reference and its query (or mirror pair): programs, edits and targets."""
