@@ -3,7 +3,8 @@ features to each grid cell's content, and the dense labels stage 0 supervises it
 
 Per image, each of the 3x3 cells is empty or holds one object of a shape, colour and size.
 The probe fits one linear map from the features (a pooled embedding, or every token of a
-sequence flattened) to each cell's four read-outs and reports, on held-out images:
+sequence flattened) to each cell's four read-outs (ridge regression onto one-hot classes, in
+closed form) and reports, on held-out images:
 
 - ``cell``: occupied or empty, over all cells (where the objects are);
 - ``shape``, ``colour``, ``size``: over the occupied cells.
@@ -11,8 +12,9 @@ sequence flattened) to each cell's four read-outs and reports, on held-out image
     labels = cell_labels(scenes)                     # [N, 9, 4] int64, -1 where a cell is empty
     report = probe(train_features, train_labels, test_features, test_labels)   # {"cell": 99.1, ...} in %
 
-The probe is trained by full-batch L-BFGS on a softmax cross-entropy with a small L2 penalty;
-its accuracy is a lower bound on what the features hold (a linear read-out of them).
+Its accuracy is a lower bound on what the features hold (a linear read-out of them); with few
+fitting images and many features (flattened tokens) it reads a little less than a logistic probe
+would (measured: colour from the default stage 0's tokens 74 % against 86 % with 2,000 images).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from harness.data.synthetic.scene import CELLS, COLOURS, SHAPES, SIZES, Scene
 READOUTS: tuple[tuple[str, int], ...] = (("cell", 2), ("shape", len(SHAPES)), ("colour", len(COLOURS)),
                                          ("size", len(SIZES)))
 ATTRIBUTES = tuple(name for name, _ in READOUTS)
-#: L2 penalty of the probe (per weight, on the mean loss) and its L-BFGS iterations
-PROBE_PENALTY, PROBE_STEPS = 1e-4, 200
+#: the probe's ridge penalty (on standardised features)
+PROBE_PENALTY = 1.0
 
 
 def cell_labels(scenes: Sequence[Scene]) -> torch.Tensor:
@@ -68,37 +70,39 @@ class CellDecoder(torch.nn.Module):
         return total / len(READOUTS)
 
 
-def accuracies(decoder: CellDecoder, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Per read-out, the percent of cells (occupied ones for shape, colour, size) read right."""
-    with torch.no_grad():
-        outputs = decoder(features)
-    result = {}
-    for index, (name, _) in enumerate(READOUTS):
+def _one_hot(labels: torch.Tensor) -> torch.Tensor:
+    """[N, 9 * classes]: each read-out's classes one-hot per cell, zeros where a cell has none."""
+    blocks = []
+    for index, (_, classes) in enumerate(READOUTS):
         target = labels[:, :, index]
-        kept = target >= 0
-        result[name] = 100.0 * float((outputs[index].argmax(-1)[kept] == target[kept]).float().mean())
-    return result
+        blocks.append((F.one_hot(target.clamp_min(0), classes).double() * (target >= 0).unsqueeze(-1)).flatten(1))
+    return torch.cat(blocks, dim=1)
 
 
 def probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-          test_labels: torch.Tensor, seed: int = 0) -> dict[str, float]:
-    """Fit a linear probe on the first images, report its accuracy per read-out on the others.
-    Runs with gradients even when called from an evaluation under inference mode."""
-    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng():
-        torch.manual_seed(seed)
-        train, test = train_features.float().flatten(1).clone(), test_features.float().flatten(1).clone()
+          test_labels: torch.Tensor) -> dict[str, float]:
+    """Fit the linear probe on the first images, report its accuracy per read-out on the others:
+    ridge regression onto each read-out's one-hot classes (standardised features and a bias,
+    penalty ``PROBE_PENALTY``), solved in closed form in its kernel form (fewer images than
+    features is the usual case), the class of largest output read. No randomness, and fast
+    enough to run in every evaluation."""
+    with torch.inference_mode(False):
+        train, test = train_features.double().flatten(1).clone(), test_features.double().flatten(1).clone()
         mean, std = train.mean(0, keepdim=True), train.std(0, keepdim=True).clamp_min(1e-6)
-        train, test = (train - mean) / std, (test - mean) / std
-        decoder = CellDecoder(train.shape[1])
-        optimizer = torch.optim.LBFGS(decoder.parameters(), lr=1.0, max_iter=PROBE_STEPS, history_size=20,
-                                      line_search_fn="strong_wolfe")
-        labels = train_labels.clone()
+        train, test = _with_bias((train - mean) / std), _with_bias((test - mean) / std)
+        kernel = train @ train.T
+        weights = torch.linalg.solve(kernel + PROBE_PENALTY * torch.eye(len(kernel), dtype=kernel.dtype),
+                                     _one_hot(train_labels))
+        outputs = (test @ train.T) @ weights
+    result, at = {}, 0
+    for index, (name, classes) in enumerate(READOUTS):
+        block = outputs[:, at:at + len(CELLS) * classes].view(len(test), len(CELLS), classes)
+        at += len(CELLS) * classes
+        target = test_labels[:, :, index]
+        kept = target >= 0
+        result[name] = 100.0 * float((block.argmax(-1)[kept] == target[kept]).double().mean())
+    return result
 
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            loss = decoder.loss(train, labels) + PROBE_PENALTY * decoder.linear.weight.square().sum()
-            loss.backward()
-            return loss
 
-        optimizer.step(closure)
-        return accuracies(decoder, test, test_labels.clone())
+def _with_bias(features: torch.Tensor) -> torch.Tensor:
+    return torch.cat([features, torch.ones(len(features), 1, dtype=features.dtype)], dim=1)
