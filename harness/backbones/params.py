@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class BackboneParams(BaseModel):
@@ -24,6 +24,11 @@ class BackboneParams(BaseModel):
     vision_layers: int = Field(2, ge=1, description="tiny vision layers")
     vision_heads: int = Field(4, ge=1)
     patch_size: int = Field(16, ge=2, description="ViT patch side; 64 px / 16 = 16 patches")
+    vision: Literal["pixels", "scene_graph"] = Field(
+        "pixels", description="what the tiny vision tower reads: pixels (the rendered images), or scene_graph, the "
+        "perfect-perception track: each image drawn as its scene graph's codes, one patch per grid cell, so each "
+        "cell's token is the sum of a shape, colour, size and cell embedding (harness.data.synthetic.render."
+        "scene_code_image); needs the embedded benchmark and patch_size = image_size // 3 (21 at 64 px)")
     language_family: Literal["llama", "qwen2"] = Field("llama", description="tiny LM architecture")
     language_hidden: int = Field(128, ge=16, description="tiny LM width (docs/assumptions.md)")
     language_layers: int = Field(2, ge=1, description="tiny LM layers")
@@ -43,6 +48,13 @@ class BackboneParams(BaseModel):
         None, description="freeze the vision tower (default: frozen when it starts pretrained or warm-started, as "
         "TRACE; trained when built from scratch)")
 
+    @model_validator(mode="after")
+    def _scene_graph_is_tiny(self) -> BackboneParams:
+        if self.vision == "scene_graph" and self.source != "tiny":
+            raise ValueError("vision: scene_graph replaces a tiny tower's pixels by scene codes; a pretrained "
+                             "checkpoint reads pixels (set source: tiny, or vision: pixels)")
+        return self
+
     def vision_frozen(self, warm_started: bool) -> bool:
         if self.freeze_vision is not None:
             return self.freeze_vision
@@ -51,4 +63,5 @@ class BackboneParams(BaseModel):
     def tiny_key(self) -> dict[str, object]:
         """The settings that define a tiny backbone (for the stage-0 cache key)."""
         return self.model_dump(include={"vision_hidden", "vision_layers", "vision_heads", "patch_size",
-                                        "language_family", "language_hidden", "language_layers", "language_heads"})
+                                        "language_family", "language_hidden", "language_layers", "language_heads",
+                                        *({"vision"} if self.vision != "pixels" else set())})

@@ -18,13 +18,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.core.errors import HarnessError, did_you_mean
+from harness.core.files import read_json_object
 from harness.core.paths import cache_dir, file_lock
 from harness.data.circo import SPEC as CIRCO_SPEC
 from harness.data.cirr import CIRR_SPLITS, read_cirr_split
 from harness.data.cirr import SPEC as CIRR_SPEC
 from harness.data.fashioniq import FASHIONIQ_CATEGORIES
 from harness.data.fashioniq import SPEC as FASHIONIQ_SPEC
-from harness.data.images import ImageStore
+from harness.data.images import DrawnImageStore, ImageStore
 from harness.data.shoes import SPEC as SHOES_SPEC
 from harness.data.spec import DatasetSpec
 from harness.data.synthetic.generate import (
@@ -32,6 +33,8 @@ from harness.data.synthetic.generate import (
     SyntheticConfig,
     write_benchmark,
 )
+from harness.data.synthetic.render import scene_code_image
+from harness.data.synthetic.scene import scene_from_json
 from harness.data.triplet import CIRSplit
 
 log = logging.getLogger(__name__)
@@ -144,12 +147,38 @@ def default_protocol(name: str) -> str:
     return TABLE[name].protocol if name in TABLE else "cirr"
 
 
+#: The image mode of the perfect-perception track (backbone.vision: scene_graph).
+SCENE_GRAPH = "scene_graph"
+
+
+def scene_code_store(config: DatasetConfig, split: CIRSplit) -> DrawnImageStore:
+    """The split's images as scene-code images drawn from its scene graphs (the perfect-perception
+    track): only the embedded benchmark has them."""
+    path = Path(split.root) / "scene_graphs.json"
+    if config.name != "synthetic" or not path.is_file():
+        raise HarnessError("backbone.vision: scene_graph reads scene graphs, which only the embedded benchmark has",
+                           file=path, field="method.params.backbone.vision",
+                           fix="use dataset synthetic, or backbone.vision: pixels")
+    graphs = read_json_object(path, field="scene_graphs.json", fix="generate the benchmark again (delete the folder)")
+    try:
+        scenes = {name: scene_from_json(graph) for name, graph in graphs.items()}
+    except (KeyError, TypeError, ValueError) as error:
+        raise HarnessError(f"unreadable scene graph ({error})", file=path,
+                           fix="generate the benchmark again (delete the folder)") from None
+    side = split.images.image_size
+    return DrawnImageStore(split.images.paths, side, lambda name: scene_code_image(scenes[name], side), SCENE_GRAPH)
+
+
 def load_dataset(config: DatasetConfig, split: str, progress: bool = True, resize: str | None = None) -> CIRSplit:
     """Load one split of the configured dataset, its images made square by ``resize`` (default:
-    ``config.resize``, squash for auto); any problem is a HarnessError naming the first."""
+    ``config.resize``, squash for auto; ``scene_graph``: the perfect-perception track's scene-code
+    images); any problem is a HarnessError naming the first."""
     root = dataset_root(config, progress)
     loaded, problems = read_split(config.name, root, split, config.image_size, config.categories)
-    loaded.images.resize = resize or (config.resize if config.resize != "auto" else "squash")
+    if resize == SCENE_GRAPH:
+        loaded.images = scene_code_store(config, loaded)
+    else:
+        loaded.images.resize = resize or (config.resize if config.resize != "auto" else "squash")
     if problems and config.allow_missing_images:
         loaded, problems = drop_missing_images(loaded, problems)
     if problems:

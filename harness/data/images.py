@@ -3,6 +3,7 @@ memory-mapped files in the cache so that later processes map them instead of dec
 
     store = ImageStore(paths, image_size=64, resize="squash")
     store.load(["dev-0-0-img0", ...])   # uint8 [N, 3, H, W]
+    store = DrawnImageStore(paths, 64, draw=lambda name: ...)   # images drawn from data, not decoded
 """
 
 from __future__ import annotations
@@ -154,3 +155,17 @@ class ImageStore:
             with ThreadPoolExecutor(max_workers=min(len(missing) // 32 + 1, os.cpu_count() or 1)) as pool:
                 self._cache.update(zip(missing, pool.map(self.read, missing)))
         return torch.stack([self.decode(name) for name in names])
+
+
+class DrawnImageStore(ImageStore):
+    """An ImageStore whose images are drawn by ``draw(name)`` (uint8 [3, H, W]) instead of decoded
+    from their files: the perfect-perception track draws each image's scene graph
+    (harness.data.synthetic.render.scene_code_image). ``mode`` names the drawing in the
+    disk cache's key, as ``resize`` does for decoded images."""
+
+    def __init__(self, paths: dict[str, Path], image_size: int, draw, mode: str):
+        super().__init__(paths, image_size, resize=mode)
+        self.draw = draw
+
+    def read(self, name: str) -> torch.Tensor:
+        return torch.from_numpy(self.draw(name))

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import torch
 
+from harness.backbones.params import BackboneParams
 from harness.backbones.vision import processor_resize
 from harness.core import distributed
 from harness.core.device import resolve_device
-from harness.data.datasets import DatasetConfig, load_dataset
+from harness.core.errors import HarnessError
+from harness.data.datasets import SCENE_GRAPH, DatasetConfig, load_dataset
+from harness.data.synthetic.scene import GRID
 from harness.data.triplet import CIRSplit
 from harness.evaluation.results import RunResult
 from harness.experiments.config import ExperimentConfig, RunConfig, RunSpec, expand, load_experiment
@@ -66,14 +69,27 @@ class SplitCache:
 def image_resize(config: RunConfig) -> str:
     """How the run's images become square: ``dataset.resize``, or for ``auto`` what the run's
     checkpoint's own image processor does (harness.backbones.vision.processor_resize); squash for
-    tiny backbones, which have no processor."""
+    tiny backbones, which have no processor. ``scene_graph`` for a run on the perfect-perception
+    track (backbone.vision: scene_graph), whose tower needs one patch per grid cell."""
+    backbone = config.method.params.get("backbone") or {}
+    if backbone.get("vision") == SCENE_GRAPH:
+        return _scene_graph_mode(config, backbone)
     if config.dataset.resize != "auto":
         return config.dataset.resize
-    backbone = config.method.params.get("backbone") or {}
     pretrained = backbone.get("source") == "pretrained"
     directory = ((backbone.get("lvlm_dir") or backbone.get("vision_dir") or backbone.get("blip2_dir"))
                  if pretrained else None)
     return (processor_resize(Path(directory)) if directory else None) or "squash"
+
+
+def _scene_graph_mode(config: RunConfig, backbone: dict) -> str:
+    """``scene_graph``, once the tower's patches are the grid's cells."""
+    patch, side = backbone.get("patch_size", BackboneParams().patch_size), config.dataset.image_size
+    if patch != side // GRID or side // patch != GRID:
+        raise HarnessError(f"backbone.vision: scene_graph needs one patch per grid cell; patch_size {patch} at "
+                           f"{side} px gives {side // patch} x {side // patch} patches",
+                           field="method.params.backbone.patch_size", fix=f"set it to {side // GRID}")
+    return SCENE_GRAPH
 
 
 def execute_run(spec: RunSpec, run_dir: Path, splits: SplitCache, progress: bool = True, on_epoch=None) -> RunResult:
@@ -141,7 +157,8 @@ def build_warm_starts(plan: Plan, echo: Callable[[str], None], force: bool = Fal
             if start.key() in seen:
                 continue
             seen.add(start.key())
-            split = load_dataset(spec.config.dataset, spec.config.dataset.train_split, progress=progress)
+            dataset = spec.config.dataset
+            split = load_dataset(dataset, dataset.train_split, progress, image_resize(spec.config))
             cached = start.built() and not force
             start.ensure(split, force, progress)
             echo(start.summary(cached))

@@ -3,7 +3,8 @@
 Each rendering draws its own jitter (object offset, shade, rotation, background grey and
 pixel noise) from a generator seeded by (dataset seed, image index), so two images of one
 scene differ in pixels while the same seed always gives the same bytes. Images are drawn
-at twice the size and downsampled for anti-aliasing.
+at twice the size and downsampled for anti-aliasing. ``scene_code_image`` draws instead the
+perfect-perception track's code image of a scene (backbone.vision: scene_graph).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from harness.data.synthetic.scene import GRID, Scene, SceneObject
+from harness.data.synthetic.scene import CELLS, COLOURS, GRID, SHAPES, SIZES, Scene, SceneObject
 
 RGB: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
@@ -77,3 +78,32 @@ def render_scene(scene: Scene, image_size: int, rng: np.random.Generator) -> Ima
     noise = rng.integers(-4, 5, size=(image_size, image_size, 3))
     pixels = np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels, mode="RGB")
+
+
+def scene_code_image(scene: Scene, image_size: int) -> np.ndarray:
+    """The perfect-perception track's "image" of ``scene`` (backbone.vision: scene_graph): uint8
+    [3, image_size, image_size], black but for white one-hot marks in each grid cell's square of
+    side ``image_size // GRID``, cut into three bands of rows: the shape band holds one slot per
+    shape plus one for "empty", the colour band one per colour, the size band one per size, and
+    the slot of the cell's value is filled. A ViT whose patch is that square (21 px at 64 px)
+    embeds each cell linearly, so its patch token is the sum of a shape, a colour and a size
+    embedding plus its position embedding (the cell's): one token per cell, read exactly, through
+    the same tower, caches and methods as pixels. Marks are whole slots, not single pixels, so
+    that they weigh in the patch embedding at initialisation as an object's pixels do."""
+    side = image_size // GRID
+    bands = ((0, len(SHAPES) + 1), (1, len(COLOURS)), (2, len(SIZES)))
+    if side < 3 or side < max(slots for _, slots in bands):
+        raise ValueError(f"a scene-code image needs cells of at least {len(COLOURS)} px; {image_size} px gives {side}")
+    codes = np.zeros((3, image_size, image_size), dtype=np.uint8)
+    occupied = {obj.cell: obj for obj in scene}
+    for cell in CELLS:
+        obj = occupied.get(cell)
+        values = ((0, 0), (1, None), (2, None)) if obj is None else (
+            (0, 1 + SHAPES.index(obj.shape)), (1, COLOURS.index(obj.colour)), (2, SIZES.index(obj.size)))
+        for (band, slots), (_, value) in zip(bands, values, strict=True):
+            if value is None:
+                continue
+            width, height = side // slots, side // 3
+            top, left = cell[0] * side + band * height, cell[1] * side + value * width
+            codes[:, top:top + height, left:left + width] = 255
+    return codes
