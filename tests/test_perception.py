@@ -68,3 +68,35 @@ def test_stage0_records_its_perception_and_dense_supervision_is_an_option(tiny_b
     trained = json.loads((ensure_stage0_clip(dense, split, progress=False) / "vision.json").read_text())
     assert trained["settings"]["dense_weight"] == 1.0
     assert trained["vision"]["first_loss"] > summary["vision"]["first_loss"]  # the dense loss is added
+
+
+def test_a_cell_aligned_tower_reads_each_cell_from_its_own_token_and_can_perceive_first(
+        tiny_benchmark: Path, tmp_path: Path, monkeypatch):
+    """With 21-pixel patches the dense head is one map shared by the nine cell tokens (token i
+    -> cell i); ``dense_steps`` adds a perceive phase of its own, keyed and reported."""
+    from harness.backbones.params import BackboneParams
+    from harness.pretraining.perception import CellTokenHead
+    from harness.pretraining.stage0 import Stage0Params, _dense_heads, clip_request, ensure_stage0_clip
+
+    from .test_cir_lvlm import TINY
+
+    head = CellTokenHead(8)
+    tokens = torch.zeros(2, 9, 8)
+    tokens[1, 4] = 1.0  # only the middle cell's token differs: only the middle cell's read-out moves
+    moved = [(logits[1] - logits[0]).abs().sum(-1) for logits in head(tokens)]
+    assert all(m[4] > 0 and bool((m[torch.arange(9) != 4] == 0).all()) for m in moved)
+
+    monkeypatch.setenv("CIR_HARNESS_CACHE", str(tmp_path))
+    split = load_cirr_split(tiny_benchmark, "train")
+    aligned = BackboneParams(**{**TINY, "patch_size": 21})
+    params = Stage0Params(vision_steps=2, vision_batch_size=8, dense_steps=3)
+    request = clip_request("perception-test", aligned, params)
+    summary = json.loads((ensure_stage0_clip(request, split, progress=False) / "vision.json").read_text())
+    assert summary["settings"]["dense_steps"] == 3 and summary["perceive"]["first_loss"] is not None
+    assert "dense_weight" not in summary["settings"]
+    off = clip_request("perception-test", aligned, params.model_copy(update={"dense_steps": 0}))
+    assert off.vision_key() != request.vision_key()
+    from transformers import CLIPModel
+
+    clip = CLIPModel.from_pretrained(request.vision_directory() / "clip")
+    assert isinstance(_dense_heads(clip)["tokens"], CellTokenHead)

@@ -31,11 +31,12 @@ from pydantic import (
     model_validator,
 )
 
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, did_you_mean
 from harness.core.settings import apply_overrides, flatten, load_raw, set_path, validate_model
 from harness.data.datasets import DatasetConfig
 from harness.evaluation.protocol import EvalConfig
 from harness.methods.registry import get_method
+from harness.reporting.analysis import AnalysisConfig
 from harness.training.loop import TrainConfig
 
 
@@ -151,7 +152,8 @@ ID_LATER: dict[str, Any] = {"train.group_lr": {}, "dataset.resize": "squash",
                             "method.params.stage0.instruct_steps": 0,
                             "method.params.stage0.instructions": ["describe", "colour", "count", "edit"],
                             "method.params.qformer_pretraining.itm": False,
-                            "method.params.stage0.dense_weight": 0.0}
+                            "method.params.stage0.dense_weight": 0.0, "method.params.stage0.dense_steps": 0,
+                            "method.params.backbone.vision": "pixels"}
 
 
 def _drop_path(resolved: dict[str, Any], path: str, only_if: Any = ...) -> None:
@@ -222,6 +224,9 @@ class ExperimentConfig(BaseModel):
     output_dir: str = Field("runs", description="root folder of results")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    analysis: AnalysisConfig | None = Field(
+        None, description="the pre-registered analysis: primary endpoint, confirmatory contrasts, equivalence margin "
+        "(harness/reporting/analysis.py)")
 
     @field_validator("experiment")
     @classmethod
@@ -359,7 +364,21 @@ def expand(experiment: ExperimentConfig, raw: dict[str, Any], file: str) -> list
             if spec.run_id not in seen:
                 seen.add(spec.run_id)
                 specs.append(spec)
+    _check_contrasts(experiment, specs, file)
     return specs
+
+
+def _check_contrasts(experiment: ExperimentConfig, specs: list[RunSpec], file: str) -> None:
+    """Each pre-registered contrast names runs of the experiment (checked before any training)."""
+    if experiment.analysis is None:
+        return
+    labels = list(dict.fromkeys(spec.label for spec in specs))
+    for index, contrast in enumerate(experiment.analysis.contrasts):
+        for side in ("a", "b"):
+            if getattr(contrast, side) not in labels:
+                raise HarnessError(f"contrast names {getattr(contrast, side)!r}, not a run of this experiment"
+                                   f"{did_you_mean(getattr(contrast, side), labels)}", file=file,
+                                   field=f"analysis.contrasts.{index}.{side}", fix=f"use one of: {', '.join(labels)}")
 
 
 def _describe(point: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ closed form) and reports, on held-out images:
 - ``shape``, ``colour``, ``size``: over the occupied cells.
 
     labels = cell_labels(scenes)                     # [N, 9, 4] int64, -1 where a cell is empty
+    head = CellTokenHead(128)                        # a dense head shared by a cell-aligned tower's 9 tokens
     report = probe(train_features, train_labels, test_features, test_labels)   # {"cell": 99.1, ...} in %
 
 Its accuracy is a lower bound on what the features hold (a linear read-out of them); with few
@@ -68,6 +69,23 @@ class CellDecoder(torch.nn.Module):
             kept = target >= 0
             total = total + F.cross_entropy(logits[kept].float(), target[kept])
         return total / len(READOUTS)
+
+
+class CellTokenHead(torch.nn.Module):
+    """One linear map shared by the nine cell tokens of a tower whose patch grid is the scene's
+    3x3 grid: token i reads cell i's content (stage 0's dense head at that geometry; each step
+    then trains one classifier nine times instead of nine classifiers once)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.sizes = [classes for _, classes in READOUTS]
+        self.linear = torch.nn.Linear(width, sum(self.sizes))
+
+    def forward(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Per read-out, logits [N, 9, classes] from the cell tokens [N, 9, width]."""
+        return list(torch.split(self.linear(tokens), self.sizes, dim=-1))
+
+    loss = CellDecoder.loss
 
 
 def _one_hot(labels: torch.Tensor) -> torch.Tensor:
