@@ -12,6 +12,7 @@ from pathlib import Path
 from harness.core.errors import HarnessError
 from harness.core.files import read_json_object
 from harness.evaluation.results import read_result
+from harness.reporting.analysis import read_analysis
 from harness.reporting.report import FORMATS, write_report
 
 
@@ -41,7 +42,8 @@ def report_experiment(output: Path, out: Path | None = None, formats: list[str] 
         out = report_dir(output, report.get("dir"), experiment["experiment"])
     return write_report(results, out, title=experiment["experiment"], description=experiment.get("description", ""),
                         x=report.get("x"), published=report.get("published") or [], runs_dir=output / "runs",
-                        baseline=report.get("baseline"), formats=formats or report.get("formats") or FORMATS)
+                        baseline=report.get("baseline"), formats=formats or report.get("formats") or FORMATS,
+                        analysis=read_analysis(experiment.get("analysis"), str(manifest_path)))
 
 
 def report_dir(output: Path, configured: str | None, experiment: str) -> Path:

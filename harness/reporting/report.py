@@ -29,6 +29,7 @@ from harness.core.files import atomic_write_text
 from harness.core.settings import flatten
 from harness.evaluation.protocol import TABLE_METRICS, title
 from harness.evaluation.results import RunResult
+from harness.reporting.analysis import AnalysisConfig, analysis_table, verdicts
 from harness.reporting.data import Group, config_value, load_groups
 from harness.reporting.gate import gate_lines, regime_gate
 from harness.reporting.intent_sections import error_kinds_table, intent_table
@@ -175,8 +176,9 @@ class Report:
 
 def build_report(results: Sequence[RunResult], out: Path, title: str, description: str = "", x: str | None = None,
                  published: Sequence[dict[str, Any]] = (), runs_dir: Path | None = None,
-                 baseline: str | None = None) -> Report:
-    """Compute every table and draw every figure (into ``out``) of the report."""
+                 baseline: str | None = None, analysis: AnalysisConfig | None = None) -> Report:
+    """Compute every table and draw every figure (into ``out``) of the report; the pre-registered
+    ``analysis`` first, when the experiment declares one."""
     from harness.reporting import plots  # matplotlib only when a report is drawn
     groups = load_groups(results, runs_dir)
     if baseline is not None and baseline not in {g.label for g in groups}:
@@ -188,7 +190,10 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     headline = headline_metrics(groups)
     tested = [*headline, *(["recall_joint_at_1"] if all(g.mean_std("recall_joint_at_1") for g in groups) else [])]
     comparisons = [c for m in tested if (c := compare(groups, reference, m)) is not None]
-    tables = [main_table(groups)]
+    primary = analysis.metric if analysis else headline[0] if headline else "recall_at_1"
+    checks = regime_gate(groups, primary)  # on the pre-registered endpoint where there is one
+    tables = [*([analysis_table(verdicts(groups, analysis, checks), analysis)] if analysis else []),
+              main_table(groups)]
     if comparisons:
         tables.append(statistics_table(groups, comparisons))
         tables += [t for t in (seed_statistics_table(comparisons),) if t is not None]
@@ -231,7 +236,7 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     machine = (f"Machine: {hardware.get('cpu')}, {hardware.get('cpu_cores')} cores, {hardware.get('torch_threads')} "
                f"torch threads, device {hardware.get('gpu') or hardware.get('device')}; commit "
                f"{first.environment.get('git_commit')}.")
-    gate = gate_lines(regime_gate(groups, headline[0] if headline else "recall_at_1"))
+    gate = gate_lines(checks)
     return Report(title, description, setup, summary(comparisons, groups), tables, findings(results),
                   _notes(results), figures, machine, _published(published), gate)
 
@@ -382,7 +387,7 @@ def html_page(report: Report, out: Path) -> str:
 
 def write_report(results: Sequence[RunResult], out: Path, title: str, description: str = "", x: str | None = None,
                  published: Sequence[dict[str, Any]] = (), runs_dir: Path | None = None, baseline: str | None = None,
-                 formats: Sequence[str] = FORMATS) -> Path:
+                 formats: Sequence[str] = FORMATS, analysis: AnalysisConfig | None = None) -> Path:
     """Write the report in ``formats`` (md, html, tex, csv) into ``out``; return report.md's path
     (or the first format's file)."""
     unknown = sorted(set(formats) - set(FORMATS))
@@ -391,7 +396,7 @@ def write_report(results: Sequence[RunResult], out: Path, title: str, descriptio
                                                                                           f"{','.join(FORMATS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    report = build_report(results, out, title, description, x, published, runs_dir, baseline)
+    report = build_report(results, out, title, description, x, published, runs_dir, baseline, analysis)
     written = []
     if "csv" in formats:
         atomic_write_text(out / "results.csv", csv_text(results))

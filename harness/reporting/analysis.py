@@ -1,0 +1,152 @@
+"""The pre-registered analysis of an experiment (its ``analysis:`` section) and its verdicts.
+
+    analysis:
+      metric: recall_at_1                       # the primary endpoint (a metric of every run)
+      contrasts:                                # confirmatory: b against a, Holm over the list
+        - {a: "cir_lvlm(pool_size=1)", b: "cir_lvlm(pool_size=10)"}
+      margin: 1.0                               # equivalence margin in points (TOST); optional
+      min_seeds: 5                              # fewer seeds per arm: computed, not confirmatory
+
+Each contrast is tested at the seed level (harness.reporting.seed_level); its verdict is one of
+"b above a" / "b below a" (Holm-adjusted p < alpha), "equivalent within ±margin" (both one-sided
+tests at alpha / k, Bonferroni over the k contrasts, pass), or "inconclusive" with the interval.
+A contrast with fewer seeds than ``min_seeds`` in an arm is "not confirmatory"; where the
+regime gate fails, "not testable here". The report's other tables are exploratory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.core.errors import HarnessError
+from harness.evaluation.protocol import title
+from harness.reporting.data import Group
+from harness.reporting.gate import Check
+from harness.reporting.seed_level import SeedLevelTest, holm_adjusted, seed_level_test
+from harness.reporting.stats import ALPHA
+from harness.reporting.tables import Cell, Table
+
+
+class Contrast(BaseModel):
+    """b against a, each a run label of the experiment (as the report's rows name them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    a: str = Field(description="the reference arm (a row label of the report)")
+    b: str = Field(description="the arm compared with it")
+
+
+class AnalysisConfig(BaseModel):
+    """An experiment's pre-registered analysis (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str = Field("recall_at_1", description="the primary endpoint: a metric every run records")
+    contrasts: list[Contrast] = Field(min_length=1, description="the confirmatory contrasts (Holm over them)")
+    margin: float | None = Field(None, gt=0, description="equivalence margin in metric points (TOST); none: no "
+                                 "equivalence claim can be made")
+    min_seeds: int = Field(5, ge=2, description="seeds per arm a confirmatory contrast needs (issue 35)")
+
+
+def read_analysis(raw: object, file: str) -> AnalysisConfig | None:
+    """The ``analysis`` section of an experiment manifest, validated; None when absent."""
+    if raw is None:
+        return None
+    try:
+        return AnalysisConfig.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(["analysis", *(str(part) for part in first["loc"])])
+        raise HarnessError(first["msg"], file=file, field=field, fix="see harness/reporting/analysis.py for the "
+                           "section's fields") from None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One confirmatory contrast: its test, Holm-adjusted p and the verdict's words."""
+
+    contrast: Contrast
+    test: SeedLevelTest
+    p_holm: float
+    words: str
+
+
+def verdicts(groups: Sequence[Group], analysis: AnalysisConfig, gate: Sequence[Check]) -> list[Verdict]:
+    """Test each declared contrast on the runs and word its verdict."""
+    by_label = {g.label: g for g in groups}
+    missing = [label for c in analysis.contrasts for label in (c.a, c.b) if label not in by_label]
+    if missing:
+        raise HarnessError(f"analysis contrast names {missing[0]!r}, not a run of this experiment",
+                           field="analysis.contrasts", fix=f"use one of: {', '.join(by_label)}")
+    k = len(analysis.contrasts)
+    tests = []
+    for contrast in analysis.contrasts:
+        a, b = by_label[contrast.a], by_label[contrast.b]
+        paired = sorted(a.seeds) == sorted(b.seeds)
+        a_values, b_values = _per_seed(a, analysis.metric), _per_seed(b, analysis.metric)
+        tests.append(seed_level_test([a_values[s] for s in sorted(a_values)], [b_values[s] for s in sorted(b_values)],
+                                     paired, k, analysis.margin))
+    adjusted = holm_adjusted([t.p for t in tests])
+    failed = [c.letter for c in gate if c.passed is False]
+    return [Verdict(c, t, p, _words(c, t, p, analysis, k, failed)) for c, t, p in zip(analysis.contrasts, tests,
+                                                                                     adjusted, strict=True)]
+
+
+def _per_seed(group: Group, metric: str) -> dict[int, float]:
+    values = {r.seed: r.metrics.get(metric) for r in group.runs}
+    if any(v is None for v in values.values()):
+        raise HarnessError(f"run {group.label} records no {metric!r}", field="analysis.metric",
+                           fix="name a metric every run records (see a result.json's metrics)")
+    return {seed: float(v) for seed, v in values.items()}  # type: ignore[arg-type]
+
+
+def _words(contrast: Contrast, test: SeedLevelTest, p_holm: float, analysis: AnalysisConfig, k: int,
+           failed: list[str]) -> str:
+    interval = f"{test.difference:+.2f} [{test.low:+.2f}, {test.high:+.2f}]"
+    if failed:
+        return f"not testable here: gate ({', '.join(failed)}) failed (b − a = {interval})"
+    if math.isnan(p_holm):
+        return f"not tested: an arm has too few seeds to estimate its variance (b − a = {test.difference:+.2f})"
+    if p_holm < ALPHA:
+        verdict = f"{contrast.b} {'above' if test.difference > 0 else 'below'} {contrast.a}: {interval}"
+    elif test.tost_p is not None and test.tost_p < ALPHA / k:
+        verdict = f"equivalent within ±{analysis.margin:g}: {interval}"
+    else:
+        verdict = f"inconclusive: {interval}, MDE {test.mde:.2f}"
+    if min(test.seeds) < analysis.min_seeds:
+        verdict = f"not confirmatory ({min(test.seeds)} seeds per arm, fewer than {analysis.min_seeds}): {verdict}"
+    return verdict
+
+
+def analysis_table(found: Sequence[Verdict], analysis: AnalysisConfig) -> Table:
+    """The pre-registered contrasts, one row each."""
+    rows, csv_rows = [], []
+    for v in found:
+        t = v.test
+        numbers = [t.difference, t.low, t.high, t.p, v.p_holm, t.mde, t.tost_p]
+        rows.append([Cell(v.contrast.b), Cell(v.contrast.a), Cell(f"{t.difference:+.2f}", t.difference),
+                     Cell(f"[{t.low:+.2f}, {t.high:+.2f}]"), Cell(_p(t.p)), Cell(_p(v.p_holm)), Cell(f"{t.mde:.2f}"),
+                     Cell("-" if t.tost_p is None else _p(t.tost_p)), Cell(f"{t.seeds[0]} / {t.seeds[1]}"),
+                     Cell(v.words)])
+        csv_rows.append([v.contrast.b, v.contrast.a, *numbers, t.seeds[0], t.seeds[1], t.paired, v.words])
+    margin = f"±{analysis.margin:g} points" if analysis.margin is not None else "none declared"
+    caption = (f"Pre-registered in the experiment file: endpoint {title(analysis.metric)}; {len(found)} confirmatory "
+               f"contrast(s), Holm over them; seeds are the unit (a t-test on per-seed values: paired where the arms "
+               f"share their seeds); 95 % interval of b − a; MDE at 80 % power after Holm (alpha / k); equivalence "
+               f"margin {margin} (two one-sided tests at alpha / k); at least {analysis.min_seeds} seeds per arm for "
+               "a confirmatory verdict. Every other table of this report is exploratory: its p-values are not "
+               "adjusted across tables.")
+    return Table("Pre-registered analysis", ["b", "a", "b − a", "95% CI", "p", "p (Holm)", "MDE", "TOST p", "seeds",
+                                             "verdict"], rows, caption, name="preregistered",
+                 csv_header=["b", "a", "difference", "low", "high", "p", "p_holm", "mde", "tost_p", "seeds_a",
+                             "seeds_b", "paired", "verdict"], csv_rows=csv_rows)
+
+
+def _p(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
