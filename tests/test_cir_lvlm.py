@@ -399,3 +399,18 @@ def test_optional_embed_phase_runs_and_keeps_existing_stage0_keys(tiny_benchmark
     assert off.vision_key() == on.vision_key()  # the CLIP phase is shared
     report = json.loads((ensure_stage0(on, split, progress=False) / "stage0.json").read_text())
     assert report["embed"]["first_loss"] is not None and report["embed"]["last_loss"] is not None
+
+
+def test_the_perception_probe_reads_as_many_features_as_images_past_one_batch(tiny_benchmark: Path):
+    """CIR-LVLM's probe encodes its connector tokens 256 images at a time: 300 images (a batch
+    and a part) give 300 rows, the labels' count (the last batch once ran past it, and a default
+    evaluation of 3,000 images failed)."""
+    from harness.evaluation.evaluate import evaluate
+    from harness.evaluation.protocol import EvalConfig
+
+    method, _ = _trained(load_cirr_split(tiny_benchmark, "train"), "lora")
+    val = load_cirr_split(tiny_benchmark, "val")
+    assert len(val.gallery) > 300
+    done = evaluate(method.eval(), val, EvalConfig(perception_images=300, latency_queries=0, examples=0,
+                                                   diagnostic_queries=0, max_queries=8), progress=False)
+    assert done.diagnostics["perception"]["fit_images"] == 200 and done.diagnostics["perception"]["test_images"] == 100

@@ -38,6 +38,7 @@ from harness.evaluation.intent import annotate, cached_json, group_metrics, inte
 from harness.evaluation.metrics import cirr_metrics, metrics_from_ranks
 from harness.evaluation.protocol import EvalConfig
 from harness.evaluation.ranking import score_blockwise, score_per_gallery
+from harness.evaluation.subsets import read_subset
 from harness.methods.base import CIRMethod
 from harness.objectives.losses import similarity
 from harness.pretraining.perception import cell_labels, probe
@@ -161,12 +162,28 @@ def evaluate(
     the encoding of gallery and queries and each scores the gathered embeddings (timings are
     rank 0's wall clock of the shared work). A gallery of ``gallery_on_disk`` images or more
     keeps its embeddings in a scratch file (harness.evaluation.embedding_file), removed afterwards."""
-    triplets: list[Triplet] = split.triplets[: config.max_queries] if config.max_queries else list(split.triplets)
+    triplets = _chosen_queries(split, config)
     if config.gallery == "query_images":
         split = _query_image_gallery(split, triplets)
     large = config.gallery_on_disk is not None and len(split.gallery) >= config.gallery_on_disk
     with EmbeddingFile(len(split.gallery)) as store:
         return _evaluate(method, split, triplets, config, device, progress, store if large else None)
+
+
+def _chosen_queries(split: CIRSplit, config: EvalConfig) -> list[Triplet]:
+    """The split's queries in ``eval.subset_file`` (all without one), then the first ``max_queries``."""
+    triplets = list(split.triplets)
+    if config.subset_file is not None:
+        chosen = read_subset(config.subset_file)
+        kept = [t for t in triplets if str(t.pairid) in chosen]
+        unknown = len(chosen) - len(kept)
+        if unknown or not kept:
+            raise HarnessError(f"{unknown} of the file's {len(chosen)} pair ids are not queries of the {split.split} "
+                               "split" if kept else f"none of its pair ids is a query of the {split.split} split",
+                               file=config.subset_file, field="eval.subset_file",
+                               fix="write it from runs on the same split and dataset (`harness subsets`)")
+        triplets = kept
+    return triplets[: config.max_queries] if config.max_queries else triplets
 
 
 @dataclass
@@ -331,8 +348,9 @@ def _perception(encoders: _Encoders, gallery_embeddings: torch.Tensor, split: CI
         features = torch.as_tensor(gallery_embeddings[:count]).float().cpu()
     else:
         with torch.no_grad(), autocast(encoders.device, encoders.precision):
-            features = torch.cat([method.perception_features(to_device(images_of[lo:lo + 256], encoders.device))
-                                  .float().cpu() for lo in range(0, count, 256)])
+            features = torch.cat([method.perception_features(to_device(images_of[lo:min(lo + 256, count)],
+                                                                       encoders.device)).float().cpu()
+                                  for lo in range(0, count, 256)])
     fit = count * 2 // 3
     return {"fit_images": fit, "test_images": count - fit,
             **probe(features[:fit], labels[:fit], features[fit:], labels[fit:])}

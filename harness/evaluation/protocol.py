@@ -82,6 +82,9 @@ class EvalConfig(BaseModel):
         "in RAM. Does not change any number")
     save_top: int = Field(50, ge=1, description="length of the per-query ranking kept on disk")
     max_queries: int | None = Field(None, ge=1, description="evaluate the first N queries only (quick runs)")
+    subset_file: str | None = Field(None, description="evaluate only the queries this JSON file selects: a `harness "
+                                    "subsets` file (its composition-required queries), a list of pair ids, or an "
+                                    "object of pair id -> true/false (harness.evaluation.subsets); before max_queries")
 
     def resolved(self, dataset: str) -> tuple[str, EvalConfig]:
         """(protocol name, this config with the preset's values where a field was left unset)."""

@@ -153,7 +153,7 @@ ID_LATER: dict[str, Any] = {"train.group_lr": {}, "dataset.resize": "squash",
                             "method.params.stage0.instructions": ["describe", "colour", "count", "edit"],
                             "method.params.qformer_pretraining.itm": False,
                             "method.params.stage0.dense_weight": 0.0, "method.params.stage0.dense_steps": 0,
-                            "method.params.backbone.vision": "pixels"}
+                            "method.params.backbone.vision": "pixels", "eval.subset_file": None}
 
 
 def _drop_path(resolved: dict[str, Any], path: str, only_if: Any = ...) -> None:
