@@ -390,6 +390,26 @@ def score(
 
 @app.command()
 @user_errors
+def subsets(
+    experiment_dir: Annotated[Path, typer.Argument(help="A finished experiment's folder (<output>/<experiment>) with "
+                                                   "image_only and text_only runs.")],
+    k: Annotated[int, typer.Option("--k", min=1, help="A query is solved by one modality when image_only or "
+                                   "text_only ranks its target within the top k (seed-averaged).")] = 10,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where the JSON goes (default: "
+                                                "<experiment>/subsets.json).")] = None,
+) -> None:
+    """Write which queries need composition: per pair id, composition_required is true when
+    neither the image_only nor the text_only run ranks the target within the top k. Set
+    eval.subset_file to the file to score a later experiment on those queries alone (a published
+    cleaned subset, as a JSON list of pair ids, works the same way)."""
+    from harness.reporting.build import write_experiment_subsets
+
+    path, required, total = write_experiment_subsets(experiment_dir, k, out)
+    typer.echo(f"{required} of {total} queries need composition (neither modality alone within the top {k}) -> {path}")
+
+
+@app.command()
+@user_errors
 def submit(
     run_dir: Annotated[Path, typer.Argument(help="A finished run on CIRR test1 (or val) or CIRCO, or its evaluation "
                                             "folder from `harness eval` (<run>/eval/test1).")],

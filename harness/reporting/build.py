@@ -12,7 +12,10 @@ from pathlib import Path
 from harness.core.errors import HarnessError
 from harness.core.files import read_json_object
 from harness.evaluation.results import read_result
+from harness.evaluation.subsets import write_subsets
 from harness.reporting.analysis import read_analysis
+from harness.reporting.composition import unimodal_flags
+from harness.reporting.data import load_groups
 from harness.reporting.report import FORMATS, write_report
 
 
@@ -20,6 +23,33 @@ def report_experiment(output: Path, out: Path | None = None, formats: list[str] 
     """(Re)build the report of ``<output_dir>/<experiment>`` from its results JSON files (and
     the rankings beside them) only."""
     output = Path(output)
+    experiment, results, manifest_path = _finished(output)
+    report = experiment.get("report") or {}
+    if out is None:
+        out = report_dir(output, report.get("dir"), experiment["experiment"])
+    return write_report(results, out, title=experiment["experiment"], description=experiment.get("description", ""),
+                        x=report.get("x"), published=report.get("published") or [], runs_dir=output / "runs",
+                        baseline=report.get("baseline"), formats=formats or report.get("formats") or FORMATS,
+                        analysis=read_analysis(experiment.get("analysis"), str(manifest_path)))
+
+
+def write_experiment_subsets(output: Path, k: int, out: Path | None = None) -> tuple[Path, int, int]:
+    """`harness subsets`: the composition-required flags of an experiment folder's queries from its
+    image_only and text_only runs, written as JSON (default ``<output>/subsets.json``); (path,
+    composition-required queries, all queries)."""
+    output = Path(output)
+    _, results, _ = _finished(output)
+    flags = unimodal_flags(load_groups(results, output / "runs"), k)
+    if flags is None:
+        raise HarnessError("needs finished image_only and text_only runs with their rankings on the same queries",
+                           file=output, fix="add {name: image_only} and {name: text_only} to the experiment's grid and "
+                           "run it (finished runs are kept)")
+    path = write_subsets(Path(out) if out else output / "subsets.json", flags, k, str(output))
+    return path, sum(flags.values()), len(flags)
+
+
+def _finished(output: Path) -> tuple[dict, list, Path]:
+    """(the experiment's settings, its finished results, its manifest's path) from experiment.json."""
     manifest_path = output / "experiment.json"
     if not manifest_path.is_file():
         raise HarnessError("no experiment.json here", file=output, fix="give the <output_dir>/<experiment> folder of a "
@@ -37,13 +67,7 @@ def report_experiment(output: Path, out: Path | None = None, formats: list[str] 
     results = [r.model_copy(update={"label": labels[r.run_id]}) if r.run_id in labels else r for r in results]
     if not results:
         raise HarnessError("no finished runs to report", file=output / "runs", fix="run the experiment first")
-    report = experiment.get("report") or {}
-    if out is None:
-        out = report_dir(output, report.get("dir"), experiment["experiment"])
-    return write_report(results, out, title=experiment["experiment"], description=experiment.get("description", ""),
-                        x=report.get("x"), published=report.get("published") or [], runs_dir=output / "runs",
-                        baseline=report.get("baseline"), formats=formats or report.get("formats") or FORMATS,
-                        analysis=read_analysis(experiment.get("analysis"), str(manifest_path)))
+    return experiment, results, manifest_path
 
 
 def report_dir(output: Path, configured: str | None, experiment: str) -> Path:

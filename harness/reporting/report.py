@@ -30,6 +30,7 @@ from harness.core.settings import flatten
 from harness.evaluation.protocol import TABLE_METRICS, title
 from harness.evaluation.results import RunResult
 from harness.reporting.analysis import AnalysisConfig, analysis_table, verdicts
+from harness.reporting.composition import composition_table, unimodal_flags
 from harness.reporting.data import Group, config_value, load_groups
 from harness.reporting.gate import gate_lines, regime_gate
 from harness.reporting.intent_sections import error_kinds_table, intent_table
@@ -49,6 +50,9 @@ from harness.reporting.stats import RESAMPLES
 from harness.reporting.tables import Cell, Table, latex_escape
 
 PLOT_METRICS = ("recall_at_1", "recall_at_5", "recall_subset_at_1")
+#: The k of the composition gap: the audits of CIRR and FashionIQ call a query solved by one
+#: modality when a unimodal model ranks its target within the top 10 (the protocols' R@10).
+COMPOSITION_K = 10
 
 
 def infer_swept_parameter(results: Sequence[RunResult]) -> str | None:
@@ -197,7 +201,8 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     if comparisons:
         tables.append(statistics_table(groups, comparisons))
         tables += [t for t in (seed_statistics_table(comparisons),) if t is not None]
-    tables += [t for t in (ablation_table(groups, main, x, headline or ["recall_at_1"]),) if t is not None]
+    tables += [t for t in (ablation_table(groups, main, x, headline or ["recall_at_1"]), _composition(groups))
+               if t is not None]
     tables.append(efficiency_table(groups))
     tables += [t for t in (edit_type_table(groups, headline[0] if headline else "recall_at_1"),
                            diagnostics_table(groups), intent_table(groups), error_kinds_table(groups)) if t is not None]
@@ -239,6 +244,12 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     gate = gate_lines(checks)
     return Report(title, description, setup, summary(comparisons, groups), tables, findings(results),
                   _notes(results), figures, machine, _published(published), gate)
+
+
+def _composition(groups: Sequence[Group], k: int = COMPOSITION_K) -> Table | None:
+    """The composition-gap table where the experiment has image_only and text_only runs."""
+    flags = unimodal_flags(groups, k)
+    return composition_table(groups, flags, k) if flags else None
 
 
 def _perception_line(groups: Sequence[Group]) -> str:
