@@ -298,6 +298,9 @@ def test_an_interrupted_run_resumes_and_ends_with_the_uninterrupted_metrics(tmp_
     assert resumed.train["resumed_from_step"] == 5  # 160 queries / batch 32: one epoch
     assert resumed.metrics == whole.metrics
     assert resumed.train["loss_per_epoch"] == whole.train["loss_per_epoch"]
+    # the training time includes the epoch trained before the crash (as recorded in its checkpoint)
+    before = resumed.train["seconds_before_resume"]
+    assert 0 < before < resumed.train["seconds"]
 
 
 def test_overwrite_modes(tmp_path: Path):

@@ -99,11 +99,15 @@ class TrainSummary:
     precision: str = "fp32"
     threads: int = 1
     step_log_seconds: float = 0.0  # spent writing the per-step metrics (harness.training.step_log)
+    #: training seconds the checkpoint resumed from had spent (``seconds`` includes them), so a run
+    #: resumed after its training finished does not report a training time of 0
+    seconds_before_resume: float = 0.0
 
     @property
     def steps_per_second(self) -> float:
         """Steps this process trained (after any resume) per second."""
-        return (self.steps - self.resumed_from_step) / self.seconds if self.seconds > 0 else 0.0
+        seconds = self.seconds - self.seconds_before_resume
+        return (self.steps - self.resumed_from_step) / seconds if seconds > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +118,7 @@ class TrainSummary:
             "loss_per_epoch": self.loss_per_epoch,
             "final_loss": self.final_loss,
             "resumed_from_step": self.resumed_from_step,
+            "seconds_before_resume": self.seconds_before_resume,
             "precision": self.precision,
             "threads": self.threads,
             "step_log_seconds": self.step_log_seconds,
@@ -235,7 +240,7 @@ def train(
         loop.step_log = StepLog.open(step_log, keep_through=loop.position.step)
     bar = tqdm(total=total_steps, initial=loop.position.step, desc=f"train {method.method_name}", unit="step",
                disable=not progress, leave=False)
-    start = time.perf_counter()
+    start = loop.started = time.perf_counter()
     finished = False
     with distributed.training_scope(config.gather_negatives):
         while loop.position.step < total_steps:
@@ -253,7 +258,7 @@ def train(
     if loop.step_log is not None:
         loop.step_log.close()
         summary.step_log_seconds = loop.step_log.seconds
-    summary.seconds = time.perf_counter() - start
+    summary.seconds = summary.seconds_before_resume + time.perf_counter() - start
     summary.steps = loop.position.step
     summary.epochs = loop.position.epoch
     method.eval()
@@ -288,6 +293,7 @@ class _Loop:
     position: Position
     world: distributed.World
     step_log: StepLog | None = None
+    started: float = 0.0  # perf_counter when this process began training (for the checkpoint's seconds)
 
     @classmethod
     def start(cls, method: CIRMethod, config: TrainConfig, seed: int, device: torch.device, summary: TrainSummary,
@@ -326,6 +332,7 @@ class _Loop:
         self.position = Position.of(state)
         self.summary.loss_per_epoch = [float(v) for v in state.get("loss_per_epoch", [])]
         self.summary.resumed_from_step = self.position.step
+        self.summary.seconds_before_resume = float(state.get("seconds", 0.0))
 
     def run_pass(self, source: TripletSource | ImageSource, bar: tqdm) -> None:
         """One pass over the training data (or its rest, after a mid-pass resume), then the
@@ -403,7 +410,8 @@ class _Loop:
         if self.checkpoint_dir is not None and self.config.checkpoint:
             if self.world.is_main:
                 save_checkpoint(self.checkpoint_dir, self.method, self.optimizer, self.scheduler, pass_start,
-                                self.position, self.summary.loss_per_epoch, [float(v) for v in pass_losses])
+                                self.position, self.summary.loss_per_epoch, [float(v) for v in pass_losses],
+                                self.summary.seconds_before_resume + time.perf_counter() - self.started)
             distributed.barrier()
 
 
@@ -485,15 +493,16 @@ def save_checkpoint(
     position: Position,
     loss_per_epoch: list[float] | None = None,
     pass_losses: list[float] | None = None,
+    seconds: float = 0.0,
 ) -> Path:
     """Write ``directory/last`` atomically: model.safetensors (what the run trains, with the frozen
     base weights' digest: harness.training.checkpoint) + state.pt (optimizer, scheduler, the data-order
     generator's state at the start of the current pass, torch / numpy / python RNG states,
-    position, losses so far)."""
+    position, losses so far, training seconds so far)."""
     with staged_directory(directory / "last") as staging:
         save_trained_weights(method, staging / "model.safetensors")
-        torch.save(_training_state(method, optimizer, scheduler, order_rng_state, position, loss_per_epoch,
-                                   pass_losses), staging / "state.pt")
+        state = _training_state(method, optimizer, scheduler, order_rng_state, position, loss_per_epoch, pass_losses)
+        torch.save({**state, "seconds": float(seconds)}, staging / "state.pt")
     return directory / "last"
 
 
