@@ -83,7 +83,7 @@ def composition_table(groups: Sequence[Group], flags: dict[Any, bool], k: int = 
         cells = [_on(at_k.values, mask), _on(at_k.values, ~mask), _on(at_1.values, mask), _on(at_1.values, ~mask)]
         test = None if group is best else paired_test(at_1.values[mask], reference, weights)
         rows.append([Cell(group.label), *(Cell(f"{m:.1f} [{lo:.1f}, {hi:.1f}]", m) for m, lo, hi in cells),
-                     Cell("-" if test is None else f"{test.difference:+.1f} (p = {test.p_value:.3f})")])
+                     Cell("-" if test is None else f"{test.difference:+.1f} ({_p(test.p_value)})")])
         csv_rows.append([group.label, *(x for c in cells for x in c),
                          *((test.difference, test.p_value) if test else (None, None))])
     return Table(f"Composition gap (R@{k} of image_only or text_only)", ["run", f"R@{k} required", f"R@{k} rest",
@@ -109,3 +109,7 @@ def _caption(groups: Sequence[Group], flags: dict[Any, bool], mask: np.ndarray, 
         text += (f" The embedded benchmark's certificate calls {joint:.1f} % of these queries joint-reading; the two "
                  f"views agree on {agree:.1f} % of queries ({both} are in both subsets).")
     return text
+
+
+def _p(value: float) -> str:
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"

@@ -81,7 +81,8 @@ def caption_check(groups: Sequence[Group], metric: str) -> Check:
             continue
         test = paired_test(values.values, reference.values, values.weights, values.strata)
         if not (test.difference > 0 and test.p_value < ALPHA):
-            failing.append(f"{group.label} {test.difference:+.1f} (p = {test.p_value:.3f})")
+            p = "p < 0.001" if test.p_value < 0.001 else f"p = {test.p_value:.3f}"
+            failing.append(f"{group.label} {test.difference:+.1f} ({p})")
     if failing:
         return Check("b", "caption use", False, f"not above {CAPTION_BLIND} on {title(metric)}: {'; '.join(failing)}")
     if unknown:
