@@ -73,7 +73,7 @@ def test_one_modality_solves_what_it_ranks_first_and_the_rest_is_counted_by_hand
         rows = part if part is not None else [r for r in range(len(triplets)) if r % 5 == 0]
         brute = 100.0 * np.mean([(ranks["sum", 0][r] < k) + (ranks["sum", 1][r] < k) for r in rows]) / 2
         assert row[1 + 3 * position] == pytest.approx(brute)
-    assert "20.1 %" not in table.caption and f"{100 * len(required) / 303:.1f} %" in table.caption
+    assert f"{100 * len(required) / 303:.1f} % of the 303 queries" in table.caption
 
 
 def test_a_subsets_file_round_trips_through_eval_subset_file(cirr_fixtures, finished, tmp_path):
@@ -106,3 +106,22 @@ def test_harness_subsets_writes_the_flags_of_an_experiment_folder(finished, tmp_
     _, output, _ = finished
     result = CliRunner().invoke(app, ["subsets", str(output)])
     assert result.exit_code == 2 and "image_only and text_only" in result.output and "Traceback" not in result.output
+
+
+def test_a_declared_reference_experiment_gives_the_gap_to_an_experiment_without_unimodal_runs(
+        cirr_fixtures, finished, tmp_path):
+    """report.unimodal: the sum runs' report takes its flags from another experiment folder's
+    image_only and text_only runs; a folder that is not an experiment is one line naming the field."""
+    from harness.reporting.build import _unimodal
+    from harness.reporting.report import write_report
+
+    _, _, results = _planted(cirr_fixtures, finished, tmp_path)
+    alone = [r for r in results if r.method == "sum"]
+    plain = write_report(alone, tmp_path / "plain", "alone", runs_dir=tmp_path / "runs").read_text()
+    assert "## Composition gap" not in plain
+    text = write_report(alone, tmp_path / "with", "alone", runs_dir=tmp_path / "runs",
+                        unimodal=_unimodal(str(tmp_path))).read_text()
+    assert "## Composition gap" in text and f"{100 * 242 / 303:.1f} % of the 303 queries" in text
+    with pytest.raises(HarnessError) as error:
+        _unimodal(str(tmp_path / "runs"))
+    assert error.value.field == "report.unimodal"

@@ -134,6 +134,9 @@ class ReportConfig(BaseModel):
                                  "against, paired over queries; default: the experiment's first run")
     formats: list[Literal["md", "html", "tex", "csv"]] = Field(["md", "html", "tex", "csv"],
                                                              description="what the report is written as")
+    unimodal: str | None = Field(None, description="an experiment folder (<output>/<experiment>) whose image_only and "
+                                 "text_only runs, on the same queries, decide the composition gap when this experiment "
+                                 "has none (harness.reporting.composition)")
 
 
 #: dotted paths of settings that decide what is kept or how a step is computed (memory layout,

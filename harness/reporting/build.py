@@ -14,7 +14,7 @@ from harness.core.files import read_json_object
 from harness.evaluation.results import read_result
 from harness.evaluation.subsets import write_subsets
 from harness.reporting.analysis import read_analysis
-from harness.reporting.composition import unimodal_flags
+from harness.reporting.composition import UNIMODAL, unimodal_flags
 from harness.reporting.data import load_groups
 from harness.reporting.report import FORMATS, write_report
 
@@ -30,7 +30,20 @@ def report_experiment(output: Path, out: Path | None = None, formats: list[str] 
     return write_report(results, out, title=experiment["experiment"], description=experiment.get("description", ""),
                         x=report.get("x"), published=report.get("published") or [], runs_dir=output / "runs",
                         baseline=report.get("baseline"), formats=formats or report.get("formats") or FORMATS,
-                        analysis=read_analysis(experiment.get("analysis"), str(manifest_path)))
+                        analysis=read_analysis(experiment.get("analysis"), str(manifest_path)),
+                        unimodal=_unimodal(report.get("unimodal")))
+
+
+def _unimodal(folder: str | None) -> list:
+    """The runs of the experiment ``report.unimodal`` names (its image_only and text_only runs)."""
+    if not folder:
+        return []
+    path = Path(folder).expanduser()
+    if not (path / "experiment.json").is_file():
+        raise HarnessError("no finished experiment here", file=path, field="report.unimodal",
+                           fix="name an <output>/<experiment> folder that holds image_only and text_only runs")
+    _, results, _ = _finished(path)
+    return [g for g in load_groups(results, path / "runs") if g.method in UNIMODAL]
 
 
 def write_experiment_subsets(output: Path, k: int, out: Path | None = None) -> tuple[Path, int, int]:

@@ -180,7 +180,8 @@ class Report:
 
 def build_report(results: Sequence[RunResult], out: Path, title: str, description: str = "", x: str | None = None,
                  published: Sequence[dict[str, Any]] = (), runs_dir: Path | None = None,
-                 baseline: str | None = None, analysis: AnalysisConfig | None = None) -> Report:
+                 baseline: str | None = None, analysis: AnalysisConfig | None = None,
+                 unimodal: Sequence[Group] = ()) -> Report:
     """Compute every table and draw every figure (into ``out``) of the report; the pre-registered
     ``analysis`` first, when the experiment declares one."""
     from harness.reporting import plots  # matplotlib only when a report is drawn
@@ -201,7 +202,7 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     if comparisons:
         tables.append(statistics_table(groups, comparisons))
         tables += [t for t in (seed_statistics_table(comparisons),) if t is not None]
-    tables += [t for t in (ablation_table(groups, main, x, headline or ["recall_at_1"]), _composition(groups))
+    tables += [t for t in (ablation_table(groups, main, x, headline or ["recall_at_1"]), _composition(groups, unimodal))
                if t is not None]
     tables.append(efficiency_table(groups))
     tables += [t for t in (edit_type_table(groups, headline[0] if headline else "recall_at_1"),
@@ -246,9 +247,19 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
                   _notes(results), figures, machine, _published(published), gate)
 
 
-def _composition(groups: Sequence[Group], k: int = COMPOSITION_K) -> Table | None:
-    """The composition-gap table where the experiment has image_only and text_only runs."""
+def _composition(groups: Sequence[Group], unimodal: Sequence[Group] = (), k: int = COMPOSITION_K) -> Table | None:
+    """The composition-gap table where the experiment has image_only and text_only runs, or
+    ``unimodal`` (another experiment's, report.unimodal) has them on the same queries."""
     flags = unimodal_flags(groups, k)
+    if flags is None and unimodal:
+        labels = {g.label for g in groups}
+        groups = [*groups, *(g for g in unimodal if g.label not in labels)]
+        flags = unimodal_flags(groups, k)
+        table = composition_table(groups, flags, k) if flags else None
+        if table is None:
+            raise HarnessError("its image_only and text_only runs do not rank the same queries as this experiment's "
+                               "runs", field="report.unimodal", fix="name an experiment on the same dataset and split")
+        return table
     return composition_table(groups, flags, k) if flags else None
 
 
@@ -398,7 +409,8 @@ def html_page(report: Report, out: Path) -> str:
 
 def write_report(results: Sequence[RunResult], out: Path, title: str, description: str = "", x: str | None = None,
                  published: Sequence[dict[str, Any]] = (), runs_dir: Path | None = None, baseline: str | None = None,
-                 formats: Sequence[str] = FORMATS, analysis: AnalysisConfig | None = None) -> Path:
+                 formats: Sequence[str] = FORMATS, analysis: AnalysisConfig | None = None,
+                 unimodal: Sequence[Group] = ()) -> Path:
     """Write the report in ``formats`` (md, html, tex, csv) into ``out``; return report.md's path
     (or the first format's file)."""
     unknown = sorted(set(formats) - set(FORMATS))
@@ -407,7 +419,7 @@ def write_report(results: Sequence[RunResult], out: Path, title: str, descriptio
                                                                                           f"{','.join(FORMATS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    report = build_report(results, out, title, description, x, published, runs_dir, baseline, analysis)
+    report = build_report(results, out, title, description, x, published, runs_dir, baseline, analysis, unimodal)
     written = []
     if "csv" in formats:
         atomic_write_text(out / "results.csv", csv_text(results))
