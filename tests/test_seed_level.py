@@ -98,7 +98,8 @@ def test_the_report_leads_with_the_preregistered_contrasts_and_the_gate_decides_
                 **base[method].metrics, "recall_at_1": value}}))
     analysis = AnalysisConfig(contrasts=[{"a": "image_only", "b": "sum"}], margin=0.5)
     text = write_report(results, tmp_path / "report", "planted", runs_dir=runs, analysis=analysis).read_text()
-    assert text.index("## Pre-registered analysis") < text.index("## Main results")
+    assert text.index("## Pre-registered analysis") < text.index("Everything below is exploratory") < text.index(
+        "## Main results")
     with open(tmp_path / "report" / "tables" / "preregistered.csv", newline="") as handle:
         row = next(csv.DictReader(handle))
     differences = np.subtract(planted["sum"], planted["image_only"])

@@ -106,19 +106,20 @@ def _per_seed(group: Group, metric: str) -> dict[int, float]:
 
 def _words(contrast: Contrast, test: SeedLevelTest, p_holm: float, analysis: AnalysisConfig, k: int,
            failed: list[str]) -> str:
+    """The verdict; where the gate fails, "not testable here", and what the test alone would say."""
     interval = f"{test.difference:+.2f} [{test.low:+.2f}, {test.high:+.2f}]"
-    if failed:
-        return f"not testable here: gate ({', '.join(failed)}) failed (b − a = {interval})"
     if math.isnan(p_holm):
-        return f"not tested: an arm has too few seeds to estimate its variance (b − a = {test.difference:+.2f})"
-    if p_holm < ALPHA:
+        verdict = f"not tested: an arm has too few seeds to estimate its variance (b − a = {test.difference:+.2f})"
+    elif p_holm < ALPHA:
         verdict = f"{contrast.b} {'above' if test.difference > 0 else 'below'} {contrast.a}: {interval}"
     elif test.tost_p is not None and test.tost_p < ALPHA / k:
         verdict = f"equivalent within ±{analysis.margin:g}: {interval}"
     else:
         verdict = f"inconclusive: {interval}, MDE {test.mde:.2f}"
-    if min(test.seeds) < analysis.min_seeds:
+    if not math.isnan(p_holm) and min(test.seeds) < analysis.min_seeds:
         verdict = f"not confirmatory ({min(test.seeds)} seeds per arm, fewer than {analysis.min_seeds}): {verdict}"
+    if failed:
+        return f"not testable here: gate ({', '.join(failed)}) failed; the test alone: {verdict}"
     return verdict
 
 

@@ -340,10 +340,24 @@ def _published(rows: Sequence[dict[str, Any]]) -> Table | None:
                  csv_header=["method", *keys, "source"])
 
 
+#: What a report with a pre-registered analysis says of everything after it.
+EXPLORATORY = ("**Everything below is exploratory**: tests chosen after the fact, p-values adjusted within each table "
+               "at most; only the pre-registered analysis above carries a verdict.")
+
+
+def _preregistered_first(tables: Sequence[Table]) -> tuple[list[Table], list[Table]]:
+    """(the pre-registered analysis table, if any; the others), so it is shown before the rest."""
+    return [t for t in tables if t.name == "preregistered"], [t for t in tables if t.name != "preregistered"]
+
+
 def markdown(report: Report) -> str:
     lines = [f"# {report.title}", "", report.description, "", report.setup, "",
-             *(["## Regime gate", "", *report.gate, ""] if report.gate else []), *report.summary]
-    for table in report.tables:
+             *(["## Regime gate", "", *report.gate, ""] if report.gate else [])]
+    first, rest = _preregistered_first(report.tables)
+    for table in first:
+        lines += [f"## {table.title}", "", table.markdown(), "", table.caption, "", EXPLORATORY, ""]
+    lines += report.summary
+    for table in rest:
         lines += [f"## {table.title}", "", table.markdown(), "", table.caption, ""]
     if report.published is not None:
         lines += [f"## {report.published.title}", "", report.published.caption, "", report.published.markdown(), ""]
@@ -386,11 +400,13 @@ def html_page(report: Report, out: Path) -> str:
     if report.gate:
         body.append("<h2>Regime gate</h2><ul>" + "".join(f"<li>{paragraph(line[2:])}</li>" for line in report.gate)
                     + "</ul>")
+    first, rest = _preregistered_first(report.tables)
+    body += [table.html() + f"<p>{paragraph(EXPLORATORY)}</p>" for table in first]
     bullets = [line[2:] for line in report.summary if line.startswith("- ")]
     body += [f"<p>{paragraph(line)}</p>" for line in report.summary if line and not line.startswith("- ")]
     if bullets:
         body.append("<ul>" + "".join(f"<li>{paragraph(b)}</li>" for b in bullets) + "</ul>")
-    body += [table.html() for table in report.tables]
+    body += [table.html() for table in rest]
     if report.published is not None:
         body.append(report.published.html())
     for stem, caption in report.figures:
