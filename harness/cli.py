@@ -359,7 +359,10 @@ def score(
     """Recompute the metrics from saved rankings and the annotations alone, with no model.
 
     Given a run folder, its rankings are scored with the protocol its result.json records and
-    compared with the metrics the evaluation wrote (exit 1 if they differ). Given files (a
+    compared with the metrics the evaluation wrote (exit 1 if they differ). Given several run
+    folders, each is checked so, and a warning names every provenance field (where the embedding
+    is taken, prompt texts, image preprocessing, package versions) in which a run differs from the
+    first. Given files (a
     rankings.jsonl.gz, or CIRR recall / recall_subset / CIRCO submission files, merged by pair
     id), --dataset, --root and --split say what they rank. The rankings format is documented
     in harness/evaluation/saved_rankings.py."""
@@ -370,6 +373,9 @@ def score(
         if not source.exists():
             raise HarnessError("no such file or folder", file=source,
                                fix="give a run folder, or rankings / submission files")
+    if len(sources) > 1 and all(source.is_dir() for source in sources):
+        _score_runs(sources)
+        return
     run_folder = len(sources) == 1 and sources[0].is_dir()
     if run_folder:
         metrics, by_category = score_run(sources[0])
@@ -406,6 +412,30 @@ def subsets(
 
     path, required, total = write_experiment_subsets(experiment_dir, k, out)
     typer.echo(f"{required} of {total} queries need composition (neither modality alone within the top {k}) -> {path}")
+
+
+def _score_runs(folders: list[Path]) -> None:
+    """`harness score RUN RUN ...`: each run re-scored and checked; provenance differences warned."""
+    from harness.evaluation.results import provenance_differences
+    from harness.evaluation.saved_rankings import differences
+    from harness.experiments.finished_run import read_run_result, score_run
+
+    failed = False
+    first = read_run_result(folders[0])
+    for folder in folders:
+        result = read_run_result(folder)
+        differing, _ = differences(score_run(folder)[0], result.metrics)
+        failed = failed or bool(differing)
+        typer.echo(f"{folder}: " + (f"differs from result.json: {', '.join(differing)}" if differing
+                                     else "matches result.json"))
+        if folder != folders[0]:
+            record = {**result.provenance, "packages": result.environment.get("packages", {})}
+            reference = {**first.provenance, "packages": first.environment.get("packages", {})}
+            if changed := provenance_differences(reference, record):
+                typer.echo(f"warning: {folder} differs from {folders[0]} in how it encodes: {', '.join(changed)}; "
+                           "compare their numbers with care", err=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

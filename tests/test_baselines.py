@@ -227,6 +227,9 @@ def test_each_baseline_trains_and_evaluates_end_to_end(tmp_path: Path):
     assert sorted(results) == ["clip4cir", "pic2word", "searle"]
     for r in results.values():
         assert r.train["steps"] >= 1 and 0 <= r.metrics["recall_at_50"] <= 100
+        assert "after post_layernorm" in r.provenance["image_embedding"] and r.provenance["image"]["size"] == 64
+    assert results["pic2word"].provenance["query_prompt"] == "a photo of * , {caption}"  # textual inversion
+    assert results["searle"].provenance["pseudo_word"] == "$"
 
 
 def test_references_start_from_the_shared_stage0_clip(split):

@@ -51,6 +51,8 @@ def test_run_writes_results_config_rankings_and_table(finished):
         assert recomputed == pytest.approx(result.metrics["recall_at_1"])
     assert "| image_only | 0 |" in stdout and "| sum | 0 |" in stdout
     assert (output / "results.md").is_file()
+    for run in (output / "runs").iterdir():  # the reference family, from random weights here
+        assert "random-weight CLIP" in read_result(run / "result.json").provenance["image_embedding"]
 
 
 def test_each_run_probes_what_its_fusion_sees_and_the_report_says_so(finished):
@@ -226,6 +228,8 @@ def test_cir_lvlm_end_to_end_writes_results_and_report(tmp_path: Path):
     for r in results:
         assert r.method == "cir_lvlm" and "recall_at_1" in r.metrics
         assert sum(r.method_statistics["prompt_usage"]) == r.num_queries
+        assert "[EMB]" in r.provenance["embedding"] and r.provenance["task_prompts"]["on"] is True
+        assert r.provenance["vision"]["image"]["mean"] == [0.5, 0.5, 0.5] and r.provenance["image_mode"] == "squash"
     report = tmp_path / "reports" / "lvlm"
     assert (report / "recall_vs_pool_size.png").is_file()
     text = (report / "report.md").read_text()
@@ -504,3 +508,23 @@ def test_two_invocations_started_together_on_a_fresh_output_both_finish(tmp_path
         assert process.returncode == 0, stderr[-2000:]
     results = [read_result(p) for p in (tmp_path / "out" / "tiny" / "runs").glob("*/result.json")]
     assert sorted(r.seed for r in results) == [0, 1]
+
+
+def test_score_warns_when_two_runs_encode_differently(finished, tmp_path: Path):
+    """Two run folders whose results differ only in where the image embedding is taken: both
+    re-score to their result.json (exit 0) and a warning names the field."""
+    import shutil
+
+    _, output, _ = finished
+    first = next(p for p in sorted((output / "runs").iterdir()) if (p / "result.json").is_file())
+    other = tmp_path / "other"
+    shutil.copytree(first, other)
+    data = json.loads((other / "result.json").read_text())
+    data["provenance"]["image_embedding"] = "mean of the patch tokens before post_layernorm"  # another pooling point
+    (other / "result.json").write_text(json.dumps(data))
+    same = CliRunner().invoke(app, ["score", str(first), str(first)])
+    assert same.exit_code == 0 and "warning" not in same.output
+    result = CliRunner().invoke(app, ["score", str(first), str(other)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("matches result.json") == 2
+    assert "warning:" in result.stderr and "image_embedding" in result.stderr

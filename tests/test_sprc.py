@@ -253,6 +253,8 @@ def test_harness_pretrain_run_and_score_a_multi_vector_method(tmp_path: Path):
     assert run.exit_code == 0, run.output
     [run_dir] = (tmp_path / "out" / "sprc" / "runs").iterdir()
     assert read_result(run_dir / "result.json").train["steps"] == 3
+    provenance = read_result(run_dir / "result.json").provenance  # early fusion: what the Q-Former reads and gives
+    assert "query outputs" in provenance["target_embedding"] and provenance["vision"]["image"]["size"] == 64
     score = CliRunner().invoke(app, ["score", str(run_dir)])
     assert score.exit_code == 0, score.output
     assert "matches result.json" in score.stdout

@@ -104,6 +104,18 @@ class DualEncoder(nn.Module):
         """CLIP's ``text_projection``; SigLIP's text head is inside its tower."""
         return getattr(self.model, "text_projection", None) or _NO_PROJECTION
 
+    def provenance(self) -> dict:
+        """Where the image and text embeddings are taken and how an image is prepared (recorded in
+        result.json; `harness score` warns where two results differ)."""
+        image, text = (("the attention-pooling head over the last hidden state (after post_layernorm)",
+                        "the head over the last token of the final layer norm") if self.siglip else
+                       ("visual_projection of the CLS token after post_layernorm",
+                        "text_projection of the EOS token after the final layer norm"))
+        return {"image_embedding": image, "text_embedding": text,
+                "image": {"size": self.image_size, "resampling": "bicubic to size when the stored image differs",
+                          "mean": [round(float(v), 6) for v in self.mean.flatten()],
+                          "std": [round(float(v), 6) for v in self.std.flatten()]}}
+
     # ------------------------------------------------------------------ features
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:

@@ -76,6 +76,15 @@ class VisionTower(nn.Module):
             mean, std = preprocessor_stats(directory, vision_config)
         return cls(vision, int(vision_config.image_size), tuple(mean), tuple(std))
 
+    def provenance(self) -> dict:
+        """What the tower reads and returns (recorded in result.json; harness.methods.base)."""
+        layer = "the last hidden state (before post_layernorm)" if self.feature_layer == -1 else \
+            f"hidden state {self.feature_layer} (before post_layernorm)"
+        return {"features": layer + (", CLS dropped" if self.drop_cls else ", CLS first"),
+                "image": {"size": self.image_size, "resampling": "bilinear to size when the stored image differs",
+                          "mean": [round(float(v), 6) for v in self.mean.flatten()],
+                          "std": [round(float(v), 6) for v in self.std.flatten()]}}
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pixels = images.float() / 255.0
         if pixels.shape[-1] != self.image_size:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 PACKAGES = ("cir-harness", "torch", "transformers", "tokenizers", "numpy", "pillow", "pydantic", "mlflow",
-            "safetensors")
+            "safetensors", "peft", "scipy", "statsmodels")
 
 
 @functools.cache

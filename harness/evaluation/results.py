@@ -58,9 +58,24 @@ class RunResult(BaseModel):
     learning_free: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="embedded benchmark v2: R@1 of the learning-free scorers (perfect "
         "perception, no learning) on the evaluated queries, all / joint-reading / the rest")
+    provenance: dict[str, Any] = Field(
+        default_factory=dict, description="where the embeddings are taken, the prompt texts, the image preprocessing "
+        "(harness.methods.base.CIRMethod.provenance); `harness score` warns where two results differ")
     examples: list[dict[str, Any]] = Field(
         default_factory=list, description="a few queries: caption, reference, top-5, target and image paths (report "
                                           "grid)")
+
+
+def provenance_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys where two results' provenance differs (a key one of them lacks included)."""
+    found = []
+    for key in sorted(set(a) | set(b)):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            found += provenance_differences(left, right, f"{prefix}{key}.")
+        elif left != right:
+            found.append(f"{prefix}{key}")
+    return found
 
 
 def write_result(path: Path, result: RunResult) -> None:

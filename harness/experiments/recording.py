@@ -70,6 +70,7 @@ def evaluate_and_record(run_dir: Path, config: RunConfig, run_id: str, label: st
         examples=evaluation.examples,
         rankings_file="rankings.jsonl.gz",
         learning_free=evaluation.learning_free,
+        provenance={**method.provenance(), "image_mode": eval_split.images.resize},
     )
     if main:
         write_result(run_dir / "result.json", result)

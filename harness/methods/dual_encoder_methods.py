@@ -79,6 +79,10 @@ class TextualInversionMethod(DualEncoderMethod):
     def encode_target(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.encoder.image_features(images), dim=-1)
 
+    def provenance(self) -> dict[str, Any]:
+        return {**super().provenance(), "query_prompt": self.params.query_prompt,
+                "pseudo_word": self.placeholder}
+
     def frozen_target_state(self) -> dict[str, torch.Tensor] | None:
         """The frozen dual encoder (weights and preprocessing buffers) when nothing of it trains."""
         state = dict(self.encoder.state_dict(keep_vars=True))

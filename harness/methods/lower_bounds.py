@@ -17,7 +17,7 @@ weights (the prototype's references, docs/assumptions.md).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -141,6 +141,15 @@ class _DualEncoder(DualEncoderMethod):
         parameters = [p for module in self._used for p in module.parameters()]
         return {"total": sum(p.numel() for p in parameters),
                 "trainable": sum(p.numel() for p in parameters if p.requires_grad)}
+
+    def provenance(self) -> dict[str, Any]:
+        """The stage-0 (or pretrained) dual encoder's, or for towers from random weights what they pool."""
+        if self.encoder is not None:
+            return self.encoder.provenance()
+        return {"image_embedding": "projection of a random-weight CLIP vision tower's CLS after post_layernorm",
+                "text_embedding": "projection of the masked mean of a random-weight BERT's last hidden state",
+                "image": {"size": self.context.image_size, "resampling": "none (images at the dataset's size)",
+                          "mean": [PIXEL_MEAN] * 3, "std": [PIXEL_STD] * 3}}
 
     def _image(self, images: torch.Tensor) -> torch.Tensor:
         features = self.encoder.image_features(images) if self.encoder is not None else self.image_tower(images)

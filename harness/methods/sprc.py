@@ -100,6 +100,15 @@ class Sprc(CIRMethod):
     def _temperature(self) -> torch.Tensor:
         return self.temperature.clamp(0.001, 0.5)
 
+    def provenance(self) -> dict:
+        """The embeddings are the Q-Former's query outputs through its projection; the tower's
+        features (after post_layernorm where the checkpoint applies it) are what the queries read."""
+        return {"query_embedding": "the Q-Former's query outputs over the reference's features with the caption "
+                                   "tokens, through its text projection",
+                "target_embedding": f"the {self.backbone.qformer.query_tokens.shape[-2]} query outputs over the "
+                                    "target's features, through the vision projection (scored by their maximum)",
+                "vision": {**self.backbone.tower.provenance(), "post_layernorm": self.backbone.post_layernorm}}
+
     def encode_target(self, images: torch.Tensor) -> torch.Tensor:
         qformer = self.backbone.qformer
         return qformer.image_vectors(qformer.image_queries(self.backbone.image_features(images)))

@@ -24,6 +24,7 @@ top-k, selection features, connector type) are parameters of this one class.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import sys
 from collections.abc import Iterable, Iterator
@@ -511,6 +512,19 @@ class CIRLVLM(CIRMethod):
         taken = {id(p) for group in groups.values() for p in group}
         groups["new"] = [p for p in self.optimizer_parameters() if id(p) not in taken]
         return groups
+
+    def provenance(self) -> dict[str, Any]:
+        """The embedding is the language model's last hidden state at [EMB] (after its final
+        norm) through the head; the exact task prompts, their order, the chat template's digest
+        and the vision tower's preprocessing go with it."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        return {"embedding": "the language model's last hidden state (after its final norm) at the [EMB] token, "
+                             "through the head",
+                "task_prompts": {"query": self.params.query_task_prompt, "target": self.params.target_task_prompt,
+                                 "on": self.params.task_prompt},
+                "instruction_order": self.params.instruction_order,
+                "chat_template_sha256": hashlib.sha256(str(template).encode()).hexdigest()[:16] if template else None,
+                "vision": self.vision.provenance()}
 
     def statistics(self) -> dict[str, Any]:
         return {} if self.pool is None else self.pool.usage_statistics()
