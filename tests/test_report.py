@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from harness.evaluation.results import RunResult
 from harness.reporting.report import findings
 
@@ -130,3 +132,22 @@ def test_the_regime_gate_fails_a_floor_run_and_a_caption_blind_one(finished, tmp
     gate = text.split("## Regime gate")[1].split("## ")[0]
     assert "(b) caption use: **fails**" in gate and "not testable here: gate" in gate
     assert text.index("## Regime gate") < text.index("## Main results")
+
+
+def test_the_main_table_has_a_chance_row_a_run_must_clear(finished, tmp_path):
+    """A random ranking's expected R@K (K of the gallery less the reference) and Rs@K (K of the
+    five set members less the reference): Rs@1 20 %, so 26 % reads as barely above chance."""
+    from harness.evaluation.results import read_result
+    from harness.reporting.data import load_groups
+    from harness.reporting.sections import main_table
+
+    _, output, _ = finished
+    results = [read_result(p) for p in sorted((output / "runs").glob("*/result.json"))]
+    table = main_table(load_groups(results, output / "runs"))
+    header = [h for h in table.header]
+    chance = next(row for row in table.rows if row[0].text == "chance (a random ranking)")
+    values = {name: cell.value for name, cell in zip(header, chance)}
+    assert values["R@1"] == 100.0 / (results[0].num_gallery - 1)
+    assert values["Rs@1"] == pytest.approx(20.0) and values["Rs@2"] == pytest.approx(40.0)
+    assert "Row 'chance'" in table.caption
+    assert all(cell.mark == "" for cell in chance)  # never marked best

@@ -89,15 +89,44 @@ def main_table(groups: Sequence[Group]) -> Table:
             row.append(Cell(mean_std_text(group.values(metric)), None if stats is None else stats[0]))
         rows.append(row)
     ceilings = learning_free_rows(groups, metrics, 2)
+    chance = chance_row(groups, metrics)
     table = Table("Main results", ["run", "seeds", *(metric_title(m) for m in metrics)], rows, name="main",
                   caption="Metrics in %, mean ± std over seeds; best in bold, second underlined." + (
+                      " Row 'chance': the expected value of a ranking drawn at random (R@K: K of the gallery less "
+                      "the reference; Rs@K: K of each query's set less the reference), the floor a run must clear "
+                      "to show it learned anything." if chance else "") + (
                       f" Rows '{LEARNING_FREE_LABEL}': learning-free scorers that read the embedded benchmark's scene "
                       "graphs (R@1 only; see 'Following intent'); 'additive grid' is version 2's grid of additive "
                       "scorers (`harness data check` also runs a stronger, fitted adversary)." if ceilings else ""),
                   csv_header=["run", "seeds", *metrics])
     table.mark_best({2 + i: "max" for i in range(len(metrics))})
-    table.rows += ceilings
+    table.rows += [*([chance] if chance else []), *ceilings]
     return table
+
+
+def chance_row(groups: Sequence[Group], metrics: Sequence[str]) -> list[Cell] | None:
+    """The main table's row of a random ranking's expected R@K (one gallery for every query) and
+    Rs@K, from the first run's gallery size and its rankings' subset lists; None when neither can
+    be given (issue 35: Rs@1's 20 % must not read like a working model)."""
+    run = groups[0].runs[0]
+    entries = groups[0].rankings(run) or []
+    whole = run.protocol.gallery == "split_file"  # one gallery for every query (not FashionIQ's per category)
+    candidates = run.num_gallery - (1 if run.protocol.remove_reference else 0) if whole else 0
+    subsets = [len(e["subset_top"]) for e in entries if e.get("subset_top")]
+    values: dict[str, float] = {}
+    for metric in metrics:
+        family, _, k = metric.rpartition("_at_")
+        if not k.isdigit():
+            continue
+        if family == "recall" and candidates > 0:
+            values[metric] = 100.0 * min(int(k), candidates) / candidates
+        elif family == "recall_subset" and subsets:
+            values[metric] = 100.0 * sum(min(int(k), n) / n for n in subsets) / len(subsets)
+    if not values:
+        return None
+    return [Cell("chance (a random ranking)"), Cell("-"),
+            *(Cell(f"{values[m]:.1f}" if values[m] >= 0.1 else f"{values[m]:.3f}", values[m]) if m in values
+              else Cell("-") for m in metrics)]
 
 
 def statistics_table(groups: Sequence[Group], comparisons: Sequence[Comparison]) -> Table:
