@@ -112,3 +112,43 @@ def test_the_report_leads_with_the_preregistered_contrasts_and_the_gate_decides_
     few = write_report(fewer, tmp_path / "few", "few", runs_dir=runs, analysis=analysis, formats=["csv"])
     with open(few.parent / "tables" / "preregistered.csv", newline="") as handle:
         assert int(next(csv.DictReader(handle))["seeds_a"]) == 3
+
+
+def test_a_declared_trend_is_the_slope_on_log_n_over_every_run_and_joins_the_holm_family(finished, tmp_path):
+    """Three arms N = 1, 10, 40 with five seeds each, R@1 planted at 3 + 0.5 log N plus noise:
+    the trend row's slope interval holds 0.5, it is called increasing (behind the failed gate),
+    and a flat planting is not."""
+    import copy
+    import csv
+    import math
+    import shutil
+
+    from harness.evaluation.results import read_result
+    from harness.reporting.analysis import AnalysisConfig
+    from harness.reporting.report import write_report
+    from harness.reporting.seed_level import trend_test
+
+    flat = trend_test([0.0, 0.0, 1.0, 1.0, 2.0, 2.0], [5.0, 5.2, 5.1, 4.9, 5.0, 5.1], seeds_per_arm=2)
+    assert flat.p > 0.5 and flat.low < 0 < flat.high
+    _, output, _ = finished
+    template = read_result(next((output / "runs").glob("*/result.json")))
+    runs = tmp_path / "runs"
+    shutil.copytree(output / "runs", runs)
+    rng = np.random.default_rng(3)
+    results = []
+    for n in (1, 10, 40):
+        config = copy.deepcopy(template.config)
+        config["method"]["params"]["pool_size"] = n
+        for seed in range(5):
+            value = 3 + 0.5 * math.log(n) + rng.normal(0, 0.1)
+            results.append(template.model_copy(update={"label": f"N={n}", "seed": seed, "config": config,
+                                                       "metrics": {**template.metrics, "recall_at_1": value}}))
+    analysis = AnalysisConfig(contrasts=[{"a": "N=1", "b": "N=10"}], trend="method.params.pool_size")
+    write_report(results, tmp_path / "report", "trend", runs_dir=runs, analysis=analysis, formats=["csv"])
+    with open(tmp_path / "report" / "tables" / "preregistered.csv", newline="") as handle:
+        rows = {row["a"]: row for row in csv.DictReader(handle)}
+    trend = rows["trend"]
+    assert trend["b"] == "log pool_size" and float(trend["low"]) < 0.5 < float(trend["high"])
+    assert "the test alone: not confirmatory" not in trend["verdict"] and "increasing with log pool_size" in trend[
+        "verdict"]
+    assert float(rows["N=1"]["p_holm"]) >= float(rows["N=1"]["p"])  # one Holm family of two tests

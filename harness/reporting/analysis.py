@@ -4,12 +4,16 @@
       metric: recall_at_1                       # the primary endpoint (a metric of every run)
       contrasts:                                # confirmatory: b against a, Holm over the list
         - {a: "cir_lvlm(pool_size=1)", b: "cir_lvlm(pool_size=10)"}
+      trend: method.params.pool_size            # optional: the slope on the log of this setting
       margin: 1.0                               # equivalence margin in points (TOST); optional
       min_seeds: 5                              # fewer seeds per arm: computed, not confirmatory
 
 Each contrast is tested at the seed level (harness.reporting.seed_level); its verdict is one of
 "b above a" / "b below a" (Holm-adjusted p < alpha), "equivalent within ±margin" (both one-sided
 tests at alpha / k, Bonferroni over the k contrasts, pass), or "inconclusive" with the interval.
+A declared ``trend`` is one more confirmatory test in the Holm family: the slope of the endpoint on
+the natural log of that setting over every run that sets it (each run one point), increasing,
+decreasing or inconclusive.
 A contrast with fewer seeds than ``min_seeds`` in an arm is "not confirmatory"; where the
 regime gate fails, "not testable here". The report's other tables are exploratory.
 """
@@ -24,11 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.core.errors import HarnessError
 from harness.evaluation.protocol import title
-from harness.reporting.data import Group
+from harness.reporting.data import Group, config_value
 from harness.reporting.gate import Check
-from harness.reporting.seed_level import SeedLevelTest, holm_adjusted, seed_level_test
+from harness.reporting.seed_level import SeedLevelTest, holm_adjusted, seed_level_test, trend_test
 from harness.reporting.stats import ALPHA
 from harness.reporting.tables import Cell, Table
+
+#: The row label of a declared trend (harness.reporting.seed_level.trend_test).
+TREND = "trend"
 
 
 class Contrast(BaseModel):
@@ -47,6 +54,9 @@ class AnalysisConfig(BaseModel):
 
     metric: str = Field("recall_at_1", description="the primary endpoint: a metric every run records")
     contrasts: list[Contrast] = Field(min_length=1, description="the confirmatory contrasts (Holm over them)")
+    trend: str | None = Field(None, description="a config path (e.g. method.params.pool_size): also test the slope of "
+                              "the endpoint on its natural log over the runs that set it (issue 35: a trend over N or "
+                              "L, not pairwise tests alone)")
     margin: float | None = Field(None, gt=0, description="equivalence margin in metric points (TOST); none: no "
                                  "equivalence claim can be made")
     min_seeds: int = Field(5, ge=2, description="seeds per arm a confirmatory contrast needs (issue 35)")
@@ -82,18 +92,39 @@ def verdicts(groups: Sequence[Group], analysis: AnalysisConfig, gate: Sequence[C
     if missing:
         raise HarnessError(f"analysis contrast names {missing[0]!r}, not a run of this experiment",
                            field="analysis.contrasts", fix=f"use one of: {', '.join(by_label)}")
-    k = len(analysis.contrasts)
-    tests = []
-    for contrast in analysis.contrasts:
-        a, b = by_label[contrast.a], by_label[contrast.b]
-        paired = sorted(a.seeds) == sorted(b.seeds)
-        a_values, b_values = _per_seed(a, analysis.metric), _per_seed(b, analysis.metric)
-        tests.append(seed_level_test([a_values[s] for s in sorted(a_values)], [b_values[s] for s in sorted(b_values)],
-                                     paired, k, analysis.margin))
+    k = len(analysis.contrasts) + (1 if analysis.trend else 0)
+    contrasts = list(analysis.contrasts)
+    tests = [seed_level_test(*_arms(by_label, c, analysis), k, analysis.margin) for c in contrasts]
+    if analysis.trend:
+        contrasts.append(Contrast(a=TREND, b=f"log {analysis.trend.split('.')[-1]}"))
+        tests.append(_trend(groups, analysis, k))
     adjusted = holm_adjusted([t.p for t in tests])
     failed = [c.letter for c in gate if c.passed is False]
-    return [Verdict(c, t, p, _words(c, t, p, analysis, k, failed)) for c, t, p in zip(analysis.contrasts, tests,
-                                                                                     adjusted, strict=True)]
+    return [Verdict(c, t, p, _words(c, t, p, analysis, k, failed)) for c, t, p in zip(contrasts, tests, adjusted,
+                                                                                     strict=True)]
+
+
+def _arms(by_label: dict[str, Group], contrast: Contrast, analysis: AnalysisConfig) -> tuple:
+    """(a's per-seed values, b's, paired) of a contrast, seeds in order."""
+    a, b = by_label[contrast.a], by_label[contrast.b]
+    a_values, b_values = _per_seed(a, analysis.metric), _per_seed(b, analysis.metric)
+    return ([a_values[s] for s in sorted(a_values)], [b_values[s] for s in sorted(b_values)],
+            sorted(a.seeds) == sorted(b.seeds))
+
+
+def _trend(groups: Sequence[Group], analysis: AnalysisConfig, comparisons: int) -> SeedLevelTest:
+    """The slope of the endpoint on log(setting) over every run that sets it to a positive number."""
+    points, seeds = [], []
+    for group in groups:
+        value = config_value(group.runs[0].config, str(analysis.trend))
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            per_seed = _per_seed(group, analysis.metric)
+            points += [(math.log(value), v) for v in per_seed.values()]
+            seeds.append(len(per_seed))
+    if not seeds:
+        raise HarnessError(f"no run sets {analysis.trend} to a positive number", field="analysis.trend",
+                           fix="name the grid's numeric setting, e.g. method.params.pool_size")
+    return trend_test([x for x, _ in points], [y for _, y in points], min(seeds), comparisons)
 
 
 def _per_seed(group: Group, metric: str) -> dict[int, float]:
@@ -108,8 +139,12 @@ def _words(contrast: Contrast, test: SeedLevelTest, p_holm: float, analysis: Ana
            failed: list[str]) -> str:
     """The verdict; where the gate fails, "not testable here", and what the test alone would say."""
     interval = f"{test.difference:+.2f} [{test.low:+.2f}, {test.high:+.2f}]"
+    if contrast.a == TREND:
+        interval = f"slope {interval} per unit of {contrast.b}"
     if math.isnan(p_holm):
         verdict = f"not tested: an arm has too few seeds to estimate its variance (b − a = {test.difference:+.2f})"
+    elif p_holm < ALPHA and contrast.a == TREND:
+        verdict = f"{'increasing' if test.difference > 0 else 'decreasing'} with {contrast.b}: {interval}"
     elif p_holm < ALPHA:
         verdict = f"{contrast.b} {'above' if test.difference > 0 else 'below'} {contrast.a}: {interval}"
     elif test.tost_p is not None and test.tost_p < ALPHA / k:

@@ -4,6 +4,7 @@ rate against, which a test over queries alone cannot do.
 
     test = seed_level_test(a_means, b_means, paired=True, comparisons=2, margin=1.0)
     test.difference, test.low, test.high, test.p, test.mde, test.tost_p
+    slope = trend_test(log_pool_sizes, values, seeds_per_arm=3, comparisons=3)   # a trend over the grid
 
 Each arm contributes one value per seed (its metric over the evaluation queries). With the same
 seeds in both arms the test is a paired t-test on the per-seed differences (scipy.stats.ttest_rel,
@@ -68,6 +69,23 @@ def seed_level_test(a: Sequence[float], b: Sequence[float], paired: bool, compar
                       else ttost_ind(b_values, a_values, -margin, margin, usevar="pooled"))[0])
     return SeedLevelTest(difference, float(interval.low), float(interval.high), float(result.pvalue),
                          float(quantile * standard_error), (len(a_values), len(b_values)), paired, tost)
+
+
+def trend_test(x: Sequence[float], y: Sequence[float], seeds_per_arm: int, comparisons: int = 1,
+               alpha: float = ALPHA, power: float = POWER) -> SeedLevelTest:
+    """The slope of y on x over every run (each run one point: seeds are the units), by ordinary
+    least squares (scipy.stats.linregress, n - 2 degrees of freedom): its interval, two-sided p
+    and Holm-adjusted MDE, as ``seed_level_test`` gives for a difference."""
+    x_values, y_values = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    df = len(x_values) - 2
+    if df < 1 or len(set(x_values.tolist())) < 2:
+        return SeedLevelTest(math.nan, math.nan, math.nan, math.nan, math.nan, (seeds_per_arm, seeds_per_arm),
+                             False, None)
+    fit = scipy_stats.linregress(x_values, y_values)
+    half = scipy_stats.t.ppf(1 - alpha / 2, df) * fit.stderr
+    quantile = scipy_stats.t.ppf(1 - alpha / (2 * max(comparisons, 1)), df) + scipy_stats.t.ppf(power, df)
+    return SeedLevelTest(float(fit.slope), float(fit.slope - half), float(fit.slope + half), float(fit.pvalue),
+                         float(quantile * fit.stderr), (seeds_per_arm, seeds_per_arm), False, None)
 
 
 def _standard_error(a: np.ndarray, b: np.ndarray, paired: bool) -> tuple[float, int]:
