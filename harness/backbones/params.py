@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from harness.data.synthetic.render import SCENE_CODE_VERSION
+
 
 class BackboneParams(BaseModel):
     """Where the vision tower and the language model come from, and their tiny sizes.
@@ -62,6 +64,8 @@ class BackboneParams(BaseModel):
 
     def tiny_key(self) -> dict[str, object]:
         """The settings that define a tiny backbone (for the stage-0 cache key)."""
-        return self.model_dump(include={"vision_hidden", "vision_layers", "vision_heads", "patch_size",
-                                        "language_family", "language_hidden", "language_layers", "language_heads",
-                                        *({"vision"} if self.vision != "pixels" else set())})
+        key = self.model_dump(include={"vision_hidden", "vision_layers", "vision_heads", "patch_size",
+                                       "language_family", "language_hidden", "language_layers", "language_heads"})
+        if self.vision != "pixels":  # pixels left out, so the keys of before the setting stay valid
+            key.update(vision=self.vision, scene_codes=SCENE_CODE_VERSION)
+        return key

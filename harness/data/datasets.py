@@ -33,7 +33,7 @@ from harness.data.synthetic.generate import (
     SyntheticConfig,
     write_benchmark,
 )
-from harness.data.synthetic.render import scene_code_image
+from harness.data.synthetic.render import SCENE_CODE_VERSION, scene_code_image
 from harness.data.synthetic.scene import scene_from_json
 from harness.data.triplet import CIRSplit
 
@@ -166,7 +166,8 @@ def scene_code_store(config: DatasetConfig, split: CIRSplit) -> DrawnImageStore:
         raise HarnessError(f"unreadable scene graph ({error})", file=path,
                            fix="generate the benchmark again (delete the folder)") from None
     side = split.images.image_size
-    return DrawnImageStore(split.images.paths, side, lambda name: scene_code_image(scenes[name], side), SCENE_GRAPH)
+    return DrawnImageStore(split.images.paths, side, lambda name: scene_code_image(scenes[name], side),
+                           f"{SCENE_GRAPH}-v{SCENE_CODE_VERSION}")
 
 
 def load_dataset(config: DatasetConfig, split: str, progress: bool = True, resize: str | None = None) -> CIRSplit:

@@ -28,6 +28,9 @@ RGB: dict[str, tuple[int, int, int]] = {
 }
 #: Object radius as a share of the image side, per size (4 px and 7 px at 64 px).
 RADIUS = {"small": 0.0625, "large": 0.11}
+#: Version of ``scene_code_image``'s drawing: in the keys of the caches built from it (the decoded
+#: images' and stage 0's), so a change to the drawing never reuses what the old one built.
+SCENE_CODE_VERSION = 1
 SUPERSAMPLE = 2
 
 
