@@ -110,7 +110,7 @@ seeds: [0]
     assert "(a) perception: passes" in report
     from harness.evaluation.results import read_result
 
-    [run] = (tmp_path / "out" / "track" / "runs").iterdir()
+    [run] = [p for p in (tmp_path / "out" / "track" / "runs").iterdir() if (p / "result.json").is_file()]
     assert read_result(run / "result.json").provenance["image_mode"] == "scene_graph-v1"  # the drawing's version
     settings = BackboneParams(vision="scene_graph", patch_size=21).tiny_key()
     assert settings["scene_codes"] == 1 and "vision" not in BackboneParams().tiny_key()  # pixels keep their keys
