@@ -13,7 +13,7 @@ import pytest
 from harness.core.errors import HarnessError
 from harness.reporting.seed_level import holm_adjusted, seed_level_test
 
-QUERIES, SEEDS, EXPERIMENTS = 3000, 5, 1000
+QUERIES, SEEDS, EXPERIMENTS = 1000, 5, 1000
 
 
 def _experiment_values(rng: np.random.Generator, run_sd: float, effect: float, count: int) -> np.ndarray:
