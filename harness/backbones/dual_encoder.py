@@ -25,7 +25,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from harness.backbones.loading import pretrained_model
-from harness.backbones.vision import TINY_MEAN, TINY_STD, preprocessor_stats
+from harness.backbones.vision import TINY_MEAN, TINY_STD, preprocessing_record, preprocessor_stats
 from harness.core.device import HALF_DTYPES, in_weights_dtype, to_device
 from harness.core.errors import HarnessError
 
@@ -112,9 +112,8 @@ class DualEncoder(nn.Module):
                        ("visual_projection of the CLS token after post_layernorm",
                         "text_projection of the EOS token after the final layer norm"))
         return {"image_embedding": image, "text_embedding": text,
-                "image": {"size": self.image_size, "resampling": "bicubic to size when the stored image differs",
-                          "mean": [round(float(v), 6) for v in self.mean.flatten()],
-                          "std": [round(float(v), 6) for v in self.std.flatten()]}}
+                "image": preprocessing_record(self.image_size, "bicubic to size when the stored image differs",
+                                              self.mean, self.std)}
 
     # ------------------------------------------------------------------ features
 

@@ -27,6 +27,15 @@ TINY_MEAN, TINY_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 
+def preprocessing_record(size: int, resampling: str, mean, std) -> dict:
+    """How an image reaches a tower (size, resampling, per-channel mean and std), as result.json's
+    provenance records it (harness.methods.base.CIRMethod.provenance)."""
+    def rounded(values) -> list[float]:
+        return [round(float(v), 6) for v in torch.as_tensor(values).flatten()]
+
+    return {"size": size, "resampling": resampling, "mean": rounded(mean), "std": rounded(std)}
+
+
 def tiny_vision_config(hidden: int, layers: int, heads: int, image_size: int, patch_size: int) -> CLIPVisionConfig:
     """The config of every tiny ViT in the harness (MLP width 4x, as CLIP)."""
     return CLIPVisionConfig(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
@@ -81,9 +90,8 @@ class VisionTower(nn.Module):
         layer = "the last hidden state (before post_layernorm)" if self.feature_layer == -1 else \
             f"hidden state {self.feature_layer} (before post_layernorm)"
         return {"features": layer + (", CLS dropped" if self.drop_cls else ", CLS first"),
-                "image": {"size": self.image_size, "resampling": "bilinear to size when the stored image differs",
-                          "mean": [round(float(v), 6) for v in self.mean.flatten()],
-                          "std": [round(float(v), 6) for v in self.std.flatten()]}}
+                "image": preprocessing_record(self.image_size, "bilinear to size when the stored image differs",
+                                              self.mean, self.std)}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pixels = images.float() / 255.0

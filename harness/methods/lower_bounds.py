@@ -28,7 +28,7 @@ from transformers import BertConfig, BertModel, CLIPVisionModel
 from harness.backbones.dual_encoder import DualEncoder
 from harness.backbones.params import BackboneParams
 from harness.backbones.tokenization import train_word_tokenizer
-from harness.backbones.vision import tiny_vision_config
+from harness.backbones.vision import preprocessing_record, tiny_vision_config
 from harness.core.device import to_device
 from harness.data.synthetic.captions import template_corpus
 from harness.methods.base import MethodContext, MethodParams
@@ -148,8 +148,8 @@ class _DualEncoder(DualEncoderMethod):
             return self.encoder.provenance()
         return {"image_embedding": "projection of a random-weight CLIP vision tower's CLS after post_layernorm",
                 "text_embedding": "projection of the masked mean of a random-weight BERT's last hidden state",
-                "image": {"size": self.context.image_size, "resampling": "none (images at the dataset's size)",
-                          "mean": [PIXEL_MEAN] * 3, "std": [PIXEL_STD] * 3}}
+                "image": preprocessing_record(self.context.image_size, "none (images at the dataset's size)",
+                                              [PIXEL_MEAN] * 3, [PIXEL_STD] * 3)}
 
     def _image(self, images: torch.Tensor) -> torch.Tensor:
         features = self.encoder.image_features(images) if self.encoder is not None else self.image_tower(images)

@@ -24,9 +24,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from harness.core.errors import HarnessError
+from harness.core.settings import validate_model
 from harness.evaluation.protocol import title
 from harness.reporting.data import Group, config_value
 from harness.reporting.gate import Check
@@ -64,15 +65,7 @@ class AnalysisConfig(BaseModel):
 
 def read_analysis(raw: object, file: str) -> AnalysisConfig | None:
     """The ``analysis`` section of an experiment manifest, validated; None when absent."""
-    if raw is None:
-        return None
-    try:
-        return AnalysisConfig.model_validate(raw)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(["analysis", *(str(part) for part in first["loc"])])
-        raise HarnessError(first["msg"], file=file, field=field, fix="see harness/reporting/analysis.py for the "
-                           "section's fields") from None
+    return None if raw is None else validate_model(AnalysisConfig, raw, file=file, prefix="analysis")
 
 
 @dataclass(frozen=True)

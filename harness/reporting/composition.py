@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from harness.reporting.data import Group
-from harness.reporting.stats import bootstrap_ci, paired_test, weights_for
+from harness.reporting.stats import bootstrap_ci, p_relation, paired_test, weights_for
 from harness.reporting.tables import Cell, Table
 
 UNIMODAL = ("image_only", "text_only")
@@ -85,7 +85,7 @@ def composition_table(groups: Sequence[Group], flags: dict[Any, bool], k: int = 
         cells = [_on(at_k.values, mask), _on(at_k.values, ~mask), _on(at_1.values, mask), _on(at_1.values, ~mask)]
         test = None if group is best else paired_test(at_1.values[mask], reference, weights)
         rows.append([Cell(group.label), *(Cell(f"{m:.1f} [{lo:.1f}, {hi:.1f}]", m) for m, lo, hi in cells),
-                     Cell("-" if test is None else f"{test.difference:+.1f} ({_p(test.p_value)})")])
+                     Cell("-" if test is None else f"{test.difference:+.1f} (p {p_relation(test.p_value)})")])
         csv_rows.append([group.label, *(x for c in cells for x in c),
                          *((test.difference, test.p_value) if test else (None, None))])
     return Table(f"Composition gap (R@{k} of image_only or text_only)", ["run", f"R@{k} required", f"R@{k} rest",
@@ -112,6 +112,3 @@ def _caption(groups: Sequence[Group], flags: dict[Any, bool], mask: np.ndarray, 
                  f"views agree on {agree:.1f} % of queries ({both} are in both subsets).")
     return text
 
-
-def _p(value: float) -> str:
-    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from harness.evaluation.protocol import title
 from harness.reporting.data import Group, config_value
-from harness.reporting.stats import ALPHA, paired_test
+from harness.reporting.stats import ALPHA, p_relation, paired_test
 
 PERCEPTION_BAR, FLOOR, CEILING = 95.0, 15.0, 85.0
 READOUTS = ("cell", "shape", "colour", "size")
@@ -81,8 +81,7 @@ def caption_check(groups: Sequence[Group], metric: str) -> Check:
             continue
         test = paired_test(values.values, reference.values, values.weights, values.strata)
         if not (test.difference > 0 and test.p_value < ALPHA):
-            p = "p < 0.001" if test.p_value < 0.001 else f"p = {test.p_value:.3f}"
-            failing.append(f"{group.label} {test.difference:+.1f} ({p})")
+            failing.append(f"{group.label} {test.difference:+.1f} (p {p_relation(test.p_value)})")
     if failing:
         return Check("b", "caption use", False, f"not above {CAPTION_BLIND} on {title(metric)}: {'; '.join(failing)}")
     if unknown:

@@ -23,6 +23,7 @@ from harness.reporting.stats import (
     PairedTest,
     bootstrap_ci,
     holm,
+    p_relation,
     paired_test,
     seed_aware_test,
 )
@@ -397,9 +398,6 @@ def _seed_text(comparison: Comparison, label: str) -> str:
     if seeds is None:
         return text
     verdict = "holds" if comparison.seed_significant[label] else "not significant"
-    return text + f"; over seeds {verdict}, p {_p_relation(seeds.p_value)}, MDE {seeds.mde:.1f}"
+    return text + f"; over seeds {verdict}, p {p_relation(seeds.p_value)}, MDE {seeds.mde:.1f}"
 
 
-def _p_relation(p: float) -> str:
-    """"< 0.001" or "= 0.042": a p-value after "p" in a sentence."""
-    return "< 0.001" if p < 0.001 else f"= {p:.3f}"

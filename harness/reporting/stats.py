@@ -141,6 +141,11 @@ def seed_aware_test(a: np.ndarray, b: np.ndarray, weights: np.ndarray, strata: n
     return PairedTest(observed, *_interval(means, alpha), (extreme + 1) / (samples + 1), queries, mde, seeds)
 
 
+def p_relation(p: float) -> str:
+    """"< 0.001" or "= 0.042": a p-value after "p" in a sentence."""
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
 def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
     """Which hypotheses Holm's step-down procedure rejects at family-wise level ``alpha``."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.data.synthetic.programs import Fact, Program, _applicable, _pick, program
+from harness.data.synthetic.programs import Fact, Family, Program, _applicable, _pick, program
 from harness.data.synthetic.scene import (
     COLOURS,
     SIZES,
@@ -101,23 +101,14 @@ def _free(scene: Scene, cell: tuple[int, int] | None) -> bool:
     return cell is not None and all(o.cell != cell for o in scene)
 
 
-class PairFamily:
-    """A family whose queries come in mirror pairs (see the module docstring)."""
+class PairFamily(Family):
+    """A family whose queries come in mirror pairs (see the module docstring): it draws a pair
+    (``draw_pair``) instead of one program; resolving, misreading and stating facts are a
+    Family's."""
 
-    name = ""
     variant = ""
 
     def draw_pair(self, rng: np.random.Generator, reference: Scene) -> tuple[Program, Program]:
-        raise NotImplementedError
-
-    def resolve(self, prog: Program, reference: Scene) -> list[Edit]:
-        raise NotImplementedError
-
-    def misreadings(self, prog: Program, reference: Scene) -> list[list[Edit]]:
-        raise NotImplementedError
-
-    def facts(self, prog: Program) -> list[Fact]:
-        """What the caption literally states of the wanted image (version 2's grid scorer)."""
         raise NotImplementedError
 
 
