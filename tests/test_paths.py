@@ -80,3 +80,29 @@ def test_a_staged_directory_replaces_the_old_one_only_when_complete(tmp_path: Pa
         cached_directory(tmp_path / "cached", "done.json",
                          lambda out: (built.append(out), (out / "done.json").write_text("{}")))
     assert len(built) == 1 and (tmp_path / "cached" / "done.json").is_file()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int):
+    """A checkpoint or stage-0 cache written through safetensors (0.8 stages its own file at
+    0600) or mkstemp is readable by whoever the user's umask lets read a new file."""
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from harness.core.files import atomic_write_text, staged_directory, staged_file
+
+    before = os.umask(umask)
+    try:
+        with staged_directory(tmp_path / "checkpoint") as staging:
+            (staging / "vision").mkdir()
+            save_file({"w": torch.zeros(2)}, str(staging / "vision" / "model.safetensors"))
+        with staged_file(tmp_path / "cache.safetensors") as staging:
+            save_file({"w": torch.zeros(2)}, str(staging))
+        atomic_write_text(tmp_path / "result.json", "{}")
+    finally:
+        os.umask(before)
+    for path in (tmp_path / "checkpoint" / "vision" / "model.safetensors", tmp_path / "cache.safetensors",
+                 tmp_path / "result.json"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path

@@ -121,7 +121,7 @@ def staged_file(path: Path) -> Iterator[Path]:
     staging = Path(name)
     try:
         yield staging
-        os.chmod(staging, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+        _usual_mode(staging)  # mkstemp makes 0600
         os.replace(staging, path)
     except BaseException:
         staging.unlink(missing_ok=True)
@@ -132,6 +132,12 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def _usual_mode(path: Path) -> None:
+    """Give a written file the mode the user's umask gives a new file: mkstemp and safetensors
+    (0.8 stages its own temporary file) create 0600, which a group sharing results cannot read."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -151,7 +157,7 @@ def staged_directory(directory: Path) -> Iterator[Path]:
     """Write a directory atomically: the block fills a fresh staging folder beside ``directory``,
     which then takes its place (a previous one is moved aside first and removed after, so a
     reader never sees a half-written folder); on an error the staging folder is removed and the
-    previous directory is left as it was."""
+    previous directory is left as it was. Its files get the mode the umask gives (``_usual_mode``)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
@@ -159,6 +165,9 @@ def staged_directory(directory: Path) -> Iterator[Path]:
     staging.mkdir()
     try:
         yield staging
+        for written in staging.rglob("*"):
+            if written.is_file() and not written.is_symlink():
+                _usual_mode(written)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
