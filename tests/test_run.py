@@ -449,6 +449,26 @@ def test_a_failing_grid_point_does_not_stop_the_others(tmp_path: Path):
     assert (tmp_path / "out" / "tiny" / "report" / "report.md").is_file()
 
 
+def test_a_grid_point_with_a_broken_input_exits_1_beside_finished_runs_and_logs_its_line(tmp_path: Path):
+    """One run of a grid fails on a user error (no checkpoint folder) while the other finishes:
+    the grid did part of its job, so exit 1 (as README says), and the failed run's error.log
+    holds its line; alone, the same broken run is exit 2 (a broken input, nothing finished)."""
+    text = EXPERIMENT.replace("  method.name: [image_only, sum]", """  method:
+    - {name: image_only, params: {start: scratch, embed_dim: 32, vision_hidden: 32, text_hidden: 32}}
+    - {name: clip4cir, params: {backbone: {source: pretrained, vision_dir: /nonexistent/clip}}}""")
+    config = write_yaml(tmp_path / "grid.yaml", text.replace("epochs: 2", "epochs: 1"))
+    result = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    runs = tmp_path / "out" / "tiny" / "runs"
+    [broken] = [p for p in runs.iterdir() if (p / "error.log").is_file()]
+    assert "method.params.backbone.vision_dir" in (broken / "error.log").read_text()
+    assert not (broken / "result.json").exists() and len(list(runs.glob("*/result.json"))) == 1
+    alone = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "out"),
+                                     "--set", "grid={method: [{name: clip4cir, params: {backbone: {source: "
+                                     "pretrained, vision_dir: /nonexistent/clip}}}]}"])
+    assert alone.exit_code == 2, alone.output
+
+
 def test_the_per_run_line_shows_the_protocols_own_headline_metrics():
     from harness.experiments.runner import headline
 

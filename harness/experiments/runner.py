@@ -168,6 +168,7 @@ class _RunEvents:
 
     def started(self, number: int, spec: RunSpec) -> None:
         run_dir = self.plan.run_dir(spec)
+        (run_dir / "error.log").unlink(missing_ok=True)  # an earlier attempt's
         if (run_dir / "checkpoints" / "last" / "state.pt").is_file():
             self.echo(f"{self._head(number, spec)}: resuming from its last checkpoint")
         self.echo(f"{self._head(number, spec)} -> {run_dir}")
@@ -234,10 +235,11 @@ def _user_fixable(error: BaseException) -> bool:
 
 
 def _raise_failures(events: _RunEvents, count: str, fix: str) -> None:
-    """Exit 2 (HarnessError) when every failure was a broken input or setting, with the first
-    one's own line and fix; else RunsFailed (exit 1)."""
+    """Exit 2 (HarnessError) when no run finished and every failure was a broken input or
+    setting, with the first one's own line and fix; else RunsFailed (exit 1): a grid of which
+    some runs finished did its job in part, whatever broke the others."""
     first = events.failures[0]
-    if events.broken_inputs == len(events.failures):
+    if not events.finished and events.broken_inputs == len(events.failures):
         raise HarnessError(f"{count} on a broken input (first: {first})")
     raise RunsFailed(f"{count} (first: {first})", fix=fix)
 
@@ -253,12 +255,14 @@ def headline(metrics: dict[str, float]) -> str:
 
 
 def record_failure(run_dir: Path, error: Exception) -> str:
-    """One line for a failed run; a traceback that is not a user error goes to ``run_dir/error.log``."""
-    if isinstance(error, HarnessError):
-        return str(error)
-    error = WorkerError.of(error)
+    """One line for a failed run, also written to ``run_dir/error.log``: a user error's own line
+    (file, field, fix), any other error's traceback."""
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "error.log"
+    if isinstance(error, HarnessError):
+        atomic_write_text(log, f"error: {error}\n")
+        return str(error)
+    error = WorkerError.of(error)
     atomic_write_text(log, error.remote_traceback)
     return f"{error.kind}: {error.message[:300]} (traceback in {log})"
 
