@@ -260,3 +260,30 @@ def test_a_cutoff_the_rankings_cannot_verify_is_refused(world: dict[str, Path]):
     assert result.stderr.count("\n") == 1
     preset = CliRunner().invoke(app, _run(world, "--dry-run", "--set", "eval.save_top=10"))  # the preset's K = 50
     assert preset.exit_code == 2 and "save_top" in preset.stderr, preset.stderr
+
+
+SWEEP_SPACE = """
+sweep:
+  trials: 2
+  space:
+    {dimension}
+"""
+
+
+@pytest.mark.parametrize("dimension,field", [
+    ("train.lrr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}", "sweep.space.train.lrr"),
+    ("method.name: {type: int, low: 1, high: 3}", "sweep.space.method.name"),
+    ("train.epochs: {type: categorical, choices: [1, two]}", "sweep.space.train.epochs"),
+], ids=["unknown path", "wrong type", "a wrong choice"])
+def test_a_sweep_space_the_schema_refuses_fails_before_the_study_exists(tmp_path: Path, dimension: str, field: str):
+    """Each dimension's ends and choices are checked against the config schema before optuna
+    opens the study: one line naming the file and the field, exit 2, no optuna traceback, and no
+    optuna.db (so a corrected re-run does not continue a study holding a failed trial)."""
+    config = write_yaml(tmp_path / "space.yaml", EXPERIMENT.replace("grid:\n  method.name: [image_only, sum]\n", "")
+                        + SWEEP_SPACE.format(dimension=dimension))
+    result = CliRunner().invoke(app, ["sweep", str(config), "--output", str(tmp_path / "out")])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith(f"error: {config}: {field}: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr and "Trial" not in result.stdout + result.stderr
+    assert not (tmp_path / "out").exists()  # no optuna.db, no run folder

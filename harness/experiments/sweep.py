@@ -154,8 +154,37 @@ def _plan(config_path: Path, overrides: list[str] | None, output: Path | None):
         raise HarnessError("a sweep file cannot also have a grid", file=config_path, field="grid",
                            fix="sweep the settings in sweep.space instead")
     _check_objectives(plan, config_path)
+    _check_space(plan.experiment.sweep, config_path, overrides, output)
     plan.output.mkdir(parents=True, exist_ok=True)
     return plan
+
+
+def _setting(path: str, value: Any) -> str:
+    """``--set`` text of one sampled value."""
+    return f"{path}={value!r}" if isinstance(value, str) else f"{path}={value}"
+
+
+def _corners(dimension) -> list[Any]:
+    """The values that test a dimension against the schema: both ends of a range, every choice."""
+    if dimension.type == "categorical":
+        return list(dimension.choices)
+    if dimension.type == "int":
+        return [int(dimension.low), int(dimension.high)]
+    return [float(dimension.low), float(dimension.high)]
+
+
+def _check_space(sweep: SweepConfig, config_path: Path, overrides: list[str] | None, output: Path | None) -> None:
+    """Refuse, before the study exists, a search space that names an unknown setting or samples a
+    value of the wrong type: each dimension's ends (or choices) are planned as a trial would be,
+    so a broken space costs no FAIL trial in the study and writes nothing."""
+    for path, dimension in sweep.space.items():
+        for value in _corners(dimension):
+            try:
+                plan_experiment(config_path, [*(overrides or []), _setting(path, value)], output)
+            except HarnessError as error:
+                raise HarnessError(f"{error.problem} (a trial would set {path} = {value!r})", file=config_path,
+                                   field=f"sweep.space.{path}",
+                                   fix=error.fix or "name a setting of the experiment and a type it accepts") from None
 
 
 def _check_objectives(plan, config_path: Path) -> None:
@@ -293,7 +322,7 @@ def _optimize(study: optuna.Study, plan, config_path: Path, overrides, output, t
 
     def objective(trial: optuna.Trial):
         values = {path: _suggest(trial, path, dimension) for path, dimension in sweep.space.items()}
-        settings = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in values.items()]
+        settings = [_setting(k, v) for k, v in values.items()]
         trial_plan = plan_experiment(config_path, [*(overrides or []), *settings], output)
         spec = trial_plan.specs[0]
         run_dir = trial_plan.run_dir(spec)
