@@ -151,3 +151,26 @@ def test_the_main_table_has_a_chance_row_a_run_must_clear(finished, tmp_path):
     assert values["Rs@1"] == pytest.approx(20.0) and values["Rs@2"] == pytest.approx(40.0)
     assert "Row 'chance'" in table.caption
     assert all(cell.mark == "" for cell in chance)  # never marked best
+
+
+def test_runs_evaluated_differently_never_share_a_row(finished):
+    """A smoke run (eval.max_queries) beside a full run of the same method and seed: two rows,
+    each labelled with what it was measured on, in the printed table, the report's groups and
+    results.csv, never one row averaged over 'seeds 0,0'."""
+    from harness.evaluation.results import read_result
+    from harness.reporting.data import load_groups
+    from harness.reporting.report import csv_text
+    from harness.reporting.tables import results_table
+
+    _, output, _ = finished
+    full = next(read_result(p) for p in sorted((output / "runs").glob("*/result.json")))
+    smoke = full.model_copy(update={"run_id": "smoke", "num_queries": 16, "metrics": {
+        k: v + 10 for k, v in full.metrics.items()}})
+    other_split = full.model_copy(update={"run_id": "test", "split": "test"})
+    labels = [g.label for g in load_groups([full, smoke, other_split], None)]
+    assert labels == [f"{full.label} [val, {full.num_queries} queries]", f"{full.label} [val, 16 queries]",
+                      f"{full.label} [test, {full.num_queries} queries]"]
+    table = results_table([full, smoke])
+    assert "| 0 |" in table and "0,0" not in table and f"{full.label} [16 queries]" in table
+    assert f"{full.label} [16 queries]" in csv_text([full, smoke])
+    assert [g.label for g in load_groups([full, full.model_copy(update={"seed": 1})], None)] == [full.label]

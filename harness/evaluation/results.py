@@ -78,6 +78,36 @@ def provenance_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "
     return found
 
 
+def evaluation_of(result: RunResult) -> dict[str, str]:
+    """What a result's numbers were measured on: the split, the query and gallery counts, the
+    protocol and the query subset. Two runs that differ here are never averaged into one row."""
+    subset = (result.config.get("eval") or {}).get("subset_file")
+    return {"split": result.split, "queries": f"{result.num_queries} queries",
+            "gallery": f"{result.num_gallery} gallery images", "protocol": result.protocol.model_dump_json(),
+            "subset": f"subset {Path(str(subset)).name}" if subset else "all queries"}
+
+
+def row_labels(results: Iterable[RunResult]) -> list[str]:
+    """Each result's row in a results table: its grid point's label, with what its evaluation was
+    measured on appended where runs of one label were evaluated differently (a smoke run with
+    ``eval.max_queries`` beside a full one, another split or protocol), so they stay apart."""
+    results = list(results)
+    by_label: dict[str, list[dict[str, str]]] = {}
+    for result in results:
+        by_label.setdefault(result.label, []).append(evaluation_of(result))
+    labels = []
+    for result, evaluation in zip(results, (evaluation_of(r) for r in results), strict=True):
+        differing = [key for key in evaluation if len({e[key] for e in by_label[result.label]}) > 1]
+        shown = [evaluation[k] if k != "protocol" else _protocol_text(result) for k in differing]
+        labels.append(f"{result.label} [{', '.join(shown)}]" if shown else result.label)
+    return labels
+
+
+def _protocol_text(result: RunResult) -> str:
+    protocol = result.protocol
+    return f"protocol {protocol.preset or protocol.gallery}, K {','.join(map(str, protocol.ks))}"
+
+
 def write_result(path: Path, result: RunResult) -> None:
     atomic_write_text(path, result.model_dump_json(indent=2) + "\n")
 

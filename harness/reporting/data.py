@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harness.evaluation.protocol import per_query_value
-from harness.evaluation.results import RunResult, read_rankings
+from harness.evaluation.results import RunResult, read_rankings, row_labels
 from harness.reporting.stats import weights_for
 
 
@@ -135,6 +135,6 @@ class Group:
 def load_groups(results: Sequence[RunResult], runs_dir: Path | None) -> list[Group]:
     """Runs grouped by grid point, in the order the experiment lists them."""
     groups: dict[str, list[RunResult]] = defaultdict(list)
-    for result in results:
-        groups[result.label].append(result)
+    for result, label in zip(results, row_labels(results), strict=True):  # runs evaluated differently apart
+        groups[label].append(result)
     return [Group(label, sorted(runs, key=lambda r: r.seed), runs_dir) for label, runs in groups.items()]

@@ -28,7 +28,7 @@ from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_text
 from harness.core.settings import flatten
 from harness.evaluation.protocol import TABLE_METRICS, title
-from harness.evaluation.results import RunResult
+from harness.evaluation.results import RunResult, row_labels
 from harness.reporting.analysis import AnalysisConfig, analysis_table, verdicts
 from harness.reporting.composition import composition_table, unimodal_flags
 from harness.reporting.data import Group, config_value, load_groups
@@ -80,8 +80,8 @@ def csv_text(results: Sequence[RunResult]) -> str:
     keys = [key for key in TABLE_METRICS if any(key in r.metrics for r in results)]  # the dataset's own metrics
     writer.writerow(["run_id", "label", "method", "seed", *keys, "params_total", "params_trainable",
                      "ms_per_query", "train_s"])
-    for r in results:
-        writer.writerow([r.run_id, r.label, r.method, r.seed, *(r.metrics.get(k, "") for k in keys),
+    for r, label in zip(results, row_labels(results), strict=True):
+        writer.writerow([r.run_id, label, r.method, r.seed, *(r.metrics.get(k, "") for k in keys),
                          r.parameters["total"], r.parameters["trainable"],
                          f"{r.timings['encode_and_score_ms_per_query']:.3f}", f"{r.train.get('seconds', 0):.1f}"])
     return stream.getvalue()
@@ -131,8 +131,8 @@ def findings(results: Sequence[RunResult], metrics: Sequence[str] = ("recall_at_
     report)."""
     main = _main_method(results)
     groups: dict[str, list[RunResult]] = defaultdict(list)
-    for r in results:
-        groups[r.label].append(r)
+    for r, label in zip(results, row_labels(results), strict=True):
+        groups[label].append(r)
     metrics = [m for m in metrics if any(m in r.metrics for r in results)]  # e.g. no Rsubset on Shoes
     if not metrics:
         return []

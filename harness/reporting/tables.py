@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from harness.evaluation.protocol import table_columns
-from harness.evaluation.results import RunResult
+from harness.evaluation.results import RunResult, row_labels
 
 
 @dataclass
@@ -152,8 +152,8 @@ def _cell(values: list[float]) -> str:
 def results_table(results: Sequence[RunResult]) -> str:
     """One row per grid point (label), metrics as mean ± std over its seeds."""
     groups: dict[str, list[RunResult]] = defaultdict(list)
-    for result in results:
-        groups[result.label].append(result)
+    for result, label in zip(results, row_labels(results), strict=True):  # runs evaluated differently apart
+        groups[label].append(result)
     columns = table_columns({key for r in results for key in r.metrics})
     header = ["run", "seeds", *(title for _, title in columns), "params (trainable)", "train s", "ms/query"]
     rows = []
