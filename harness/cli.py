@@ -327,11 +327,16 @@ def eval_(
     run_dir: Annotated[Path, typer.Argument(help="A finished run's folder: <output>/<experiment>/runs/<run id>.")],
     split: Annotated[str, typer.Option("--split", help="The split of the run's dataset to evaluate on (CIRR: val, "
                                        "test1; FashionIQ / Shoes: val, test; CIRCO: val, test).")] = "test1",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="An evaluation setting, eval.KEY=VALUE "
+                                                      "(repeatable), e.g. eval.max_queries=500 or "
+                                                      "eval.batch_size=64.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Evaluate a finished run's checkpoint on another split, without training again: the
     method is rebuilt from the run's config.yaml, its trained weights loaded from
-    checkpoints/last, and the split evaluated under the run's protocol. Results go to
+    checkpoints/last, and the split evaluated under the run's protocol. A split other than the
+    run's own is evaluated whole (a smoke run's eval.max_queries is not inherited; it says so);
+    --set changes eval.* settings. Results go to
     <run>/eval/<split>/ (config.yaml, result.json, rankings.jsonl.gz), a run folder of its own
     for `harness score` and `harness submit`; the run's result and the reports are untouched.
     Under torchrun (`torchrun --nproc-per-node N -m harness eval RUN`) the ranks share the evaluation."""
@@ -339,7 +344,8 @@ def eval_(
     from harness.experiments.finished_run import evaluate_run, evaluation_dir
     from harness.experiments.runner import headline
 
-    result = evaluate_run(run_dir, split, progress=not quiet and sys.stderr.isatty())
+    result = evaluate_run(run_dir, split, progress=not quiet and sys.stderr.isatty(), settings=set_ or [],
+                          echo=typer.echo)
     line = headline(result.metrics) if result.metrics else "no targets in this split: submit the rankings"
     if distributed.current().is_main:
         typer.echo(f"{result.label} on {result.dataset} {split}: {line} -> {evaluation_dir(run_dir, split)}")

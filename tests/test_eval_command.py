@@ -66,3 +66,25 @@ def test_a_run_without_its_checkpoint_or_with_a_broken_result_is_refused_in_one_
     assert len(result.output.strip().splitlines()) == 1
     result = CliRunner().invoke(app, ["eval", str(tmp_path / "nowhere"), "--split", "val"])
     assert result.exit_code == 2 and "no config.yaml here" in result.output
+
+
+def test_a_smoke_runs_query_limit_is_not_inherited_by_another_split_and_set_changes_eval(tmp_path: Path):
+    """A run made with eval.max_queries evaluates test1 whole (and says so), so submit finds
+    every query; --set changes eval.* settings and refuses anything else in one line."""
+    config = write_yaml(tmp_path / "smoke.yaml", ONE_RUN + "eval: {batch_size: 64, max_queries: 4}\n")
+    config.write_text(config.read_text().replace("eval: {batch_size: 64}\n", ""))
+    made = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "out"), "--quiet"])
+    assert made.exit_code == 0, made.output
+    [run] = (tmp_path / "out" / "eval_tiny" / "runs").iterdir()
+    assert read_result(run / "result.json").num_queries == 4
+    whole = CliRunner().invoke(app, ["eval", str(run), "--split", "test1", "--quiet"])
+    assert whole.exit_code == 0, whole.output
+    assert "eval.max_queries (4) is for val: test1 is evaluated whole" in whole.output
+    assert read_result(run / "eval" / "test1" / "result.json").num_queries == 8  # every test1 query
+    submitted = CliRunner().invoke(app, ["submit", str(run / "eval" / "test1"), "--out", str(tmp_path / "sub")])
+    assert submitted.exit_code == 0, submitted.output
+    limited = CliRunner().invoke(app, ["eval", str(run), "--split", "val", "--set", "eval.max_queries=10", "--quiet"])
+    assert limited.exit_code == 0, limited.output
+    assert read_result(run / "eval" / "val" / "result.json").num_queries == 10
+    refused = CliRunner().invoke(app, ["eval", str(run), "--split", "val", "--set", "train.lr=1"])
+    assert refused.exit_code == 2 and "--set" in refused.stderr and "eval.*" in refused.stderr, refused.output

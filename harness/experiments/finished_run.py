@@ -5,6 +5,7 @@ another split without training again (`harness eval`).
     result, split, rankings = read_run_split(run_dir)   # what `harness score` and `submit` read
     metrics, by_category = score_run(run_dir)            # its rankings scored again, no model
     result = evaluate_run(run_dir, "test1")   # -> <run_dir>/eval/test1/{config.yaml, result.json, rankings.jsonl.gz}
+    result = evaluate_run(run_dir, "val", settings=["eval.max_queries=500"])   # eval.* settings changed
 
 A run folder is the harness's own output, but it may have been copied, edited or cut short:
 a missing or malformed file is a HarnessError naming it, never a traceback. The evaluation
@@ -24,7 +25,7 @@ import yaml
 from harness.core import distributed
 from harness.core.device import resolve_device
 from harness.core.errors import HarnessError
-from harness.core.settings import validate_model
+from harness.core.settings import apply_overrides, validate_model
 from harness.data.datasets import dataset_root, load_dataset, read_split
 from harness.data.triplet import CIRSplit
 from harness.evaluation.results import RunResult, read_rankings, read_result
@@ -97,13 +98,40 @@ def rebuild_run(run_dir: Path, config: RunConfig, progress: bool = True,
     return method, eval_split
 
 
-def evaluate_run(run_dir: Path, split: str, progress: bool = True) -> RunResult:
+def evaluation_config(config: RunConfig, split: str, settings: list[str] | None = None,
+                      file: str = "--set") -> tuple[RunConfig, list[str]]:
+    """The run's config for evaluating ``split``, and what changed from the run's own evaluation.
+    Another split than the run's is evaluated whole: a smoke run's ``eval.max_queries`` and its
+    ``eval.subset_file`` (pair ids of the run's split) are dropped. ``settings`` then set
+    ``eval.*`` fields (``--set eval.max_queries=100``); the trained model cannot change here."""
+    data = config.model_dump(mode="json")
+    data["dataset"]["eval_split"] = split
+    notes = []
+    if split != config.dataset.eval_split:
+        for key in ("max_queries", "subset_file"):
+            if data["eval"].get(key) is not None:
+                notes.append(f"the run's eval.{key} ({data['eval'][key]}) is for {config.dataset.eval_split}: "
+                             f"{split} is evaluated whole (--set eval.{key}=... to limit it)")
+                data["eval"][key] = None
+    for item in settings or []:
+        if not item.strip().startswith("eval."):
+            raise HarnessError(f"{item.split('=', 1)[0]!r} is not an evaluation setting", file=file, field="--set",
+                               fix="set eval.* fields only (e.g. eval.max_queries=100); the trained model is fixed")
+    data = apply_overrides(data, settings or [], file)
+    return validate_model(RunConfig, data, file=file), notes
+
+
+def evaluate_run(run_dir: Path, split: str, progress: bool = True, settings: list[str] | None = None,
+                 echo=print) -> RunResult:
     """Rebuild the run's method, load its checkpoint, evaluate it on ``split`` of its dataset
-    under its protocol and write ``<run_dir>/eval/<split>/``. Under torchrun the ranks share the
-    evaluation (whole batches dealt to the ranks, embeddings gathered) and rank 0 writes."""
-    config = read_run_config(Path(run_dir))
+    under its protocol (``evaluation_config``: another split whole, ``settings`` for eval.*) and
+    write ``<run_dir>/eval/<split>/``. Under torchrun the ranks share the evaluation (whole
+    batches dealt to the ranks, embeddings gathered) and rank 0 writes."""
+    config, notes = evaluation_config(read_run_config(Path(run_dir)), split, settings)
     joined = not distributed.current().distributed
     world = distributed.init_from_environment(config.eval.device)
+    for note in notes if world.is_main else []:
+        echo(note)
     try:
         return _evaluate_run(Path(run_dir), config, split, progress and world.is_main, world.is_main)
     finally:
@@ -117,7 +145,6 @@ def _evaluate_run(run_dir: Path, config: RunConfig, split: str, progress: bool, 
     if trained and not (run_dir / "checkpoints" / "last" / "model.safetensors").is_file():
         raise HarnessError("the run kept no checkpoint", file=run_dir / "checkpoints", field="train.keep_checkpoint",
                            fix="run it again with train.keep_checkpoint: true (the default)")
-    config = config.model_copy(update={"dataset": config.dataset.model_copy(update={"eval_split": split})})
     method, eval_split = rebuild_run(run_dir, config, progress, weights=trained)
     out = evaluation_dir(run_dir, split)
     if main:
