@@ -166,6 +166,7 @@ def test_data_check_lists_counts_and_missing_images(fiq_root: Path):
     assert "dress: gallery 3817 images" in result.stdout
     assert "categories: dress 2017, shirt 2038, toptee 1961" in result.stdout
     assert "problem: " in result.stdout and "more" in result.stdout
+    assert "image files are missing" in result.stdout and "dataset.allow_missing_images: true" in result.stdout
 
 
 def test_protocol_presets_fill_unset_fields_and_explicit_ones_win():
@@ -181,8 +182,10 @@ def test_missing_images_refuse_a_run_unless_allowed_and_then_are_counted(fiq_roo
     from harness.data.datasets import DatasetConfig, load_dataset
 
     config = DatasetConfig(name="fashioniq", root=str(fiq_root), categories=("dress", "shirt"))
-    with pytest.raises(HarnessError, match="image file is missing"):
+    with pytest.raises(HarnessError, match="image file is missing") as refused:
         load_dataset(config, "val", progress=False)
+    assert refused.value.field == "dataset.allow_missing_images"  # the error names the setting that allows them
+    assert "allow_missing_images: true" in refused.value.fix and "data check" in refused.value.fix
     allowed = load_dataset(config.model_copy(update={"allow_missing_images": True}), "val", progress=False)
     assert allowed.info["dropped_queries"] == VAL["shirt"][0]  # every shirt query lost its images
     assert allowed.info["dropped_gallery_images"] == VAL["shirt"][1]

@@ -61,6 +61,10 @@ def _check_split(dataset: str, root: Path, name: str, echo: Callable[[str], None
                  "caption-free structure (harness.data.synthetic.structure):")
             for line in format_audit(split_audit(root, name)):
                 echo(line)
+    if missing:
+        echo(f"  {len(missing)} gallery image files are missing: a run refuses the split unless "
+             "dataset.allow_missing_images: true, which drops the queries and gallery images that need them and "
+             "records how many in each result (docs/datasets.md, 'Missing images')")
     for problem in problems[:SHOWN_PROBLEMS]:
         echo(f"  problem: {problem}")
     if len(problems) > SHOWN_PROBLEMS:

@@ -170,6 +170,10 @@ def scene_code_store(config: DatasetConfig, split: CIRSplit) -> DrawnImageStore:
                            f"{SCENE_GRAPH}-v{SCENE_CODE_VERSION}")
 
 
+#: how every loader words a problem that is a missing image file
+MISSING_FILE = "is missing"
+
+
 def load_dataset(config: DatasetConfig, split: str, progress: bool = True, resize: str | None = None) -> CIRSplit:
     """Load one split of the configured dataset, its images made square by ``resize`` (default:
     ``config.resize``, squash for auto; ``scene_graph``: the perfect-perception track's scene-code
@@ -184,8 +188,14 @@ def load_dataset(config: DatasetConfig, split: str, progress: bool = True, resiz
         loaded, problems = drop_missing_images(loaded, problems)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise HarnessError(problems[0] + more,
-                           fix=f"run `harness data check --dataset {config.name} --root {root} --split {split}`")
+        check = f"`harness data check --dataset {config.name} --root {root} --split {split}`"
+        missing = sum(MISSING_FILE in p for p in problems)
+        if missing and not config.allow_missing_images:
+            raise HarnessError(f"{problems[0]}{more}; {missing} of the problems are missing image files",
+                               field="dataset.allow_missing_images",
+                               fix=f"restore the files, or set dataset.allow_missing_images: true to drop the queries "
+                               f"and gallery images that need them (results record how many); {check} lists them")
+        raise HarnessError(problems[0] + more, fix=f"run {check}")
     return loaded
 
 
@@ -201,7 +211,7 @@ def drop_missing_images(split: CIRSplit, problems: list[str]) -> tuple[CIRSplit,
     galleries = {category: [n for n in names if n in present] for category, names in split.galleries.items()}
     info = {**split.info, "dropped_queries": len(split.triplets) - len(kept),
             "dropped_gallery_images": len(split.gallery) - len(gallery)}
-    remaining = [p for p in problems if "is missing" not in p]  # every loader words a missing file so
+    remaining = [p for p in problems if MISSING_FILE not in p]  # every loader words a missing file so
     images = ImageStore({name: path for name, path in split.images.paths.items() if name in present},
                         split.images.image_size, split.images.resize)
     return (dataclasses.replace(split, triplets=kept, gallery=gallery, galleries=galleries, images=images, info=info),
