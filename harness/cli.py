@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - older typer on click itself
     from click import exceptions as usage
 
 from harness import __version__
-from harness.core.errors import HarnessError, as_user_error
+from harness.core.errors import HarnessError, RunsFailed, as_user_error
 from harness.core.process import configure_process
 
 
@@ -199,7 +199,9 @@ def plan(
     micro-batch) of one GPU. Activations are measured on this machine from each checkpoint's
     config at one and two layers (random weights, no weight file read) and extrapolated to the
     full depth; captions as long as the method reads. Transient buffers of the backward pass
-    and allocator slack come on top. Try train.micro_batch_size and train.gradient_checkpointing."""
+    and allocator slack come on top. Try train.micro_batch_size and train.gradient_checkpointing.
+    A run that cannot be built (a missing checkpoint folder) is listed and the others planned
+    (exit 1); progress goes to stderr."""
     from harness.experiments.executor import plan_experiment
     from harness.measure.memory_estimate import HEADER, estimate_specs, table_row
 
@@ -207,15 +209,20 @@ def plan(
         raise HarnessError(f"--precision {precision!r} is not bf16 or fp32", field="--precision",
                            fix="give bf16 or fp32")
     experiment = plan_experiment(config, set_ or [])
-    estimates = estimate_specs(experiment.specs, gpus, precision)
+    estimates, failures = estimate_specs(experiment.specs, gpus, precision, lambda line: typer.echo(line, err=True))
     if as_json:
         typer.echo(json.dumps([e.to_json() for e in estimates], indent=2))
-        return
-    typer.echo(f"experiment {experiment.experiment.experiment}: {gpus} GPU(s), {precision}; per GPU")
-    typer.echo("| " + " | ".join(HEADER) + " |")
-    typer.echo("|" + "---|" * len(HEADER))
-    for estimate in estimates:
-        typer.echo("| " + " | ".join(table_row(estimate)) + " |")
+    elif estimates:
+        typer.echo(f"experiment {experiment.experiment.experiment}: {gpus} GPU(s), {precision}; per GPU")
+        typer.echo("| " + " | ".join(HEADER) + " |")
+        typer.echo("|" + "---|" * len(HEADER))
+        for estimate in estimates:
+            typer.echo("| " + " | ".join(table_row(estimate)) + " |")
+    if failures:
+        count = f"{len(failures)} of {len(failures) + len(estimates)} runs could not be planned (first: {failures[0][0]})"
+        if estimates or not all(user for _, user in failures):
+            raise RunsFailed(count, fix="the table holds the others; fix the cause and plan again")
+        raise HarnessError(count)
 
 
 @app.command()

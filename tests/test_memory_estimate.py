@@ -101,6 +101,13 @@ seeds: [0, 1]
     rows = [line for line in result.output.splitlines() if line.startswith("| method.params.pool_size=")]
     assert len(rows) == 2 and all("| 8 |" in row for row in rows)  # two grid points, seeds folded; 16 / 2 GPUs
     result = CliRunner().invoke(app, ["plan", str(config), "--json", "--set", "train.micro_batch_size=4"])
-    assert [row["items_per_gpu"] for row in json.loads(result.output)] == [4, 4]
+    assert [row["items_per_gpu"] for row in json.loads(result.stdout)] == [4, 4]  # progress is on stderr
+    assert "[1/2] planning method.params.pool_size=2" in result.stderr
     result = CliRunner().invoke(app, ["plan", str(config), "--precision", "fp16"])
     assert result.exit_code == 2 and "--precision" in result.output
+    missing = {"name": "sprc", "params": {"backbone": {"source": "pretrained", "blip2_dir": str(tmp_path / "none")}}}
+    result = CliRunner().invoke(app, ["plan", str(config), "--set", f"grid={{method: [{lvlm}, {json.dumps(missing)}]}}"])
+    assert result.exit_code == 1, result.output  # the plannable run is planned, the other listed
+    assert len([line for line in result.stdout.splitlines() if line.startswith("| cir_lvlm")]) == 1
+    assert "NOT PLANNED sprc" in result.stderr and "method.params.backbone.blip2_dir" in result.stderr
+    assert "1 of 2 runs could not be planned" in result.stderr

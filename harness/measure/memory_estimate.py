@@ -16,6 +16,8 @@ backward pass's transient buffers and the allocator's slack on top (not estimate
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -23,6 +25,7 @@ import torch
 
 from harness.backbones.loading import structure_probe
 from harness.core.device import autocast
+from harness.core.errors import HarnessError
 from harness.data.triplet import CIRSplit
 from harness.experiments.config import RunSpec
 from harness.methods.base import CIRMethod, ImageBatch, TripletBatch
@@ -146,20 +149,34 @@ def sizes(method: CIRMethod, activation_bytes_per_item: float) -> Measurement:
                        frozen, activation_bytes_per_item)
 
 
-def estimate_specs(specs: list[RunSpec], world_size: int, precision: str) -> list[MemoryEstimate]:
-    """One estimate per distinct run of ``specs`` (seeds do not change memory)."""
+def estimate_specs(specs: list[RunSpec], world_size: int, precision: str,
+                   echo: Callable[[str], None] = lambda _: None
+                   ) -> tuple[list[MemoryEstimate], list[tuple[str, bool]]]:
+    """(one estimate per distinct run of ``specs``, seeds aside since they do not change memory;
+    (one line, whether it is a user error) per run that could not be planned). A run that cannot be built (a checkpoint folder
+    missing, say) is listed and the others are still planned, as `harness run` carries on;
+    ``echo`` hears each run start and how long it took (a 7B run takes minutes)."""
     from harness.experiments.executor import SplitCache
-
     splits = SplitCache(progress=False)
-    estimates, seen = [], set()
-    for spec in specs:
-        key = spec.config.model_copy(update={"seed": 0}).model_dump_json()
-        if key in seen:
+    distinct = list({spec.config.model_copy(update={"seed": 0}).model_dump_json(): spec for spec in specs}.values())
+    estimates, failures = [], []
+    for number, spec in enumerate(distinct, 1):
+        echo(f"[{number}/{len(distinct)}] planning {spec.label}")
+        started = time.perf_counter()
+        try:
+            train_split = splits.get(spec.config.dataset, spec.config.dataset.train_split)
+            estimates.append(estimate_run(spec, train_split, world_size, precision))
+        except Exception as error:  # noqa: BLE001 - listed, and the command's exit code says so
+            failures.append((f"{spec.label}: {_failure_line(error)}", isinstance(error, HarnessError)))
+            echo(f"[{number}/{len(distinct)}] NOT PLANNED {failures[-1][0]}")
             continue
-        seen.add(key)
-        train_split = splits.get(spec.config.dataset, spec.config.dataset.train_split)
-        estimates.append(estimate_run(spec, train_split, world_size, precision))
-    return estimates
+        echo(f"[{number}/{len(distinct)}] {spec.label}: {time.perf_counter() - started:.0f} s")
+    return estimates, failures
+
+
+def _failure_line(error: Exception) -> str:
+    """A user error's own line; another error's type and message (`harness --debug` shows it)."""
+    return str(error) if isinstance(error, HarnessError) else f"{type(error).__name__}: {str(error)[:300]}"
 
 
 HEADER = ("run", "parameters", "trained", "weights", "gradients", "AdamW", "items/GPU", "activations", "total")
