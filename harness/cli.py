@@ -7,6 +7,7 @@
     harness sweep ablations/sweeps/cir_lvlm.yaml [--set ...]
     harness score RUN_DIR | FILE... [--dataset --root --split]
     harness submit RUN_DIR [--out DIR]
+    harness cache [--prune images] [--older-than DAYS]
     harness --version
 
 A user mistake prints one line ``error: <file>: <field>: <what is wrong>; fix: <how>`` to
@@ -219,7 +220,8 @@ def plan(
         for estimate in estimates:
             typer.echo("| " + " | ".join(table_row(estimate)) + " |")
     if failures:
-        count = f"{len(failures)} of {len(failures) + len(estimates)} runs could not be planned (first: {failures[0][0]})"
+        planned = len(failures) + len(estimates)
+        count = f"{len(failures)} of {planned} runs could not be planned (first: {failures[0][0]})"
         if estimates or not all(user for _, user in failures):
             raise RunsFailed(count, fix="the table holds the others; fix the cause and plan again")
         raise HarnessError(count)
@@ -467,6 +469,49 @@ def submit(
     _, loaded, entries = read_run_split(run_dir)
     for path in write_submissions(entries, loaded, out or run_dir / "submission", file=str(run_dir)):
         typer.echo(f"wrote {path}")
+
+
+@app.command()
+@user_errors
+def cache(
+    prune: Annotated[Optional[list[str]], typer.Option("--prune", help="Remove the entries of a kind (repeatable): "
+                                                       "images, embeddings, backbones, datasets, searle, scratch, "
+                                                       "or all.")] = None,
+    older_than: Annotated[Optional[float], typer.Option("--older-than", min=0, help="With --prune: only entries not "
+                                                        "written for this many days.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --prune: list what would go, remove "
+                                          "nothing.")] = False,
+    entries_: Annotated[bool, typer.Option("--entries", help="List every entry, not only each kind's "
+                                           "total.")] = False,
+) -> None:
+    """What the cache ($CIR_HARNESS_CACHE, default ~/.cache/cir-harness) holds, by kind, and how
+    to free it. Everything in it is derived and rebuilt when needed (generated benchmarks,
+    stage-0 warm starts, decoded images, gallery embeddings); results live in the runs folders.
+    Do not prune while a run uses the cache."""
+    from harness.core.cache import KINDS, cache_entries, gib, totals
+    from harness.core.cache import prune as prune_entries
+    from harness.core.paths import cache_dir
+
+    kinds = set(KINDS) if "all" in (prune or []) else set(prune or [])
+    unknown = sorted(kinds - set(KINDS))
+    if unknown:
+        raise HarnessError(f"no cache kind {unknown[0]!r}", field="--prune",
+                           fix=f"give one of: {', '.join(KINDS)}, all")
+    if (older_than is not None or dry_run) and not kinds:
+        raise HarnessError("--older-than and --dry-run go with --prune", field="--prune", fix="add --prune KIND")
+    found = cache_entries()
+    if kinds:
+        removed = prune_entries(found, kinds, older_than, dry_run)
+        verb = "would remove" if dry_run else "removed"
+        for entry in removed:
+            typer.echo(f"{verb} {entry.path} ({gib(entry.bytes)})")
+        typer.echo(f"{verb} {len(removed)} entries, {gib(sum(e.bytes for e in removed))}")
+        return
+    typer.echo(f"cache {cache_dir()}: {gib(sum(e.bytes for e in found))}")
+    for kind, (count, size) in totals(found).items():
+        typer.echo(f"  {kind:<10} {count:>5} entries {gib(size):>12}   {KINDS[kind]}")
+        for entry in [e for e in found if e.kind == kind] if entries_ else []:
+            typer.echo(f"      {entry.path.name}  {gib(entry.bytes)}")
 
 
 @app.command("list")

@@ -106,7 +106,8 @@ seeds: [0, 1]
     result = CliRunner().invoke(app, ["plan", str(config), "--precision", "fp16"])
     assert result.exit_code == 2 and "--precision" in result.output
     missing = {"name": "sprc", "params": {"backbone": {"source": "pretrained", "blip2_dir": str(tmp_path / "none")}}}
-    result = CliRunner().invoke(app, ["plan", str(config), "--set", f"grid={{method: [{lvlm}, {json.dumps(missing)}]}}"])
+    grid = f"grid={{method: [{lvlm}, {json.dumps(missing)}]}}"
+    result = CliRunner().invoke(app, ["plan", str(config), "--set", grid])
     assert result.exit_code == 1, result.output  # the plannable run is planned, the other listed
     assert len([line for line in result.stdout.splitlines() if line.startswith("| cir_lvlm")]) == 1
     assert "NOT PLANNED sprc" in result.stderr and "method.params.backbone.blip2_dir" in result.stderr

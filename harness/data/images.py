@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from harness.core.cache import note_size
 from harness.core.errors import HarnessError
 from harness.core.files import staged_file
 
@@ -118,6 +119,7 @@ class ImageStore:
         shape = (len(names), 3, self.image_size, self.image_size)
         with staged_file(disk) as staging:
             self._fill(np.lib.format.open_memmap(staging, mode="w+", dtype=np.uint8, shape=shape), names)
+        note_size()  # the decoded images are what makes a cache large: say so past the threshold
 
     def _fill(self, array: np.ndarray, names: list[str]) -> None:
         """Decode image i of ``names`` into row i of the mapped ``array`` (a thread per core)."""

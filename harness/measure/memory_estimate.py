@@ -153,12 +153,14 @@ def estimate_specs(specs: list[RunSpec], world_size: int, precision: str,
                    echo: Callable[[str], None] = lambda _: None
                    ) -> tuple[list[MemoryEstimate], list[tuple[str, bool]]]:
     """(one estimate per distinct run of ``specs``, seeds aside since they do not change memory;
-    (one line, whether it is a user error) per run that could not be planned). A run that cannot be built (a checkpoint folder
-    missing, say) is listed and the others are still planned, as `harness run` carries on;
-    ``echo`` hears each run start and how long it took (a 7B run takes minutes)."""
+    (one line, whether it is a user error) per run that could not be planned). A run that
+    cannot be built (a checkpoint folder missing, say) is listed and the others are still
+    planned, as `harness run` carries on; ``echo`` hears each run start and how long it took
+    (a 7B run takes minutes)."""
     from harness.experiments.executor import SplitCache
     splits = SplitCache(progress=False)
-    distinct = list({spec.config.model_copy(update={"seed": 0}).model_dump_json(): spec for spec in specs}.values())
+    distinct = list({spec.config.model_copy(update={"seed": 0}).model_dump_json(): spec
+                     for spec in specs}.values())
     estimates, failures = [], []
     for number, spec in enumerate(distinct, 1):
         echo(f"[{number}/{len(distinct)}] planning {spec.label}")
