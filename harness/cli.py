@@ -8,6 +8,7 @@
     harness score RUN_DIR | FILE... [--dataset --root --split]
     harness submit RUN_DIR [--out DIR]
     harness cache [--prune images] [--older-than DAYS]
+    harness verdicts reports [--write reports/README.md | --check reports/README.md]
     harness --version
 
 A user mistake prints one line ``error: <file>: <field>: <what is wrong>; fix: <how>`` to
@@ -264,6 +265,38 @@ def report(
 
     formats = [part.strip() for part in format_.split(",") if part.strip()] if format_ else None
     typer.echo(f"report: {report_experiment(experiment_dir, out, formats)}")
+
+
+@app.command()
+@user_errors
+def verdicts(
+    reports: Annotated[Path, typer.Argument(help="A folder of reports, one sub-folder per experiment (reports/).")],
+    write: Annotated[Optional[Path], typer.Option("--write", help="Rewrite the generated section of this Markdown "
+                                                  "file (between its two verdict marker lines).")] = None,
+    check: Annotated[Optional[Path], typer.Option("--check", help="Exit 1 when this file's generated section is not "
+                                                  "what the committed tables give.")] = None,
+    ablations: Annotated[Optional[Path], typer.Option("--ablations", help="The experiment files, for tables written "
+                                                      "before they recorded their endpoint (default: "
+                                                      "REPORTS/../ablations).")] = None,
+) -> None:
+    """The claims table of a reports folder, generated: one row per confirmatory contrast of each
+    report's pre-registered analysis (tables/preregistered.csv), its verdict as the report gave it
+    (the regime gate applied), every number read from that table; reports without an analysis
+    are listed as exploratory. Prints it, or puts it in a README (--write) or checks it (--check)."""
+    from harness.reporting.verdicts import collect, current_block, replace_block, verdicts_block
+
+    block = verdicts_block(*collect(reports, ablations))
+    if write is not None:
+        changed = replace_block(write, block)
+        typer.echo(f"{write}: verdicts {'rewritten' if changed else 'already current'}")
+    elif check is not None:
+        if current_block(check) != block:
+            typer.echo(f"error: {check}: its generated verdicts differ from the committed tables; fix: run "
+                       f"`harness verdicts {reports} --write {check}`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{check}: verdicts match the committed tables")
+    else:
+        typer.echo(block)
 
 
 @app.command()

@@ -32,7 +32,7 @@ from harness.evaluation.protocol import title
 from harness.reporting.data import Group, config_value
 from harness.reporting.gate import Check
 from harness.reporting.seed_level import SeedLevelTest, holm_adjusted, seed_level_test, trend_test
-from harness.reporting.stats import ALPHA
+from harness.reporting.stats import ALPHA, p_text
 from harness.reporting.tables import Cell, Table
 
 #: The row label of a declared trend (harness.reporting.seed_level.trend_test).
@@ -158,10 +158,11 @@ def analysis_table(found: Sequence[Verdict], analysis: AnalysisConfig) -> Table:
         t = v.test
         numbers = [t.difference, t.low, t.high, t.p, v.p_holm, t.mde, t.tost_p]
         rows.append([Cell(v.contrast.b), Cell(v.contrast.a), Cell(f"{t.difference:+.2f}", t.difference),
-                     Cell(f"[{t.low:+.2f}, {t.high:+.2f}]"), Cell(_p(t.p)), Cell(_p(v.p_holm)), Cell(f"{t.mde:.2f}"),
-                     Cell("-" if t.tost_p is None else _p(t.tost_p)), Cell(f"{t.seeds[0]} / {t.seeds[1]}"),
+                     Cell(f"[{t.low:+.2f}, {t.high:+.2f}]"), Cell(p_text(t.p)), Cell(p_text(v.p_holm)),
+                     Cell(f"{t.mde:.2f}"), Cell(p_text(t.tost_p)), Cell(f"{t.seeds[0]} / {t.seeds[1]}"),
                      Cell(v.words)])
-        csv_rows.append([v.contrast.b, v.contrast.a, *numbers, t.seeds[0], t.seeds[1], t.paired, v.words])
+        csv_rows.append([v.contrast.b, v.contrast.a, *numbers, t.seeds[0], t.seeds[1], t.paired, v.words,
+                         analysis.metric])
     margin = f"±{analysis.margin:g} points" if analysis.margin is not None else "none declared"
     caption = (f"Pre-registered in the experiment file: endpoint {title(analysis.metric)}; {len(found)} confirmatory "
                f"contrast(s), Holm over them; seeds are the unit (a t-test on per-seed values: paired where the arms "
@@ -172,10 +173,4 @@ def analysis_table(found: Sequence[Verdict], analysis: AnalysisConfig) -> Table:
     return Table("Pre-registered analysis", ["b", "a", "b − a", "95% CI", "p", "p (Holm)", "MDE", "TOST p", "seeds",
                                              "verdict"], rows, caption, name="preregistered",
                  csv_header=["b", "a", "difference", "low", "high", "p", "p_holm", "mde", "tost_p", "seeds_a",
-                             "seeds_b", "paired", "verdict"], csv_rows=csv_rows)
-
-
-def _p(value: float | None) -> str:
-    if value is None or math.isnan(value):
-        return "-"
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+                             "seeds_b", "paired", "verdict", "metric"], csv_rows=csv_rows)

@@ -22,6 +22,7 @@ one the experiment cannot resolve, whichever way it points.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -144,6 +145,13 @@ def seed_aware_test(a: np.ndarray, b: np.ndarray, weights: np.ndarray, strata: n
 def p_relation(p: float) -> str:
     """"< 0.001" or "= 0.042": a p-value after "p" in a sentence."""
     return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
+def p_text(value: float | None) -> str:
+    """A p-value in a table cell: "< 0.001", "0.042", or "-" where there is none."""
+    if value is None or math.isnan(value):
+        return "-"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
