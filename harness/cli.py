@@ -162,6 +162,10 @@ def run(
         "auto: one per core on a CPU (tiny models use a second thread poorly: 1.2x more steps on 2 cores), one per "
         "GPU on a GPU machine, each process given its own GPU (more jobs than GPUs share them round-robin). Under "
         "bf16 the last bits of a run depend on its thread count.")] = "auto",
+    allow_dirty: Annotated[bool, typer.Option(
+        "--allow-dirty", envvar="CIR_HARNESS_ALLOW_DIRTY", help="Write the report even when the runs or the harness "
+        "code have uncommitted changes (refused otherwise: its numbers could not be traced to a commit); the report "
+        "then says so.")] = False,
 ) -> None:
     """Train and evaluate every run of an experiment (grid x seeds) and print a results table.
 
@@ -181,7 +185,8 @@ def run(
         raise HarnessError(f"--jobs {jobs!r} is not a positive number", field="--jobs",
                            fix="give e.g. --jobs 2 or auto")
     run_experiment(config, set_ or [], output, progress=not quiet and sys.stderr.isatty(), echo=typer.echo,
-                   overwrite=Overwrite(overwrite).value, jobs="auto" if jobs == "auto" else int(jobs))
+                   overwrite=Overwrite(overwrite).value, jobs="auto" if jobs == "auto" else int(jobs),
+                   allow_dirty=allow_dirty)
 
 
 @app.command()
@@ -256,6 +261,10 @@ def report(
         "--format", help="Comma-separated: md (report.md), html (one self-contained page), tex (booktabs tables and "
         "a standalone report.tex), csv (results.csv and one CSV per table). Default: the experiment's "
         "report.formats.")] = None,
+    allow_dirty: Annotated[bool, typer.Option(
+        "--allow-dirty", envvar="CIR_HARNESS_ALLOW_DIRTY", help="Write the report even when the runs or the harness "
+        "code have uncommitted changes (refused otherwise: its numbers could not be traced to a commit); the report "
+        "then says so.")] = False,
 ) -> None:
     """Rebuild an experiment's report from its results JSON files and rankings alone (offline):
     main, statistics, ablation, efficiency, edit-type and diagnostics tables; 95% bootstrap
@@ -264,7 +273,7 @@ def report(
     from harness.reporting.build import report_experiment
 
     formats = [part.strip() for part in format_.split(",") if part.strip()] if format_ else None
-    typer.echo(f"report: {report_experiment(experiment_dir, out, formats)}")
+    typer.echo(f"report: {report_experiment(experiment_dir, out, formats, allow_dirty)}")
 
 
 @app.command()
@@ -351,6 +360,10 @@ def sweep(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes on one study (needs "
                                          "sweep.storage: journal or an RDB URL); the missing trials are split among "
                                          "them.")] = 1,
+    allow_dirty: Annotated[bool, typer.Option(
+        "--allow-dirty", envvar="CIR_HARNESS_ALLOW_DIRTY", help="Write the report even when the runs or the harness "
+        "code have uncommitted changes (refused otherwise: its numbers could not be traced to a commit); the report "
+        "then says so.")] = False,
 ) -> None:
     """Search the settings in the file's sweep.space with optuna: each trial is a run of the
     experiment, reported per epoch so bad trials are pruned (one objective), several objectives
@@ -360,7 +373,7 @@ def sweep(
     from harness.experiments.sweep import run_sweep
 
     run_sweep(config, set_ or [], output, progress=not quiet and sys.stderr.isatty() and workers == 1, echo=typer.echo,
-              workers=workers)
+              workers=workers, allow_dirty=allow_dirty)
 
 
 @app.command("eval")

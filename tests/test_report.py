@@ -174,3 +174,46 @@ def test_runs_evaluated_differently_never_share_a_row(finished):
     assert "| 0 |" in table and "0,0" not in table and f"{full.label} [16 queries]" in table
     assert f"{full.label} [16 queries]" in csv_text([full, smoke])
     assert [g.label for g in load_groups([full, full.model_copy(update={"seed": 1})], None)] == [full.label]
+
+
+def test_a_report_of_runs_from_uncommitted_code_is_refused_unless_allowed(finished, tmp_path, monkeypatch):
+    """A run made from a tree with uncommitted changes: `harness report` refuses in one line naming
+    --allow-dirty and writes nothing; with it, the report says so at its top. `harness run`
+    keeps its runs and says why the report was not written."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.reporting import build
+
+    _, output, _ = finished
+    copy = tmp_path / "tiny"
+    shutil.copytree(output, copy)
+    for index, result_file in enumerate(sorted((copy / "runs").glob("*/result.json"))):  # whatever tree ran them
+        data = json.loads(result_file.read_text())
+        data["environment"]["git_commit"] = "0123abc+dirty" if index == 0 else "0123abc"
+        result_file.write_text(json.dumps(data))
+    result_file = sorted((copy / "runs").glob("*/result.json"))[0]
+    data = json.loads(result_file.read_text())
+    monkeypatch.setenv("CIR_HARNESS_ALLOW_DIRTY", "0")
+    monkeypatch.setattr(build, "git_commit", lambda: "0123abc")  # the code writing the report: clean
+    out = tmp_path / "report"
+    refused = CliRunner().invoke(app, ["report", str(copy), "--out", str(out)])
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1, refused.output
+    assert "--allow-dirty" in refused.stderr and "1 of 2 runs" in refused.stderr and "0123abc+dirty" in refused.stderr
+    assert not out.exists()
+    allowed = CliRunner().invoke(app, ["report", str(copy), "--out", str(out), "--allow-dirty"])
+    assert allowed.exit_code == 0, allowed.output
+    setup = (out / "report.md").read_text().split("\n\n")[2]
+    assert setup.startswith("**Written from uncommitted code (--allow-dirty)**: 1 of 2 runs")
+    monkeypatch.setattr(build, "git_commit", lambda: "4567def+dirty")  # and the report's own code
+    said: list[str] = []
+    from harness.experiments.runner import write_report_or_say_why
+
+    data["environment"]["git_commit"] = "0123abc"
+    result_file.write_text(json.dumps(data))
+    assert write_report_or_say_why(copy, False, said.append) is None
+    assert "the code writing the report has uncommitted changes (4567def+dirty)" in said[0]
+    assert "--allow-dirty" in said[0]

@@ -5,29 +5,16 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.core.source import git_commit
+
 PACKAGES = ("cir-harness", "torch", "transformers", "tokenizers", "numpy", "pillow", "pydantic", "mlflow",
             "safetensors", "peft", "scipy", "statsmodels")
-
-
-@functools.cache
-def git_commit() -> str | None:
-    """Commit of the harness checkout ('+dirty' when it has uncommitted changes), or None."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
 
 
 def package_versions() -> dict[str, str | None]:

@@ -32,7 +32,7 @@ from harness.evaluation.results import RunResult, read_result
 from harness.experiments.config import RunSpec
 from harness.experiments.executor import Plan, SplitCache, execute_run, parallel_threads, plan_experiment, plan_gpus
 from harness.experiments.tracking import Tracker, default_tracking_uri, swept_tags
-from harness.reporting.build import report_experiment
+from harness.reporting.build import UncommittedCode, report_experiment
 from harness.reporting.tables import results_table
 from harness.training.step_log import LiveRuns
 
@@ -47,13 +47,15 @@ def run_experiment(
     echo=print,
     overwrite: Literal["never", "only-missing", "always"] = "only-missing",
     jobs: int | Literal["auto"] = 1,
+    allow_dirty: bool = False,
 ) -> list[RunResult]:
     """Run every not yet finished run of the experiment; return all its results in plan order.
 
     ``overwrite``: ``only-missing`` skips finished runs and resumes interrupted ones from their
     last checkpoint; ``never`` also leaves unfinished run folders untouched; ``always``
     recomputes every run from scratch. ``jobs``: runs trained at once in separate processes
-    (``auto``: one per CPU core on a CPU, one on a GPU; see ``resolve_jobs``).
+    (``auto``: one per CPU core on a CPU, one on a GPU; see ``resolve_jobs``). ``allow_dirty``:
+    write the report even where the runs or the code have uncommitted changes (it says so).
 
     Under torchrun (WORLD_SIZE > 1) the ranks share each run's training and evaluation; rank 0
     prints, writes and reports, and its decisions (skip, resume, delete) are every rank's."""
@@ -66,18 +68,20 @@ def run_experiment(
             raise HarnessError(f"train.batch_size {uneven[0]} does not split evenly over {world.size} ranks",
                                file=config_path, field="train.batch_size", fix=f"use a multiple of {world.size}")
         return _run_plan(plan, config_path, overrides, progress and world.is_main,
-                         echo if world.is_main else (lambda *_: None), overwrite, world, jobs)
+                         echo if world.is_main else (lambda *_: None), overwrite, world, jobs, allow_dirty)
     finally:
         if joined and world.distributed:
             distributed.shutdown()
 
 
 def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progress: bool, echo,
-              overwrite: str, world: distributed.World, jobs: int | Literal["auto"] = 1) -> list[RunResult]:
+              overwrite: str, world: distributed.World, jobs: int | Literal["auto"] = 1,
+              allow_dirty: bool = False) -> list[RunResult]:
     if world.is_main:
         write_manifest(plan)
     tracker = _open_tracker(plan, config_path, overrides, world)
     events = _RunEvents(plan, echo, world, tracker)
+    events.allow_dirty = allow_dirty
     status = "FAILED"
     try:
         try:
@@ -162,6 +166,7 @@ class _RunEvents:
         self.failures: list[str] = []
         self.broken_inputs = 0  # failures a user-fixable error caused (a broken file, a bad setting)
         self.count = 1
+        self.allow_dirty = False  # write the report from uncommitted code (--allow-dirty)
 
     def _head(self, number: int, spec: RunSpec) -> str:
         return f"[{number}/{len(self.plan.specs)}] {spec.label} seed={spec.config.seed}"
@@ -206,17 +211,27 @@ def _conclude(plan: Plan, events: _RunEvents, echo, world: distributed.World) ->
         return results
     table = results_table(results)
     atomic_write_text(plan.output / "results.md", table + "\n")
-    report = report_experiment(plan.output)
+    report = write_report_or_say_why(plan.output, events.allow_dirty, echo)
     echo("")
     echo(table)
     echo("")
-    echo(f"results: {plan.output / 'runs'}   report: {report}")
-    if events.tracker is not None:
+    echo(f"results: {plan.output / 'runs'}   report: {report or 'not written (above)'}")
+    if events.tracker is not None and report is not None:
         _close_tracking(plan, events.tracker, results, report, echo)
     if failures:
         _raise_failures(events, f"{len(failures)} of {len(plan.specs)} runs failed",
                         "fix the cause and run the same command again: finished runs are kept")
     return results
+
+
+def write_report_or_say_why(output: Path, allow_dirty: bool, echo) -> Path | None:
+    """The experiment's report; where it would rest on uncommitted code and that is not allowed,
+    a line that says so and how to write it (the runs are kept either way)."""
+    try:
+        return report_experiment(output, allow_dirty=allow_dirty)
+    except UncommittedCode as refused:
+        echo(f"{refused.problem}; `harness report {output} --allow-dirty` writes it with that said in it")
+        return None
 
 
 def _close_tracking(plan: Plan, tracker: Tracker, results: list[RunResult], report: Path, echo) -> None:

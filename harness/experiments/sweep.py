@@ -211,8 +211,9 @@ def _check_objectives(plan, config_path: Path) -> None:
 
 
 def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Path | None = None,
-              progress: bool = True, echo=print, workers: int = 1) -> optuna.Study:
-    """Run the missing trials of the experiment's study (in ``workers`` processes); return it."""
+              progress: bool = True, echo=print, workers: int = 1, allow_dirty: bool = False) -> optuna.Study:
+    """Run the missing trials of the experiment's study (in ``workers`` processes); return it
+    (``allow_dirty``: its report even from uncommitted code, as `harness run --allow-dirty`)."""
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         raise HarnessError("harness sweep does not run under torchrun (each trial would be trained once per rank)",
                            fix="scale a sweep with --workers or with several machines on one sweep.storage URL; "
@@ -265,9 +266,9 @@ def run_sweep(config_path: Path, overrides: list[str] | None = None, output: Pat
     for trial in best:
         echo(f"{'Pareto front' if not single else 'best'}: trial {trial.number} {trial.params} -> {trial.values}")
     if complete:
-        report = _report(plan, complete)
-        echo(f"report: {report}")
-        if tracker is not None:
+        report = _report(plan, complete, allow_dirty, echo)
+        echo(f"report: {report or 'not written (above)'}")
+        if tracker is not None and report is not None:
             _close_tracking(plan, tracker, report, [o.metric for o in sweep.objectives], list(sweep.space), echo)
     return study
 
@@ -282,9 +283,10 @@ def _close_tracking(plan, tracker: Tracker, report: Path, objectives: list[str],
         echo(line)
 
 
-def _report(plan, trials: list[optuna.trial.FrozenTrial]) -> Path:
-    """The sweep's report: its finished trials as the rows ("trial N"), from their results."""
-    from harness.reporting.build import report_experiment
+def _report(plan, trials: list[optuna.trial.FrozenTrial], allow_dirty: bool = False, echo=print) -> Path | None:
+    """The sweep's report: its finished trials as the rows ("trial N"), from their results (None
+    where it would rest on uncommitted code without ``allow_dirty``: a line says so)."""
+    from harness.experiments.runner import write_report_or_say_why
 
     trials = [t for t in sorted(trials, key=lambda t: t.number)
               if (plan.output / "runs" / t.user_attrs.get("run_id", "") / "result.json").is_file()]
@@ -292,7 +294,7 @@ def _report(plan, trials: list[optuna.trial.FrozenTrial]) -> Path:
                 "runs": [t.user_attrs["run_id"] for t in trials],
                 "labels": {t.user_attrs["run_id"]: f"trial {t.number}" for t in trials}}
     atomic_write_text(plan.output / "experiment.json", json.dumps(manifest, indent=2))
-    return report_experiment(plan.output)
+    return write_report_or_say_why(plan.output, allow_dirty, echo)
 
 
 def _worker(config_path: Path, overrides, output, trials: int, index: int, parent_run_id: str | None,

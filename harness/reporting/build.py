@@ -3,6 +3,10 @@ result.json and the rankings beside them, never a model (`harness report`, and t
 `harness run` and `harness sweep`).
 
     report = report_experiment(Path("runs/pool_size"))   # -> the report folder (report.md, ...)
+
+A report is refused (``UncommittedCode``) when its runs, or the code writing it, came from a
+tree with uncommitted changes: its numbers could not be traced to a commit. ``allow_dirty``
+(``--allow-dirty``, or CIR_HARNESS_ALLOW_DIRTY=1) writes it with that said at its foot.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from pathlib import Path
 
 from harness.core.errors import HarnessError
 from harness.core.files import read_json_object
+from harness.core.source import dirty_allowed, git_commit, is_dirty
 from harness.evaluation.results import read_result
 from harness.evaluation.subsets import write_subsets
 from harness.reporting.analysis import read_analysis
@@ -19,11 +24,34 @@ from harness.reporting.data import load_groups
 from harness.reporting.report import FORMATS, write_report
 
 
-def report_experiment(output: Path, out: Path | None = None, formats: list[str] | None = None) -> Path:
+class UncommittedCode(HarnessError):
+    """A report that would rest on uncommitted code, refused without ``--allow-dirty``."""
+
+
+def uncommitted(results: list) -> str | None:
+    """Why a report of ``results`` would rest on uncommitted code (its runs' or its own); None
+    when every commit is clean (or unknown: an installed package has none)."""
+    dirty = [r.environment.get("git_commit") for r in results if is_dirty(r.environment.get("git_commit"))]
+    reasons = []
+    if dirty:
+        reasons.append(f"{len(dirty)} of {len(results)} runs were made from a tree with uncommitted changes "
+                       f"({', '.join(sorted(set(dirty)))})")
+    if is_dirty(git_commit()):
+        reasons.append(f"the code writing the report has uncommitted changes ({git_commit()})")
+    return "; ".join(reasons) or None
+
+
+def report_experiment(output: Path, out: Path | None = None, formats: list[str] | None = None,
+                      allow_dirty: bool = False) -> Path:
     """(Re)build the report of ``<output_dir>/<experiment>`` from its results JSON files (and
-    the rankings beside them) only."""
+    the rankings beside them) only; refused on uncommitted code unless ``allow_dirty``."""
     output = Path(output)
     experiment, results, manifest_path = _finished(output)
+    reason = uncommitted(results)
+    if reason and not (allow_dirty or dirty_allowed()):
+        raise UncommittedCode(f"report not written: {reason}", file=output, field="--allow-dirty",
+                              fix="commit the changes and re-run those runs, or pass --allow-dirty to write it "
+                              "with that said in it")
     report = experiment.get("report") or {}
     if out is None:
         out = report_dir(output, report.get("dir"), experiment["experiment"])
@@ -31,7 +59,9 @@ def report_experiment(output: Path, out: Path | None = None, formats: list[str] 
                         x=report.get("x"), published=report.get("published") or [], runs_dir=output / "runs",
                         baseline=report.get("baseline"), formats=formats or report.get("formats") or FORMATS,
                         analysis=read_analysis(experiment.get("analysis"), str(manifest_path)),
-                        unimodal=_unimodal(report.get("unimodal")))
+                        unimodal=_unimodal(report.get("unimodal")),
+                        notice=f"**Written from uncommitted code (--allow-dirty)**: {reason}; these numbers cannot be "
+                        "traced to a commit alone." if reason else "")
 
 
 def _unimodal(folder: str | None) -> list:

@@ -427,9 +427,9 @@ def html_page(report: Report, out: Path) -> str:
 def write_report(results: Sequence[RunResult], out: Path, title: str, description: str = "", x: str | None = None,
                  published: Sequence[dict[str, Any]] = (), runs_dir: Path | None = None, baseline: str | None = None,
                  formats: Sequence[str] = FORMATS, analysis: AnalysisConfig | None = None,
-                 unimodal: Sequence[Group] = ()) -> Path:
+                 unimodal: Sequence[Group] = (), notice: str = "") -> Path:
     """Write the report in ``formats`` (md, html, tex, csv) into ``out``; return report.md's path
-    (or the first format's file)."""
+    (or the first format's file). ``notice`` opens the setup paragraph (uncommitted code)."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise HarnessError(f"unknown report format {unknown[0]!r}", field="--format", fix="use some of "
@@ -437,6 +437,8 @@ def write_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = build_report(results, out, title, description, x, published, runs_dir, baseline, analysis, unimodal)
+    if notice:
+        report.setup = f"{notice} {report.setup}"
     written = []
     if "csv" in formats:
         atomic_write_text(out / "results.csv", csv_text(results))
