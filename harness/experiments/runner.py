@@ -164,6 +164,7 @@ class _RunEvents:
         self.live = LiveRuns(tracker)
         self.finished: dict[str, RunResult] = {}
         self.failures: list[str] = []
+        self.trained = 0  # runs this command trained (or resumed) to the end, finished earlier ones aside
         self.broken_inputs = 0  # failures a user-fixable error caused (a broken file, a bad setting)
         self.count = 1
         self.allow_dirty = False  # write the report from uncommitted code (--allow-dirty)
@@ -182,6 +183,7 @@ class _RunEvents:
     def ended(self, number: int, spec: RunSpec, result: RunResult) -> None:
         self.live.end(self.plan.run_dir(spec), result)
         self.finished[spec.run_id] = result
+        self.trained += 1
         self.echo(f"{'' if self.count == 1 else self._head(number, spec) + ':'}"
                   f"    {headline(result.metrics)}  train {result.train['seconds']:.0f}s")
 
@@ -250,11 +252,11 @@ def _user_fixable(error: BaseException) -> bool:
 
 
 def _raise_failures(events: _RunEvents, count: str, fix: str) -> None:
-    """Exit 2 (HarnessError) when no run finished and every failure was a broken input or
-    setting, with the first one's own line and fix; else RunsFailed (exit 1): a grid of which
-    some runs finished did its job in part, whatever broke the others."""
+    """Exit 2 (HarnessError) when no run this command attempted finished and every failure was
+    a broken input or setting, with the first one's own line and fix; else RunsFailed (exit 1):
+    a grid of which some runs trained did its job in part, whatever broke the others."""
     first = events.failures[0]
-    if not events.finished and events.broken_inputs == len(events.failures):
+    if not events.trained and events.broken_inputs == len(events.failures):
         raise HarnessError(f"{count} on a broken input (first: {first})")
     raise RunsFailed(f"{count} (first: {first})", fix=fix)
 
