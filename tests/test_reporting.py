@@ -101,19 +101,19 @@ def test_holm_rejects_step_down():
 
 def _table() -> Table:
     rows = [[Cell("a_b"), Cell("10.0 ± 1.0", 10.0), Cell("5.0", 5.0)],
-            [Cell("c"), Cell("12.5 ± 0.5", 12.5), Cell("4.0", 4.0, note="†")],
+            [Cell("c"), Cell("12.5 ± 0.5", 12.5, mark="bold"), Cell("4.0", 4.0, note="†")],
             [Cell("d"), Cell("11.0 ± 0.0", 11.0), Cell("-")]]
-    return Table("T", ["run", "R@1", "Δ"], rows, caption="50% of it", name="t").mark_best({1: "max", 2: "max"})
+    return Table("T", ["run", "R@1", "Δ"], rows, caption="50% of it", name="t")
 
 
-def test_tables_mark_best_and_second_and_parse_back_from_csv():
+def test_tables_render_a_bold_cell_and_parse_back_from_csv():
     table = _table()
-    assert [row[1].mark for row in table.rows] == ["", "best", "second"]
     parsed = list(csv.reader(io.StringIO(table.csv())))
     assert parsed[0] == ["run", "R@1", "Δ"] and [float(row[1]) for row in parsed[1:]] == [10.0, 12.5, 11.0]
     assert parsed[3][2] == "-"
     text = table.markdown()
-    assert "| c | **12.5 ± 0.5** | <u>4.0</u>† |" in text and "<u>11.0 ± 0.0</u>" in text
+    assert "| c | **12.5 ± 0.5** | 4.0† |" in text and "| d | 11.0 ± 0.0 | - |" in text
+    assert "<b>12.5 ± 0.5</b>" in table.html()
 
 
 def test_latex_tables_have_booktabs_rules_and_one_cell_per_column():

@@ -113,6 +113,18 @@ def test_the_report_leads_with_the_preregistered_contrasts_and_the_gate_decides_
     few = write_report(fewer, tmp_path / "few", "few", runs_dir=runs, analysis=analysis, formats=["csv"])
     with open(few.parent / "tables" / "preregistered.csv", newline="") as handle:
         assert int(next(csv.DictReader(handle))["seeds_a"]) == 3
+    # emphasis follows inference: nothing bold in the exploratory tables, nor a verdict behind a failed gate;
+    # with the gate passed and five seeds the decided verdict alone is bold, with three it is not
+    main = text[text.index("## Main results"):]
+    assert "**" not in main.split("\n\n##")[0] and "<u>" not in text
+    from harness.reporting.analysis import analysis_table, verdicts
+    from harness.reporting.data import load_groups
+
+    assert "| **not testable" not in text  # the verdict cell behind the failed gate is plain
+    passed = verdicts(load_groups(results, runs), analysis, gate=[])
+    assert passed[0].confirmatory and "| **sum above image_only" in analysis_table(passed, analysis).markdown()
+    undecided = verdicts(load_groups(fewer, runs), analysis, gate=[])
+    assert not undecided[0].confirmatory and "**" not in analysis_table(undecided, analysis).markdown()
 
 
 def test_a_declared_trend_is_the_slope_on_log_n_over_every_run_and_joins_the_holm_family(finished, tmp_path):

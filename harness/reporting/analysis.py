@@ -76,6 +76,7 @@ class Verdict:
     test: SeedLevelTest
     p_holm: float
     words: str
+    confirmatory: bool = False  # the gate passed, enough seeds, and the test decided (a difference or equivalence)
 
 
 def verdicts(groups: Sequence[Group], analysis: AnalysisConfig, gate: Sequence[Check]) -> list[Verdict]:
@@ -93,8 +94,15 @@ def verdicts(groups: Sequence[Group], analysis: AnalysisConfig, gate: Sequence[C
         tests.append(_trend(groups, analysis, k))
     adjusted = holm_adjusted([t.p for t in tests])
     failed = [c.letter for c in gate if c.passed is False]
-    return [Verdict(c, t, p, _words(c, t, p, analysis, k, failed)) for c, t, p in zip(contrasts, tests, adjusted,
-                                                                                     strict=True)]
+    return [Verdict(c, t, p, _words(c, t, p, analysis, k, failed), _confirmatory(t, p, analysis, k, failed))
+            for c, t, p in zip(contrasts, tests, adjusted, strict=True)]
+
+
+def _confirmatory(test: SeedLevelTest, p_holm: float, analysis: AnalysisConfig, k: int, failed: list[str]) -> bool:
+    """Whether a verdict is one the report may emphasise: gate passed, enough seeds per arm, and
+    a difference (Holm) or an equivalence (TOST at alpha / k) established."""
+    decided = p_holm < ALPHA or (test.tost_p is not None and test.tost_p < ALPHA / k)
+    return not failed and not math.isnan(p_holm) and min(test.seeds) >= analysis.min_seeds and decided
 
 
 def _arms(by_label: dict[str, Group], contrast: Contrast, analysis: AnalysisConfig) -> tuple:
@@ -160,7 +168,7 @@ def analysis_table(found: Sequence[Verdict], analysis: AnalysisConfig) -> Table:
         rows.append([Cell(v.contrast.b), Cell(v.contrast.a), Cell(f"{t.difference:+.2f}", t.difference),
                      Cell(f"[{t.low:+.2f}, {t.high:+.2f}]"), Cell(p_text(t.p)), Cell(p_text(v.p_holm)),
                      Cell(f"{t.mde:.2f}"), Cell(p_text(t.tost_p)), Cell(f"{t.seeds[0]} / {t.seeds[1]}"),
-                     Cell(v.words)])
+                     Cell(v.words, mark="bold" if v.confirmatory else "")])
         csv_rows.append([v.contrast.b, v.contrast.a, *numbers, t.seeds[0], t.seeds[1], t.paired, v.words,
                          analysis.metric])
     margin = f"±{analysis.margin:g} points" if analysis.margin is not None else "none declared"
@@ -168,8 +176,9 @@ def analysis_table(found: Sequence[Verdict], analysis: AnalysisConfig) -> Table:
                f"contrast(s), Holm over them; seeds are the unit (a t-test on per-seed values: paired where the arms "
                f"share their seeds); 95 % interval of b − a; MDE at 80 % power after Holm (alpha / k); equivalence "
                f"margin {margin} (two one-sided tests at alpha / k); at least {analysis.min_seeds} seeds per arm for "
-               "a confirmatory verdict. Every other table of this report is exploratory: its p-values are not "
-               "adjusted across tables.")
+               "a confirmatory verdict, which alone is in bold (a gate failed, too few seeds or an undecided test: "
+               "plain). Every other table of this report is exploratory: its p-values are not adjusted across tables "
+               "and none of its cells is emphasised.")
     return Table("Pre-registered analysis", ["b", "a", "b − a", "95% CI", "p", "p (Holm)", "MDE", "TOST p", "seeds",
                                              "verdict"], rows, caption, name="preregistered",
                  csv_header=["b", "a", "difference", "low", "high", "p", "p_holm", "mde", "tost_p", "seeds_a",

@@ -59,7 +59,6 @@ def intent_table(groups: Sequence[Group]) -> Table | None:
                   "group members ranked below the target (50 = chance). Held-out = captions phrased with phrasings "
                   "or synonyms training never shows. The last rows read the scene graphs instead of pixels and learn "
                   "nothing.")
-    table.mark_best({1 + i: "max" for i in range(len(metrics))})
     table.rows += learning_free_rows(groups, metrics, 1)
     return table
 
@@ -80,4 +79,4 @@ def error_kinds_table(groups: Sequence[Group]) -> Table | None:
                   "intent = a misreading of the caption (wrong argument, wrong subject, the family's natural "
                   "misreading); retention = the requested edit with one unrequested change; topped-up = "
                   "a random edit added where a group had too few distractors; elsewhere = outside the query's group.")
-    return table.mark_best({1: "max", **{2 + i: "min" for i in range(len(kinds))}})
+    return table

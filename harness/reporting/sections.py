@@ -80,7 +80,7 @@ def _holm(tests: dict[str, PairedTest], alpha: float) -> dict[str, bool]:
 
 
 def main_table(groups: Sequence[Group]) -> Table:
-    """Methods x the protocol's metrics, mean ± std over seeds; best bold, second underlined."""
+    """Methods x the protocol's metrics, mean ± std over seeds, no cell emphasised."""
     metrics = [key for key in TABLE_METRICS if any(g.mean_std(key) for g in groups)]
     rows = []
     for group in groups:
@@ -92,7 +92,8 @@ def main_table(groups: Sequence[Group]) -> Table:
     ceilings = learning_free_rows(groups, metrics, 2)
     chance = chance_row(groups, metrics)
     table = Table("Main results", ["run", "seeds", *(metric_title(m) for m in metrics)], rows, name="main",
-                  caption="Metrics in %, mean ± std over seeds; best in bold, second underlined." + (
+                  caption="Metrics in %, mean ± std over seeds; no cell is emphasised (differences are tested in the "
+                  "pre-registered analysis and the statistics tables, not read off this one)." + (
                       " Row 'chance': the expected value of a ranking drawn at random (R@K: K of the gallery less "
                       "the reference; Rs@K: K of each query's set less the reference), the floor a run must clear "
                       "to show it learned anything." if chance else "") + (
@@ -100,7 +101,6 @@ def main_table(groups: Sequence[Group]) -> Table:
                       "graphs (R@1 only; see 'Following intent'); 'additive grid' is version 2's grid of additive "
                       "scorers (`harness data check` also runs a stronger, fitted adversary)." if ceilings else ""),
                   csv_header=["run", "seeds", *metrics])
-    table.mark_best({2 + i: "max" for i in range(len(metrics))})
     table.rows += [*([chance] if chance else []), *ceilings]
     return table
 
@@ -251,7 +251,7 @@ def ablation_table(groups: Sequence[Group], main: str | None, x: str | None, met
                   f"sign-flip test; {NOT_SIGNIFICANT} = not significant at α = {ALPHA} (Holm); p (seeds): the "
                   "seed-aware test (seeds, then queries); MDE: the smallest difference each test detects with "
                   f"{POWER:.0%} power.")
-    return table.mark_best({1 + ambiguous + i: "max" for i in range(len(metrics))})
+    return table
 
 
 def _ablation_cells(comparison: Comparison, label: str) -> list[Cell]:
@@ -331,7 +331,7 @@ def edit_type_table(groups: Sequence[Group], metric: str) -> Table | None:
                   caption=f"{metric_title(metric)} in %, mean over seeds, per edit type of the query (queries in "
                           "brackets).",
                   csv_header=["run", *order])
-    return table.mark_best({1 + i: "max" for i in range(len(order))})
+    return table
 
 
 def diagnostics_table(groups: Sequence[Group]) -> Table | None:
@@ -355,7 +355,7 @@ def diagnostics_table(groups: Sequence[Group]) -> Table | None:
                   caption="Read off the embedded benchmark's scene graphs: intent fidelity = share of the requested "
                   "edits the top-1 image shows; visual retention = share of the reference's unedited objects it keeps "
                   "unchanged. The target scores 100 on both. Seed-averaged, 95% bootstrap intervals over queries.")
-    return table.mark_best({1: "max", 2: "max"})
+    return table
 
 
 def summary(comparisons: Sequence[Comparison], groups: Sequence[Group]) -> list[str]:

@@ -1,11 +1,12 @@
 """Report tables and their renderings: Markdown, LaTeX (booktabs), CSV and HTML.
 
     table = Table("Main results", ["run", "R@1"], rows=[[Cell("sum"), Cell("20.5 ± 0.4", 20.5)]])
-    table.mark_best({1: "max"})      # best bold, second underlined, as papers do
+    Cell("above", mark="bold")       # emphasis only where a pre-registered test says so (a confirmatory verdict)
     table.markdown(); table.latex(); table.csv(); table.html()
     results_table(results)           # the plain Markdown table `harness run` prints (mean ± std over seeds)
 
-A cell keeps its text and, for numbers, the value the CSV writes and the marks compare.
+A cell keeps its text and, for numbers, the value the CSV writes. No table marks a "best" cell:
+a bold cell is a confirmatory verdict of the pre-registered analysis, nothing else.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from harness.evaluation.results import RunResult, row_labels
 class Cell:
     text: str
     value: float | None = None
-    mark: Literal["", "best", "second"] = ""
+    mark: Literal["", "bold"] = ""
     note: str = ""  # a suffix outside the marks, e.g. a significance marker
 
 
@@ -43,26 +44,11 @@ class Table:
     csv_header: list[str] = field(default_factory=list)  # numeric columns for the CSV; default: header
     csv_rows: list[list[Any]] | None = None  # the CSV's own rows where a cell holds several numbers
 
-    def mark_best(self, directions: dict[int, Literal["max", "min"]]) -> Table:
-        """Mark the best value of each column bold and the second underlined (ties share)."""
-        for column, direction in directions.items():
-            values = sorted({c.value for row in self.rows if (c := row[column]).value is not None},
-                            reverse=direction == "max")
-            if len(values) < 2:
-                continue
-            for row in self.rows:
-                cell = row[column]
-                if cell.value == values[0]:
-                    cell.mark = "best"
-                elif cell.value == values[1]:
-                    cell.mark = "second"
-        return self
-
     # ------------------------------------------------------------------ renderings
 
     def markdown(self) -> str:
         def render(cell: Cell) -> str:
-            text = {"best": f"**{cell.text}**", "second": f"<u>{cell.text}</u>"}.get(cell.mark, cell.text)
+            text = f"**{cell.text}**" if cell.mark == "bold" else cell.text
             return (text + cell.note).replace("|", "\\|")
 
         lines = ["| " + " | ".join(self.header) + " |", "|" + "|".join("---" for _ in self.header) + "|"]
@@ -73,7 +59,7 @@ class Table:
         """A booktabs table (needs \\usepackage{booktabs}); one l column, then r columns."""
         def render(cell: Cell) -> str:
             text = latex_escape(cell.text)
-            text = {"best": f"\\textbf{{{text}}}", "second": f"\\underline{{{text}}}"}.get(cell.mark, text)
+            text = f"\\textbf{{{text}}}" if cell.mark == "bold" else text
             return text + latex_escape(cell.note)
 
         spec = "l" + "r" * (len(self.header) - 1)
@@ -102,7 +88,7 @@ class Table:
     def html(self) -> str:
         def render(cell: Cell) -> str:
             text = html.escape(cell.text)
-            text = {"best": f"<b>{text}</b>", "second": f"<u>{text}</u>"}.get(cell.mark, text)
+            text = f"<b>{text}</b>" if cell.mark == "bold" else text
             return f"<td>{text}{html.escape(cell.note)}</td>"
 
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
