@@ -104,6 +104,28 @@ def test_task_prompt_attends_to_the_task_input_in_the_paper_order_only():
     assert paper["soft_prompt"]["image"] > 0.01 and paper["soft_prompt"]["caption"] > 0.01
 
 
+def test_figure_5_has_a_uniform_attention_reference_and_per_query_shares():
+    """Uniform causal attention is the null Figure 5 is read against: each row spreads its
+    weight evenly over the unmasked tokens up to itself (checked by hand on a padded row), and
+    the diagnostics give it beside the observed shares, per query as well as averaged."""
+    from harness.methods.cir_lvlm.model import uniform_attention
+
+    mask = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
+    uniform = uniform_attention(mask)
+    assert torch.allclose(uniform[0, 3], torch.full((4,), 0.25)) and torch.allclose(uniform[1, 2],
+                                                                                     torch.tensor([0, .5, .5, 0]))
+    assert torch.allclose(uniform.sum(-1), mask.float())  # a padding row attends nowhere
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        found = _method().diagnostics(images, CAPTIONS)
+    reference = found["attention_share_uniform"]
+    for segment, parts in found["attention_share"].items():
+        for part, share in parts.items():
+            values = found["attention_share_per_query"][segment][part]
+            assert len(values) == 2 and abs(sum(values) / 2 - share) < 1e-6
+            assert 0.0 < reference[segment][part] < 1.0  # every prompt sees both under uniform attention
+
+
 def test_universal_prompt_has_one_prompt_and_no_key_loss():
     method = _method(soft_prompt="universal")
     assert method.pool is not None and method.pool.pool_size == 1

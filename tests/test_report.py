@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from harness.evaluation.results import RunResult
@@ -217,3 +218,34 @@ def test_a_report_of_runs_from_uncommitted_code_is_refused_unless_allowed(finish
     assert write_report_or_say_why(copy, False, said.append) is None
     assert "the code writing the report has uncommitted changes (4567def+dirty)" in said[0]
     assert "--allow-dirty" in said[0]
+
+
+def test_figure_5_is_read_against_uniform_attention_with_an_interval_over_seeds(finished):
+    """A prompt whose caption share stands above the uniform reference in every seed is read
+    'above uniform' (t-interval over the seeds' means, checked by hand); one at the reference
+    is 'not resolved', however non-zero its share."""
+    from scipy import stats
+
+    from harness.evaluation.results import read_result
+    from harness.reporting.attention import attention_table
+    from harness.reporting.data import load_groups
+
+    _, output, _ = finished
+    base = read_result(next((output / "runs").glob("*/result.json")))
+    rng = np.random.default_rng(0)
+    results, gaps = [], []
+    for label, lift in (("looks", 0.2), ("uniform", 0.0)):
+        for seed in range(3):
+            uniform = rng.uniform(0.2, 0.4, 16)
+            observed = uniform + lift + rng.normal(0, 0.05, 16)
+            gaps += [(observed - uniform).mean()] if label == "looks" else []
+            shares = {"soft_prompt": {"caption": observed.tolist()}}
+            reference = {"soft_prompt": {"caption": uniform.tolist()}}
+            results.append(base.model_copy(update={"label": label, "seed": seed, "method_statistics": {
+                "attention_share_per_query": shares, "attention_share_uniform_per_query": reference}}))
+    table = attention_table(load_groups(results, None))
+    rows = {row[0]: row for row in table.csv_rows}
+    expected = stats.t.interval(0.95, 2, loc=np.mean(gaps), scale=np.std(gaps, ddof=1) / np.sqrt(3))
+    assert rows["looks"][5] == pytest.approx(np.mean(gaps)) and rows["looks"][6] == pytest.approx(expected[0])
+    assert rows["looks"][8] == "above uniform" and rows["uniform"][8] == "not resolved"
+    assert rows["uniform"][3] > 0.1  # a non-zero share that says nothing

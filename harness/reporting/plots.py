@@ -158,9 +158,11 @@ def prompt_usage(groups: Sequence[Group], out: Path) -> str | None:
 
 
 def attention_shares(groups: Sequence[Group], out: Path) -> str | None:
-    """The paper's Figure 5 as bars: attention each prompt puts on visual and caption tokens."""
+    """The paper's Figure 5 as bars: attention each prompt puts on visual and caption tokens, with
+    uniform causal attention as a black tick on each bar where the run recorded it."""
     rows = [(g.label, g.runs[0].method_statistics["attention_share"]) for g in groups
             if "attention_share" in g.runs[0].method_statistics]
+    uniforms = {g.label: g.runs[0].method_statistics.get("attention_share_uniform", {}) for g in groups}
     if not rows:
         return None
     segments = [s for s in ("soft_prompt", "task", "embedding") if any(s in shares for _, shares in rows)]
@@ -171,7 +173,12 @@ def attention_shares(groups: Sequence[Group], out: Path) -> str | None:
             width = 0.8 / len(rows)
             for index, (label, shares) in enumerate(rows):
                 values = [shares.get(segment, {}).get(part, 0.0) for part in ("image", "caption")]
-                axis.bar(np.arange(2) + index * width - 0.4 + width / 2, values, width, label=label)
+                where = np.arange(2) + index * width - 0.4 + width / 2
+                axis.bar(where, values, width, label=label)
+                uniform = uniforms[label].get(segment, {})
+                if uniform:  # the null: uniform causal attention over the same tokens
+                    axis.hlines([uniform.get(part, 0.0) for part in ("image", "caption")], where - width / 2,
+                                where + width / 2, color="black", linewidth=1.0)
             axis.set_xticks([0, 1], ["visual", "caption"])
             axis.set_title(names[segment])
             if not any(shares.get(segment, {}).get(part, 0.0) for _, shares in rows for part in ("image", "caption")):

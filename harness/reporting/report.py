@@ -30,6 +30,7 @@ from harness.core.settings import flatten
 from harness.evaluation.protocol import TABLE_METRICS, title
 from harness.evaluation.results import RunResult, row_labels
 from harness.reporting.analysis import AnalysisConfig, analysis_table, verdicts
+from harness.reporting.attention import attention_table
 from harness.reporting.composition import composition_table, unimodal_flags
 from harness.reporting.data import Group, config_value, load_groups
 from harness.reporting.gate import gate_lines, regime_gate
@@ -207,7 +208,8 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
                if t is not None]
     tables.append(efficiency_table(groups))
     tables += [t for t in (edit_type_table(groups, headline[0] if headline else "recall_at_1"),
-                           diagnostics_table(groups), intent_table(groups), error_kinds_table(groups)) if t is not None]
+                           diagnostics_table(groups), intent_table(groups), error_kinds_table(groups),
+                           attention_table(groups)) if t is not None]
     figures = []
     metrics = [m for m in PLOT_METRICS if any(g.mean_std(m) for g in groups)]
     if x is not None:
@@ -301,7 +303,8 @@ def _machine_caveat(results: Sequence[RunResult]) -> str:
 def _attention_caption(groups: Sequence[Group]) -> str:
     """Figure 5's caption; it says where a layout puts the task prompt before the task input."""
     caption = ("Attention on visual and caption tokens from the soft prompt, the task prompt and [EMB] (the paper's "
-               "Figure 5).")
+               "Figure 5), seed 0; black ticks: uniform causal attention over the same tokens, the reference a share "
+               "must clear to say the prompt looks there (table 'Figure 5 against uniform attention').")
     first = [g.label for g in groups if config_value(g.runs[0].config,
                                                      "method.params.instruction_order") == "task_first"]
     if first:

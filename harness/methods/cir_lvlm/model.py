@@ -539,7 +539,10 @@ class CIRLVLM(CIRMethod):
         tokens and over the caption tokens, averaged over heads, layers, prompt tokens and
         queries. In the paper's order both prompts follow the task input; with
         ``instruction_order: task_first`` the task prompt comes first, so under causal attention it
-        cannot see either (its shares are 0 by construction, and reported so)."""
+        cannot see either (its shares are 0 by construction, and reported so). Beside each share:
+        what uniform causal attention over the same tokens gives (a softmax makes every share
+        non-zero, so only the difference from it says where a prompt looks), and the per-query
+        values the report's intervals are drawn from."""
         if not captions:
             return {}
         inputs, mask, layout, _ = self.build_inputs(reference_images, captions)
@@ -551,14 +554,10 @@ class CIRLVLM(CIRMethod):
         finally:
             model.set_attn_implementation(previous)
         attention = torch.stack([a.float() for a in output.attentions]).mean(dim=(0, 2))  # [B, T, T]
-        shares: dict[str, dict[str, float]] = {}
-        for segment in ("soft_prompt", "task", "embedding"):
-            if segment not in layout:
-                continue
-            rows = slice(*layout[segment])
-            shares[segment] = {part: float(attention[:, rows, slice(*layout[part])].sum(-1).mean())
-                               for part in ("image", "caption") if part in layout}
-        return {"attention_share": shares, "attention_queries": len(captions)}
+        observed, uniform = _segment_shares(attention, layout), _segment_shares(uniform_attention(mask), layout)
+        return {"attention_share": _means(observed), "attention_share_uniform": _means(uniform),
+                "attention_share_per_query": observed, "attention_share_uniform_per_query": uniform,
+                "attention_queries": len(captions)}
 
     def statistics_counters(self) -> list[torch.Tensor]:
         return [] if self.pool is None else [self.pool.usage]
@@ -613,3 +612,30 @@ def _is_deepstack(visual: torch.nn.Module) -> bool:
     """Qwen3-VL feeds vision features into several LM layers (deepstack), which a single
     sequence of visual prompt tokens cannot reproduce: refused rather than silently wrong."""
     return bool(getattr(visual.config, "deepstack_visual_indexes", None))
+
+
+def uniform_attention(mask: torch.Tensor) -> torch.Tensor:
+    """[B, T, T] attention that spreads each position's weight evenly over the positions causal
+    attention lets it see (itself and every earlier unmasked token): Figure 5's null reference."""
+    length = mask.shape[1]
+    causal = torch.tril(torch.ones(length, length, device=mask.device))
+    allowed = causal[None] * mask[:, None, :].float()
+    return allowed / allowed.sum(-1, keepdim=True).clamp_min(1.0)
+
+
+def _segment_shares(attention: torch.Tensor, layout: dict) -> dict[str, dict[str, list[float]]]:
+    """Per query, the attention weight a segment's rows put on the visual and the caption tokens
+    (summed over those tokens, averaged over the segment's rows)."""
+    shares: dict[str, dict[str, list[float]]] = {}
+    for segment in ("soft_prompt", "task", "embedding"):
+        if segment in layout:
+            rows = slice(*layout[segment])
+            shares[segment] = {part: attention[:, rows, slice(*layout[part])].sum(-1).mean(-1).tolist()
+                               for part in ("image", "caption") if part in layout}
+    return shares
+
+
+def _means(shares: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    return {segment: {part: float(sum(values) / len(values)) for part, values in parts.items()}
+            for segment, parts in shares.items()}
+
