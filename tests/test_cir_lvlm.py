@@ -124,6 +124,8 @@ def test_figure_5_has_a_uniform_attention_reference_and_per_query_shares():
             values = found["attention_share_per_query"][segment][part]
             assert len(values) == 2 and abs(sum(values) / 2 - share) < 1e-6
             assert 0.0 < reference[segment][part] < 1.0  # every prompt sees both under uniform attention
+    pool_size = _method().pool.pool_size
+    assert len(found["prompt_choice"]) == 2 and all(0 <= i < pool_size for i in found["prompt_choice"])
 
 
 def test_universal_prompt_has_one_prompt_and_no_key_loss():

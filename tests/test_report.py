@@ -249,3 +249,18 @@ def test_figure_5_is_read_against_uniform_attention_with_an_interval_over_seeds(
     assert rows["looks"][5] == pytest.approx(np.mean(gaps)) and rows["looks"][6] == pytest.approx(expected[0])
     assert rows["looks"][8] == "above uniform" and rows["uniform"][8] == "not resolved"
     assert rows["uniform"][3] > 0.1  # a non-zero share that says nothing
+
+
+def test_prompt_specificity_is_mutual_information_against_a_permutation_null():
+    """Prompts chosen by edit family carry log2(4) = 2 bits about it and beat every shuffle;
+    prompts drawn at random carry a little (the plug-in bias) that the null shares."""
+    from harness.reporting.specificity import mutual_information, permutation_test
+
+    families = np.repeat(np.array(["add", "remove", "recolour", "move"]), 16)
+    by_family = np.repeat(np.arange(4), 16)
+    assert mutual_information(by_family, families) == pytest.approx(2.0)
+    observed, null, p = permutation_test(by_family, families, permutations=500)
+    assert observed == pytest.approx(2.0) and null < 0.5 and p == pytest.approx(1 / 501)
+    random = np.random.default_rng(1).integers(0, 10, 64)
+    observed, null, p = permutation_test(random, families, permutations=500)
+    assert observed > 0 and p > 0.05 and abs(observed - null) < 0.3

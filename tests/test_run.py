@@ -234,6 +234,10 @@ def test_cir_lvlm_end_to_end_writes_results_and_report(tmp_path: Path):
     assert (report / "recall_vs_pool_size.png").is_file()
     text = (report / "report.md").read_text()
     assert "Prompt-pool usage" in text and "R@1, best first: method.params.pool_size=" in text
+    # Figure 5 against its uniform null for both runs; specificity only where there is a pool to choose from
+    assert "## Figure 5 against uniform attention" in text and "## Prompt specificity" in text
+    specificity = (report / "tables" / "specificity.csv").read_text().splitlines()
+    assert len(specificity) == 2 and specificity[1].startswith("method.params.pool_size=4,0,")
     # the stage-0 warm start was built once and is reused by the second run
     stage0 = list((Path(os.environ["CIR_HARNESS_CACHE"]) / "backbones").glob("stage0-*/stage0.json"))
     assert stage0

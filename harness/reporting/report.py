@@ -47,6 +47,7 @@ from harness.reporting.sections import (
     statistics_table,
     summary,
 )
+from harness.reporting.specificity import specificity_table
 from harness.reporting.stats import RESAMPLES
 from harness.reporting.tables import Cell, Table, latex_escape
 
@@ -209,7 +210,7 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     tables.append(efficiency_table(groups))
     tables += [t for t in (edit_type_table(groups, headline[0] if headline else "recall_at_1"),
                            diagnostics_table(groups), intent_table(groups), error_kinds_table(groups),
-                           attention_table(groups)) if t is not None]
+                           attention_table(groups), specificity_table(groups)) if t is not None]
     figures = []
     metrics = [m for m in PLOT_METRICS if any(g.mean_std(m) for g in groups)]
     if x is not None:

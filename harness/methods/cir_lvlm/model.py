@@ -355,7 +355,7 @@ class CIRLVLM(CIRMethod):
         key_loss = torch.zeros(batch, device=device)
         if self.pool is not None and (side == "query" or self.params.target_soft_prompt):
             raw = self._raw_selection(visual, caption_embeds, caption_mask)
-            prompts, key_loss, _ = self.pool(self._standardised(raw, side))
+            prompts, key_loss, self._selected = self.pool(self._standardised(raw, side))  # diagnostics read it
             if self.params.soft_prompt == "universal":
                 key_loss = torch.zeros(batch, device=device)
             segments.append(("soft_prompt", prompts, torch.ones(prompts.shape[:2], device=device)))
@@ -542,7 +542,8 @@ class CIRLVLM(CIRMethod):
         cannot see either (its shares are 0 by construction, and reported so). Beside each share:
         what uniform causal attention over the same tokens gives (a softmax makes every share
         non-zero, so only the difference from it says where a prompt looks), and the per-query
-        values the report's intervals are drawn from."""
+        values the report's intervals are drawn from; with a pool, each query's top-1 prompt (the
+        report tests it against the query's edit family)."""
         if not captions:
             return {}
         inputs, mask, layout, _ = self.build_inputs(reference_images, captions)
@@ -555,9 +556,12 @@ class CIRLVLM(CIRMethod):
             model.set_attn_implementation(previous)
         attention = torch.stack([a.float() for a in output.attentions]).mean(dim=(0, 2))  # [B, T, T]
         observed, uniform = _segment_shares(attention, layout), _segment_shares(uniform_attention(mask), layout)
-        return {"attention_share": _means(observed), "attention_share_uniform": _means(uniform),
-                "attention_share_per_query": observed, "attention_share_uniform_per_query": uniform,
-                "attention_queries": len(captions)}
+        found = {"attention_share": _means(observed), "attention_share_uniform": _means(uniform),
+                 "attention_share_per_query": observed, "attention_share_uniform_per_query": uniform,
+                 "attention_queries": len(captions)}
+        if self.pool is not None and self.pool.pool_size > 1:  # which prompt each diagnosed query chose (top-1)
+            found["prompt_choice"] = [int(i) for i in self._selected[:, 0].tolist()]
+        return found
 
     def statistics_counters(self) -> list[torch.Tensor]:
         return [] if self.pool is None else [self.pool.usage]
