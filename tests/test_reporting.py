@@ -205,3 +205,19 @@ def test_a_report_says_which_digits_reproduce_where(finished):
     fp32 = _machine_caveat([as_run("fp32", "fp32")])
     assert "depend on the CPU's kernels" not in fp32 and "the portable choice" in fp32
     assert all("bit for bit on the same CPU model" in _machine_caveat([as_run(p, p)]) for p in ("fp32", "bf16"))
+
+
+def test_a_band_over_seeds_and_queries_holds_the_seeds_spread():
+    """Three seeds whose means differ by 4 points: the two-level band is far wider than a band
+    over the seed-averaged queries alone; identical seeds give about the query band."""
+    from harness.reporting.stats import bootstrap_ci, seed_bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    queries = rng.uniform(10, 90, 2000)  # a per-query score in points
+    weights = np.full(2000, 1 / 2000)
+    spread = np.stack([queries + offset for offset in (-4.0, 0.0, 4.0)])
+    low, high = bootstrap_ci(spread.mean(0), weights)
+    seed_low, seed_high = seed_bootstrap_ci(spread, weights)
+    assert seed_high - seed_low > 2 * (high - low)
+    same_low, same_high = seed_bootstrap_ci(np.stack([queries] * 3), weights)
+    assert abs((same_high - same_low) - (high - low)) < 0.5

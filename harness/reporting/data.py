@@ -138,3 +138,26 @@ def load_groups(results: Sequence[RunResult], runs_dir: Path | None) -> list[Gro
     for result, label in zip(results, row_labels(results), strict=True):  # runs evaluated differently apart
         groups[label].append(result)
     return [Group(label, sorted(runs, key=lambda r: r.seed), runs_dir) for label, runs in groups.items()]
+
+
+def chance_values(groups: Sequence[Group], metrics: Sequence[str]) -> dict[str, float]:
+    """A random ranking's expected R@K (one gallery for every query) and Rs@K of ``metrics``, from
+    the first run's gallery size and its rankings' subset lists; the ones that cannot be given
+    are left out (issue 35: Rs@1's 20 % must not read like a working model)."""
+    if not groups:
+        return {}
+    run = groups[0].runs[0]
+    entries = groups[0].rankings(run) or []
+    whole = run.protocol.gallery == "split_file"  # one gallery for every query (not FashionIQ's per category)
+    candidates = run.num_gallery - (1 if run.protocol.remove_reference else 0) if whole else 0
+    subsets = [len(e["subset_top"]) for e in entries if e.get("subset_top")]
+    values: dict[str, float] = {}
+    for metric in metrics:
+        family, _, k = metric.rpartition("_at_")
+        if not k.isdigit():
+            continue
+        if family == "recall" and candidates > 0:
+            values[metric] = 100.0 * min(int(k), candidates) / candidates
+        elif family == "recall_subset" and subsets:
+            values[metric] = 100.0 * sum(min(int(k), n) / n for n in subsets) / len(subsets)
+    return values

@@ -19,8 +19,8 @@ import numpy as np  # noqa: E402
 
 from harness.core.files import atomic_write_bytes  # noqa: E402
 from harness.evaluation.protocol import title  # noqa: E402
-from harness.reporting.data import Group, config_value  # noqa: E402
-from harness.reporting.stats import bootstrap_ci  # noqa: E402
+from harness.reporting.data import Group, chance_values, config_value  # noqa: E402
+from harness.reporting.stats import bootstrap_ci, seed_bootstrap_ci  # noqa: E402
 
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
 STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 6, "xtick.labelsize": 6,
@@ -37,14 +37,23 @@ def save(figure: Any, out: Path, stem: str) -> str:
     return stem
 
 
+def _band(values) -> tuple[float, float]:
+    """A point's 95 % band: seeds and queries drawn (two or more seeds), else queries alone."""
+    if values.per_seed.shape[0] >= 2:
+        return seed_bootstrap_ci(values.per_seed, values.weights, values.strata)
+    return bootstrap_ci(values.values, values.weights, values.strata)
+
+
 def recall_vs_parameter(groups: Sequence[Group], x: str, main: str | None, metrics: Sequence[str],
                         out: Path) -> str | None:
-    """Recall of the method under study against the swept parameter: seed mean as points, 95%
-    bootstrap interval over queries as a band; other methods as horizontal lines."""
+    """Recall of the method under study against the swept parameter: seed mean as points, a 95%
+    band that draws seeds then queries (queries alone with one seed); other methods as lines, and
+    a random ranking's expected recall as a dotted chance line."""
     swept = [g for g in groups if (main is None or g.method == main) and config_value(g.runs[0].config, x) is not None]
     if not swept:
         return None
     others = [g for g in groups if g not in swept]
+    chance = chance_values(groups, metrics)
     with plt.rc_context(STYLE):
         figure, axis = plt.subplots(figsize=(COLUMN_WIDTH, 2.2))
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -61,7 +70,7 @@ def recall_vs_parameter(groups: Sequence[Group], x: str, main: str | None, metri
                       label=f"{main or 'runs'} {title(metric)}")
             bands = [(p, g.per_query(metric)) for p, g in points]
             if all(q is not None for _, q in bands):
-                intervals = [bootstrap_ci(q.values, q.weights, q.strata) for _, q in bands]  # type: ignore[union-attr]
+                intervals = [_band(q) for _, q in bands]  # type: ignore[arg-type]
                 axis.fill_between([p for p, _ in bands], [lo for lo, _ in intervals], [hi for _, hi in intervals],
                                   color=colour, alpha=0.2, linewidth=0)
             for line, group in enumerate(others):
@@ -69,6 +78,9 @@ def recall_vs_parameter(groups: Sequence[Group], x: str, main: str | None, metri
                 if stats is not None:
                     axis.axhline(stats[0], color=colour, linestyle=("--", ":", "-.")[line % 3], linewidth=0.7,
                                  label=f"{group.label} {title(metric)}")
+            if metric in chance:
+                axis.axhline(chance[metric], color=colour, linestyle=(0, (1, 3)), linewidth=0.6, alpha=0.7,
+                             label=f"chance {title(metric)}")
         if numeric:
             values = sorted(set(xs))
             if len(values) > 2 and values[0] > 0 and values[-1] / values[0] >= 10:

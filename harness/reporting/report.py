@@ -216,8 +216,9 @@ def build_report(results: Sequence[RunResult], out: Path, title: str, descriptio
     if x is not None:
         stem = plots.recall_vs_parameter(groups, x, main, metrics, out)
         if stem:
-            figures.append((stem, f"Recall against {x.split('.')[-1].replace('_', ' ')}: seed mean, 95% bootstrap band "
-                                  "over queries; other methods as horizontal lines."))
+            figures.append((stem, f"Recall against {x.split('.')[-1].replace('_', ' ')}: seed mean; 95% band drawing "
+                                  "seeds, then queries (queries alone with one seed); other methods as horizontal "
+                                  "lines; dotted: a random ranking's expected recall (chance)."))
     drawn = [
         (plots.pareto(groups, headline[0] if headline else "recall_at_1", out),
          "Accuracy against latency; the red steps join the runs no other run beats on both."),

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.evaluation.protocol import TABLE_METRICS
 from harness.evaluation.protocol import title as metric_title
-from harness.reporting.data import Group, config_value
+from harness.reporting.data import Group, chance_values, config_value
 from harness.reporting.intent_sections import LEARNING_FREE_LABEL, learning_free_rows
 from harness.reporting.stats import (
     ALPHA,
@@ -109,20 +109,7 @@ def chance_row(groups: Sequence[Group], metrics: Sequence[str]) -> list[Cell] | 
     """The main table's row of a random ranking's expected R@K (one gallery for every query) and
     Rs@K, from the first run's gallery size and its rankings' subset lists; None when neither can
     be given (issue 35: Rs@1's 20 % must not read like a working model)."""
-    run = groups[0].runs[0]
-    entries = groups[0].rankings(run) or []
-    whole = run.protocol.gallery == "split_file"  # one gallery for every query (not FashionIQ's per category)
-    candidates = run.num_gallery - (1 if run.protocol.remove_reference else 0) if whole else 0
-    subsets = [len(e["subset_top"]) for e in entries if e.get("subset_top")]
-    values: dict[str, float] = {}
-    for metric in metrics:
-        family, _, k = metric.rpartition("_at_")
-        if not k.isdigit():
-            continue
-        if family == "recall" and candidates > 0:
-            values[metric] = 100.0 * min(int(k), candidates) / candidates
-        elif family == "recall_subset" and subsets:
-            values[metric] = 100.0 * sum(min(int(k), n) / n for n in subsets) / len(subsets)
+    values = chance_values(groups, metrics)
     if not values:
         return None
     return [Cell("chance (a random ranking)"), Cell("-"),

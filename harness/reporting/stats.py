@@ -130,16 +130,31 @@ def seed_aware_test(a: np.ndarray, b: np.ndarray, weights: np.ndarray, strata: n
         raise ValueError(f"seed-aware values must be paired [seeds, queries] arrays: {a.shape} vs {b.shape}")
     difference = a - b
     observed = float((difference.mean(axis=0) * weights).sum())
-    seeds, queries = difference.shape
-    rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, seeds, size=(samples, seeds))
-    seed_weights = np.stack([np.bincount(row, minlength=seeds) for row in drawn]) / seeds
-    per_query = seed_weights @ difference  # [samples, queries]: each sample's seed mean per query
-    indices = _resample(np.zeros(queries, dtype=int) if strata is None else strata, rng, samples)
-    means = (np.take_along_axis(per_query, indices, axis=1) * weights[indices]).sum(axis=1)
+    means = _two_level_means(difference, weights, strata, samples, np.random.default_rng(seed))
+    queries = difference.shape[1]
     extreme = int((np.abs(means - observed) >= abs(observed) - 1e-12).sum())
     mde = minimum_detectable_effect(float(means.std(ddof=1)), alpha)
-    return PairedTest(observed, *_interval(means, alpha), (extreme + 1) / (samples + 1), queries, mde, seeds)
+    return PairedTest(observed, *_interval(means, alpha), (extreme + 1) / (samples + 1), queries, mde,
+                      difference.shape[0])
+
+
+def _two_level_means(values: np.ndarray, weights: np.ndarray, strata: np.ndarray | None, samples: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Weighted means of [seeds, queries] ``values`` over ``samples`` two-level resamples: seeds
+    drawn with replacement, then queries within strata."""
+    seeds, queries = values.shape
+    drawn = rng.integers(0, seeds, size=(samples, seeds))
+    seed_weights = np.stack([np.bincount(row, minlength=seeds) for row in drawn]) / seeds
+    per_query = seed_weights @ values  # [samples, queries]: each sample's seed mean per query
+    indices = _resample(np.zeros(queries, dtype=int) if strata is None else strata, rng, samples)
+    return (np.take_along_axis(per_query, indices, axis=1) * weights[indices]).sum(axis=1)
+
+
+def seed_bootstrap_ci(values: np.ndarray, weights: np.ndarray, strata: np.ndarray | None = None,
+                      samples: int = RESAMPLES, seed: int = 0, alpha: float = ALPHA) -> tuple[float, float]:
+    """Percentile interval of the seed-averaged weighted mean of [seeds, queries] ``values``,
+    drawing seeds and then queries (a band that holds the seeds' training luck too)."""
+    return _interval(_two_level_means(values, weights, strata, samples, np.random.default_rng(seed)), alpha)
 
 
 def p_relation(p: float) -> str:
