@@ -240,3 +240,18 @@ def test_instruction_tuning_settings_enter_only_cir_lvlm_run_ids(tmp_path: Path)
     fewer = [s.run_id for s in expand(*load_experiment(config, ["method.params.stage0.instructions=[count]"]), "x")]
     assert on[0] == off[0] == fewer[0]  # sum reads stage 0's CLIP alone: its id (and finished runs) stay
     assert len({on[1], off[1], fewer[1]}) == 3  # CIR-LVLM's LM learns them: each is another run
+
+
+def test_stage0_seed_run_draws_each_runs_stage0_with_its_own_seed(tmp_path: Path):
+    """`stage0: {seed: run}` resolves to each run's seed before validation, so the run id is the
+    one an explicit stage-0 seed gives (the same run, the same cache entry)."""
+    from harness.experiments.executor import plan_experiment
+
+    from .conftest import TINY_LVLM
+
+    text = "experiment: s0\n" + TINY_LVLM.replace("stage0: {", "stage0: {seed: run, ") + "seeds: [0, 3]\n"
+    specs = plan_experiment(write_yaml(tmp_path / "s0.yaml", text)).specs
+    assert [s.config.method.params["stage0"]["seed"] for s in specs] == [0, 3]
+    explicit = plan_experiment(write_yaml(tmp_path / "x.yaml", text.replace("seed: run", "seed: 3")
+                                          .replace("seeds: [0, 3]", "seeds: [3]"))).specs
+    assert explicit[0].run_id == specs[1].run_id

@@ -360,7 +360,7 @@ def expand(experiment: ExperimentConfig, raw: dict[str, Any], file: str) -> list
             if "method" not in run:
                 raise HarnessError("no method given", file=file, field="method",
                                    fix="add `method: {name: ...}` or sweep `method` in grid")
-            config = validate_model(RunConfig, run, file=file, context=where)
+            config = validate_model(RunConfig, _stage0_seed_follows_run(run, seed), file=file, context=where)
             method = _validate_method(config.method, file=file, prefix="method", context=where)
             config = config.model_copy(update={"method": method})
             spec = RunSpec(config=config, grid_point=point, source=file)
@@ -369,6 +369,22 @@ def expand(experiment: ExperimentConfig, raw: dict[str, Any], file: str) -> list
                 specs.append(spec)
     _check_contrasts(experiment, specs, file)
     return specs
+
+
+#: ``method.params.stage0.seed: run``: each run's stage 0 is drawn with the run's own seed
+STAGE0_SEED_FROM_RUN = "run"
+
+
+def _stage0_seed_follows_run(run: dict[str, Any], seed: int) -> dict[str, Any]:
+    """``run`` with a ``stage0.seed: run`` resolved to the run's seed (issue 35: stage-0 luck then
+    varies with the seeds, so a seed-level test counts it as noise instead of resting every run on
+    one draw). The resolved number is what the run id hashes: an explicit seed gives the same run."""
+    stage0 = ((run.get("method") or {}).get("params") or {}).get("stage0") if isinstance(run.get("method"), dict) \
+        else None
+    if isinstance(stage0, dict) and stage0.get("seed") == STAGE0_SEED_FROM_RUN:
+        run = copy.deepcopy(run)
+        run["method"]["params"]["stage0"]["seed"] = seed
+    return run
 
 
 def _check_contrasts(experiment: ExperimentConfig, specs: list[RunSpec], file: str) -> None:
