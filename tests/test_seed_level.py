@@ -72,6 +72,11 @@ def test_a_contrast_naming_no_run_is_refused_before_training(tmp_path: Path):
     plan = plan_experiment(write_yaml(tmp_path / "y.yaml", EXPERIMENT + "analysis: {contrasts: [{a: image_only, "
                                                                           "b: sum}], margin: 1.0}\n"))
     assert plan.experiment.analysis is not None and plan.experiment.analysis.margin == 1.0
+    interaction = EXPERIMENT + ("analysis: {contrasts: [{a: image_only, b: sum, minus: {a: image_only, "
+                                "b: text_onli}}]}\n")
+    with pytest.raises(HarnessError) as error:
+        plan_experiment(write_yaml(tmp_path / "z.yaml", interaction))
+    assert error.value.field == "analysis.contrasts.0.minus.b"
 
 
 def test_the_report_leads_with_the_preregistered_contrasts_and_the_gate_decides_testability(finished, tmp_path):
@@ -165,3 +170,35 @@ def test_a_declared_trend_is_the_slope_on_log_n_over_every_run_and_joins_the_hol
     assert "the test alone: not confirmatory" not in trend["verdict"] and "increasing with log pool_size" in trend[
         "verdict"]
     assert float(rows["N=1"]["p_holm"]) >= float(rows["N=1"]["p"])  # one Holm family of two tests
+
+
+def test_an_interaction_is_the_paired_test_of_the_difference_of_differences(finished, tmp_path):
+    """Four arms on five shared seeds, the pool's gain planted at +0.1 R@1 at 300 steps and +2.0
+    at 3,000: the interaction (gain at 300) − (gain at 3,000) is the per-seed difference of
+    differences, tested paired (checked against scipy), and called below; arms on other seeds
+    are refused."""
+    from scipy import stats
+
+    from harness.evaluation.results import read_result
+    from harness.reporting.analysis import AnalysisConfig, verdicts
+    from harness.reporting.data import load_groups
+
+    _, output, _ = finished
+    template = read_result(next((output / "runs").glob("*/result.json")))
+    rng = np.random.default_rng(5)
+    base = {"N=1 short": 3.0, "N=10 short": 3.1, "N=1 long": 4.0, "N=10 long": 6.0}
+    values = {label: [mean + rng.normal(0, 0.2) for _ in range(5)] for label, mean in base.items()}
+    results = [template.model_copy(update={"label": label, "seed": seed, "metrics": {
+        **template.metrics, "recall_at_1": value}}) for label, seeds in values.items()
+        for seed, value in enumerate(seeds)]
+    analysis = AnalysisConfig(contrasts=[{"a": "N=1 short", "b": "N=10 short",
+                                          "minus": {"a": "N=1 long", "b": "N=10 long"}}], margin=0.5)
+    [found] = verdicts(load_groups(results, None), analysis, gate=[])
+    gains = np.subtract(values["N=10 short"], values["N=1 short"]) - np.subtract(values["N=10 long"],
+                                                                                   values["N=1 long"])
+    assert found.test.difference == pytest.approx(gains.mean()) and found.test.paired
+    assert found.test.p == pytest.approx(stats.ttest_1samp(gains, 0.0).pvalue)
+    assert found.words.startswith("(N=10 short − N=1 short) below (N=10 long − N=1 long)") and found.confirmatory
+    shifted = [r.model_copy(update={"seed": r.seed + 1}) if r.label == "N=10 long" else r for r in results]
+    with pytest.raises(HarnessError, match="different seeds"):
+        verdicts(load_groups(shifted, None), analysis, gate=[])

@@ -393,10 +393,12 @@ def _check_contrasts(experiment: ExperimentConfig, specs: list[RunSpec], file: s
         return
     labels = list(dict.fromkeys(spec.label for spec in specs))
     for index, contrast in enumerate(experiment.analysis.contrasts):
-        for side in ("a", "b"):
-            if getattr(contrast, side) not in labels:
-                raise HarnessError(f"contrast names {getattr(contrast, side)!r}, not a run of this experiment"
-                                   f"{did_you_mean(getattr(contrast, side), labels)}", file=file,
+        sides = [("a", contrast.a), ("b", contrast.b)]
+        sides += [("minus.a", contrast.minus.a), ("minus.b", contrast.minus.b)] if contrast.minus else []
+        for side, label in sides:
+            if label not in labels:
+                raise HarnessError(f"contrast names {label!r}, not a run of this experiment"
+                                   f"{did_you_mean(label, labels)}", file=file,
                                    field=f"analysis.contrasts.{index}.{side}", fix=f"use one of: {', '.join(labels)}")
 
 

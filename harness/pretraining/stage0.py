@@ -86,9 +86,9 @@ class Stage0Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(True, description="warm-start tiny backbones with stage 0 (strongly recommended)")
-    seed: int | Literal["run"] = Field(0, description="stage-0 seed: one shared 'public checkpoint' for every run; in an experiment "
-                      "file 'run' draws each run's stage 0 with the run's own seed (stage-0 luck then counts as seed "
-                      "noise; one stage 0 per seed to build)")
+    seed: int | Literal["run"] = Field(0, description="stage-0 seed: one shared 'public checkpoint' for every run; "
+                                       "in an experiment file 'run' draws each run's stage 0 with the run's own seed "
+                                       "(stage-0 luck then counts as seed noise; one stage 0 per seed to build)")
     vision_steps: int = Field(300, ge=0, description="contrastive image-description steps")
     vision_batch_size: int = Field(128, ge=2)
     vision_lr: float = Field(1e-3, gt=0)

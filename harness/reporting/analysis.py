@@ -4,6 +4,8 @@
       metric: recall_at_1                       # the primary endpoint (a metric of every run)
       contrasts:                                # confirmatory: b against a, Holm over the list
         - {a: "cir_lvlm(pool_size=1)", b: "cir_lvlm(pool_size=10)"}
+        - {a: "N=1, 300 steps", b: "N=10, 300 steps",   # an interaction: (b − a) − (minus.b − minus.a)
+           minus: {a: "N=1, 3000 steps", b: "N=10, 3000 steps"}}
       trend: method.params.pool_size            # optional: the slope on the log of this setting
       margin: 1.0                               # equivalence margin in points (TOST); optional
       min_seeds: 5                              # fewer seeds per arm: computed, not confirmatory
@@ -39,13 +41,31 @@ from harness.reporting.tables import Cell, Table
 TREND = "trend"
 
 
-class Contrast(BaseModel):
-    """b against a, each a run label of the experiment (as the report's rows name them)."""
+class Pair(BaseModel):
+    """Two run labels of the experiment: b against a."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     a: str = Field(description="the reference arm (a row label of the report)")
     b: str = Field(description="the arm compared with it")
+
+
+class Contrast(Pair):
+    """b against a, each a run label of the experiment (as the report's rows name them); with
+    ``minus``, an interaction: (b − a) − (minus.b − minus.a), e.g. whether a pool's gain over one
+    prompt grows with the training steps (the four arms must share their seeds)."""
+
+    minus: Pair | None = Field(None, description="the pair whose difference is subtracted (an interaction)")
+
+    def labels(self) -> list[str]:
+        """Every run label the contrast reads."""
+        return [self.a, self.b, *([self.minus.a, self.minus.b] if self.minus else [])]
+
+    def sides(self) -> tuple[str, str]:
+        """(b's text, a's text) as the table and the verdict name them."""
+        if self.minus is None:
+            return self.b, self.a
+        return f"({self.b} − {self.a})", f"({self.minus.b} − {self.minus.a})"
 
 
 class AnalysisConfig(BaseModel):
@@ -82,7 +102,7 @@ class Verdict:
 def verdicts(groups: Sequence[Group], analysis: AnalysisConfig, gate: Sequence[Check]) -> list[Verdict]:
     """Test each declared contrast on the runs and word its verdict."""
     by_label = {g.label: g for g in groups}
-    missing = [label for c in analysis.contrasts for label in (c.a, c.b) if label not in by_label]
+    missing = [label for c in analysis.contrasts for label in c.labels() if label not in by_label]
     if missing:
         raise HarnessError(f"analysis contrast names {missing[0]!r}, not a run of this experiment",
                            field="analysis.contrasts", fix=f"use one of: {', '.join(by_label)}")
@@ -107,10 +127,24 @@ def _confirmatory(test: SeedLevelTest, p_holm: float, analysis: AnalysisConfig, 
 
 def _arms(by_label: dict[str, Group], contrast: Contrast, analysis: AnalysisConfig) -> tuple:
     """(a's per-seed values, b's, paired) of a contrast, seeds in order."""
+    if contrast.minus is not None:
+        return _interaction_arms(by_label, contrast, analysis)
     a, b = by_label[contrast.a], by_label[contrast.b]
     a_values, b_values = _per_seed(a, analysis.metric), _per_seed(b, analysis.metric)
     return ([a_values[s] for s in sorted(a_values)], [b_values[s] for s in sorted(b_values)],
             sorted(a.seeds) == sorted(b.seeds))
+
+
+def _interaction_arms(by_label: dict[str, Group], contrast: Contrast, analysis: AnalysisConfig) -> tuple:
+    """Per seed, (a + minus.b, b + minus.a): their paired difference is the difference of the two
+    differences, so the paired t-test, its interval and TOST test the interaction itself."""
+    values = [_per_seed(by_label[label], analysis.metric) for label in contrast.labels()]
+    seeds = sorted(values[0])
+    if any(sorted(v) != seeds for v in values):
+        raise HarnessError(f"the interaction's four arms ran on different seeds ({', '.join(contrast.labels())})",
+                           field="analysis.contrasts", fix="run the four arms on the same seeds")
+    a, b, minus_a, minus_b = values
+    return [a[s] + minus_b[s] for s in seeds], [b[s] + minus_a[s] for s in seeds], True
 
 
 def _trend(groups: Sequence[Group], analysis: AnalysisConfig, comparisons: int) -> SeedLevelTest:
@@ -147,7 +181,8 @@ def _words(contrast: Contrast, test: SeedLevelTest, p_holm: float, analysis: Ana
     elif p_holm < ALPHA and contrast.a == TREND:
         verdict = f"{'increasing' if test.difference > 0 else 'decreasing'} with {contrast.b}: {interval}"
     elif p_holm < ALPHA:
-        verdict = f"{contrast.b} {'above' if test.difference > 0 else 'below'} {contrast.a}: {interval}"
+        b_text, a_text = contrast.sides()
+        verdict = f"{b_text} {'above' if test.difference > 0 else 'below'} {a_text}: {interval}"
     elif test.tost_p is not None and test.tost_p < ALPHA / k:
         verdict = f"equivalent within ±{analysis.margin:g}: {interval}"
     else:
@@ -165,11 +200,12 @@ def analysis_table(found: Sequence[Verdict], analysis: AnalysisConfig) -> Table:
     for v in found:
         t = v.test
         numbers = [t.difference, t.low, t.high, t.p, v.p_holm, t.mde, t.tost_p]
-        rows.append([Cell(v.contrast.b), Cell(v.contrast.a), Cell(f"{t.difference:+.2f}", t.difference),
+        b_text, a_text = v.contrast.sides()
+        rows.append([Cell(b_text), Cell(a_text), Cell(f"{t.difference:+.2f}", t.difference),
                      Cell(f"[{t.low:+.2f}, {t.high:+.2f}]"), Cell(p_text(t.p)), Cell(p_text(v.p_holm)),
                      Cell(f"{t.mde:.2f}"), Cell(p_text(t.tost_p)), Cell(f"{t.seeds[0]} / {t.seeds[1]}"),
                      Cell(v.words, mark="bold" if v.confirmatory else "")])
-        csv_rows.append([v.contrast.b, v.contrast.a, *numbers, t.seeds[0], t.seeds[1], t.paired, v.words,
+        csv_rows.append([b_text, a_text, *numbers, t.seeds[0], t.seeds[1], t.paired, v.words,
                          analysis.metric])
     margin = f"±{analysis.margin:g} points" if analysis.margin is not None else "none declared"
     caption = (f"Pre-registered in the experiment file: endpoint {title(analysis.metric)}; {len(found)} confirmatory "
