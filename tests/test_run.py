@@ -178,8 +178,25 @@ def test_a_gallery_on_disk_scored_in_blocks_gives_the_same_evaluation(finished, 
                                                                 "batch_size": 16}), progress=False)
     assert sum(written) == in_ram.num_gallery and len(written) > 1  # batch by batch into the file
     assert on_disk.metrics == in_ram.metrics
-    assert on_disk.rankings == in_ram.rankings
+    _same_rankings_up_to_near_ties(on_disk.rankings, in_ram.rankings)
     assert not any((cache_dir() / "scratch").glob("*.npy"))  # the scratch file is removed
+
+
+def _same_rankings_up_to_near_ties(ours: list[dict], theirs: list[dict]) -> None:
+    """Every field equal, and each top-50 list equal but for swaps of neighbours: another batch or
+    block shape changes fp32 rounding on some CPUs (an AVX2 EPYC swapped two near-tied images at
+    rank 16 in one of 64 queries), never more than that."""
+    assert len(ours) == len(theirs)
+    swapped = 0
+    for a, b in zip(ours, theirs, strict=True):
+        assert {k: v for k, v in a.items() if k != "top"} == {k: v for k, v in b.items() if k != "top"}
+        top, other = list(a["top"]), b["top"]
+        for i in range(len(top) - 1):
+            if top[i] != other[i] and top[i] == other[i + 1] and top[i + 1] == other[i]:
+                top[i], top[i + 1] = top[i + 1], top[i]
+                swapped += 1
+        assert top == other
+    assert swapped <= max(1, len(ours) // 20)
 
 
 def _dataset_root(config: dict) -> str:
