@@ -106,3 +106,30 @@ def test_written_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int):
     for path in (tmp_path / "checkpoint" / "vision" / "model.safetensors", tmp_path / "cache.safetensors",
                  tmp_path / "result.json"):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_only_uncommitted_code_makes_a_checkout_dirty(tmp_path: Path):
+    """A report written into the checkout (harness run's reports/) leaves the commit clean; a
+    change to the package or to pyproject.toml makes it '+dirty'."""
+    import subprocess
+
+    from harness.core.source import commit_of
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for relative in ("harness/x.py", "pyproject.toml", "reports/r.md"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text("a\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    clean = commit_of(tmp_path / "harness")
+    assert clean and not clean.endswith("+dirty")
+    (tmp_path / "reports" / "r.md").write_text("rewritten\n")
+    assert commit_of(tmp_path / "harness") == clean
+    (tmp_path / "pyproject.toml").write_text("b\n")
+    assert commit_of(tmp_path / "harness") == clean + "+dirty"
+    git("checkout", "pyproject.toml")
+    (tmp_path / "harness" / "x.py").write_text("b\n")
+    assert commit_of(tmp_path / "harness") == clean + "+dirty"

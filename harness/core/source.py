@@ -18,13 +18,20 @@ ALLOW_DIRTY_ENV = "CIR_HARNESS_ALLOW_DIRTY"
 
 @functools.cache
 def git_commit() -> str | None:
-    """Commit of the harness checkout ('+dirty' when it has uncommitted changes), or None."""
-    root = Path(__file__).resolve().parents[1]
+    """Commit of the harness checkout, '+dirty' when its code (the harness package or
+    pyproject.toml) has uncommitted changes; None outside a git checkout. Generated reports, docs
+    and experiment files do not count: `harness run` writes reports/ into the checkout, which
+    would otherwise make every later run 'dirty', and a run records its own config."""
+    return commit_of(Path(__file__).resolve().parents[1])
+
+
+def commit_of(root: Path) -> str | None:
+    """``git_commit`` of the package folder ``root`` inside a checkout (its parent holds pyproject.toml)."""
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", "../pyproject.toml"], capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + (DIRTY if dirty else "")
