@@ -379,8 +379,9 @@ def _stage0_seed_follows_run(run: dict[str, Any], seed: int) -> dict[str, Any]:
     """``run`` with a ``stage0.seed: run`` resolved to the run's seed (issue 35: stage-0 luck then
     varies with the seeds, so a seed-level test counts it as noise instead of resting every run on
     one draw). The resolved number is what the run id hashes: an explicit seed gives the same run."""
-    stage0 = ((run.get("method") or {}).get("params") or {}).get("stage0") if isinstance(run.get("method"), dict) \
-        else None
+    method = run.get("method")
+    params = method.get("params") if isinstance(method, dict) else None
+    stage0 = params.get("stage0") if isinstance(params, dict) else None
     if isinstance(stage0, dict) and stage0.get("seed") == STAGE0_SEED_FROM_RUN:
         run = copy.deepcopy(run)
         run["method"]["params"]["stage0"]["seed"] = seed

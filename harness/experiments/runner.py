@@ -80,8 +80,7 @@ def _run_plan(plan: Plan, config_path: Path, overrides: list[str] | None, progre
     if world.is_main:
         write_manifest(plan)
     tracker = _open_tracker(plan, config_path, overrides, world)
-    events = _RunEvents(plan, echo, world, tracker)
-    events.allow_dirty = allow_dirty
+    events = _RunEvents(plan, echo, world, tracker, allow_dirty)
     status = "FAILED"
     try:
         try:
@@ -159,15 +158,16 @@ def _pending_runs(plan: Plan, overwrite: str, world: distributed.World, echo,
 class _RunEvents:
     """What the loop says and keeps as runs start, end and fail (in this process or a worker's)."""
 
-    def __init__(self, plan: Plan, echo, world: distributed.World, tracker: Tracker | None):
+    def __init__(self, plan: Plan, echo, world: distributed.World, tracker: Tracker | None,
+                 allow_dirty: bool = False):
         self.plan, self.echo, self.world, self.tracker = plan, echo, world, tracker
+        self.allow_dirty = allow_dirty  # write the report from uncommitted code (--allow-dirty)
         self.live = LiveRuns(tracker)
         self.finished: dict[str, RunResult] = {}
         self.failures: list[str] = []
         self.trained = 0  # runs this command trained (or resumed) to the end, finished earlier ones aside
         self.broken_inputs = 0  # failures a user-fixable error caused (a broken file, a bad setting)
         self.count = 1
-        self.allow_dirty = False  # write the report from uncommitted code (--allow-dirty)
 
     def _head(self, number: int, spec: RunSpec) -> str:
         return f"[{number}/{len(self.plan.specs)}] {spec.label} seed={spec.config.seed}"

@@ -117,11 +117,11 @@ def verdicts_block(claims: list[Claim], exploratory: list[str]) -> str:
 def replace_block(readme: Path, block: str) -> bool:
     """Put ``block`` between the markers of ``readme`` (atomically); whether the file changed."""
     text = read_text(readme, fix="give the README that holds the verdict markers")
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
+    span = _section(text)
+    if span is None:
         raise HarnessError("no generated verdicts section (its two marker lines)", file=readme,
                            fix=f"put the lines {BEGIN!r} and {END!r} where the table goes")
-    updated = text[:start] + block + text[end + len(END):]
+    updated = text[:span[0]] + block + text[span[1]:]
     if updated != text:
         atomic_write_text(readme, updated)
     return updated != text
@@ -130,5 +130,11 @@ def replace_block(readme: Path, block: str) -> bool:
 def current_block(readme: Path) -> str | None:
     """The generated section as it stands in ``readme``; None without markers."""
     text = read_text(readme, fix="give the README that holds the verdict markers")
+    span = _section(text)
+    return None if span is None else text[span[0]:span[1]]
+
+
+def _section(text: str) -> tuple[int, int] | None:
+    """[start, end) of the generated section, markers included; None without both markers."""
     start, end = text.find(BEGIN), text.find(END)
-    return text[start:end + len(END)] if 0 <= start < end else None
+    return (start, end + len(END)) if 0 <= start < end else None
