@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, CLIPVisionConfig, CLIPVisionModel
 
+from harness.backbones.feature_table import FeatureTable
 from harness.backbones.loading import pretrained_model
 from harness.backbones.params import BackboneParams
 from harness.core.device import in_weights_dtype
@@ -59,6 +60,8 @@ class VisionTower(nn.Module):
         self.drop_cls = drop_cls
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        #: the frozen tower's outputs computed once (harness.backbones.feature_table), or None
+        self.feature_table: FeatureTable | None = None
 
     @property
     def hidden_size(self) -> int:
@@ -94,6 +97,17 @@ class VisionTower(nn.Module):
                                               self.mean, self.std)}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The features of uint8 ``images``: read from the attached table where it holds them all
+        and the tower is still frozen, else computed."""
+        table = self.feature_table
+        if table is not None and not any(p.requires_grad for p in self.parameters()):
+            found = table.lookup(images)
+            if found is not None:
+                return found
+        return self.compute(images)
+
+    def compute(self, images: torch.Tensor) -> torch.Tensor:
+        """The tower's own pass over uint8 ``images``."""
         pixels = images.float() / 255.0
         if pixels.shape[-1] != self.image_size:
             pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear",
@@ -141,7 +155,7 @@ class QwenVisionTower(VisionTower):
         grid = torch.tensor([[1, gh, gw]], device=pixels.device).expand(batch, 3)
         return flat, grid
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def compute(self, images: torch.Tensor) -> torch.Tensor:
         pixels = images.float() / 255.0
         if pixels.shape[-1] != self.image_size or pixels.shape[-2] != self.image_size:
             pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear",

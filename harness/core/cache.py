@@ -7,7 +7,8 @@
 Everything under the cache (``harness.core.paths.cache_dir``) is derived and rebuilt on demand:
 generated benchmarks (``datasets/``), stage-0 warm starts (``backbones/``), decoded images
 (``images/``, the largest: a 224-px gallery of 123k images is 18.6 GB), gallery embeddings
-(``embeddings/``), SEARLE's inverted tokens (``searle/``) and scratch files. Pruning costs the
+(``embeddings/``), frozen towers' outputs (``features/``: 449 MB for the main job's CIR-LVLM
+tower), SEARLE's inverted tokens (``searle/``) and scratch files. Pruning costs the
 time to rebuild, never a result: run ids and results live in the runs folders, not here.
 """
 
@@ -31,6 +32,7 @@ KINDS = {
     "backbones": "stage-0 warm starts (minutes to train again)",
     "images": "decoded images (seconds to minutes to decode again)",
     "embeddings": "gallery embeddings (one encoding pass)",
+    "features": "frozen vision towers' outputs (one pass over the training images and gallery)",
     "searle": "SEARLE's inverted tokens (one OTI pass)",
     "scratch": "temporary embedding files (nothing)",
 }

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from harness.backbones.feature_table import computed, reads_feature_tables
 from harness.core import distributed
 from harness.core.device import (
     autocast,
@@ -214,7 +215,8 @@ class _Encoders:
             return self.method.encode_target(to_device(self.queries.gallery_images[lo:hi], self.device))
 
     def query(self, lo: int, hi: int) -> torch.Tensor:
-        with autocast(self.device, self.precision):
+        """Queries encoded with every vision tower computing: their timings are the method's cost."""
+        with autocast(self.device, self.precision), computed(self.method):
             return self.method.encode_query(to_device(self.queries.reference_images[lo:hi], self.device),
                                             self.queries.captions[lo:hi])
 
@@ -251,7 +253,7 @@ def _evaluate(method: CIRMethod, split: CIRSplit, triplets: list[Triplet], confi
     seconds = {"image_load_s": queries.load_seconds, "gallery_encode_s": gallery_seconds,
                "query_encode_s": query_seconds, "scoring_s": scoring_seconds}
     timings = _timings(seconds, len(queries.gallery), len(triplets), config, cached is not None, batch_ms, batch1_ms,
-                       peak_mb)
+                       peak_mb) | {"gallery_tower_from_table": float(reads_feature_tables(method))}
     return Evaluation(metrics, by_type, len(triplets), len(queries.gallery), timings, rankings, by_category,
                       _examples(split, queries, rankings, config), {"peak_memory": peak_kind, **diagnostics},
                       encoders.precision, learning_free(split, triplets) if config.remove_reference else {})

@@ -143,6 +143,7 @@ class ReportConfig(BaseModel):
 #: attention kernel), not what: left out of run ids (a run resumes under other such settings)
 ID_NEUTRAL: tuple[str, ...] = (
     "train.keep_checkpoint", "train.checkpoint_every", "train.micro_batch_size", "train.gradient_checkpointing",
+    "train.frozen_features",
     "method.params.backbone.attn_implementation", "eval.gallery_on_disk", "eval.perception_images")
 #: dotted paths of settings added after run ids were first given out, with the value that does what
 #: the code did before them (their default, or for CIR-LVLM's instruction order and LM adaptation

@@ -29,6 +29,7 @@ from harness.evaluation.results import RunResult
 from harness.experiments.config import ExperimentConfig, RunConfig, RunSpec, expand, load_experiment
 from harness.experiments.recording import evaluate_and_record, write_run_config
 from harness.methods.registry import build_run_method
+from harness.training.frozen_features import attach_frozen_features
 from harness.training.loop import seed_everything, train
 
 
@@ -109,12 +110,14 @@ def execute_run(spec: RunSpec, run_dir: Path, splits: SplitCache, progress: bool
         decode_gallery_first(eval_split, config.eval.gallery)
         seed_everything(config.seed)
         method = build_run_method(config, train_split, progress)
+        frozen = attach_frozen_features(method, config, train_split, eval_split, device, progress)
     tokenizer = getattr(method, "tokenizer", None)
     if tokenizer is not None and main:
         tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     summary = train(method, train_split, config.train, config.seed, run_dir / "checkpoints", device, progress,
                     on_epoch=on_epoch, step_log=run_dir / "metrics.jsonl")
-    trained = summary.to_json() | {"image_resize": resize}  # the geometry every image of the run had
+    # the geometry every image of the run had, and whether its frozen towers read a feature table
+    trained = summary.to_json() | {"image_resize": resize, "frozen_features": frozen}
     result = evaluate_and_record(run_dir, config, spec.run_id, spec.label, method, eval_split, trained, device,
                                  progress)
     if main and not config.train.keep_checkpoint:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from harness.core import distributed
@@ -57,10 +57,16 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; null to disable")
     max_train_queries: int | None = Field(None, ge=2, description="train on the first N queries only (quick runs)")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; null keeps torch's default")
+    frozen_features: Literal["auto", "off"] = Field(
+        "auto", description="auto: a frozen vision tower's outputs for the training images and the gallery are "
+        "computed once per checkpoint and precision and read back by every run (harness.backbones.feature_table), "
+        "where that gives the same bits as computing them; off: computed in every step. Never changes a result; not "
+        "part of the run id")
     precision: Precision = Field(
         "auto", description="auto: bf16 autocast where the hardware multiplies bf16 natively (CUDA GPUs with bf16, "
         "CPUs with AVX512-BF16 or AMX; 1.5x per tiny CIR-LVLM step on a Zen 4 CPU), else fp32; fp32 / bf16 force one. "
-        "Under bf16 on CPU the last bits of a run depend on the thread count; fp32 runs do not")
+        "On CPU the last bits of a run depend on the thread count, in fp32 too (a tiny CLIP's gradients differed by "
+        "2e-8 between 1 and 2 threads on an AVX2 EPYC): compare runs made with the same threads")
     checkpoint: bool = Field(True, description="write a checkpoint after every epoch (what the run trains, not the "
                              "frozen base model: harness.training.checkpoint)")
     keep_checkpoint: bool = Field(
@@ -84,6 +90,12 @@ class TrainConfig(BaseModel):
     gather_negatives: bool = Field(
         True, description="under torchrun: every rank's items are negatives of the contrastive loss, so the step "
         "equals the single-process step of the global batch; false: each rank contrasts its own share only (cheaper)")
+
+    @field_validator("frozen_features", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        """YAML reads an unquoted ``off`` as false."""
+        return "off" if value is False else value
 
 
 @dataclass
