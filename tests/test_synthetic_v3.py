@@ -160,3 +160,36 @@ def test_the_adversary_solves_what_needs_no_joint_reading(audits: dict[str, list
             if row["family"] in ("add", "remove", "recolour", "resize", "replace", "move")]
     solved = sum(row["adversary"] * row["queries"] for row in rows) / sum(row["queries"] for row in rows)
     assert solved >= 80.0
+
+
+def test_scene_distance_is_the_minimum_cost_assignment():
+    """The matching shortcut and its memory give what a general assignment solver gives (the
+    distance the benchmark's groups were built with) on random scenes of up to five objects."""
+    import random
+
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    from harness.data.synthetic.scene import SceneObject
+    from harness.data.synthetic.structure import _cost, scene_distance
+
+    def assignment(a, b) -> int:
+        shared = set(a) & set(b)
+        left, right = [o for o in a if o not in shared], [o for o in b if o not in shared]
+        size = len(left) + len(right)
+        cost = np.zeros((size, size))
+        cost[: len(left), len(right):] = 1  # remove an object of a
+        cost[len(left):, : len(right)] = 1  # add an object of b
+        cost[: len(left), : len(right)] = [[_cost(x, y) for y in right] for x in left] if left and right else 0
+        rows, columns = linear_sum_assignment(cost)
+        return int(cost[rows, columns].sum())
+
+    rng = random.Random(0)
+
+    def scene():
+        return tuple(SceneObject((rng.randrange(2), rng.randrange(2)), rng.choice("ab"), rng.choice("xy"),
+                                 rng.choice("sl")) for _ in range(rng.randint(0, 5)))
+
+    pairs = [(scene(), scene()) for _ in range(3000)]
+    assert [scene_distance(a, b) for a, b in pairs] == [assignment(a, b) for a, b in pairs]
+    assert [scene_distance(b, a) for a, b in pairs] == [assignment(a, b) for a, b in pairs]

@@ -273,11 +273,16 @@ def image_relpath(split: str, name: str, set_id: int) -> str:
     return f"./{SPLIT_DIRS[split]}/{name}.png"
 
 
+#: zlib level of the rendered PNGs: 1 encodes a 64-px scene in 0.9 ms instead of 1.4 ms at the
+#: default 6, for files 15 % larger (measured on a 2-core AMD EPYC); the pixels are the same
+PNG_COMPRESSION = 1
+
+
 def _render_job(job: tuple[tuple[int, int], int, str, Scene, int, str]) -> None:
     (seed, version), split_index, relpath, scene, image_index, root = job
     rng = np.random.default_rng([seed, version, split_index, image_index])
     image = render_scene(scene, _render_job.image_size, rng)  # type: ignore[attr-defined]
-    image.save(Path(root) / relpath, format="PNG", compress_level=6)
+    image.save(Path(root) / relpath, format="PNG", compress_level=PNG_COMPRESSION)
 
 
 def _init_worker(image_size: int) -> None:
