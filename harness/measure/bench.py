@@ -80,8 +80,11 @@ class BenchConfig:
 
 
 def hardware_name(device: torch.device) -> str:
-    """A file-name-safe name of the hardware: the GPU, or the CPU model and core count."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_model()}-{os.cpu_count()}core"
+    """A file-name-safe name of the hardware: the GPU, or the CPU model, core count and the
+    instruction set torch's kernels use (an AVX2-only EPYC and an AVX-512 one share a model name,
+    and differ 2-3x in speed)."""
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"{cpu_model()}-{os.cpu_count()}core-{torch.backends.cpu.get_cpu_capability()}")
     return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-").lower()
 
 
@@ -427,7 +430,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_bench(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    """``out``/<hardware>-<precision>.json and .md (e.g. amd-epyc-2core-bf16.md), written atomically."""
+    """``out``/<hardware>-<precision>.json and .md (e.g. amd-epyc-2core-avx2-fp32.md), written atomically."""
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{report['hardware']}-{report.get('precision', 'fp32')}"
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
