@@ -202,3 +202,52 @@ def test_an_interaction_is_the_paired_test_of_the_difference_of_differences(fini
     shifted = [r.model_copy(update={"seed": r.seed + 1}) if r.label == "N=10 long" else r for r in results]
     with pytest.raises(HarnessError, match="different seeds"):
         verdicts(load_groups(shifted, None), analysis, gate=[])
+
+
+def test_a_main_effect_averages_the_factors_difference_over_the_other_factors_cells(finished, tmp_path):
+    """A 2 x 3 grid (task prompt x soft prompt pool / universal / off) on five shared seeds, the task
+    prompt planted at +1.0 R@1 in every cell: its main effect is, per seed, the mean of the three
+    cells' differences, tested paired (checked against scipy); a level the grid never ran is refused
+    when the experiment is read, before any training."""
+    import copy
+
+    from scipy import stats
+
+    from harness.evaluation.results import read_result
+    from harness.reporting.analysis import AnalysisConfig, verdicts
+    from harness.reporting.data import load_groups
+
+    _, output, _ = finished
+    template = read_result(next((output / "runs").glob("*/result.json")))
+    rng = np.random.default_rng(7)
+    results, cells = [], {}
+    for soft, base in (("pool", 3.0), ("universal", 4.0), ("off", 2.0)):
+        for task in (False, True):
+            config = copy.deepcopy(template.config)
+            config["method"]["params"].update(task_prompt=task, soft_prompt=soft)
+            cells[(soft, task)] = [base + (1.0 if task else 0.0) + rng.normal(0, 0.2) for _ in range(5)]
+            results += [template.model_copy(update={"label": f"{soft}, task {task}", "seed": seed, "config": config,
+                                                    "metrics": {**template.metrics, "recall_at_1": value}})
+                        for seed, value in enumerate(cells[(soft, task)])]
+    analysis = AnalysisConfig(contrasts=[{"factor": "method.params.task_prompt", "a": False, "b": True}],
+                              margin=0.5)
+    [found] = verdicts(load_groups(results, None), analysis, gate=[])
+    per_seed = np.mean([np.subtract(cells[(soft, True)], cells[(soft, False)])
+                        for soft in ("pool", "universal", "off")], axis=0)
+    assert found.test.difference == pytest.approx(per_seed.mean()) and found.test.paired
+    assert found.test.p == pytest.approx(stats.ttest_1samp(per_seed, 0.0).pvalue)
+    assert found.words.startswith("task_prompt=true (main effect) above task_prompt=false") and found.confirmatory
+
+
+def test_a_main_effect_at_a_level_no_run_sets_is_refused_before_training(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    from .conftest import EXPERIMENT, write_yaml
+
+    text = EXPERIMENT + "analysis:\n  contrasts:\n    - {factor: train.lr, a: 0.001, b: 0.01}\n"
+    config = write_yaml(tmp_path / "x.yaml", text)
+    result = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "analysis.contrasts.0.a" in result.stderr and "train.lr" in result.stderr
+    assert not (tmp_path / "out").exists()

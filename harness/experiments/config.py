@@ -36,7 +36,8 @@ from harness.core.settings import apply_overrides, flatten, load_raw, set_path, 
 from harness.data.datasets import DatasetConfig
 from harness.evaluation.protocol import EvalConfig
 from harness.methods.registry import get_method
-from harness.reporting.analysis import AnalysisConfig
+from harness.reporting.analysis import AnalysisConfig, MainEffect, same_level
+from harness.reporting.data import config_value
 from harness.training.loop import TrainConfig
 
 
@@ -395,6 +396,9 @@ def _check_contrasts(experiment: ExperimentConfig, specs: list[RunSpec], file: s
         return
     labels = list(dict.fromkeys(spec.label for spec in specs))
     for index, contrast in enumerate(experiment.analysis.contrasts):
+        if isinstance(contrast, MainEffect):
+            _check_main_effect(contrast, specs, file, index)
+            continue
         sides = [("a", contrast.a), ("b", contrast.b)]
         sides += [("minus.a", contrast.minus.a), ("minus.b", contrast.minus.b)] if contrast.minus else []
         for side, label in sides:
@@ -402,6 +406,17 @@ def _check_contrasts(experiment: ExperimentConfig, specs: list[RunSpec], file: s
                 raise HarnessError(f"contrast names {label!r}, not a run of this experiment"
                                    f"{did_you_mean(label, labels)}", file=file,
                                    field=f"analysis.contrasts.{index}.{side}", fix=f"use one of: {', '.join(labels)}")
+
+
+def _check_main_effect(effect: MainEffect, specs: list[RunSpec], file: str, index: int) -> None:
+    """A main effect's factor is set by the runs at both of its levels."""
+    levels = [config_value(spec.config.model_dump(mode="json"), effect.factor) for spec in specs]
+    for side, wanted in (("a", effect.a), ("b", effect.b)):
+        if not any(same_level(level, wanted) for level in levels):
+            seen = ", ".join(dict.fromkeys(json.dumps(level) for level in levels))
+            raise HarnessError(f"no run sets {effect.factor} to {json.dumps(wanted)} (the runs set it to {seen})",
+                               file=file, field=f"analysis.contrasts.{index}.{side}",
+                               fix="name the factor's path and two of its levels in the grid")
 
 
 def _describe(point: dict[str, Any]) -> str:

@@ -6,6 +6,8 @@
         - {a: "cir_lvlm(pool_size=1)", b: "cir_lvlm(pool_size=10)"}
         - {a: "N=1, 300 steps", b: "N=10, 300 steps",   # an interaction: (b − a) − (minus.b − minus.a)
            minus: {a: "N=1, 3000 steps", b: "N=10, 3000 steps"}}
+        - {factor: method.params.task_prompt, a: false, b: true}   # a factorial main effect: b − a at the
+                                                  # factor, averaged over every cell of the other grid keys
       trend: method.params.pool_size            # optional: the slope on the log of this setting
       margin: 1.0                               # equivalence margin in points (TOST); optional
       min_seeds: 5                              # fewer seeds per arm: computed, not confirmatory
@@ -22,9 +24,13 @@ regime gate fails, "not testable here". The report's other tables are explorator
 
 from __future__ import annotations
 
+import copy
+import json
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,13 +74,43 @@ class Contrast(Pair):
         return f"({self.b} − {self.a})", f"({self.minus.b} − {self.minus.a})"
 
 
+class MainEffect(BaseModel):
+    """A factorial grid's main effect: ``factor`` at b against a, averaged over every combination
+    of the other grid keys (each seed one value: the mean of its paired differences over those
+    cells), e.g. the task prompt's effect over pool / universal / no soft prompt (issue 35: a
+    factorial grid tested by its main effects, not cell by cell)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    factor: str = Field(description="the config path the grid varies, e.g. method.params.task_prompt")
+    a: Any = Field(description="the reference level of the factor")
+    b: Any = Field(description="the level compared with it")
+
+    def labels(self) -> list[str]:
+        return []  # its arms are found by the factor's levels (``main_effect_cells``), not by label
+
+    def sides(self) -> tuple[str, str]:
+        leaf = self.factor.split(".")[-1]
+        return f"{leaf}={_level(self.b)} (main effect)", f"{leaf}={_level(self.a)}"
+
+
+def same_level(value: Any, wanted: Any) -> bool:
+    """Whether a run's setting is the level named (true is not 1, as YAML and JSON keep them apart)."""
+    return value == wanted and isinstance(value, bool) == isinstance(wanted, bool)
+
+
+def _level(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (bool, type(None))) else str(value)
+
+
 class AnalysisConfig(BaseModel):
     """An experiment's pre-registered analysis (see the module docstring)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     metric: str = Field("recall_at_1", description="the primary endpoint: a metric every run records")
-    contrasts: list[Contrast] = Field(min_length=1, description="the confirmatory contrasts (Holm over them)")
+    contrasts: list[Contrast | MainEffect] = Field(min_length=1, description="the confirmatory contrasts (Holm over "
+                                                  "them): pairs of run labels, interactions, factorial main effects")
     trend: str | None = Field(None, description="a config path (e.g. method.params.pool_size): also test the slope of "
                               "the endpoint on its natural log over the runs that set it (issue 35: a trend over N or "
                               "L, not pairwise tests alone)")
@@ -92,7 +128,7 @@ def read_analysis(raw: object, file: str) -> AnalysisConfig | None:
 class Verdict:
     """One confirmatory contrast: its test, Holm-adjusted p and the verdict's words."""
 
-    contrast: Contrast
+    contrast: Contrast | MainEffect
     test: SeedLevelTest
     p_holm: float
     words: str
@@ -107,8 +143,9 @@ def verdicts(groups: Sequence[Group], analysis: AnalysisConfig, gate: Sequence[C
         raise HarnessError(f"analysis contrast names {missing[0]!r}, not a run of this experiment",
                            field="analysis.contrasts", fix=f"use one of: {', '.join(by_label)}")
     k = len(analysis.contrasts) + (1 if analysis.trend else 0)
-    contrasts = list(analysis.contrasts)
-    tests = [seed_level_test(*_arms(by_label, c, analysis), k, analysis.margin) for c in contrasts]
+    contrasts: list[Contrast | MainEffect] = list(analysis.contrasts)
+    tests = [seed_level_test(*(_main_effect_arms(groups, c, analysis) if isinstance(c, MainEffect)
+                               else _arms(by_label, c, analysis)), k, analysis.margin) for c in contrasts]
     if analysis.trend:
         contrasts.append(Contrast(a=TREND, b=f"log {analysis.trend.split('.')[-1]}"))
         tests.append(_trend(groups, analysis, k))
@@ -147,6 +184,49 @@ def _interaction_arms(by_label: dict[str, Group], contrast: Contrast, analysis: 
     return [a[s] + minus_b[s] for s in seeds], [b[s] + minus_a[s] for s in seeds], True
 
 
+def main_effect_cells(groups: Sequence[Group], effect: MainEffect) -> list[tuple[Group, Group]]:
+    """(a's group, b's group) of each combination of the other grid keys where both levels ran."""
+    cells: dict[str, dict[str, Group]] = {}
+    for group in groups:
+        config = group.runs[0].config
+        level = config_value(config, effect.factor)
+        for side, wanted in (("a", effect.a), ("b", effect.b)):
+            if same_level(level, wanted):
+                cells.setdefault(_other_settings(config, effect.factor), {})[side] = group
+    pairs = [(cell["a"], cell["b"]) for cell in cells.values() if len(cell) == 2]
+    if not pairs:
+        raise HarnessError(f"no combination of the other settings ran {effect.factor} at both {_level(effect.a)} and "
+                           f"{_level(effect.b)}", field="analysis.contrasts",
+                           fix="name the factor's path and two levels the grid runs")
+    return pairs
+
+
+def _other_settings(config: dict[str, Any], factor: str) -> str:
+    """The run's settings but the factor and the seed, as one comparable text."""
+    rest = copy.deepcopy(config)
+    *parents, last = factor.split(".")
+    node = rest
+    for key in parents:
+        node = node.get(key, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict):
+        node.pop(last, None)
+    rest.pop("seed", None)
+    return json.dumps(rest, sort_keys=True, default=str)
+
+
+def _main_effect_arms(groups: Sequence[Group], effect: MainEffect, analysis: AnalysisConfig) -> tuple:
+    """Per seed, (mean of a's cells, mean of b's cells): their paired difference is the seed's
+    mean difference over the cells, so the paired t-test, its interval and TOST test the main effect."""
+    pairs = main_effect_cells(groups, effect)
+    values = [(_per_seed(a, analysis.metric), _per_seed(b, analysis.metric)) for a, b in pairs]
+    seeds = sorted(values[0][0])
+    if any(sorted(a) != seeds or sorted(b) != seeds for a, b in values):
+        raise HarnessError(f"the cells of the main effect of {effect.factor} ran on different seeds",
+                           field="analysis.contrasts", fix="run every cell of the grid on the same seeds")
+    return ([statistics.fmean(a[s] for a, _ in values) for s in seeds],
+            [statistics.fmean(b[s] for _, b in values) for s in seeds], True)
+
+
 def _trend(groups: Sequence[Group], analysis: AnalysisConfig, comparisons: int) -> SeedLevelTest:
     """The slope of the endpoint on log(setting) over every run that sets it to a positive number."""
     points, seeds = [], []
@@ -170,7 +250,7 @@ def _per_seed(group: Group, metric: str) -> dict[int, float]:
     return {seed: float(v) for seed, v in values.items()}  # type: ignore[arg-type]
 
 
-def _words(contrast: Contrast, test: SeedLevelTest, p_holm: float, analysis: AnalysisConfig, k: int,
+def _words(contrast: Contrast | MainEffect, test: SeedLevelTest, p_holm: float, analysis: AnalysisConfig, k: int,
            failed: list[str]) -> str:
     """The verdict; where the gate fails, "not testable here", and what the test alone would say."""
     interval = f"{test.difference:+.2f} [{test.low:+.2f}, {test.high:+.2f}]"
