@@ -15,6 +15,7 @@ from harness.backbones import feature_table
 from harness.backbones.feature_table import computed, ensure_table, exactness, table_key
 from harness.backbones.vision import TINY_MEAN, TINY_STD, VisionTower, tiny_vision_config
 from harness.cli import app
+from harness.core.device import autocast
 from harness.evaluation.results import read_result
 
 from .conftest import TINY_LVLM, write_yaml
@@ -117,3 +118,16 @@ def test_a_tower_whose_outputs_depend_on_train_mode_gets_no_table(dropout: float
     assert (why is None) == (dropout == 0.0)
     if why is not None:
         assert "train mode" in why
+
+
+def test_a_table_built_under_bf16_autocast_serves_its_bits_there_only():
+    """Under bf16 autocast the tower's outputs are stored as computed (bf16 as its raw 16 bits when
+    they are bf16) and served under that autocast alone."""
+    cpu = torch.device("cpu")
+    tower = _tower(seed=2)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    tower.feature_table = ensure_table(table_key(tower, 32, "squash", cpu, "bf16"), tower, [images], cpu, "bf16")
+    with torch.no_grad(), autocast(cpu, "bf16"):
+        served, computed_now = tower(images), tower.compute(images)
+    assert served.dtype == computed_now.dtype and torch.equal(served, computed_now)
+    assert tower.feature_table.lookup(images) is None  # outside the autocast it was built under

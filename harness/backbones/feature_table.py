@@ -118,30 +118,56 @@ def ensure_table(key: str, tower, image_sets: Iterable[torch.Tensor], device: to
 
 def _build(out: Path, tower, image_sets: Iterable[torch.Tensor], device: torch.device, precision: str,
            progress: bool) -> None:
-    """Compute the tower's outputs for every distinct image of ``image_sets`` into ``out``."""
-    batches = [(images, start) for images in image_sets for start in range(0, len(images), BUILD_BATCH)]
-    digests: list[bytes] = []
-    seen: set[bytes] = set()
-    rows: list[torch.Tensor] = []
+    """Compute the tower's outputs for every distinct image of ``image_sets`` into ``out``, written
+    batch by batch into a memory-mapped file (a large table never sits in memory whole)."""
+    image_sets = list(image_sets)
+    digests, picks = _distinct(image_sets)
+    features, written, dtype = None, 0, torch.float32
+    bar = tqdm(total=len(digests), desc="frozen features", unit="img", disable=not progress, leave=False)
     with torch.no_grad(), autocast(device, precision), _mode(tower, training=False):
         state = autocast_state(torch.device(device).type)
-        for images, start in tqdm(batches, desc="frozen features", unit="batch", disable=not progress, leave=False):
-            chunk = images[start:start + BUILD_BATCH]
-            keep = []
-            for row, digest in enumerate(image_digests(chunk)):
+        for images, rows in zip(image_sets, picks, strict=True):
+            for start in range(0, len(rows), BUILD_BATCH):
+                chunk = tower.compute(images[rows[start:start + BUILD_BATCH]].to(device)).detach().to("cpu")
+                if features is None:
+                    dtype = chunk.dtype
+                    features = np.lib.format.open_memmap(out / "features.npy", mode="w+", dtype=_STORED[dtype],
+                                                         shape=(len(digests), *chunk.shape[1:]))
+                features[written:written + len(chunk)] = _stored(chunk)
+                written += len(chunk)
+                bar.update(len(chunk))
+    bar.close()
+    if features is None:
+        np.save(out / "features.npy", np.zeros((0,), np.float32))
+    else:
+        features.flush()
+    np.save(out / "digests.npy", np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 16))
+    (out / "table.json").write_text(json.dumps({"dtype": str(dtype).removeprefix("torch."), "autocast": list(state),
+                                                "images": len(digests)}))
+
+
+def _distinct(image_sets: list[torch.Tensor]) -> tuple[list[bytes], list[list[int]]]:
+    """(digest of each distinct image in order of first sight, the rows of each set first seen there)."""
+    digests: list[bytes] = []
+    picks: list[list[int]] = []
+    seen: set[bytes] = set()
+    for images in image_sets:
+        rows = []
+        for start in range(0, len(images), BUILD_BATCH):
+            for row, digest in enumerate(image_digests(images[start:start + BUILD_BATCH]), start):
                 if digest not in seen:
                     seen.add(digest)
                     digests.append(digest)
-                    keep.append(row)
-            if keep:
-                rows.append(tower.compute(chunk[keep].to(device)).detach().to("cpu"))
-    features = torch.cat(rows) if rows else torch.empty(0)
-    dtype = features.dtype
-    stored = features.view(torch.int16).numpy().view(np.uint16) if dtype == torch.bfloat16 else features.numpy()
-    np.save(out / "digests.npy", np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 16))
-    np.save(out / "features.npy", stored.astype(_STORED[dtype], copy=False))
-    (out / "table.json").write_text(json.dumps({"dtype": str(dtype).removeprefix("torch."), "autocast": list(state),
-                                                "images": len(digests), "shape": list(features.shape)}))
+                    rows.append(row)
+        picks.append(rows)
+    return digests, picks
+
+
+def _stored(features: torch.Tensor) -> np.ndarray:
+    """``features`` as the table's file holds them (bf16 as its raw 16 bits: numpy has no bf16)."""
+    if features.dtype == torch.bfloat16:
+        return features.view(torch.int16).numpy().view(np.uint16)
+    return features.numpy()
 
 
 def exactness(tower, images: torch.Tensor, device: torch.device, precision: str) -> str | None:
