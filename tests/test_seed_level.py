@@ -251,3 +251,34 @@ def test_a_main_effect_at_a_level_no_run_sets_is_refused_before_training(tmp_pat
     result = CliRunner().invoke(app, ["run", str(config), "--output", str(tmp_path / "out")])
     assert result.exit_code == 2 and "analysis.contrasts.0.a" in result.stderr and "train.lr" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_method_by_subset_interaction_tests_the_gain_on_one_subset_against_the_other(finished, tmp_path):
+    """b's gain over a planted at +2.0 on the joint-reading queries and +0.2 on the rest, five shared
+    seeds: the contrast with ``between`` is, per seed, the difference of the two gains, tested paired
+    (checked against scipy); ``minus`` and ``between`` together are refused."""
+    from scipy import stats
+
+    from harness.evaluation.results import read_result
+    from harness.reporting.analysis import AnalysisConfig, verdicts
+    from harness.reporting.data import load_groups
+
+    _, output, _ = finished
+    template = read_result(next((output / "runs").glob("*/result.json")))
+    rng = np.random.default_rng(11)
+    planted = {"a": (3.0, 5.0), "b": (5.0, 5.2)}  # (joint, rest)
+    values = {(arm, seed): (joint + rng.normal(0, 0.2), rest + rng.normal(0, 0.2))
+              for arm, (joint, rest) in planted.items() for seed in range(5)}
+    results = [template.model_copy(update={"label": arm, "seed": seed, "metrics": {
+        **template.metrics, "recall_joint_at_1": joint, "recall_rest_at_1": rest}})
+        for (arm, seed), (joint, rest) in values.items()]
+    between = ["recall_joint_at_1", "recall_rest_at_1"]
+    analysis = AnalysisConfig(contrasts=[{"a": "a", "b": "b", "between": between}], margin=0.5)
+    [found] = verdicts(load_groups(results, None), analysis, gate=[])
+    gains = np.array([(values[("b", s)][0] - values[("a", s)][0]) - (values[("b", s)][1] - values[("a", s)][1])
+                      for s in range(5)])
+    assert found.test.difference == pytest.approx(gains.mean()) and found.test.paired
+    assert found.test.p == pytest.approx(stats.ttest_1samp(gains, 0.0).pvalue)
+    assert found.words.startswith("(b − a) on R@1 joint above (b − a) on R@1 rest") and found.confirmatory
+    with pytest.raises(ValueError, match="not both"):
+        AnalysisConfig(contrasts=[{"a": "a", "b": "b", "between": between, "minus": {"a": "a", "b": "b"}}])

@@ -6,6 +6,8 @@
         - {a: "cir_lvlm(pool_size=1)", b: "cir_lvlm(pool_size=10)"}
         - {a: "N=1, 300 steps", b: "N=10, 300 steps",   # an interaction: (b − a) − (minus.b − minus.a)
            minus: {a: "N=1, 3000 steps", b: "N=10, 3000 steps"}}
+        - {a: sum, b: cir_lvlm, between: [recall_joint_at_1, recall_rest_at_1]}  # method x subset: (b − a
+                                                  # on the joint-reading queries) − (b − a on the rest)
         - {factor: method.params.task_prompt, a: false, b: true}   # a factorial main effect: b − a at the
                                                   # factor, averaged over every cell of the other grid keys
       trend: method.params.pool_size            # optional: the slope on the log of this setting
@@ -32,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.core.errors import HarnessError
 from harness.core.settings import validate_model
@@ -62,6 +64,15 @@ class Contrast(Pair):
     prompt grows with the training steps (the four arms must share their seeds)."""
 
     minus: Pair | None = Field(None, description="the pair whose difference is subtracted (an interaction)")
+    between: tuple[str, str] | None = Field(
+        None, description="two metrics [x, y]: the method x subset interaction (b − a on x) − (b − a on y), e.g. "
+        "[recall_joint_at_1, recall_rest_at_1]: whether b's gain over a is larger on the joint-reading queries")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Contrast:
+        if self.minus is not None and self.between is not None:
+            raise ValueError("a contrast takes minus (an interaction of arms) or between (of subsets), not both")
+        return self
 
     def labels(self) -> list[str]:
         """Every run label the contrast reads."""
@@ -69,6 +80,9 @@ class Contrast(Pair):
 
     def sides(self) -> tuple[str, str]:
         """(b's text, a's text) as the table and the verdict name them."""
+        if self.between is not None:
+            x, y = self.between
+            return f"({self.b} − {self.a}) on {title(x)}", f"({self.b} − {self.a}) on {title(y)}"
         if self.minus is None:
             return self.b, self.a
         return f"({self.b} − {self.a})", f"({self.minus.b} − {self.minus.a})"
@@ -166,6 +180,8 @@ def _arms(by_label: dict[str, Group], contrast: Contrast, analysis: AnalysisConf
     """(a's per-seed values, b's, paired) of a contrast, seeds in order."""
     if contrast.minus is not None:
         return _interaction_arms(by_label, contrast, analysis)
+    if contrast.between is not None:
+        return _subset_arms(by_label, contrast)
     a, b = by_label[contrast.a], by_label[contrast.b]
     a_values, b_values = _per_seed(a, analysis.metric), _per_seed(b, analysis.metric)
     return ([a_values[s] for s in sorted(a_values)], [b_values[s] for s in sorted(b_values)],
@@ -182,6 +198,19 @@ def _interaction_arms(by_label: dict[str, Group], contrast: Contrast, analysis: 
                            field="analysis.contrasts", fix="run the four arms on the same seeds")
     a, b, minus_a, minus_b = values
     return [a[s] + minus_b[s] for s in seeds], [b[s] + minus_a[s] for s in seeds], True
+
+
+def _subset_arms(by_label: dict[str, Group], contrast: Contrast) -> tuple:
+    """Per seed, (a on x + b on y, b on x + a on y): their paired difference is (b − a on x) −
+    (b − a on y), the method x subset interaction, tested by the paired t-test like any interaction."""
+    x, y = contrast.between  # type: ignore[misc]
+    a, b = by_label[contrast.a], by_label[contrast.b]
+    a_x, a_y, b_x, b_y = _per_seed(a, x), _per_seed(a, y), _per_seed(b, x), _per_seed(b, y)
+    seeds = sorted(a_x)
+    if sorted(b_x) != seeds:
+        raise HarnessError(f"{contrast.a} and {contrast.b} ran on different seeds", field="analysis.contrasts",
+                           fix="run both arms on the same seeds")
+    return [a_x[s] + b_y[s] for s in seeds], [b_x[s] + a_y[s] for s in seeds], True
 
 
 def main_effect_cells(groups: Sequence[Group], effect: MainEffect) -> list[tuple[Group, Group]]:
