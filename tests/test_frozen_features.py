@@ -49,7 +49,7 @@ def test_a_run_fed_from_the_frozen_feature_cache_equals_one_computed_without_it(
     on, on_dir = _run(tmp_path, "on")
     assert off_dir.name == on_dir.name  # the setting cannot change a result, so it is not in the run id
     record = on["train"]["frozen_features"]
-    assert record["used"] is True and record["images"] > 100 and record["cached"] is False
+    assert record["used"] is True and record["images"] > 100  # built here, or by an earlier test of the session
     # every training step's references and targets and the whole gallery were read from the table
     assert sum(served) >= 6 * 16 * 2 + on["num_gallery"]
     assert on["metrics"] == off["metrics"]
