@@ -20,7 +20,7 @@ run: install
 	$(BIN)/harness run $(CONFIG)
 
 test: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
