@@ -81,6 +81,7 @@ def test_the_table_key_changes_with_the_checkpoint_precision_and_image_size():
     assert key != table_key(tower, 32, "squash", cpu, "bf16")
     assert key != table_key(tower, 48, "squash", cpu, "fp32")
     assert key != table_key(tower, 32, "pad", cpu, "fp32")
+    assert key != table_key(tower, 32, "squash", cpu, "fp32", ("/data/cirr:val:gallery:2297",))  # another dataset
 
 
 def test_a_table_serves_only_the_images_and_autocast_it_was_built_for(monkeypatch):

@@ -86,14 +86,16 @@ class FeatureTable:
         return cls(index, features, getattr(torch, meta["dtype"]), tuple(meta["autocast"]), directory)  # type: ignore[arg-type]
 
 
-def table_key(tower: torch.nn.Module, image_size: int, resize: str, device: torch.device, precision: str) -> str:
+def table_key(tower: torch.nn.Module, image_size: int, resize: str, device: torch.device, precision: str,
+              sources: tuple[str, ...] = ()) -> str:
     """The table's cache key: the tower's class, weights and buffers (so another stage-0 checkpoint
-    gives another key), the images' size and geometry, the device type and the precision."""
+    gives another key), the images' size and geometry, the device type, the precision and where the
+    images come from (``sources``: a pretrained tower serves several datasets, each its own table)."""
     digest = hashlib.sha256()
     header = {"version": FEATURES_VERSION, "tower": f"{type(tower).__module__}.{type(tower).__qualname__}",
               "feature_layer": getattr(tower, "feature_layer", None), "drop_cls": getattr(tower, "drop_cls", None),
               "image_size": image_size, "resize": resize, "device": torch.device(device).type,
-              "precision": precision}
+              "precision": precision, "sources": list(sources)}
     digest.update(json.dumps(header, sort_keys=True).encode())
     state = {**dict(tower.named_parameters()), **dict(tower.named_buffers())}
     for name in sorted(state):

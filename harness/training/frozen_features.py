@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,14 +45,14 @@ def attach_frozen_features(method, config, train_split: CIRSplit, eval_split: CI
     towers = frozen_towers(method)
     if config.train.frozen_features == "off" or not towers:
         return {"used": False, "why": "train.frozen_features: off" if towers else "no frozen vision tower"}
-    image_sets = _image_sets(method, config, train_split, eval_split)
+    image_sets, sources = _image_sets(method, config, train_split, eval_split)
     precision = resolve_precision(config.train.precision, device)
-    records = [_attach(tower, image_sets, train_split, device, precision, progress) for tower in towers]
+    records = [_attach(tower, image_sets, sources, train_split, device, precision, progress) for tower in towers]
     return records[0] if len(records) == 1 else {"used": any(r["used"] for r in records), "towers": records}
 
 
-def _attach(tower: VisionTower, image_sets: list[torch.Tensor], split: CIRSplit, device: torch.device,
-            precision: str, progress: bool) -> dict[str, Any]:
+def _attach(tower: VisionTower, image_sets: list[torch.Tensor], sources: tuple[str, ...], split: CIRSplit,
+            device: torch.device, precision: str, progress: bool) -> dict[str, Any]:
     start = time.perf_counter()
     probe = next((images[:PROBE_IMAGES] for images in image_sets if len(images)), None)
     if probe is None:
@@ -59,7 +60,7 @@ def _attach(tower: VisionTower, image_sets: list[torch.Tensor], split: CIRSplit,
     why_not = exactness(tower, probe, device, precision)
     if why_not is not None:
         return {"used": False, "why": f"the tower is not batch-invariant here: {why_not}"}
-    key = table_key(tower, split.images.image_size, split.images.resize, device, precision)
+    key = table_key(tower, split.images.image_size, split.images.resize, device, precision, sources)
     built = (table_directory(key) / "table.json").is_file()
     if not built and (size := _estimated_gb(tower, probe[:1], image_sets, device)) > _limit_gb():
         return {"used": False, "why": f"the table would take {size:.1f} GB (over {LIMIT_ENV}={_limit_gb():g})"}
@@ -68,18 +69,22 @@ def _attach(tower: VisionTower, image_sets: list[torch.Tensor], split: CIRSplit,
             "seconds": round(time.perf_counter() - start, 2)}
 
 
-def _image_sets(method, config, train_split: CIRSplit, eval_split: CIRSplit) -> list[torch.Tensor]:
-    """The images a run passes through its towers in bulk: the training triplets' references and
-    targets (as the shared loop loads them) and the evaluation's gallery. Query references are
-    not held: the evaluation times query encoding with the tower computing (feature_table.computed)."""
-    sets = []
+def _image_sets(method, config, train_split: CIRSplit, eval_split: CIRSplit) -> tuple[list[torch.Tensor],
+                                                                                      tuple[str, ...]]:
+    """The images a run passes through its towers in bulk, and where they come from (for the key):
+    the training triplets' references and targets (as the shared loop loads them) and the
+    evaluation's gallery. Query references are not held: the evaluation times query encoding with
+    the tower computing (feature_table.computed)."""
+    sets, sources = [], []
     if getattr(method, "training_data", "triplets") == "triplets":
         triplets = [t for t in train_split.triplets if t.target is not None][: config.train.max_train_queries]
         sets += [train_split.images.load([t.reference for t in triplets]),
                  train_split.images.load([t.target for t in triplets])]
+        sources.append(f"{Path(train_split.root).resolve()}:{train_split.split}:triplets:{len(triplets)}")
     if config.eval.gallery == "split_file" and eval_split.gallery:
         sets.append(eval_split.images.load(eval_split.gallery))
-    return sets
+        sources.append(f"{Path(eval_split.root).resolve()}:{eval_split.split}:gallery:{len(eval_split.gallery)}")
+    return sets, tuple(sources)
 
 
 def _estimated_gb(tower: VisionTower, one: torch.Tensor, image_sets: list[torch.Tensor], device) -> float:
