@@ -56,7 +56,7 @@ def test_a_run_fed_from_the_frozen_feature_cache_equals_one_computed_without_it(
     with gzip.open(on_dir / "rankings.jsonl.gz", "rt") as a, gzip.open(off_dir / "rankings.jsonl.gz", "rt") as b:
         assert a.read() == b.read()
     assert _losses(on_dir) == _losses(off_dir)
-    assert read_result(on_dir / "result.json").timings["gallery_tower_from_table"] == 1.0
+    assert read_result(on_dir / "result.json").timings["gallery_feature_table"] == 1.0
 
 
 def _losses(run: Path) -> list[float]:

@@ -253,7 +253,7 @@ def _evaluate(method: CIRMethod, split: CIRSplit, triplets: list[Triplet], confi
     seconds = {"image_load_s": queries.load_seconds, "gallery_encode_s": gallery_seconds,
                "query_encode_s": query_seconds, "scoring_s": scoring_seconds}
     timings = _timings(seconds, len(queries.gallery), len(triplets), config, cached is not None, batch_ms, batch1_ms,
-                       peak_mb) | {"gallery_tower_from_table": float(reads_feature_tables(method))}
+                       peak_mb) | {"gallery_feature_table": float(reads_feature_tables(method))}
     return Evaluation(metrics, by_type, len(triplets), len(queries.gallery), timings, rankings, by_category,
                       _examples(split, queries, rankings, config), {"peak_memory": peak_kind, **diagnostics},
                       encoders.precision, learning_free(split, triplets) if config.remove_reference else {})
