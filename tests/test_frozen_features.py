@@ -90,10 +90,10 @@ def test_a_table_serves_only_the_images_and_autocast_it_was_built_for(monkeypatc
     images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
     other = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     key = table_key(tower, 32, "squash", cpu, "fp32")
-    table = ensure_table(key, tower, [images, images[:3]], cpu, "fp32")
+    table = ensure_table(key, tower, lambda: [images, images[:3]], cpu, "fp32")
     assert len(table.index) == 10  # the repeated images are held once
     monkeypatch.setattr(feature_table, "_build", lambda *_: pytest.fail("a built table is built again"))
-    assert ensure_table(key, tower, [images], cpu, "fp32").index == table.index  # read back, not rebuilt
+    assert ensure_table(key, tower, lambda: [images], cpu, "fp32").index == table.index  # read back, not rebuilt
     tower.feature_table = table
     with torch.no_grad():
         assert torch.equal(tower(images[[4, 1, 1]]), tower.compute(images[[4, 1, 1]]))
@@ -127,7 +127,8 @@ def test_a_table_built_under_bf16_autocast_serves_its_bits_there_only():
     cpu = torch.device("cpu")
     tower = _tower(seed=2)
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
-    tower.feature_table = ensure_table(table_key(tower, 32, "squash", cpu, "bf16"), tower, [images], cpu, "bf16")
+    tower.feature_table = ensure_table(table_key(tower, 32, "squash", cpu, "bf16"), tower, lambda: [images], cpu,
+                                         "bf16")
     with torch.no_grad(), autocast(cpu, "bf16"):
         served, computed_now = tower(images), tower.compute(images)
     assert served.dtype == computed_now.dtype and torch.equal(served, computed_now)

@@ -1,8 +1,8 @@
 """A frozen vision tower's outputs, computed once per checkpoint and precision and read back by image.
 
     key = table_key(tower, image_size=64, resize="squash", device=cpu, precision="fp32")
-    table = ensure_table(key, tower, [train_references, train_targets, gallery], device, "fp32")
-    tower.attach(table)                 # tower(images) now reads rows it holds, computes the rest
+    table = ensure_table(key, tower, lambda: [train_references, train_targets, gallery], device, "fp32")
+    tower.feature_table = table         # tower(images) now reads rows it holds, computes the rest
     with computed(method): ...          # every tower of ``method`` computes (timed query encoding)
 
 A frozen tower gives the same features for an image in every step, run, seed and grid point, so
@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from harness.core.cache import hash_tensors
 from harness.core.device import autocast
 from harness.core.paths import cache_dir, cached_directory
 
@@ -97,11 +98,7 @@ def table_key(tower: torch.nn.Module, image_size: int, resize: str, device: torc
               "image_size": image_size, "resize": resize, "device": torch.device(device).type,
               "precision": precision, "sources": list(sources)}
     digest.update(json.dumps(header, sort_keys=True).encode())
-    state = {**dict(tower.named_parameters()), **dict(tower.named_buffers())}
-    for name in sorted(state):
-        tensor = state[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    hash_tensors(digest, {**dict(tower.named_parameters()), **dict(tower.named_buffers())})
     return digest.hexdigest()[:32]
 
 
@@ -109,20 +106,20 @@ def table_directory(key: str) -> Path:
     return cache_dir() / "features" / key
 
 
-def ensure_table(key: str, tower, image_sets: Iterable[torch.Tensor], device: torch.device, precision: str,
-                 progress: bool = False) -> FeatureTable:
-    """The table of ``key``, built from ``image_sets`` (uint8 tensors, read in batches) when absent;
-    concurrent runs wait for the first to build it (harness.core.paths.cached_directory)."""
+def ensure_table(key: str, tower, image_sets: Callable[[], list[torch.Tensor]], device: torch.device,
+                 precision: str, progress: bool = False) -> FeatureTable:
+    """The table of ``key``, built when absent from the uint8 tensors ``image_sets()`` returns (only
+    then are they loaded; read in batches); concurrent runs wait for the first to build it
+    (harness.core.paths.cached_directory)."""
     directory = cached_directory(table_directory(key), "table.json",
-                                 lambda staging: _build(staging, tower, image_sets, device, precision, progress))
+                                 lambda staging: _build(staging, tower, image_sets(), device, precision, progress))
     return FeatureTable.open(directory)
 
 
-def _build(out: Path, tower, image_sets: Iterable[torch.Tensor], device: torch.device, precision: str,
+def _build(out: Path, tower, image_sets: list[torch.Tensor], device: torch.device, precision: str,
            progress: bool) -> None:
     """Compute the tower's outputs for every distinct image of ``image_sets`` into ``out``, written
     batch by batch into a memory-mapped file (a large table never sits in memory whole)."""
-    image_sets = list(image_sets)
     digests, picks = _distinct(image_sets)
     features, written, dtype = None, 0, torch.float32
     bar = tqdm(total=len(digests), desc="frozen features", unit="img", disable=not progress, leave=False)

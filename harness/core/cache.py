@@ -42,6 +42,18 @@ NOTE_ENV, NOTE_DEFAULT_GB = "CIR_HARNESS_CACHE_NOTE_GB", 10.0
 _noted = False
 
 
+def hash_tensors(digest, tensors: dict) -> None:
+    """Feed ``tensors`` (name -> tensor: a frozen encoder's weights and buffers) into ``digest`` by
+    name, dtype, shape and every byte: the part of a cache key that changes with another checkpoint
+    (gallery embeddings, frozen-feature tables)."""
+    import torch
+
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     """One cached thing: a folder (a stage-0 checkpoint, a benchmark) or a file (decoded images)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from harness.core.cache import hash_tensors
 from harness.core.files import staged_file
 from harness.core.paths import cache_dir
 
@@ -44,10 +45,7 @@ def embedding_key(method, split, device: torch.device, precision: str = "fp32") 
               "device": torch.device(device).type, "precision": precision}
     digest.update(json.dumps(header, sort_keys=True).encode())
     digest.update("\n".join(split.gallery).encode())
-    for name in sorted(state):
-        tensor = state[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    hash_tensors(digest, state)
     return digest.hexdigest()[:32]
 
 

@@ -189,28 +189,29 @@ def _arms(by_label: dict[str, Group], contrast: Contrast, analysis: AnalysisConf
 
 
 def _interaction_arms(by_label: dict[str, Group], contrast: Contrast, analysis: AnalysisConfig) -> tuple:
-    """Per seed, (a + minus.b, b + minus.a): their paired difference is the difference of the two
-    differences, so the paired t-test, its interval and TOST test the interaction itself."""
+    """The interaction (b − a) − (minus.b − minus.a) of four arms on the endpoint."""
     values = [_per_seed(by_label[label], analysis.metric) for label in contrast.labels()]
-    seeds = sorted(values[0])
-    if any(sorted(v) != seeds for v in values):
-        raise HarnessError(f"the interaction's four arms ran on different seeds ({', '.join(contrast.labels())})",
-                           field="analysis.contrasts", fix="run the four arms on the same seeds")
-    a, b, minus_a, minus_b = values
-    return [a[s] + minus_b[s] for s in seeds], [b[s] + minus_a[s] for s in seeds], True
+    return _difference_of_differences(values, f"the interaction's four arms ({', '.join(contrast.labels())})")
 
 
 def _subset_arms(by_label: dict[str, Group], contrast: Contrast) -> tuple:
-    """Per seed, (a on x + b on y, b on x + a on y): their paired difference is (b − a on x) −
-    (b − a on y), the method x subset interaction, tested by the paired t-test like any interaction."""
+    """The method x subset interaction (b − a on metric x) − (b − a on metric y)."""
     x, y = contrast.between  # type: ignore[misc]
     a, b = by_label[contrast.a], by_label[contrast.b]
-    a_x, a_y, b_x, b_y = _per_seed(a, x), _per_seed(a, y), _per_seed(b, x), _per_seed(b, y)
-    seeds = sorted(a_x)
-    if sorted(b_x) != seeds:
-        raise HarnessError(f"{contrast.a} and {contrast.b} ran on different seeds", field="analysis.contrasts",
-                           fix="run both arms on the same seeds")
-    return [a_x[s] + b_y[s] for s in seeds], [b_x[s] + a_y[s] for s in seeds], True
+    values = [_per_seed(a, x), _per_seed(b, x), _per_seed(a, y), _per_seed(b, y)]
+    return _difference_of_differences(values, f"{contrast.a} and {contrast.b}")
+
+
+def _difference_of_differences(values: list[dict[int, float]], arms: str) -> tuple:
+    """Per seed, (a + minus_b, b + minus_a) of per-seed values [a, b, minus_a, minus_b]: their
+    paired difference is (b − a) − (minus_b − minus_a), so the paired t-test, its interval and
+    TOST test the interaction itself."""
+    seeds = sorted(values[0])
+    if any(sorted(v) != seeds for v in values):
+        raise HarnessError(f"{arms} ran on different seeds", field="analysis.contrasts",
+                           fix="run every arm of the contrast on the same seeds")
+    a, b, minus_a, minus_b = values
+    return [a[s] + minus_b[s] for s in seeds], [b[s] + minus_a[s] for s in seeds], True
 
 
 def main_effect_cells(groups: Sequence[Group], effect: MainEffect) -> list[tuple[Group, Group]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,52 +46,66 @@ def attach_frozen_features(method, config, train_split: CIRSplit, eval_split: CI
     towers = frozen_towers(method)
     if config.train.frozen_features == "off" or not towers:
         return {"used": False, "why": "train.frozen_features: off" if towers else "no frozen vision tower"}
-    image_sets, sources = _image_sets(method, config, train_split, eval_split)
+    image_sets = _image_sets(method, config, train_split, eval_split)
     precision = resolve_precision(config.train.precision, device)
-    records = [_attach(tower, image_sets, sources, train_split, device, precision, progress) for tower in towers]
+    records = [_attach(tower, image_sets, train_split, device, precision, progress) for tower in towers]
     return records[0] if len(records) == 1 else {"used": any(r["used"] for r in records), "towers": records}
 
 
-def _attach(tower: VisionTower, image_sets: list[torch.Tensor], sources: tuple[str, ...], split: CIRSplit,
-            device: torch.device, precision: str, progress: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _ImageSet:
+    """Images a run passes through its towers in bulk: a split's images by name, and where they
+    come from (part of the table's key)."""
+
+    split: CIRSplit
+    names: list[str]
+    source: str
+
+    def load(self, count: int | None = None) -> torch.Tensor:
+        return self.split.images.load(self.names[:count])
+
+
+def _attach(tower: VisionTower, image_sets: list[_ImageSet], split: CIRSplit, device: torch.device,
+            precision: str, progress: bool) -> dict[str, Any]:
     start = time.perf_counter()
-    probe = next((images[:PROBE_IMAGES] for images in image_sets if len(images)), None)
+    probe = next((images.load(PROBE_IMAGES) for images in image_sets if images.names), None)
     if probe is None:
         return {"used": False, "why": "no images"}
     why_not = exactness(tower, probe, device, precision)
     if why_not is not None:
         return {"used": False, "why": f"the tower is not batch-invariant here: {why_not}"}
-    key = table_key(tower, split.images.image_size, split.images.resize, device, precision, sources)
+    key = table_key(tower, split.images.image_size, split.images.resize, device, precision,
+                    tuple(images.source for images in image_sets))
     built = (table_directory(key) / "table.json").is_file()
-    if not built and (size := _estimated_gb(tower, probe[:1], image_sets, device)) > _limit_gb():
+    count = sum(len(images.names) for images in image_sets)
+    if not built and (size := _estimated_gb(tower, probe[:1], count, device)) > _limit_gb():
         return {"used": False, "why": f"the table would take {size:.1f} GB (over {LIMIT_ENV}={_limit_gb():g})"}
-    tower.feature_table = ensure_table(key, tower, image_sets, device, precision, progress)
+    tower.feature_table = ensure_table(key, tower, lambda: [images.load() for images in image_sets], device,
+                                       precision, progress)
     return {"used": True, "key": key, "images": len(tower.feature_table.index), "cached": built,
             "seconds": round(time.perf_counter() - start, 2)}
 
 
-def _image_sets(method, config, train_split: CIRSplit, eval_split: CIRSplit) -> tuple[list[torch.Tensor],
-                                                                                      tuple[str, ...]]:
-    """The images a run passes through its towers in bulk, and where they come from (for the key):
-    the training triplets' references and targets (as the shared loop loads them) and the
-    evaluation's gallery. Query references are not held: the evaluation times query encoding with
-    the tower computing (feature_table.computed)."""
-    sets, sources = [], []
+def _image_sets(method, config, train_split: CIRSplit, eval_split: CIRSplit) -> list[_ImageSet]:
+    """The training triplets' references and targets (the lists the shared loop loads) and the
+    evaluation's gallery; loaded only when a table is built. Query references are not held: the
+    evaluation times query encoding with the tower computing (feature_table.computed)."""
+    sets = []
     if getattr(method, "training_data", "triplets") == "triplets":
         triplets = [t for t in train_split.triplets if t.target is not None][: config.train.max_train_queries]
-        sets += [train_split.images.load([t.reference for t in triplets]),
-                 train_split.images.load([t.target for t in triplets])]
-        sources.append(f"{Path(train_split.root).resolve()}:{train_split.split}:triplets:{len(triplets)}")
+        source = f"{Path(train_split.root).resolve()}:{train_split.split}:triplets:{len(triplets)}"
+        sets += [_ImageSet(train_split, [t.reference for t in triplets], source),
+                 _ImageSet(train_split, [t.target for t in triplets], source)]  # type: ignore[misc]
     if config.eval.gallery == "split_file" and eval_split.gallery:
-        sets.append(eval_split.images.load(eval_split.gallery))
-        sources.append(f"{Path(eval_split.root).resolve()}:{eval_split.split}:gallery:{len(eval_split.gallery)}")
-    return sets, tuple(sources)
+        sets.append(_ImageSet(eval_split, list(eval_split.gallery),
+                              f"{Path(eval_split.root).resolve()}:{eval_split.split}:gallery:{len(eval_split.gallery)}"))
+    return sets
 
 
-def _estimated_gb(tower: VisionTower, one: torch.Tensor, image_sets: list[torch.Tensor], device) -> float:
+def _estimated_gb(tower: VisionTower, one: torch.Tensor, count: int, device) -> float:
     with torch.no_grad():
         row = tower.compute(one.to(device))
-    return row.numel() * row.element_size() * sum(len(images) for images in image_sets) / 2**30
+    return row.numel() * row.element_size() * count / 2**30
 
 
 def _limit_gb() -> float:
